@@ -1,0 +1,116 @@
+"""The ``regression-lab`` command: dispatches to the training CLI or to the light commands.
+
+Training subcommands (``fit``, ``validate``, ``test``) go through LightningCLI. Light ones
+(``predict``, ``demo``, ``landscape``) never import Lightning, so they start about as fast as
+``import torch``. Errors in what the user gave end with one line on stderr and exit status 2;
+a run that fails for another reason (e.g. diverged training) exits 1. Run it::
+
+    regression-lab --help
+    regression-lab fit
+    regression-lab predict --x 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from regression_lab.errors import TrainingFailed, UsageError
+
+TRAINING_COMMANDS = ("fit", "validate", "test")
+
+USAGE = """\
+usage: regression-lab <command> [options]
+
+Train a tiny MLP to learn y = 3x + 2 (the first-neural-network lab) with PyTorch Lightning.
+
+training commands (LightningCLI: --help, --config FILE, --print_config, dotted overrides):
+  fit         train; prints the prediction for x = 10 and the checkpoint path
+  validate    evaluate a checkpoint on the validation set (--ckpt_path, default the newest)
+  test        evaluate a checkpoint on the test set (--ckpt_path, default the newest)
+
+light commands (no Lightning import):
+  predict     print CSV x,prediction from a checkpoint (--x 10 [--x 11 ...] | --input FILE|-)
+
+Run 'regression-lab <command> --help' for a command's options.
+"""
+
+
+def _one_line(message: object) -> str:
+    """Collapse an error message to one line, so every failure reads the same way."""
+    return " ".join(str(message).split())
+
+
+def _light_commands() -> dict[
+    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+]:
+    from regression_lab import predict
+
+    return {
+        "predict": ("print predictions from a checkpoint as CSV", predict.add_arguments, predict.run),
+    }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage, so errors stay one line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _run_light(name: str, argv: Sequence[str]) -> int:
+    help_text, add_arguments, run = _light_commands()[name]
+    parser = _Parser(prog=f"regression-lab {name}", description=help_text)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
+    # Lightning and its argument parser load only here, for the training commands.
+    from jsonargparse import ArgumentError
+
+    from regression_lab.training import cli_main
+
+    try:
+        # LightningCLI reads sys.argv itself when run as the console script (and warns if given both).
+        cli_main(None if from_sys_argv else list(argv))
+    except ArgumentError as err:
+        raise UsageError(f"regression-lab {argv[0]}: {_one_line(err)}") from None
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``regression-lab`` console script; returns the exit status."""
+    from_sys_argv = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0 if argv else 2
+    command = argv[0]
+    try:
+        if command in TRAINING_COMMANDS:
+            return _run_training(argv, from_sys_argv)
+        if command in _light_commands():
+            return _run_light(command, argv[1:])
+        raise UsageError(
+            f"unknown command {command!r}: choose from {', '.join((*TRAINING_COMMANDS, *_light_commands()))}"
+        )
+    except UsageError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except TrainingFailed as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    """Console-script wrapper: exit with :func:`main`'s status."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

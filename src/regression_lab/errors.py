@@ -1,0 +1,37 @@
+"""Error types that the command line turns into one clear line and an exit status.
+
+Nothing here imports torch or Lightning. Used by every module::
+
+    from regression_lab.errors import UsageError
+    raise UsageError("hidden_size must be >= 1")   # the CLI prints it and exits 2
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class UsageError(ValueError):
+    """Something the user typed or gave is wrong: the CLI prints the message and exits 2."""
+
+
+class TrainingFailed(RuntimeError):
+    """A run failed for a reason other than bad input (e.g. diverged): the CLI exits 1."""
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Return ``value`` if it is an int >= ``minimum``, else raise :class:`UsageError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_float(name: str, value: object, *, positive: bool = False, non_negative: bool = False) -> float:
+    """Return ``value`` as a finite float (optionally > 0 or >= 0), else raise :class:`UsageError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value!r}")
+    if positive and not value > 0:
+        raise UsageError(f"{name} must be > 0, got {value!r}")
+    if non_negative and not value >= 0:
+        raise UsageError(f"{name} must be >= 0, got {value!r}")
+    return float(value)

@@ -1,0 +1,140 @@
+"""The LightningModule that trains ``MyNN`` on the line with MSE and SGD.
+
+One shared :meth:`RegressionModule.model_step` serves train, validation and test; torchmetrics
+compute MSE, MAE and R^2 for validation and test under the keys ``val/loss``, ``val/mae``,
+``val/r2`` and ``test/...``. Hyperparameters are primitives saved with
+``save_hyperparameters()``, so a checkpoint loads with ``torch.load(path, weights_only=True)``.
+Use it through the CLI (``regression-lab fit``) or directly::
+
+    import lightning as L
+    from regression_lab.data import RegressionDataModule
+    from regression_lab.module import RegressionModule
+    L.Trainer(max_epochs=400).fit(RegressionModule(), RegressionDataModule())
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+
+from regression_lab.errors import check_float, check_int
+from regression_lab.models import MyNN
+
+#: The checkpoint key under which the weights from before training are kept, so the loss
+#: landscape can interpolate from them to the trained weights.
+INITIAL_STATE_KEY = "initial_state_dict"
+
+
+class RegressionModule(L.LightningModule):
+    """``MyNN`` regressing a line: MSE loss, SGD, TensorBoard-friendly metrics."""
+
+    def __init__(
+        self,
+        hidden_size: int = 5,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        probe_x: float = 10.0,
+    ) -> None:
+        """Build the model and its metrics.
+
+        Args:
+            hidden_size: ReLU units in MyNN's hidden layer (the lab's best: 5).
+            lr: SGD learning rate (the lab's 0.01).
+            momentum: SGD momentum (0 as in the lab).
+            weight_decay: SGD L2 penalty (0 as in the lab).
+            probe_x: the input whose prediction is reported after training (the lab asks for 10).
+        """
+        super().__init__()
+        check_int("model.hidden_size", hidden_size, 1)
+        check_float("model.lr", lr, positive=True)
+        check_float("model.momentum", momentum, non_negative=True)
+        check_float("model.weight_decay", weight_decay, non_negative=True)
+        check_float("model.probe_x", probe_x)
+        self.save_hyperparameters()
+        self.net = MyNN(hidden_size)
+        self.loss_fn = nn.MSELoss()
+        # The weights before any step: kept in every checkpoint for the landscape's interpolation.
+        self.initial_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        # Lets TensorBoardLogger(log_graph=True) trace the model graph.
+        self.example_input_array = torch.zeros(1, 1)
+        metrics = torchmetrics.MetricCollection(
+            {
+                "loss": torchmetrics.MeanSquaredError(),
+                "mae": torchmetrics.MeanAbsoluteError(),
+                "r2": torchmetrics.R2Score(),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predict y for inputs of shape (N, 1)."""
+        return self.net(x)
+
+    def model_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step shared by train, validation and test: predictions, targets and MSE loss."""
+        x, y = batch
+        pred = self(x)
+        return self.loss_fn(pred, y), pred, y
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self.model_step(batch)
+        # Epoch-level logging: with the lab's one batch per epoch this is one point per epoch,
+        # and at scale Lightning accumulates on the device instead of syncing every step.
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        _, pred, y = self.model_step(batch)
+        # torchmetrics accumulate over batches and reduce across ranks on compute.
+        self.val_metrics.update(pred, y)
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=False)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        _, pred, y = self.model_step(batch)
+        self.test_metrics.update(pred, y)
+        self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Predictions for a batch of x, or of (x, y) pairs."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+    @torch.no_grad()
+    def predict_value(self, x: float) -> float:
+        """The model's prediction for one input, as a float."""
+        return float(self(torch.tensor([[x]], dtype=torch.float32, device=self.device)).item())
+
+    def on_train_end(self) -> None:
+        # Final metrics beside the hyperparameters make TensorBoard's HParams tab a results
+        # table. The logger writes the hparams summary only when metrics are given.
+        if self.logger is None:
+            return
+        metrics = self.trainer.callback_metrics
+        final = {f"hp/{k.replace('/', '_')}": float(metrics[k]) for k in ("train/loss", "val/loss") if k in metrics}
+        pred = self.predict_value(self.hparams.probe_x)
+        final["hp/pred_probe"] = pred
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and "slope" in dm.hparams:
+            final["hp/abs_err_probe"] = abs(pred - (dm.hparams.slope * self.hparams.probe_x + dm.hparams.intercept))
+        params = dict(self.hparams)
+        if dm is not None:
+            params.update({f"data.{k}": v for k, v in dm.hparams.items()})
+        self.logger.log_hyperparams(params, final, step=self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[INITIAL_STATE_KEY] = self.initial_state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resuming must keep the weights the run started from, not the resumed ones.
+        if INITIAL_STATE_KEY in checkpoint:
+            self.initial_state = checkpoint[INITIAL_STATE_KEY]

@@ -1,0 +1,95 @@
+"""Predict y for given x from a checkpoint, printing CSV ``x,prediction``. No Lightning import.
+
+Run it::
+
+    regression-lab predict --x 10                    # newest checkpoint under ./lightning_logs
+    regression-lab predict --ckpt_path run.ckpt --x 10 --x 11
+    printf '10\\n11\\n' | regression-lab predict --input -
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+from regression_lab.errors import UsageError
+
+
+def parse_number(text: str, where: str = "") -> float:
+    """A finite float from text, or :class:`UsageError` naming where it came from."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"not a number{where}: {text.strip()!r}") from None
+    if not math.isfinite(value):
+        raise UsageError(f"not a finite number{where}: {text.strip()!r}")
+    return value
+
+
+def read_inputs(stream: TextIO, name: str) -> list[float]:
+    """x values from a text stream: one per line, or the first column of a CSV with an ``x`` header.
+
+    Blank lines and lines starting with ``#`` are skipped.
+    """
+    values: list[float] = []
+    for lineno, line in enumerate(stream, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        first = text.split(",")[0].strip()
+        if lineno == 1 and first.lower() == "x":
+            continue
+        values.append(parse_number(first, f" in {name} line {lineno}"))
+    if not values:
+        raise UsageError(f"no x values in {name}")
+    return values
+
+
+def predict_values(ckpt_path: Path | str, xs: Iterable[float]) -> list[float]:
+    """Predictions of the checkpoint's ``MyNN`` for each x (CPU, no gradients)."""
+    import torch
+
+    from regression_lab.checkpoints import load_mynn
+
+    model, _ = load_mynn(ckpt_path)
+    x = torch.tensor(list(xs), dtype=torch.float32).unsqueeze(1)
+    with torch.no_grad():
+        return model(x).squeeze(1).tolist()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``predict`` subcommand's options."""
+    parser.add_argument("--ckpt_path", help="checkpoint to load (default: the newest under ./lightning_logs/)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--x", action="append", metavar="X", help="an input value; repeat for more")
+    src.add_argument(
+        "--input", metavar="FILE", help="file with one x per line (or a CSV with an x column); '-' reads stdin"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``predict``: resolve the checkpoint, read the inputs, print CSV to stdout."""
+    from regression_lab.checkpoints import newest_checkpoint
+
+    if args.x is not None:
+        xs = [parse_number(v, " in --x") for v in args.x]
+    elif args.input == "-":
+        xs = read_inputs(sys.stdin, "stdin")
+    else:
+        path = Path(args.input)
+        if not path.is_file():
+            raise UsageError(f"input file not found: {path}")
+        try:
+            with path.open(encoding="utf-8") as fh:
+                xs = read_inputs(fh, str(path))
+        except UnicodeDecodeError:
+            raise UsageError(f"input file is not text: {path}") from None
+    ckpt = Path(args.ckpt_path) if args.ckpt_path else newest_checkpoint()
+    preds = predict_values(ckpt, xs)
+    out = ["x,prediction"] + [f"{x:g},{p:.6f}" for x, p in zip(xs, preds, strict=True)]
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
