@@ -52,7 +52,8 @@ class RunProgressBar(ProgressBar):
         total = None
         if trainer.max_epochs is not None and trainer.max_epochs > 0 and per_epoch != float("inf"):
             total = int(per_epoch) * trainer.max_epochs
-        done = trainer.current_epoch * int(per_epoch) if per_epoch != float("inf") else 0
+        # A resumed run starts where its checkpoint left off (one optimizer step per batch here).
+        done = trainer.global_step
         self._bar = tqdm(
             total=total,
             initial=done,

@@ -71,8 +71,9 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise UsageError(f"checkpoint file is empty: {path}")
     if not zipfile.is_zipfile(path):
-        # torch.save has written zip archives since torch 1.6; anything else is not ours.
-        raise UsageError(f"not a checkpoint file (not a torch zip archive): {path}")
+        # torch.save has written zip archives since torch 1.6; a file cut short loses the zip's
+        # directory at its end, so it fails here too.
+        raise UsageError(f"not a readable checkpoint (truncated, corrupt, or not a torch file): {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -84,7 +85,9 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
             "only tensors and plain values are loaded from checkpoints"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise UsageError(f"not a readable checkpoint (truncated or corrupt?): {path} ({type(err).__name__})") from None
+        raise UsageError(
+            f"not a readable checkpoint (truncated, corrupt, or not a torch file): {path} ({type(err).__name__})"
+        ) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise UsageError(f"not a Lightning checkpoint (no state_dict): {path}")
     return ckpt

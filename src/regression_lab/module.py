@@ -122,10 +122,10 @@ class RegressionModule(L.LightningModule):
         metrics = self.trainer.callback_metrics
         final = {f"hp/{k.replace('/', '_')}": float(metrics[k]) for k in ("train/loss", "val/loss") if k in metrics}
         pred = self.predict_value(self.hparams.probe_x)
-        final["hp/pred_probe"] = pred
+        final["hp/prediction"] = pred
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and "slope" in dm.hparams:
-            final["hp/abs_err_probe"] = abs(pred - (dm.hparams.slope * self.hparams.probe_x + dm.hparams.intercept))
+            final["hp/abs_error"] = abs(pred - (dm.hparams.slope * self.hparams.probe_x + dm.hparams.intercept))
         params = dict(self.hparams)
         if dm is not None:
             params.update({f"data.{k}": v for k, v in dm.hparams.items()})

@@ -1,0 +1,34 @@
+"""Shared fixtures: a real lab training run, trained once per test session.
+
+Run the suite with ``pytest`` from the repository root (see README).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import fit_in_process
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def lab_run(tmp_path_factory: pytest.TempPathFactory):
+    """The lab's default training (hidden 5, lr 0.01, 400 full-batch epochs), trained once per session."""
+    workdir = tmp_path_factory.mktemp("lab_run")
+    cli = fit_in_process(workdir)
+    return workdir, cli
+
+
+@pytest.fixture
+def lab_ckpt(lab_run, tmp_path: Path) -> Path:
+    """A private copy of the lab run's last checkpoint (tests may damage theirs)."""
+    workdir, _ = lab_run
+    src = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    dst = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    dst.parent.mkdir(parents=True)
+    shutil.copy2(src, dst)
+    return dst

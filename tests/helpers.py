@@ -1,0 +1,57 @@
+"""Helpers for the tests: run the CLI as a user would (subprocess) or in-process (fast).
+
+Imported by the test modules: ``from helpers import run_cli, fit_in_process``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_command() -> list[str]:
+    """The installed console script, or the module if the script is not on this interpreter's path."""
+    script = Path(sys.executable).with_name("regression-lab")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "regression_lab"]
+
+
+def run_cli(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``regression-lab ARGS`` in a subprocess, capturing text output."""
+    return subprocess.run(
+        [*cli_command(), *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
+
+
+def cli_in_process(workdir: Path, command: str, *args: str) -> object:
+    """Run ``regression-lab COMMAND ARGS`` (fit, validate, test) in this process inside ``workdir``.
+
+    Much faster than a subprocess (no new interpreter importing Lightning); returns the CLI object.
+    """
+    from regression_lab.training import cli_main
+
+    old_cwd, old_argv = Path.cwd(), sys.argv
+    os.chdir(workdir)
+    sys.argv = ["regression-lab"]  # LightningCLI warns when it sees both args and sys.argv
+    try:
+        return cli_main([command, *QUIET, *args])
+    finally:
+        os.chdir(old_cwd)
+        sys.argv = old_argv
+
+
+def fit_in_process(workdir: Path, *args: str) -> object:
+    """``regression-lab fit ARGS`` in this process, inside ``workdir``."""
+    return cli_in_process(workdir, "fit", *args)

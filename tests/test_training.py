@@ -1,0 +1,110 @@
+"""The training pipeline, trained for real: accuracy, reproducibility, checkpoints, TensorBoard.
+
+Run: pytest tests/test_training.py
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import cli_in_process, fit_in_process
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from regression_lab.checkpoints import load_mynn
+from regression_lab.models import MyNN
+from regression_lab.module import INITIAL_STATE_KEY, RegressionModule
+
+
+def run_dir(workdir: Path, version: int = 0) -> Path:
+    return workdir / "lightning_logs" / f"version_{version}"
+
+
+def test_lab_training_learns_y_equals_3x_plus_2(lab_run):
+    _, cli = lab_run
+    model: RegressionModule = cli.model
+    assert cli.trainer.current_epoch == 400
+    assert cli.trainer.callback_metrics["train/loss"].item() < 1e-3
+    assert abs(model.predict_value(10.0) - 32.0) < 0.05
+    x = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]])
+    torch.testing.assert_close(model(x), 3 * x + 2, atol=0.01, rtol=0)
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):
+    runs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        (tmp_path / name).mkdir()
+        cli = fit_in_process(tmp_path / name, "--trainer.max_epochs", "20", "--seed_everything", str(seed))
+        runs[name] = cli.model.net.state_dict()
+    for key in runs["a"]:
+        assert torch.equal(runs["a"][key], runs["b"][key]), key
+    assert not torch.equal(runs["a"]["linear1.weight"], runs["c"]["linear1.weight"])
+
+
+def test_checkpoint_loads_weights_only_into_plain_mynn(lab_run):
+    workdir, cli = lab_run
+    ckpt_path = run_dir(workdir) / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["hidden_size"] == 5 and ckpt["hyper_parameters"]["lr"] == 0.01
+    net = MyNN(ckpt["hyper_parameters"]["hidden_size"])
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    x = torch.tensor([[10.0], [11.0]])
+    expected = cli.model.net(x)
+    torch.testing.assert_close(net(x), expected)
+    # The same through the project's loader and through Lightning's own.
+    plain, _ = load_mynn(ckpt_path)
+    torch.testing.assert_close(plain(x), expected)
+    restored = RegressionModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    torch.testing.assert_close(restored(x), expected)
+    # The weights before training travel with the checkpoint (for the landscape's interpolation).
+    init = ckpt[INITIAL_STATE_KEY]
+    assert set(init) == {"linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"}
+    assert not torch.equal(init["linear1.weight"], ckpt["state_dict"]["net.linear1.weight"])
+    torch.testing.assert_close(restored.initial_state["linear2.bias"], init["linear2.bias"])
+
+
+def test_checkpoints_are_last_and_best_by_val_loss(lab_run):
+    workdir, cli = lab_run
+    files = sorted(p.name for p in (run_dir(workdir) / "checkpoints").iterdir())
+    assert files == ["best-epoch=399-step=400.ckpt", "last.ckpt"]
+    cb = cli.trainer.checkpoint_callback
+    assert cb.monitor == "val/loss" and cb.best_model_score is not None
+    assert cb.best_model_score.item() < 1e-3
+
+
+def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
+    workdir, _ = lab_run
+    (events,) = run_dir(workdir).glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for key in ("train/loss", "val/loss", "val/mae", "val/r2"):
+        assert key in tags["scalars"], key
+    train = acc.Scalars("train/loss")
+    assert len(train) == 400  # one point per epoch
+    assert train[-1].value < 1e-3 < train[0].value
+    val = acc.Scalars("val/loss")
+    assert len(val) == 40  # validation every 10th epoch
+    assert acc.Scalars("val/r2")[-1].value == pytest.approx(1.0, abs=1e-3)
+    assert tags["graph"] is True
+    # HParams tab: the hyperparameters and the final metrics beside them.
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["hidden_size"].number_value == 5
+    assert hparams["lr"].number_value == pytest.approx(0.01)
+    assert hparams["data.num_samples"].number_value == 5
+    assert abs(acc.Scalars("hp/prediction")[-1].value - 32.0) < 0.05
+    assert acc.Scalars("hp/abs_error")[-1].value < 0.05
+
+
+def test_validate_and_test_evaluate_the_checkpoint(lab_run, tmp_path):
+    workdir, _ = lab_run
+    ckpt = str(run_dir(workdir) / "checkpoints" / "last.ckpt")
+    val = cli_in_process(tmp_path, "validate", "--ckpt_path", ckpt)
+    test = cli_in_process(tmp_path, "test", "--ckpt_path", ckpt)
+    assert val.trainer.callback_metrics["val/loss"].item() < 1e-3
+    assert val.trainer.callback_metrics["val/r2"].item() == pytest.approx(1.0, abs=1e-3)
+    assert 0 <= test.trainer.callback_metrics["test/mae"].item() < 0.1
+    # The checkpoint's hyperparameters drive the model built for evaluation.
+    assert val.model.hparams.hidden_size == 5
