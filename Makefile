@@ -1,0 +1,36 @@
+# regression-lab: `make train` and `make test` each set up .venv first (see README).
+#
+#   make train          # set up, train the lab model, print the prediction for x = 10
+#   make test           # set up with the test extras, run the test suite
+#   make lint           # ruff check + format check
+#
+# TORCH pins the torch release the venv gets: 2.13.0 is the release this project is tested
+# with (a CPU wheel of it ships on the project's machines; elsewhere pip takes PyPI's build).
+# `make TORCH=torch train` takes the newest release instead.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup train test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	touch $@
+
+train: setup
+	MPLBACKEND=Agg $(BIN)/regression-lab fit
+
+test: setup
+	MPLBACKEND=Agg $(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
