@@ -13,6 +13,7 @@ a run that fails for another reason (e.g. diverged training) exits 1. Run it::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -32,6 +33,7 @@ training commands (LightningCLI: --help, --config FILE, --print_config, dotted o
 
 light commands (no Lightning import):
   predict     print CSV x,prediction from a checkpoint (--x 10 [--x 11 ...] | --input FILE|-)
+  demo        the lab's forward passes and model walk-throughs [forward|tinymodel|linear|mynn|all]
 
 Run 'regression-lab <command> --help' for a command's options.
 """
@@ -45,10 +47,11 @@ def _one_line(message: object) -> str:
 def _light_commands() -> dict[
     str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ]:
-    from regression_lab import predict
+    from regression_lab import demos, predict
 
     return {
         "predict": ("print predictions from a checkpoint as CSV", predict.add_arguments, predict.run),
+        "demo": ("the lab's forward passes by hand and model walk-throughs", demos.add_arguments, demos.run),
     }
 
 
@@ -105,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`regression-lab demo | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def entry() -> None:

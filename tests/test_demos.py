@@ -1,0 +1,152 @@
+"""The lab's part A: every printed number, the agreement of the loop, NumPy and torch versions,
+the exercise, TinyModel, nn.Linear, and the model graphs in TensorBoard.
+
+Run: pytest tests/test_demos.py
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from regression_lab import demos
+
+LAB_LAYER = [6.96, 1.867, 2.106]
+LAB_BATCH = [[6.96, 1.867, 2.106], [12.9, 1.523, 4.058], [0.39, 1.051, 0.026]]
+
+
+def test_perceptron_sum_is_4_96_and_steps_to_1():
+    values = demos.perceptron().values
+    assert values["weighted_sum"] == pytest.approx(4.96)
+    assert values["step_output"] == 1
+
+
+def test_written_out_loops_and_numpy_give_the_labs_layer():
+    written = demos.three_neurons().values["outputs"]
+    looped = demos.loops_and_dot().values
+    assert written == pytest.approx(LAB_LAYER)
+    assert looped["looped"] == pytest.approx(LAB_LAYER)
+    assert looped["numpy_one_neuron"] == pytest.approx(6.96)
+    np.testing.assert_allclose(looped["numpy_layer"], LAB_LAYER)
+
+
+def test_batch_is_the_labs_3x3_matrix_in_numpy_and_torch():
+    batch = demos.batch_of_samples().values
+    np.testing.assert_allclose(batch["outputs"], LAB_BATCH, atol=1e-12)
+    assert batch["shape"] == [3, 3]
+    t = demos.tensors().values
+    for key in ("batch_matmul", "batch_mm", "batch_at"):
+        np.testing.assert_allclose(t[key].numpy(), LAB_BATCH, atol=1e-5)
+    assert t["all_three_equal"] is True
+    # The first row of the batch is the single sample's layer output.
+    np.testing.assert_allclose(batch["outputs"][0], demos.loops_and_dot().values["numpy_layer"])
+
+
+def test_tensor_products_and_the_dot_difference():
+    t = demos.tensors().values
+    assert t["torch_dot"].item() == 7
+    assert t["torch_mm"].tolist() == [[3, 7], [5, 12]]
+    assert t["np_dot_2d"].tolist() == [[3, 7], [5, 12]]
+    assert t["torch_dot_2d"].startswith("RuntimeError") and "1D tensors expected" in t["torch_dot_2d"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_relu_exercise_is_vectorised_relu_and_reproducible(seed):
+    v = demos.relu_exercise(seed).values
+    assert v["inputs"].shape == (5,) and v["weights"].shape == (2, 5) and v["biases"].shape == (2,)
+    assert torch.all((v["inputs"] >= 0) & (v["inputs"] < 1))
+    expected = torch.clamp(v["weights"] @ v["inputs"] + v["biases"], min=0)
+    torch.testing.assert_close(v["outputs"], expected)
+    assert torch.all(v["outputs"] >= 0)
+    # Each neuron by hand: max(0, sum_i w_ji x_i + b_j).
+    for j in range(2):
+        by_hand = max(0.0, sum(float(v["weights"][j, i] * v["inputs"][i]) for i in range(5)) + float(v["biases"][j]))
+        assert v["outputs"][j].item() == pytest.approx(by_hand, abs=1e-6)
+    again = demos.relu_exercise(seed).values
+    assert torch.equal(again["outputs"], v["outputs"])
+
+
+def test_tinymodel_section_counts_and_probabilities():
+    v = demos.tinymodel().values
+    assert v["total_parameters"] == 22210 == 100 * 200 + 200 + 200 * 10 + 10
+    assert v["parameter_counts"]["linear2.weight"] == 2000
+    assert v["linear2_weight_shape"] == [10, 200]
+    assert v["requires_grad"] is True
+    assert v["batch_output_shape"] == [4, 10]
+    torch.testing.assert_close(v["row_sums"], torch.ones(4))
+    assert "Softmax(dim=-1)" in v["architecture"]
+
+
+def test_linear_section_checks_x_wt_plus_b():
+    v = demos.linear_layer(seed=3).values
+    assert v["weight_shape"] == [2, 3]
+    torch.testing.assert_close(v["output"], v["input"] @ v["weight"].T + v["bias"])
+    assert v["identity_holds"] is True and v["requires_grad"] is True
+
+
+def test_text_output_shows_the_labs_numbers():
+    proc = run_cli("demo", "forward", cwd=".")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for expected in ("weighted_sum: 4.96", "step_output: 1", "[6.96, 1.867, 2.106]", "torch_dot: 7", "[ 5 12]"):
+        assert expected in out, expected
+    assert "[12.9    1.523  4.058]" in out
+
+
+def test_json_output_parses_and_matches(tmp_path):
+    proc = run_cli("demo", "all", "--json", "--seed", "5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    titles = [s["title"] for s in payload["sections"]]
+    assert len(titles) == 9 and titles[0].startswith("The perceptron")
+    by_title = {s["title"]: s["values"] for s in payload["sections"]}
+    assert by_title["The perceptron (one neuron)"]["weighted_sum"] == pytest.approx(4.96)
+    exercise = by_title["Exercise: 5 inputs, 2 ReLU neurons"]
+    assert exercise["seed"] == 5
+    assert exercise["outputs"] == pytest.approx(demos.relu_exercise(5).values["outputs"].tolist())
+    assert by_title["TinyModel: 100 -> 200 -> 10, softmax"]["total_parameters"] == 22210
+
+
+def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
+    proc = run_cli("demo", "tinymodel", "--logdir", str(tmp_path / "graphs"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    written = demos.write_graphs(tmp_path / "more", ["mynn", "tinymodel"])
+    for run in [tmp_path / "graphs" / "tinymodel", *written]:
+        (events,) = run.glob("events.out.tfevents.*")
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        assert acc.Tags()["graph"] is True
+        graph = acc.Graph()
+        names = " ".join(node.name for node in graph.node)
+        assert "linear1" in names and "linear2" in names
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["demo", "bogus"], "unknown demo 'bogus'"),
+        (["demo", "forward", "--seed", "abc"], "invalid int value"),
+        (["demo", "forward", "--seed", "-1"], "--seed must be >= 0"),
+        (["demo", "forward", "--logdir", "x"], "has none"),
+    ],
+)
+def test_bad_demo_input_is_one_line_exit_2(tmp_path, args, phrase):
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and phrase in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_demo_does_not_import_lightning():
+    code = (
+        "import sys, io, contextlib; from regression_lab.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): rc = main(['demo', 'all'])\n"
+        "assert rc == 0; bad = [m for m in sys.modules if m.startswith('lightning')]; assert not bad, bad"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
