@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from regression_lab.data import RegressionDataModule, TensorBatches, shard_indices
+from regression_lab.data import RegressionDataModule
 from regression_lab.errors import UsageError
+from regression_lab.samples import TensorBatches, line_split, shard_indices
 
 
 def test_defaults_are_the_labs_data():
@@ -80,3 +81,21 @@ def test_a_million_samples_are_generated_without_python_lists():
 def test_bad_settings_are_rejected(kwargs, message):
     with pytest.raises(UsageError, match=message):
         RegressionDataModule(**kwargs)
+
+
+def test_light_sample_defaults_match_the_datamodule_signature():
+    import inspect
+
+    from regression_lab.samples import DATA_DEFAULTS
+
+    params = inspect.signature(RegressionDataModule.__init__).parameters
+    assert {k: params[k].default for k in DATA_DEFAULTS} == DATA_DEFAULTS
+
+
+def test_line_split_shards_rebuild_the_whole_noisy_set():
+    settings = {"num_samples": 9, "noise_std": 0.3, "seed": 4}
+    x, y = line_split(settings, "train")
+    parts = [line_split(settings, "train", rank, 3) for rank in range(3)]
+    order = torch.cat([shard_indices(9, rank, 3) for rank in range(3)])
+    assert torch.equal(torch.cat([p[0] for p in parts]), x[order])
+    assert torch.equal(torch.cat([p[1] for p in parts]), y[order])

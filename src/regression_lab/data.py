@@ -6,85 +6,19 @@ prediction question; a test set over x = 0..10 in steps of 0.5. Try it::
 
     python -c "from regression_lab.data import RegressionDataModule as D; d = D(); d.setup('fit'); print(d.train_x.T)"
 
-Batches are served by tensor indexing (:class:`TensorBatches`), not a per-sample
-``Dataset.__getitem__`` plus collate, which is about 50x slower at a million samples. Under a
-distributed strategy each rank keeps only its own shard, and the data sits on the training
-device once instead of being copied there every step.
+Batches are served by tensor indexing (:class:`~regression_lab.samples.TensorBatches`), not a
+per-sample ``Dataset.__getitem__`` plus collate, which is about 50x slower at a million samples.
+Under a distributed strategy each rank keeps only its own shard, and the data sits on the
+training device once instead of being copied there every step.
 """
 
 from __future__ import annotations
-
-import math
-from collections.abc import Iterator
 
 import lightning as L
 import torch
 
 from regression_lab.errors import UsageError, check_float, check_int
-
-
-class TensorBatches:
-    """An iterable of ``(x, y)`` batches cut from two tensors by indexing.
-
-    Lightning accepts any iterable with a ``len`` as a dataloader. Shuffling draws a new
-    permutation each epoch from ``generator``, so a seeded generator gives a repeatable order.
-    """
-
-    def __init__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        batch_size: int | None = None,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        """Wrap the tensors.
-
-        Args:
-            x: inputs, shape (N, 1).
-            y: targets, shape (N, 1).
-            batch_size: samples per batch; ``None`` serves the whole tensor as one batch.
-            shuffle: draw a new order every epoch (slices in order otherwise).
-            generator: CPU generator for the shuffle order.
-        """
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x and y differ in length: {x.shape[0]} != {y.shape[0]}")
-        self.x, self.y = x, y
-        self.batch_size = batch_size or max(1, x.shape[0])
-        self.shuffle = shuffle
-        self.generator = generator
-
-    def __len__(self) -> int:
-        return math.ceil(self.x.shape[0] / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, bs = self.x.shape[0], self.batch_size
-        if self.shuffle and n > 1:
-            # randperm on the CPU generator keeps the order independent of the device.
-            order = torch.randperm(n, generator=self.generator).to(self.x.device)
-            for start in range(0, n, bs):
-                idx = order[start : start + bs]
-                yield self.x[idx], self.y[idx]
-        else:
-            # Contiguous slices are views: no copy at all.
-            for start in range(0, n, bs):
-                yield self.x[start : start + bs], self.y[start : start + bs]
-
-
-def line_samples(
-    num: int, x_min: float, x_max: float, slope: float, intercept: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Evenly spaced x in [x_min, x_max] and the exact targets, both float32 of shape (num, 1)."""
-    x = torch.linspace(x_min, x_max, num, dtype=torch.float32).unsqueeze(1)
-    return x, slope * x + intercept
-
-
-def shard_indices(n: int, rank: int, world_size: int) -> torch.Tensor:
-    """Indices of rank ``rank``'s shard: every ``world_size``-th sample, padded by wrapping
-    around so every rank gets the same number of samples (as ``DistributedSampler`` does), which
-    keeps the ranks' batch counts equal and DDP in step."""
-    per_rank = math.ceil(n / world_size)
-    return torch.arange(rank, per_rank * world_size, world_size) % n
+from regression_lab.samples import TensorBatches, line_split
 
 
 class RegressionDataModule(L.LightningDataModule):
@@ -160,25 +94,16 @@ class RegressionDataModule(L.LightningDataModule):
             device = self.trainer.strategy.root_device
         self._generator = torch.Generator().manual_seed(hp.seed)
 
-        def make(num: int, lo: float, hi: float, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
-            idx = shard_indices(num, rank, world)
-            # Build only this shard's x from the index: no rank holds the whole set.
-            step = (hi - lo) / (num - 1) if num > 1 else 0.0
-            x = (lo + idx.to(torch.float64) * step).to(torch.float32).unsqueeze(1)
-            y = hp.slope * x + hp.intercept
-            if noise > 0:
-                # Noise is drawn for the whole set, so a sample's noise does not depend on the
-                # number of ranks; only this shard's part is kept.
-                gen = torch.Generator().manual_seed(hp.seed + 1)
-                y = y + noise * torch.randn(num, 1, generator=gen)[idx]
+        def make(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = line_split(hp, split, rank, world)
             return x.to(device), y.to(device)
 
         if stage in (None, "fit"):
-            self.train_x, self.train_y = make(hp.num_samples, hp.x_min, hp.x_max, hp.noise_std)
+            self.train_x, self.train_y = make("train")
         if stage in (None, "fit", "validate"):
-            self.val_x, self.val_y = make(hp.val_samples, hp.val_x_min, hp.val_x_max, 0.0)
+            self.val_x, self.val_y = make("val")
         if stage in (None, "test"):
-            self.test_x, self.test_y = make(hp.test_samples, hp.test_x_min, hp.test_x_max, 0.0)
+            self.test_x, self.test_y = make("test")
 
     def train_dataloader(self) -> TensorBatches:
         """Training batches; reshuffled each epoch when ``shuffle`` is on."""

@@ -1,0 +1,114 @@
+"""The samples of the line, without Lightning: generation, shards and tensor-indexed batches.
+
+The DataModule serves these to the Trainer; ``landscape`` regenerates a checkpoint's training
+data from its saved data hyperparameters with the same code. Try it::
+
+    python -c "from regression_lab.samples import line_split; print(line_split({}, 'train')[0].T)"
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+
+#: The DataModule's defaults: the lab's data (also what a checkpoint without data settings used).
+DATA_DEFAULTS: dict[str, Any] = {
+    "slope": 3.0,
+    "intercept": 2.0,
+    "num_samples": 5,
+    "x_min": 1.0,
+    "x_max": 5.0,
+    "noise_std": 0.0,
+    "val_samples": 5,
+    "val_x_min": 6.0,
+    "val_x_max": 10.0,
+    "test_samples": 21,
+    "test_x_min": 0.0,
+    "test_x_max": 10.0,
+    "seed": 0,
+}
+
+
+class TensorBatches:
+    """An iterable of ``(x, y)`` batches cut from two tensors by indexing.
+
+    Lightning accepts any iterable with a ``len`` as a dataloader. Shuffling draws a new
+    permutation each epoch from ``generator``, so a seeded generator gives a repeatable order.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Wrap the tensors.
+
+        Args:
+            x: inputs, shape (N, 1).
+            y: targets, shape (N, 1).
+            batch_size: samples per batch; ``None`` serves the whole tensor as one batch.
+            shuffle: draw a new order every epoch (slices in order otherwise).
+            generator: CPU generator for the shuffle order.
+        """
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y differ in length: {x.shape[0]} != {y.shape[0]}")
+        self.x, self.y = x, y
+        self.batch_size = batch_size or max(1, x.shape[0])
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return math.ceil(self.x.shape[0] / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, bs = self.x.shape[0], self.batch_size
+        if self.shuffle and n > 1:
+            # randperm on the CPU generator keeps the order independent of the device.
+            order = torch.randperm(n, generator=self.generator).to(self.x.device)
+            for start in range(0, n, bs):
+                idx = order[start : start + bs]
+                yield self.x[idx], self.y[idx]
+        else:
+            # Contiguous slices are views: no copy at all.
+            for start in range(0, n, bs):
+                yield self.x[start : start + bs], self.y[start : start + bs]
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> torch.Tensor:
+    """Indices of rank ``rank``'s shard: every ``world_size``-th sample, padded by wrapping
+    around so every rank gets the same number of samples (as ``DistributedSampler`` does), which
+    keeps the ranks' batch counts equal and DDP in step."""
+    per_rank = math.ceil(n / world_size)
+    return torch.arange(rank, per_rank * world_size, world_size) % n
+
+
+def line_split(
+    settings: Mapping[str, Any], split: str = "train", rank: int = 0, world_size: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split (``train``, ``val`` or ``test``) of the line's samples, this rank's shard only.
+
+    ``settings`` holds the DataModule's arguments (missing keys take :data:`DATA_DEFAULTS`).
+    x is evenly spaced; only the training targets get the seeded Gaussian noise. Returns
+    float32 tensors of shape (n, 1) on the CPU.
+    """
+    hp = {**DATA_DEFAULTS, **{k: v for k, v in settings.items() if k in DATA_DEFAULTS}}
+    prefix = "" if split == "train" else f"{split}_"
+    num = hp["num_samples"] if split == "train" else hp[f"{split}_samples"]
+    lo, hi = hp[f"{prefix}x_min"], hp[f"{prefix}x_max"]
+    idx = shard_indices(num, rank, world_size)
+    # Build only this shard's x from the index: no rank holds the whole set.
+    step = (hi - lo) / (num - 1) if num > 1 else 0.0
+    x = (lo + idx.to(torch.float64) * step).to(torch.float32).unsqueeze(1)
+    y = hp["slope"] * x + hp["intercept"]
+    if split == "train" and hp["noise_std"] > 0:
+        # Noise is drawn for the whole set, so a sample's noise does not depend on the number
+        # of ranks; only this shard's part is kept.
+        gen = torch.Generator().manual_seed(hp["seed"] + 1)
+        y = y + hp["noise_std"] * torch.randn(num, 1, generator=gen)[idx]
+    return x, y
