@@ -33,6 +33,7 @@ training commands (LightningCLI: --help, --config FILE, --print_config, dotted o
 
 light commands (no Lightning import):
   predict     print CSV x,prediction from a checkpoint (--x 10 [--x 11 ...] | --input FILE|-)
+  landscape   loss landscapes to TensorBoard (and --out DIR): the lab's sweep, (w, b), the trained net
   demo        the lab's forward passes and model walk-throughs [forward|tinymodel|linear|mynn|all]
 
 Run 'regression-lab <command> --help' for a command's options.
@@ -47,11 +48,16 @@ def _one_line(message: object) -> str:
 def _light_commands() -> dict[
     str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ]:
-    from regression_lab import demos, predict
+    from regression_lab import demos, landscape, predict
 
     return {
         "predict": ("print predictions from a checkpoint as CSV", predict.add_arguments, predict.run),
         "demo": ("the lab's forward passes by hand and model walk-throughs", demos.add_arguments, demos.run),
+        "landscape": (
+            "loss landscapes: the lab's 1D sweep, the (w, b) surface, the trained network",
+            landscape.add_arguments,
+            landscape.run,
+        ),
     }
 
 
