@@ -193,3 +193,25 @@ def test_bad_landscape_input_is_one_line_exit_2(tmp_path, args, phrase):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and phrase in proc.stderr and "Traceback" not in proc.stderr
     assert not Path(tmp_path / "lightning_logs").exists()
+
+
+def test_fit_can_log_the_landscape_at_the_end_of_training(tmp_path):
+    from helpers import fit_in_process
+
+    cli = fit_in_process(
+        tmp_path,
+        "--trainer.max_epochs",
+        "30",
+        "--trainer.callbacks+=LandscapeLogger",
+        "--trainer.callbacks.resolution",
+        "11",
+    )
+    (events,) = (tmp_path / "lightning_logs" / "version_0").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    assert "landscape/random_2d" in acc.Tags()["images"] and "train/loss" in acc.Tags()["scalars"]
+    (centre,) = acc.Scalars("landscape/random_2d/center")
+    assert centre.step == cli.trainer.global_step == 30
+    x, y = line_split({}, "train")
+    with torch.no_grad():
+        assert centre.value == pytest.approx(torch.mean((cli.model.net(x) - y) ** 2).item(), rel=1e-4)

@@ -1,11 +1,14 @@
-"""Lightning callbacks of regression-lab: a progress bar over the whole run.
+"""Lightning callbacks of regression-lab: a progress bar over the whole run, and the landscape
+of the trained network logged at the end of training.
 
 Lightning's default bar starts a new bar every epoch, which for the lab's 400 one-batch epochs
 means 400 bars (and a few hundred microseconds each). :class:`RunProgressBar` shows one bar over
-all training batches of the run, refreshed at most a few times a second. Used by default by
-``regression-lab fit``; in your own code::
+all training batches of the run, refreshed at most a few times a second; ``regression-lab fit``
+uses it by default. :class:`LandscapeLogger` writes the trained network's loss landscape into
+the run's TensorBoard events when training ends::
 
-    L.Trainer(callbacks=[RunProgressBar()])
+    regression-lab fit --trainer.callbacks+=LandscapeLogger --trainer.callbacks.resolution 101
+    L.Trainer(callbacks=[RunProgressBar(), LandscapeLogger()])
 """
 
 from __future__ import annotations
@@ -97,3 +100,41 @@ class RunProgressBar(ProgressBar):
     def print(self, *args: Any, **kwargs: Any) -> None:
         # Print above the bar instead of through it.
         tqdm.write(" ".join(map(str, args)), file=sys.stderr)
+
+
+class LandscapeLogger(L.Callback):
+    """Log the trained network's loss landscape (see ``regression-lab landscape``) at the end of fit.
+
+    The figures, meshes, curves and summaries land in the run's own TensorBoard directory, beside
+    its training curves. Only rank 0 computes; it uses the whole training set.
+    """
+
+    def __init__(self, resolution: int = 51, seed: int = 0, include_bias: bool = False) -> None:
+        """Configure the landscape.
+
+        Args:
+            resolution: points per axis of the 2D grids and of the random 1D line (at least 2).
+            seed: seed of the random directions.
+            include_bias: give the random directions bias components (zero by default).
+        """
+        from regression_lab.landscape import Settings
+
+        super().__init__()
+        self.settings = Settings(resolution=resolution, seed=seed, include_bias=include_bias)
+        self.settings.validate()  # fail at start-up, not after training
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from regression_lab import landscape
+        from regression_lab.samples import line_split
+
+        logger = trainer.logger
+        writer = getattr(logger, "experiment", None)
+        if not trainer.is_global_zero or not hasattr(writer, "add_figure"):
+            return  # rank 0 only, and only into a TensorBoard logger
+        dm = getattr(trainer, "datamodule", None)
+        x, y = line_split(dict(dm.hparams) if dm is not None else {}, "train")
+        net = getattr(pl_module, "net", pl_module)
+        results = landscape.compute_for(self.settings, x, y, net, getattr(pl_module, "initial_state", None))
+        # The run's own writer: the landscape joins the run's event file, beside its curves.
+        landscape.log_to_writer(results, writer, None, step=trainer.global_step)
+        writer.flush()

@@ -23,6 +23,7 @@ What is computed (each a function here, usable on its own):
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import math
 import sys
@@ -304,34 +305,47 @@ class Results:
 
 
 def compute(settings: Settings, ckpt_path: Path | None) -> Results:
-    """Compute every landscape for one checkpoint (or the lab's data alone, without one)."""
+    """Compute every landscape for one checkpoint (or the lab's data alone, without one).
+
+    The data is the checkpoint's own training data, regenerated from its saved data settings.
+    """
     from regression_lab.checkpoints import load_mynn
     from regression_lab.samples import line_split
 
     settings.validate()
-    device = torch.device(
-        "cuda" if settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
     ckpt: dict[str, Any] = {}
     net = None
     if ckpt_path is not None:
         net, ckpt = load_mynn(ckpt_path)
-        net = net.to(device)
-    data_settings = ckpt.get("datamodule_hyper_parameters") or {}
-    x, y = (t.to(device) for t in line_split(data_settings, "train"))
+    x, y = line_split(ckpt.get("datamodule_hyper_parameters") or {}, "train")
+    initial = ckpt.get("initial_state_dict")
+    return compute_for(settings, x, y, net, initial if isinstance(initial, dict) else None)
 
+
+def compute_for(
+    settings: Settings,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    net: nn.Module | None = None,
+    initial: Mapping[str, torch.Tensor] | None = None,
+) -> Results:
+    """Every landscape on data (x, y): the linear families, and ``net``'s if one is given."""
+    settings.validate()
+    use_cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    x, y = x.to(device), y.to(device)
     lab = lab_1d(x, y, *settings.w_range, num=settings.w_points, b0=settings.b0)
     w_ls, b_ls = least_squares(x, y)
     w_range = settings.linear_w_range or (w_ls - 2.0, w_ls + 2.0)
     b_range = settings.linear_b_range or (b_ls - 4.0, b_ls + 4.0)
-    linear = linear_2d(x, y, w_range, b_range, settings.resolution)
-    results = Results(settings, lab, linear)
+    results = Results(settings, lab, linear_2d(x, y, w_range, b_range, settings.resolution))
     if net is None:
         results.notes.append(
             "no checkpoint: the trained network's landscape is skipped (train one with 'regression-lab fit')"
         )
         return results
 
+    net = copy.deepcopy(net).to(device).eval()
     gen = torch.Generator().manual_seed(settings.seed)
     trained = {n: p.detach() for n, p in net.named_parameters()}
     d1 = filter_normalized_direction(trained, gen, settings.include_bias)
@@ -340,13 +354,12 @@ def compute(settings: Settings, ckpt_path: Path | None) -> Results:
     results.network["random_1d"] = random_line(net, x, y, d1, settings.span, settings.resolution)
     with torch.no_grad():
         results.trained_loss = float(torch.mean((net(x) - y) ** 2))
-    initial = ckpt.get("initial_state_dict")
-    if isinstance(initial, dict) and set(initial) >= set(trained):
+    if initial is not None and set(initial) >= set(trained):
         results.network["interpolation"] = interpolation(
             net, x, y, initial, settings.interp_range, settings.interp_points
         )
     else:
-        results.notes.append("the checkpoint has no initial weights: the interpolation is skipped")
+        results.notes.append("no initial weights: the initial-to-trained interpolation is skipped")
     return results
 
 
@@ -492,7 +505,7 @@ def _surfaces(results: Results) -> list[Surface]:
 
 
 def write_tensorboard(results: Results, logdir: Path, ckpt_path: Path | None, step: int = 0) -> Path:
-    """Write figures, meshes, curves, summaries and settings as TensorBoard events in ``logdir``."""
+    """Write the results as TensorBoard events in ``logdir`` (see :func:`log_to_writer`)."""
     from torch.utils.tensorboard import SummaryWriter
 
     try:
@@ -500,20 +513,25 @@ def write_tensorboard(results: Results, logdir: Path, ckpt_path: Path | None, st
     except OSError as err:
         raise UsageError(f"cannot write TensorBoard events in {logdir}: {err.strerror or err}") from None
     with writer:
-        for name, fig in figures(results).items():
-            writer.add_figure(f"landscape/{name}", fig, global_step=step)
-        for surface in _surfaces(results):
-            vertices, faces, colors = _mesh(surface)
-            writer.add_mesh(f"landscape/{surface.name}_surface", vertices, colors=colors, faces=faces, global_step=step)
-        for curve in _curves(results):
-            # One point per step: TensorBoard's scalar charts plot against an integer step.
-            for i, value in enumerate(curve.loss.tolist()):
-                writer.add_scalar(f"landscape/{curve.name}/curve", value, global_step=i)
-        for item in [*_curves(results), *_surfaces(results)]:
-            for key, value in item.summary().items():
-                writer.add_scalar(f"landscape/{item.name}/{key}", value, global_step=step)
-        writer.add_text("landscape/settings", settings_text(results, ckpt_path), global_step=step)
+        log_to_writer(results, writer, ckpt_path, step)
     return logdir
+
+
+def log_to_writer(results: Results, writer: Any, ckpt_path: Path | None, step: int = 0) -> None:
+    """Figures, 3D meshes, curves, summary scalars and the settings text, through a SummaryWriter."""
+    for name, fig in figures(results).items():
+        writer.add_figure(f"landscape/{name}", fig, global_step=step)
+    for surface in _surfaces(results):
+        vertices, faces, colors = _mesh(surface)
+        writer.add_mesh(f"landscape/{surface.name}_surface", vertices, colors=colors, faces=faces, global_step=step)
+    for curve in _curves(results):
+        # One point per step: TensorBoard's scalar charts plot against an integer step.
+        for i, value in enumerate(curve.loss.tolist()):
+            writer.add_scalar(f"landscape/{curve.name}/curve", value, global_step=i)
+    for item in [*_curves(results), *_surfaces(results)]:
+        for key, value in item.summary().items():
+            writer.add_scalar(f"landscape/{item.name}/{key}", value, global_step=step)
+    writer.add_text("landscape/settings", settings_text(results, ckpt_path), global_step=step)
 
 
 def write_files(results: Results, out: Path) -> list[Path]:
