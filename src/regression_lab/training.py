@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
@@ -169,11 +170,17 @@ class RegressionLabCLI(LightningCLI):
             print(f"TensorBoard logs: {logger.log_dir}  (tensorboard --logdir {Path(logger.log_dir).parent})")
 
 
-def cli_main(args: ArgsType = None, run: bool = True) -> RegressionLabCLI | None:
-    """Build the CLI and run its subcommand; ``args`` is a list as on the command line."""
+def cli_main(
+    args: ArgsType = None, run: bool = True, datamodule_class: type[L.LightningDataModule] = RegressionDataModule
+) -> RegressionLabCLI:
+    """Build the CLI and run its subcommand; ``args`` is a list as on the command line.
+
+    With ``run=False`` there are no subcommands: ``args`` are fit's options, and the caller
+    runs ``cli.trainer.fit(cli.model, datamodule=cli.datamodule)`` itself.
+    """
     return RegressionLabCLI(
         RegressionModule,
-        RegressionDataModule,
+        datamodule_class,
         # With seed 42 the lab's init leaves one ReLU unit switched off on x <= 5 but on at x = 10,
         # so the prediction for 10 is 32.27 despite a training loss of 3e-8 (README, "Seeds").
         seed_everything_default=0,

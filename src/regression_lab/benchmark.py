@@ -1,0 +1,340 @@
+"""Benchmarks against plain PyTorch, each a ratio to a baseline measured in the same run.
+
+The machine is shared and noisy, so every row times its own baseline right beside it and
+reports the median of several repeats. Run it::
+
+    python scripts/benchmark.py                 # full sizes, a few minutes on 2 CPU cores
+    python scripts/benchmark.py --quick         # tiny sizes: checks that every row runs
+    python scripts/benchmark.py --json bench.json --rows landscape predict_start
+
+Rows (``target`` reads the way ``ratio`` is defined):
+
+- ``lab_epochs``: per-epoch time of ``fit`` on the lab setting with the default logging,
+  validation, checkpointing and progress bar, over a plain loop; at most 7x.
+- ``scale``: training samples/s of ``fit`` at 1M samples, batch 8192, over a plain loop on the
+  same index batches; at least 0.55x.
+- ``data_path``: samples/s of ``fit`` with the tensor-indexed batches over the same ``fit`` fed
+  by ``DataLoader(TensorDataset(x, y), batch_size=8192, shuffle=True)``; at least 40x.
+- ``landscape``: a 201 x 201 grid of the trained lab model, one by one over vectorized; at
+  least 100x.
+- ``predict_start``: ``regression-lab predict --x 10`` as a whole process over
+  ``python -c "import torch"``; at most 1.15x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start")
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def plain_loop(
+    x: torch.Tensor, y: torch.Tensor, hidden: int, epochs: int, batch_size: int | None, lr: float = 0.01
+) -> float:
+    """The loop a user would write (forward, MSE, zero_grad, backward, SGD step); returns seconds."""
+    from regression_lab.models import MyNN
+
+    torch.manual_seed(0)
+    model = MyNN(hidden).to(x.device)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = nn.MSELoss()
+    n = x.shape[0]
+    bs = batch_size or n
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for s in range(0, n, bs):
+            loss = loss_fn(model(x[s : s + bs]), y[s : s + bs])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+class _TrainTimer:
+    """Times the training loop alone (first batch to end), leaving out one-off setup."""
+
+    def __new__(cls) -> Any:
+        import lightning as L
+
+        class Timer(L.Callback):
+            def __init__(self) -> None:
+                self.start = self.end = 0.0
+
+            def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+                self.start = time.perf_counter()
+
+            def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+                if pl_module.device.type == "cuda":
+                    torch.cuda.synchronize()
+                self.end = time.perf_counter()
+
+            @property
+            def seconds(self) -> float:
+                return self.end - self.start
+
+        return Timer()
+
+
+def _fit_seconds(args: list[str], workdir: Path, datamodule_class: type | None = None) -> float:
+    """Build ``regression-lab fit ARGS`` in-process in ``workdir``, fit, and time the training loop."""
+    from regression_lab.training import cli_main
+
+    timer = _TrainTimer()
+    old_cwd, old_argv = Path.cwd(), sys.argv
+    os.chdir(workdir)
+    sys.argv = ["regression-lab"]
+    try:
+        extra = {"datamodule_class": datamodule_class} if datamodule_class else {}
+        cli = cli_main(args, run=False, **extra)
+        cli.trainer.callbacks.append(timer)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    finally:
+        os.chdir(old_cwd)
+        sys.argv = old_argv
+    return timer.seconds
+
+
+def bench_lab_epochs(epochs: int, repeats: int) -> dict[str, Any]:
+    """Per-epoch time of the default ``fit`` over a plain loop, the lab's setting."""
+    from regression_lab.samples import line_split
+
+    x, y = line_split({}, "train")
+    plain = statistics.median(plain_loop(x, y, 5, epochs, None) for _ in range(repeats)) / epochs
+    fits = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            # The default logging, validation, checkpointing and progress bar: only the length changes.
+            fits.append(
+                _fit_seconds(["--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu"], Path(tmp)) / epochs
+            )
+    fit = statistics.median(fits)
+    return {
+        "ratio": fit / plain,
+        "target": "<= 7",
+        "ok": fit / plain <= 7,
+        "fit_epoch_us": fit * 1e6,
+        "plain_epoch_us": plain * 1e6,
+        "epochs": epochs,
+    }
+
+
+def _scale_args(n: int, batch: int, accelerator: str) -> list[str]:
+    return [
+        "--trainer.max_epochs", "1", "--trainer.accelerator", accelerator,
+        "--data.num_samples", str(n), "--data.x_min", "0", "--data.x_max", "1",
+        "--data.batch_size", str(batch), "--data.shuffle", "true",
+        "--data.val_samples", "1000", "--trainer.num_sanity_val_steps", "0",
+    ]  # fmt: skip
+
+
+def bench_scale(n: int, batch: int, repeats: int, accelerator: str) -> dict[str, Any]:
+    """Training samples/s of the default ``fit`` at scale over a plain loop on the same batches."""
+    from regression_lab.samples import line_split
+
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    x, y = (t.to(device) for t in line_split({"num_samples": n, "x_min": 0.0, "x_max": 1.0}, "train"))
+    plain = statistics.median(plain_loop(x, y, 5, 1, batch) for _ in range(repeats))
+    fits = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            fits.append(_fit_seconds(_scale_args(n, batch, accelerator), Path(tmp)))
+    fit = statistics.median(fits)
+    ratio = plain / fit  # throughput ratio: fit's samples/s over the plain loop's
+    return {
+        "ratio": ratio,
+        "target": ">= 0.55",
+        "ok": ratio >= 0.55,
+        "fit_samples_per_s": n / fit,
+        "plain_samples_per_s": n / plain,
+        "samples": n,
+        "batch_size": batch,
+    }
+
+
+def bench_data_path(n: int, batch: int, repeats: int, accelerator: str) -> dict[str, Any]:
+    """``fit`` with tensor-indexed batches over the same ``fit`` fed by a DataLoader(TensorDataset)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from regression_lab.data import RegressionDataModule
+
+    class LoaderDataModule(RegressionDataModule):
+        """The same data, served the usual per-sample way."""
+
+        def train_dataloader(self) -> DataLoader:  # type: ignore[override]
+            data = TensorDataset(self.train_x.cpu(), self.train_y.cpu())
+            return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=True)
+
+    indexed, loader = [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            indexed.append(_fit_seconds(_scale_args(n, batch, accelerator), Path(tmp)))
+        with tempfile.TemporaryDirectory() as tmp:
+            loader.append(_fit_seconds(_scale_args(n, batch, accelerator), Path(tmp), LoaderDataModule))
+    ratio = statistics.median(loader) / statistics.median(indexed)
+    return {
+        "ratio": ratio,
+        "target": ">= 40",
+        "ok": ratio >= 40,
+        "indexed_samples_per_s": n / statistics.median(indexed),
+        "dataloader_samples_per_s": n / statistics.median(loader),
+        "samples": n,
+    }
+
+
+def bench_landscape(resolution: int, repeats: int) -> dict[str, Any]:
+    """A resolution x resolution random plane of the trained lab model: one by one over vectorized."""
+    from torch.func import functional_call
+
+    from regression_lab import landscape as ls
+    from regression_lab.models import MyNN
+    from regression_lab.samples import line_split
+
+    x, y = line_split({}, "train")
+    torch.manual_seed(0)
+    net = MyNN(5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    for _ in range(400):  # the lab's training, so the landscape is the trained model's
+        loss = nn.functional.mse_loss(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    gen = torch.Generator().manual_seed(0)
+    centre = {n: p.detach() for n, p in net.named_parameters()}
+    d1 = ls.filter_normalized_direction(centre, gen)
+    d2 = ls.filter_normalized_direction(centre, gen)
+    vectorized = _median_time(lambda: ls.random_plane(net, x, y, d1, d2, (-1.0, 1.0), resolution), repeats)
+    axis = torch.linspace(-1.0, 1.0, resolution)
+
+    def one_by_one() -> torch.Tensor:
+        out = torch.empty(resolution, resolution)
+        with torch.no_grad():
+            for i, a in enumerate(axis.tolist()):
+                for j, b in enumerate(axis.tolist()):
+                    params = {n: centre[n] + a * d1[n] + b * d2[n] for n in centre}
+                    out[i, j] = torch.mean((functional_call(net, params, (x,)) - y) ** 2)
+        return out
+
+    looped = _median_time(one_by_one, max(1, repeats // 3))
+    ratio = looped / vectorized
+    return {
+        "ratio": ratio,
+        "target": ">= 100",
+        "ok": ratio >= 100,
+        "vectorized_s": vectorized,
+        "one_by_one_s": looped,
+        "points": resolution**2,
+    }
+
+
+def bench_predict_start(repeats: int) -> dict[str, Any]:
+    """``regression-lab predict --x 10`` as a process over ``python -c "import torch"``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        # A real checkpoint to predict from: a short training run.
+        _fit_seconds(
+            [
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.enable_model_summary",
+                "false",
+            ],
+            workdir,
+        )
+        torch_cmd = [sys.executable, "-c", "import torch"]
+        predict_cmd = [sys.executable, "-m", "regression_lab", "predict", "--x", "10"]
+
+        def run(cmd: list[str]) -> None:
+            subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
+
+        run(torch_cmd)  # warm the file cache for both
+        run(predict_cmd)
+        base, pred = [], []
+        for _ in range(repeats):  # interleaved, so drift hits both alike
+            base.append(_median_time(lambda: run(torch_cmd), 1))
+            pred.append(_median_time(lambda: run(predict_cmd), 1))
+    ratio = statistics.median(pred) / statistics.median(base)
+    return {
+        "ratio": ratio,
+        "target": "<= 1.15",
+        "ok": ratio <= 1.15,
+        "predict_s": statistics.median(pred),
+        "import_torch_s": statistics.median(base),
+    }
+
+
+def run_benchmarks(rows: list[str], quick: bool = False, accelerator: str = "auto") -> dict[str, dict[str, Any]]:
+    """Run the named rows; ``quick`` shrinks every size so the whole run takes seconds."""
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    gpu = accelerator == "gpu"
+    n = 20_000 if quick else (10_000_000 if gpu else 1_000_000)
+    batch = 2048 if quick else (65_536 if gpu else 8192)
+    repeats = 1 if quick else 5
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "lab_epochs": lambda: bench_lab_epochs(20 if quick else 400, repeats),
+        "scale": lambda: bench_scale(n, batch, repeats, accelerator),
+        "data_path": lambda: bench_data_path(
+            n if quick else min(n, 1_000_000), batch if quick else 8192, max(1, repeats // 2), accelerator
+        ),
+        "landscape": lambda: bench_landscape(11 if quick else 201, repeats),
+        "predict_start": lambda: bench_predict_start(2 if quick else 7),
+    }
+    results = {}
+    for row in rows:
+        print(f"running {row} ...", file=sys.stderr, flush=True)
+        results[row] = {"row": row, **runners[row](), "device": accelerator}
+    return results
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """The results as a fixed-width table."""
+    lines = [f"{'row':<14} {'ratio':>9} {'target':>8}  {'ok':<3} measured", "-" * 90]
+    for row, r in results.items():
+        detail = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k not in ("row", "ratio", "target", "ok")
+        )
+        lines.append(f"{row:<14} {r['ratio']:>9.3g} {r['target']:>8}  {'yes' if r['ok'] else 'NO':<3} {detail}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The benchmark's command line (``scripts/benchmark.py``)."""
+    parser = argparse.ArgumentParser(prog="benchmark.py", description="regression-lab against plain PyTorch")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (checks that every row runs)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="which rows to run")
+    parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto")
+    args = parser.parse_args(argv)
+    results = run_benchmarks(args.rows, args.quick, args.accelerator)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
