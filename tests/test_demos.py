@@ -132,7 +132,7 @@ def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
         (["demo", "bogus"], "unknown demo 'bogus'"),
         (["demo", "forward", "--seed", "abc"], "invalid int value"),
         (["demo", "forward", "--seed", "-1"], "--seed must be >= 0"),
-        (["demo", "forward", "--logdir", "x"], "has none"),
+        (["demo", "forward", "--logdir", "x"], "has no model"),
     ],
 )
 def test_bad_demo_input_is_one_line_exit_2(tmp_path, args, phrase):

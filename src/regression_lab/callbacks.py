@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
 from tqdm.auto import tqdm
 
@@ -100,6 +101,53 @@ class RunProgressBar(ProgressBar):
     def print(self, *args: Any, **kwargs: Any) -> None:
         # Print above the bar instead of through it.
         tqdm.write(" ".join(map(str, args)), file=sys.stderr)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is always the end of training, and fresh during it.
+
+    Lightning's ModelCheckpoint writes ``last.ckpt`` only alongside its scheduled saves, so a run
+    of 120 epochs saving every 50 ends with a ``last.ckpt`` from epoch 100, and a long epoch can
+    go unsaved for its whole length. This one also writes ``last.ckpt`` when training ends, and
+    refreshes it every ``last_every_seconds`` of training, so a crash loses at most that much.
+    Lightning writes each file atomically (to a temporary name, then renamed), so a crash during
+    a write leaves the previous file whole.
+    """
+
+    def __init__(self, *args: Any, last_every_seconds: float | None = 5.0, **kwargs: Any) -> None:
+        """Configure it as ModelCheckpoint, plus:
+
+        Args:
+            last_every_seconds: refresh ``last.ckpt`` at most this often (seconds of training);
+                ``None`` turns the time-based refresh off.
+        """
+        super().__init__(*args, **kwargs)
+        if last_every_seconds is not None and not last_every_seconds > 0:
+            raise ValueError(f"last_every_seconds must be > 0 or None, got {last_every_seconds}")
+        self.last_every_seconds = last_every_seconds
+        self._last_refresh: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_refresh = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if not self.save_last or self.last_every_seconds is None or self._last_refresh is None:
+            return
+        if trainer.world_size > 1 and trainer.global_step % max(1, trainer.log_every_n_steps) != 0:
+            return  # under DDP the decision is a collective: take it only every few steps
+        due = time.monotonic() - self._last_refresh >= self.last_every_seconds
+        if trainer.world_size > 1:
+            due = trainer.strategy.broadcast(due)  # every rank must agree to save
+        if due and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._last_refresh = time.monotonic()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The final weights, unless this very step was just saved.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class LandscapeLogger(L.Callback):

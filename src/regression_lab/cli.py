@@ -78,6 +78,7 @@ def _run_light(name: str, argv: Sequence[str]) -> int:
 def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
     # Lightning and its argument parser load only here, for the training commands.
     from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from regression_lab.training import cli_main
 
@@ -85,6 +86,9 @@ def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
         # LightningCLI reads sys.argv itself when run as the console script (and warns if given both).
         cli_main(None if from_sys_argv else list(argv))
     except ArgumentError as err:
+        raise UsageError(f"regression-lab {argv[0]}: {_one_line(err)}") from None
+    except MisconfigurationException as err:
+        # Lightning's word for settings that contradict each other: still the user's input.
         raise UsageError(f"regression-lab {argv[0]}: {_one_line(err)}") from None
     return 0
 

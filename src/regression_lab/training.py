@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from regression_lab.callbacks import RunProgressBar
+from regression_lab.callbacks import RunCheckpoint, RunProgressBar
 from regression_lab.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint
 from regression_lab.data import RegressionDataModule
 from regression_lab.errors import UsageError
@@ -57,19 +57,22 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "accelerator": "auto",
     "devices": "auto",
     "max_epochs": 400,
-    # Validation is cheap but not free: every 10th epoch still gives a 40-point val curve.
-    "check_val_every_n_epoch": 10,
+    # A validation pass costs about 50 lab epochs of plain PyTorch; every 20th epoch still
+    # draws a 20-point validation curve.
+    "check_val_every_n_epoch": 20,
+    # A self.log call costs several lab steps: the training loss is logged every 10th step.
     "log_every_n_steps": 10,
 }
 
-#: Checkpointing: last.ckpt plus the best by val/loss, written every 50 epochs rather than
-#: every epoch (a checkpoint write costs more than a whole lab epoch).
+#: Checkpointing: the best by val/loss considered every 100 epochs (a checkpoint write costs
+#: tens of lab epochs), and last.ckpt at those saves, every 5 s of training and at the end.
 CHECKPOINT_DEFAULTS: dict[str, Any] = {
     "monitor": "val/loss",
     "mode": "min",
     "save_top_k": 1,
     "save_last": True,
-    "every_n_epochs": 50,
+    "every_n_epochs": 100,
+    "last_every_seconds": 5.0,
     "filename": "best-epoch={epoch}-step={step}",
     "auto_insert_metric_name": False,
 }
@@ -85,7 +88,7 @@ class RegressionLabCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # ModelCheckpoint as its own group makes it configurable: --checkpoint.every_n_epochs 10.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
         parser.set_defaults(
             {
@@ -145,13 +148,17 @@ class RegressionLabCLI(LightningCLI):
             init.version = int(run_dir.name.split("_", 1)[1])
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        cfg = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        # --trainer.enable_checkpointing false turns off the --checkpoint.* callback too.
+        if cfg.get("enable_checkpointing") is False:
+            extra = [c for c in extra if not isinstance(c, ModelCheckpoint)]
         # One bar over the whole run instead of Lightning's bar per epoch, unless the user
         # turned the bar off or brought their own.
-        cfg = self._get(self.config_init, "trainer", default={})
-        callbacks = list(cfg.get("callbacks") or [])
-        if cfg.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, RunProgressBar()]
-        return super().instantiate_trainer(**kwargs)
+        given = list(cfg.get("callbacks") or [])
+        if cfg.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
+            extra.append(RunProgressBar())
+        return self._instantiate_trainer(cfg, extra)
 
     def after_fit(self) -> None:
         """Report what the lab asks for: the prediction for probe_x, and where the weights are."""
