@@ -26,7 +26,8 @@ train: setup
 	MPLBACKEND=Agg $(BIN)/regression-lab fit
 
 test: setup
-	MPLBACKEND=Agg $(BIN)/python -m pytest
+	# Two workers: the suite trains real models and starts real processes, on 2 cores.
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2
 
 lint: setup
 	$(BIN)/ruff check src tests scripts
