@@ -19,7 +19,9 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "regression_lab"]
 
 
-def run_cli(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, stdin: str | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``regression-lab ARGS`` in a subprocess, capturing text output."""
     return subprocess.run(
         [*cli_command(), *args],
@@ -28,8 +30,17 @@ def run_cli(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 30
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a DDP rendezvous on localhost)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")

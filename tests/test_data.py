@@ -99,3 +99,10 @@ def test_line_split_shards_rebuild_the_whole_noisy_set():
     order = torch.cat([shard_indices(9, rank, 3) for rank in range(3)])
     assert torch.equal(torch.cat([p[0] for p in parts]), x[order])
     assert torch.equal(torch.cat([p[1] for p in parts]), y[order])
+
+
+def test_evaluation_shards_are_exact_and_training_shards_padded():
+    val = [line_split({}, "val", rank, 2)[0].flatten().tolist() for rank in range(2)]
+    assert val == [[6.0, 8.0, 10.0], [7.0, 9.0]]
+    train = [line_split({}, "train", rank, 2)[0].flatten().tolist() for rank in range(2)]
+    assert train == [[1.0, 3.0, 5.0], [2.0, 4.0, 1.0]]

@@ -80,10 +80,15 @@ class TensorBatches:
                 yield self.x[start : start + bs], self.y[start : start + bs]
 
 
-def shard_indices(n: int, rank: int, world_size: int) -> torch.Tensor:
-    """Indices of rank ``rank``'s shard: every ``world_size``-th sample, padded by wrapping
-    around so every rank gets the same number of samples (as ``DistributedSampler`` does), which
-    keeps the ranks' batch counts equal and DDP in step."""
+def shard_indices(n: int, rank: int, world_size: int, pad: bool = True) -> torch.Tensor:
+    """Indices of rank ``rank``'s shard: every ``world_size``-th sample.
+
+    With ``pad`` the shards are evened out by wrapping around (as ``DistributedSampler`` does),
+    which keeps the ranks' batch counts equal and DDP in step. Without it the shards are exact
+    (no sample counted twice), for evaluation sets served as one batch per rank.
+    """
+    if not pad and n >= world_size:
+        return torch.arange(rank, n, world_size)
     per_rank = math.ceil(n / world_size)
     return torch.arange(rank, per_rank * world_size, world_size) % n
 
@@ -101,7 +106,9 @@ def line_split(
     prefix = "" if split == "train" else f"{split}_"
     num = hp["num_samples"] if split == "train" else hp[f"{split}_samples"]
     lo, hi = hp[f"{prefix}x_min"], hp[f"{prefix}x_max"]
-    idx = shard_indices(num, rank, world_size)
+    # Training shards are padded to equal length (equal step counts); evaluation shards are
+    # exact, so metrics reduced across ranks count every sample once.
+    idx = shard_indices(num, rank, world_size, pad=split == "train")
     # Build only this shard's x from the index: no rank holds the whole set.
     step = (hi - lo) / (num - 1) if num > 1 else 0.0
     x = (lo + idx.to(torch.float64) * step).to(torch.float32).unsqueeze(1)
