@@ -1,7 +1,11 @@
-"""The benchmark runs on tiny sizes and reports every row (its numbers are not asserted: it is
-a benchmark, not a timed test). Run: pytest tests/test_benchmark.py"""
+"""The GPU check script and the benchmark it ends with, run on a CPU at tiny sizes: every step
+runs and every row is reported (the figures are not asserted: a benchmark, not a timed test).
+
+Run: pytest tests/test_benchmark.py
+"""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,17 +14,22 @@ from helpers import REPO
 from regression_lab.benchmark import ROWS
 
 
-def test_quick_benchmark_prints_and_writes_every_row(tmp_path):
+def test_gpu_check_steps_and_quick_benchmark_run_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--json", str(out)],
+        ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--cpu", "--no-install", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=tmp_path,
+        env={**os.environ, "PYTHON": sys.executable},
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     table = proc.stdout
+    for step in ("fit (accelerator=auto)", "predict from the checkpoint", "landscape (21 x 21)", "benchmark", "done"):
+        assert f"=== {step}" in table, step
+    assert "GPU available: False, used: False" in table
+    assert table.count("x,prediction") == 1 and "\n10," in table
     results = json.loads(out.read_text())
     assert list(results) == list(ROWS)
     for row in ROWS:
