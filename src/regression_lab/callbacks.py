@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
 from tqdm.auto import tqdm
+
+from regression_lab.errors import TrainingFailed
+from regression_lab.safe_io import atomic_write
 
 
 class RunProgressBar(ProgressBar):
@@ -88,6 +94,12 @@ class RunProgressBar(ProgressBar):
         self._bar.close()
         self._bar = None
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # End the bar's line, so an error message starts on a line of its own.
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
     def _refresh(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self._bar is not None
         # current_epoch has already moved past the last epoch when training ends.
@@ -101,6 +113,50 @@ class RunProgressBar(ProgressBar):
     def print(self, *args: Any, **kwargs: Any) -> None:
         # Print above the bar instead of through it.
         tqdm.write(" ".join(map(str, args)), file=sys.stderr)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint writes that a crash cannot leave half-done.
+
+    Lightning's own writer goes through an fsspec transaction, which for local files writes a
+    temporary file in the system's temp directory and moves it into place; when that directory
+    is on another file system (a tmpfs /tmp, say) the move is a copy, and a kill during it
+    leaves a truncated checkpoint under the final name. This writes the temporary file beside
+    the target and renames it (see :func:`regression_lab.safe_io.atomic_write`).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target, "wb") as fh:
+            torch.save(checkpoint, fh)
+
+
+class DivergenceGuard(L.Callback):
+    """Stop training at the first non-finite training loss, with a clear message (exit 1).
+
+    Checked after every training step (one ``isfinite`` of the loss; on a GPU a sync per step).
+    The checkpoint callbacks refuse non-finite weights as well (:class:`RunCheckpoint`), so a
+    diverged run never replaces a good ``last.ckpt`` or best checkpoint.
+    """
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss)):
+            lr = getattr(pl_module.hparams, "lr", None) if hasattr(pl_module, "hparams") else None
+            hint = f"lower --model.lr (now {lr:g})" if lr is not None else "lower the learning rate"
+            raise TrainingFailed(
+                f"training diverged: loss {float(loss)} at epoch {trainer.current_epoch + 1}, "
+                f"step {trainer.global_step}; {hint}"
+            )
+
+
+def _finite_weights(pl_module: L.LightningModule) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -148,6 +204,15 @@ class RunCheckpoint(ModelCheckpoint):
         # The final weights, unless this very step was just saved.
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        # Every save (best, last, timed) passes here: never write weights that are NaN or inf.
+        if not _finite_weights(trainer.lightning_module):
+            raise TrainingFailed(
+                f"training diverged: non-finite weights at epoch {trainer.current_epoch + 1}, "
+                f"step {trainer.global_step}; not saving {Path(filepath).name}; lower the learning rate"
+            )
+        super()._save_checkpoint(trainer, filepath)
 
 
 class LandscapeLogger(L.Callback):

@@ -78,7 +78,8 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only refuses any object it does not know: a tampered or foreign file.
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        # torch names the refused global in its message ("... GLOBAL posix.mkdir ...").
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f"an object of type {found.group(1)}" if found else "objects"
         raise UsageError(
             f"refusing to load {path}: it holds {what} that a weights-only load does not allow; "

@@ -90,6 +90,9 @@ def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
     except MisconfigurationException as err:
         # Lightning's word for settings that contradict each other: still the user's input.
         raise UsageError(f"regression-lab {argv[0]}: {_one_line(err)}") from None
+    except ModuleNotFoundError as err:
+        # A setting that needs a package this machine lacks (e.g. --trainer.accelerator tpu).
+        raise UsageError(f"regression-lab {argv[0]}: a setting needs a missing package: {_one_line(err)}") from None
     return 0
 
 

@@ -14,6 +14,8 @@ training device once instead of being copied there every step.
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
 
@@ -104,6 +106,17 @@ class RegressionDataModule(L.LightningDataModule):
             self.val_x, self.val_y = make("val")
         if stage in (None, "test"):
             self.test_x, self.test_y = make("test")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The shuffle generator's state, saved in checkpoints so a resumed run draws the same
+        batch orders as an uninterrupted one (a ByteTensor: fine for ``weights_only`` loads)."""
+        gen = getattr(self, "_generator", None)
+        return {"shuffle_generator": gen.get_state()} if gen is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the shuffle generator (called after :meth:`setup` when resuming)."""
+        if "shuffle_generator" in state_dict and getattr(self, "_generator", None) is not None:
+            self._generator.set_state(state_dict["shuffle_generator"])
 
     def train_dataloader(self) -> TensorBatches:
         """Training batches; reshuffled each epoch when ``shuffle`` is on."""

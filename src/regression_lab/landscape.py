@@ -38,6 +38,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from regression_lab.errors import UsageError, check_float, check_int
+from regression_lab.safe_io import atomic_write
 
 Params = dict[str, torch.Tensor]
 
@@ -541,23 +542,25 @@ def write_files(results: Results, out: Path) -> list[Path]:
     except OSError as err:
         raise UsageError(f"cannot create --out directory {out}: {err.strerror or err}") from None
     written = []
+    # Each file is written beside its name and renamed into place: an interrupted run leaves
+    # the previous results whole.
     for curve in _curves(results):
         path = out / f"{curve.name}.csv"
-        with path.open("w", newline="") as fh:
+        with atomic_write(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow([curve.axis, "loss"])
             w.writerows(zip(curve.values.tolist(), curve.loss.tolist(), strict=True))
         written.append(path)
     for surface in _surfaces(results):
         path = out / f"{surface.name}.npz"
-        np.savez(
-            path,
-            **{surface.x_axis: surface.xs.numpy(), surface.y_axis: surface.ys.numpy(), "loss": surface.loss.numpy()},
-        )
+        arrays = {surface.x_axis: surface.xs.numpy(), surface.y_axis: surface.ys.numpy(), "loss": surface.loss.numpy()}
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, **arrays)
         written.append(path)
     for name, fig in figures(results).items():
         path = out / f"{name}.png"
-        fig.savefig(path)
+        with atomic_write(path, "wb") as fh:
+            fig.savefig(fh, format="png")
         written.append(path)
     return written
 

@@ -131,7 +131,9 @@ class RegressionModule(L.LightningModule):
             final["hp/abs_error"] = abs(pred - (dm.hparams.slope * self.hparams.probe_x + dm.hparams.intercept))
         params = dict(self.hparams)
         if dm is not None:
-            params.update({f"data.{k}": v for k, v in dm.hparams.items()})
+            params.update({f"data.{k}": v for k, v in dm.hparams.items() if not k.startswith("_")})
+        # What the CLI recorded beside them (the seed).
+        params.update({k: v for k, v in getattr(self.logger, "hparams", {}).items() if k == "seed_everything"})
         self.logger.log_hyperparams(params, final, step=self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -14,21 +14,25 @@ Tests call :func:`cli_main` in-process with a list of arguments.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from regression_lab.callbacks import RunCheckpoint, RunProgressBar
-from regression_lab.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint
+from regression_lab.callbacks import AtomicCheckpointIO, DivergenceGuard, RunCheckpoint, RunProgressBar
+from regression_lab.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint, run_dirs
 from regression_lab.data import RegressionDataModule
 from regression_lab.errors import UsageError
 from regression_lab.module import RegressionModule
@@ -73,6 +77,9 @@ CHECKPOINT_DEFAULTS: dict[str, Any] = {
     "save_last": True,
     "every_n_epochs": 100,
     "last_every_seconds": 5.0,
+    # A resumed run must refresh last.ckpt, not start last-v1.ckpt beside it (Lightning's
+    # counter does that when the callback's saved state does not match, e.g. other settings).
+    "enable_version_counter": False,
     "filename": "best-epoch={epoch}-step={step}",
     "auto_insert_metric_name": False,
 }
@@ -131,21 +138,64 @@ class RegressionLabCLI(LightningCLI):
             cfg.ckpt_path = str(ckpt)
 
     @staticmethod
-    def _log_root(cfg: Any) -> Path:
+    def _logger_args(cfg: Any) -> Any:
+        """The configured logger's init_args (save_dir, name, version), if it has them."""
         logger = cfg.trainer.get("logger")
         init = getattr(logger, "init_args", None) if logger not in (None, True, False) else None
+        return init if init is not None and "save_dir" in init and "version" in init else None
+
+    @classmethod
+    def _log_root(cls, cfg: Any) -> Path:
+        init = cls._logger_args(cfg)
         if init is not None and init.get("save_dir") is not None:
             return Path(init.save_dir) / (init.get("name") or "")
         return DEFAULT_LOG_ROOT
 
-    @staticmethod
-    def _resume_into_run(cfg: Any, ckpt: Path) -> None:
+    @classmethod
+    def _resume_into_run(cls, cfg: Any, ckpt: Path) -> None:
         """Log a resumed run into the run directory it came from, so its curves continue."""
-        logger = cfg.trainer.get("logger")
-        init = getattr(logger, "init_args", None) if logger not in (None, True, False) else None
+        init = cls._logger_args(cfg)
         run_dir = ckpt.parent.parent
         if init is not None and run_dir.name.startswith("version_") and init.get("version") is None:
             init.version = int(run_dir.name.split("_", 1)[1])
+
+    def _reserve_run_dir(self) -> Path | None:
+        """Create this run's ``version_N`` directory now, atomically, and pin the logger to it.
+
+        Two runs started together would otherwise both pick the same next version and write
+        into one directory. ``mkdir`` fails for the second, which takes the next number. Only
+        the launching process (rank 0) reserves; the other ranks of a DDP run do not log.
+        """
+        cfg = self.config[self.subcommand]
+        init = self._logger_args(cfg)
+        if init is None or init.get("version") is not None or _launch_rank() != 0:
+            return None
+        root = self._log_root(cfg)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=root).close()  # a write probe: permissions, read-only disks
+        except OSError as err:
+            raise UsageError(f"cannot write logs under {root}: {err.strerror or err}") from None
+        while True:
+            runs = run_dirs(root)
+            version = int(runs[-1].name.split("_", 1)[1]) + 1 if runs else 0
+            try:
+                (root / f"version_{version}").mkdir()
+            except FileExistsError:
+                continue  # another run took it first
+            init.version = version
+            return root / f"version_{version}"
+
+    def instantiate_classes(self) -> None:
+        reserved = self._reserve_run_dir() if self.subcommand else None
+        try:
+            super().instantiate_classes()
+        except BaseException:
+            # Bad settings found while building the model or data: leave no empty run behind.
+            if reserved is not None:
+                with contextlib.suppress(OSError):
+                    reserved.rmdir()
+            raise
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = {**self._get(self.config_init, "trainer", default={}), **kwargs}
@@ -158,7 +208,19 @@ class RegressionLabCLI(LightningCLI):
         given = list(cfg.get("callbacks") or [])
         if cfg.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
             extra.append(RunProgressBar())
+        extra.append(DivergenceGuard())
+        # Checkpoints are written beside their final name and renamed into place.
+        plugins = cfg.get("plugins")
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins else [])
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            cfg["plugins"] = [*plugins, AtomicCheckpointIO()]
         return self._instantiate_trainer(cfg, extra)
+
+    def before_fit(self) -> None:
+        # The seed belongs with the run's hyperparameters (hparams.yaml, the HParams tab).
+        seed = self.config["fit"].get("seed_everything")
+        if self.trainer.logger is not None and not isinstance(seed, bool) and seed is not None:
+            self.trainer.logger.log_hyperparams({"seed_everything": seed})
 
     def after_fit(self) -> None:
         """Report what the lab asks for: the prediction for probe_x, and where the weights are."""
@@ -175,6 +237,15 @@ class RegressionLabCLI(LightningCLI):
         logger = self.trainer.logger
         if isinstance(logger, TensorBoardLogger):
             print(f"TensorBoard logs: {logger.log_dir}  (tensorboard --logdir {Path(logger.log_dir).parent})")
+
+
+def _launch_rank() -> int:
+    """This process's global rank as the launchers set it (0 when launched by hand)."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "0")
+        if value.isdigit() and int(value) != 0:
+            return int(value)
+    return 0
 
 
 def cli_main(

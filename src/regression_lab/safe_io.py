@@ -1,0 +1,48 @@
+"""Crash-safe file writes: a reader sees the old file or the new one, never half of one.
+
+Everything this project writes (checkpoints, landscape results, sweep tables) goes through
+:func:`atomic_write`: the bytes go to a temporary file in the same directory, are flushed to
+disk, and the temporary file is renamed over the target (``os.replace`` is atomic on POSIX
+and Windows within one file system). No Lightning import. Use it::
+
+    from regression_lab.safe_io import atomic_write
+    with atomic_write("results.csv", "w") as fh:
+        fh.write("a,b\\n")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; on success it replaces ``path``.
+
+    If the block raises (or the process dies), ``path`` is untouched and the temporary file
+    is removed (or, after a kill, left as ``.<name>.*.tmp``, never under the final name).
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    # The rename itself is durable only once the directory entry is on disk.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
