@@ -111,25 +111,6 @@ def test_overrides_change_the_model(tmp_path):
     assert ckpt["hyper_parameters"]["hidden_size"] == 8
 
 
-def test_resume_from_last_continues_the_newest_run(tmp_path):
-    first = fit_in_process(tmp_path, "--trainer.max_epochs", "50")
-    initial = {k: v.clone() for k, v in first.model.initial_state.items()}
-    resumed = fit_in_process(tmp_path, "--trainer.max_epochs", "100", "--ckpt_path", "last")
-    assert resumed.trainer.current_epoch == 100
-    # It went on in the same run directory, rather than starting version_1 from scratch.
-    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
-    ckpt = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
-    assert ckpt["epoch"] == 99 and ckpt["global_step"] == 100
-    # The weights before any training are still the first run's.
-    for key, value in initial.items():
-        assert torch.equal(ckpt["initial_state_dict"][key], value)
-    # 50 + 50 epochs lands where 100 straight epochs land.
-    (tmp_path / "straight").mkdir()
-    straight = fit_in_process(tmp_path / "straight", "--trainer.max_epochs", "100")
-    for key, value in straight.model.net.state_dict().items():
-        torch.testing.assert_close(resumed.model.net.state_dict()[key], value)
-
-
 @pytest.fixture(scope="module")
 def bad_input_dir(tmp_path_factory, lab_run) -> Path:
     """A directory with a trained run and assorted bad files, for the bad-input table."""
