@@ -28,6 +28,7 @@ Train a tiny MLP to learn y = 3x + 2 (the first-neural-network lab) with PyTorch
 
 training commands (LightningCLI: --help, --config FILE, --print_config, dotted overrides):
   fit         train; prints the prediction for x = 10 and the checkpoint path
+  sweep       a grid of hidden sizes x epochs x learning rates over seeds, ranked (mean ± std)
   validate    evaluate a checkpoint on the validation set (--ckpt_path, default the newest)
   test        evaluate a checkpoint on the test set (--ckpt_path, default the newest)
 
@@ -48,11 +49,12 @@ def _one_line(message: object) -> str:
 def _light_commands() -> dict[
     str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ]:
-    from regression_lab import demos, landscape, predict
+    from regression_lab import demos, landscape, predict, sweep
 
     return {
         "predict": ("print predictions from a checkpoint as CSV", predict.add_arguments, predict.run),
         "demo": ("the lab's forward passes by hand and model walk-throughs", demos.add_arguments, demos.run),
+        "sweep": ("train a grid of settings over several seeds and rank them", sweep.add_arguments, sweep.run),
         "landscape": (
             "loss landscapes: the lab's 1D sweep, the (w, b) surface, the trained network",
             landscape.add_arguments,

@@ -23,6 +23,7 @@ from torch import nn
 
 from regression_lab.errors import check_float, check_int
 from regression_lab.models import MyNN
+from regression_lab.samples import line_split
 
 #: The checkpoint key under which the weights from before training are kept, so the loss
 #: landscape can interpolate from them to the trained weights.
@@ -117,24 +118,35 @@ class RegressionModule(L.LightningModule):
         """The model's prediction for one input, as a float."""
         return float(self(torch.tensor([[x]], dtype=torch.float32, device=self.device)).item())
 
+    @torch.no_grad()
+    def final_metrics(self) -> dict[str, float]:
+        """The trained model's MSE on the whole training and validation sets, its prediction for
+        ``probe_x`` and that prediction's absolute error (exact, from the final weights)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        pred = self.predict_value(self.hparams.probe_x)
+        metrics = {"prediction": pred}
+        if dm is not None and "slope" in dm.hparams:
+            settings = dict(dm.hparams)
+            for split in ("train", "val"):
+                # The whole split (not this rank's shard), as the DataModule generates it.
+                x, y = (t.to(self.device) for t in line_split(settings, split))
+                metrics[f"{split}_loss"] = float(self.loss_fn(self(x), y))
+            metrics["abs_error"] = abs(pred - (settings["slope"] * self.hparams.probe_x + settings["intercept"]))
+        return metrics
+
     def on_train_end(self) -> None:
         # Final metrics beside the hyperparameters make TensorBoard's HParams tab a results
-        # table. The logger writes the hparams summary only when metrics are given.
+        # table (the logger writes the hparams summary only when metrics are given).
+        self.final = self.final_metrics()
         if self.logger is None:
             return
-        metrics = self.trainer.callback_metrics
-        final = {f"hp/{k.replace('/', '_')}": float(metrics[k]) for k in ("train/loss", "val/loss") if k in metrics}
-        pred = self.predict_value(self.hparams.probe_x)
-        final["hp/prediction"] = pred
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and "slope" in dm.hparams:
-            final["hp/abs_error"] = abs(pred - (dm.hparams.slope * self.hparams.probe_x + dm.hparams.intercept))
         params = dict(self.hparams)
         if dm is not None:
             params.update({f"data.{k}": v for k, v in dm.hparams.items() if not k.startswith("_")})
         # What the CLI recorded beside them (the seed).
         params.update({k: v for k, v in getattr(self.logger, "hparams", {}).items() if k == "seed_everything"})
-        self.logger.log_hyperparams(params, final, step=self.global_step)
+        self.logger.log_hyperparams(params, {f"hp/{k}": v for k, v in self.final.items()}, step=self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[INITIAL_STATE_KEY] = self.initial_state

@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""The lab's epochs x hidden-size sweep: the same as ``regression-lab sweep``.
+
+python scripts/sweep.py                                   # hidden 4 5 8 x epochs 100 200 400 x seeds 0 1 2
+python scripts/sweep.py --hidden_sizes 4 8 --epochs 100 400 --seeds 0 1 --workers 2
+"""
+
+import sys
+
+from regression_lab.cli import main
+
+if __name__ == "__main__":
+    sys.argv[1:1] = ["sweep"]
+    sys.exit(main())
