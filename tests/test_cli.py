@@ -80,11 +80,15 @@ def test_predict_reads_a_file_or_stdin_and_agrees_with_torch_load(cli_run, tmp_p
     assert preds[0] == pytest.approx(5.0, abs=0.05) and preds[1] == pytest.approx(9.5, abs=0.05)
 
 
-def test_predict_does_not_import_lightning(cli_run):
+@pytest.mark.parametrize(
+    "args", [["predict", "--x", "10"], ["landscape", "--resolution", "5", "--no_tensorboard"]], ids=lambda a: a[0]
+)
+def test_light_commands_do_not_import_lightning(cli_run, args):
     workdir, _ = cli_run
     code = (
-        "import sys; from regression_lab.cli import main; rc = main(['predict', '--x', '10']); "
-        "assert rc == 0; bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]; "
+        "import sys, io, contextlib; from regression_lab.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()): rc = main({args!r})\n"
+        "assert rc == 0, rc; bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]\n"
         "assert not bad, bad"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=120)

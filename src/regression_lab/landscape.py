@@ -604,41 +604,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--logdir", default="lightning_logs", help="where a new run directory goes when the checkpoint is not in one"
     )
-    parser.add_argument(
-        "--w_range", nargs=2, type=_range, metavar=("MIN", "MAX"), default=d.w_range, help="the lab's sweep over w"
-    )
+
+    def add_range(flag: str, help_text: str, default: tuple[float, float] | None = None) -> None:
+        parser.add_argument(flag, nargs=2, type=_range, metavar=("MIN", "MAX"), default=default, help=help_text)
+
+    add_range("--w_range", "the lab's sweep over w", d.w_range)
     parser.add_argument("--w_points", type=int, default=d.w_points, help="points of the lab's sweep")
     parser.add_argument("--b0", type=_range, default=d.b0, help="the fixed bias of the lab's sweep y = w x + b0")
-    parser.add_argument(
-        "--linear_w_range",
-        nargs=2,
-        type=_range,
-        metavar=("MIN", "MAX"),
-        help="w axis of the (w, b) grid (default: least squares w +- 2)",
-    )
-    parser.add_argument(
-        "--linear_b_range",
-        nargs=2,
-        type=_range,
-        metavar=("MIN", "MAX"),
-        help="b axis of the (w, b) grid (default: least squares b +- 4)",
-    )
-    parser.add_argument(
-        "--span",
-        nargs=2,
-        type=_range,
-        metavar=("MIN", "MAX"),
-        default=d.span,
-        help="coefficients along the random directions",
-    )
-    parser.add_argument(
-        "--interp_range",
-        nargs=2,
-        type=_range,
-        metavar=("MIN", "MAX"),
-        default=d.interp_range,
-        help="alpha of the initial-to-trained line",
-    )
+    add_range("--linear_w_range", "w axis of the (w, b) grid (default: least squares w +- 2)")
+    add_range("--linear_b_range", "b axis of the (w, b) grid (default: least squares b +- 4)")
+    add_range("--span", "coefficients along the random directions", d.span)
+    add_range("--interp_range", "alpha of the initial-to-trained line", d.interp_range)
     parser.add_argument(
         "--interp_points", type=int, default=d.interp_points, help="points of the initial-to-trained line"
     )
