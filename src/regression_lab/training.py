@@ -37,9 +37,9 @@ from regression_lab.data import RegressionDataModule
 from regression_lab.errors import UsageError
 from regression_lab.module import RegressionModule
 
-# The lab's data is one batch per epoch and its metrics are logged per epoch, so Lightning's
-# advice about the step-logging interval does not apply; the pytree notice is Lightning's own
-# deprecation debt with newer torch, not something a user can act on.
+# The lab has one batch per epoch; Lightning warns that this is fewer than log_every_n_steps,
+# but the interval counts steps across epochs, so the loss is still written every 10th step.
+# The pytree notice is Lightning's own deprecation debt with newer torch: nothing to act on.
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # validate/test log into a new run directory; the checkpoint's callback state for the old one
@@ -56,7 +56,7 @@ class _DropAdverts(logging.Filter):
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
 
-#: Trainer settings that differ from Lightning's own defaults (see README, "Training").
+#: Trainer settings that differ from Lightning's own defaults (README, "fit: train").
 TRAINER_DEFAULTS: dict[str, Any] = {
     "accelerator": "auto",
     "devices": "auto",
