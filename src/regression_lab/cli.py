@@ -13,9 +13,10 @@ a run that fails for another reason (e.g. diverged training) exits 1. Run it::
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from regression_lab.errors import TrainingFailed, UsageError
 
@@ -46,21 +47,17 @@ def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-def _light_commands() -> dict[
-    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-]:
-    from regression_lab import demos, landscape, predict, sweep
-
-    return {
-        "predict": ("print predictions from a checkpoint as CSV", predict.add_arguments, predict.run),
-        "demo": ("the lab's forward passes by hand and model walk-throughs", demos.add_arguments, demos.run),
-        "sweep": ("train a grid of settings over several seeds and rank them", sweep.add_arguments, sweep.run),
-        "landscape": (
-            "loss landscapes: the lab's 1D sweep, the (w, b) surface, the trained network",
-            landscape.add_arguments,
-            landscape.run,
-        ),
-    }
+#: Commands parsed with argparse, each in its own module with ``add_arguments`` and ``run``;
+#: only the one asked for is imported.
+LIGHT_COMMANDS: dict[str, tuple[str, str]] = {
+    "predict": ("regression_lab.predict", "print predictions from a checkpoint as CSV"),
+    "demo": ("regression_lab.demos", "the lab's forward passes by hand and model walk-throughs"),
+    "landscape": (
+        "regression_lab.landscape",
+        "loss landscapes: the lab's 1D sweep, the (w, b) surface, the trained network",
+    ),
+    "sweep": ("regression_lab.sweep", "train a grid of settings over several seeds and rank them"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,10 +68,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _run_light(name: str, argv: Sequence[str]) -> int:
-    help_text, add_arguments, run = _light_commands()[name]
+    module_name, help_text = LIGHT_COMMANDS[name]
+    module = importlib.import_module(module_name)
     parser = _Parser(prog=f"regression-lab {name}", description=help_text)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv))
 
 
 def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
@@ -109,11 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command in TRAINING_COMMANDS:
             return _run_training(argv, from_sys_argv)
-        if command in _light_commands():
+        if command in LIGHT_COMMANDS:
             return _run_light(command, argv[1:])
-        raise UsageError(
-            f"unknown command {command!r}: choose from {', '.join((*TRAINING_COMMANDS, *_light_commands()))}"
-        )
+        raise UsageError(f"unknown command {command!r}: choose from {', '.join((*TRAINING_COMMANDS, *LIGHT_COMMANDS))}")
     except UsageError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
