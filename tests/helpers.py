@@ -5,6 +5,7 @@ Imported by the test modules: ``from helpers import run_cli, fit_in_process``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -32,6 +33,15 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """Content hashes of every file under ``root``, to prove a command changed nothing."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def free_port() -> int:

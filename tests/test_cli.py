@@ -5,7 +5,6 @@ Run: pytest tests/test_cli.py
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import REPO, fit_in_process, run_cli
+from helpers import REPO, fingerprint, fit_in_process, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +21,6 @@ def cli_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """`regression-lab fit` with no arguments, in a fresh directory: the README's main job."""
     workdir = tmp_path_factory.mktemp("cli_run")
     return workdir, run_cli("fit", cwd=workdir)
-
-
-def fingerprint(root: Path) -> dict[str, str]:
-    """Content hashes of every file under root, to prove a command changed nothing."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_fit_with_no_arguments_trains_the_lab_and_reports(cli_run):

@@ -6,7 +6,6 @@ Run: pytest tests/test_reliability.py
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
@@ -17,15 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import cli_command, fit_in_process, run_cli
-
-
-def fingerprint(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+from helpers import cli_command, fingerprint, fit_in_process, run_cli
 
 
 def assert_checkpoints_whole(ckpt_dir: Path) -> list[Path]:

@@ -7,26 +7,17 @@ Run: pytest tests/test_sweep.py
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 import statistics
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import fingerprint, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 GRID = ["--hidden_sizes", "4", "8", "--epochs", "20", "60", "--seeds", "0", "1", "--workers", "2", "--quiet"]
-
-
-def fingerprint(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

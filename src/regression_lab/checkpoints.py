@@ -24,17 +24,42 @@ from regression_lab.models import MyNN
 DEFAULT_LOG_ROOT = Path("lightning_logs")
 #: The prefix of MyNN's weights inside the LightningModule's state dict.
 NET_PREFIX = "net."
+#: The checkpoint key under which the weights from before training are kept, so the loss
+#: landscape can interpolate from them to the trained weights.
+INITIAL_STATE_KEY = "initial_state_dict"
 
-_VERSION_RE = re.compile(r"version_(\d+)$")
+
+def numbered_dirs(root: Path | str, prefix: str) -> list[Path]:
+    """The ``{prefix}N`` directories under ``root`` (``version_0``, ``sweep_3``), lowest N first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    pattern = re.compile(re.escape(prefix) + r"(\d+)$")
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := pattern.match(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 def run_dirs(root: Path | str = DEFAULT_LOG_ROOT) -> list[Path]:
     """The ``version_N`` run directories under ``root``, oldest (lowest N) first."""
+    return numbered_dirs(root, "version_")
+
+
+def reserve_numbered_dir(root: Path | str, prefix: str = "version_") -> Path:
+    """Create the next ``{prefix}N`` under ``root`` (one past the highest) and return it.
+
+    ``mkdir`` is atomic: of two processes reserving at once, the second gets ``FileExistsError``
+    and takes the next number, so no two runs ever share a directory.
+    """
     root = Path(root)
-    if not root.is_dir():
-        return []
-    runs = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _VERSION_RE.match(p.name))]
-    return [p for _, p in sorted(runs)]
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        existing = numbered_dirs(root, prefix)
+        n = int(existing[-1].name[len(prefix) :]) + 1 if existing else 0
+        try:
+            (root / f"{prefix}{n}").mkdir()
+        except FileExistsError:
+            continue  # another process took it first
+        return root / f"{prefix}{n}"
 
 
 def newest_checkpoint(root: Path | str = DEFAULT_LOG_ROOT, name: str | None = None) -> Path:

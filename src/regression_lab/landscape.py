@@ -310,16 +310,15 @@ def compute(settings: Settings, ckpt_path: Path | None) -> Results:
 
     The data is the checkpoint's own training data, regenerated from its saved data settings.
     """
-    from regression_lab.checkpoints import load_mynn
+    from regression_lab.checkpoints import INITIAL_STATE_KEY, load_mynn
     from regression_lab.samples import line_split
 
-    settings.validate()
     ckpt: dict[str, Any] = {}
     net = None
     if ckpt_path is not None:
         net, ckpt = load_mynn(ckpt_path)
     x, y = line_split(ckpt.get("datamodule_hyper_parameters") or {}, "train")
-    initial = ckpt.get("initial_state_dict")
+    initial = ckpt.get(INITIAL_STATE_KEY)
     return compute_for(settings, x, y, net, initial if isinstance(initial, dict) else None)
 
 
@@ -567,15 +566,16 @@ def write_files(results: Results, out: Path) -> list[Path]:
 
 def target_logdir(ckpt_path: Path | None, root: Path) -> Path:
     """The training run's own directory for a checkpoint inside one, else a new version_N under ``root``."""
-    from regression_lab.checkpoints import run_dirs
+    from regression_lab.checkpoints import reserve_numbered_dir
 
     if ckpt_path is not None:
         run = ckpt_path.resolve().parent.parent
         if ckpt_path.resolve().parent.name == "checkpoints" and run.name.startswith("version_"):
             return run
-    existing = run_dirs(root)
-    next_version = int(existing[-1].name.split("_")[1]) + 1 if existing else 0
-    return root / f"version_{next_version}"
+    try:
+        return reserve_numbered_dir(root, "version_")
+    except OSError as err:
+        raise UsageError(f"cannot write TensorBoard events under {root}: {err.strerror or err}") from None
 
 
 # --------------------------------------------------------------------------- command line

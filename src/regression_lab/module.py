@@ -21,13 +21,10 @@ import torch
 import torchmetrics
 from torch import nn
 
+from regression_lab.checkpoints import INITIAL_STATE_KEY
 from regression_lab.errors import check_float, check_int
 from regression_lab.models import MyNN
 from regression_lab.samples import line_split
-
-#: The checkpoint key under which the weights from before training are kept, so the loss
-#: landscape can interpolate from them to the trained weights.
-INITIAL_STATE_KEY = "initial_state_dict"
 
 
 class RegressionModule(L.LightningModule):

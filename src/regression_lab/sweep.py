@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from regression_lab.checkpoints import numbered_dirs, reserve_numbered_dir
 from regression_lab.errors import TrainingFailed, UsageError
 from regression_lab.safe_io import atomic_write
 
@@ -150,17 +151,6 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the whole sweep
 
 
-def _next_sweep_dir(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    n = 0
-    while True:
-        try:
-            (root / f"sweep_{n}").mkdir()
-            return root / f"sweep_{n}"
-        except FileExistsError:
-            n += 1
-
-
 def resolve_out(out: str | None, settings: SweepSettings, root: Path = Path("lightning_logs")) -> tuple[Path, bool]:
     """The sweep directory, and whether it continues an earlier run of the same grid.
 
@@ -177,12 +167,12 @@ def resolve_out(out: str | None, settings: SweepSettings, root: Path = Path("lig
                 raise UsageError(f"{path} holds a sweep of another grid ({previous}): choose another --out")
             return path, True
         return path, False
-    sweeps = sorted((p for p in root.glob("sweep_*") if p.name[6:].isdigit()), key=lambda p: int(p.name[6:]))
+    sweeps = numbered_dirs(root, "sweep_")
     if sweeps and (sweeps[-1] / SETTINGS_FILE).is_file():
         latest = sweeps[-1]
         if json.loads((latest / SETTINGS_FILE).read_text()).get("grid") == grid:
             return latest, True
-    return _next_sweep_dir(root), False
+    return reserve_numbered_dir(root, "sweep_"), False
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from regression_lab.callbacks import AtomicCheckpointIO, DivergenceGuard, RunCheckpoint, RunProgressBar
-from regression_lab.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint, run_dirs
+from regression_lab.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint, reserve_numbered_dir
 from regression_lab.data import RegressionDataModule
 from regression_lab.errors import UsageError
 from regression_lab.module import RegressionModule
@@ -176,15 +176,9 @@ class RegressionLabCLI(LightningCLI):
             tempfile.TemporaryFile(dir=root).close()  # a write probe: permissions, read-only disks
         except OSError as err:
             raise UsageError(f"cannot write logs under {root}: {err.strerror or err}") from None
-        while True:
-            runs = run_dirs(root)
-            version = int(runs[-1].name.split("_", 1)[1]) + 1 if runs else 0
-            try:
-                (root / f"version_{version}").mkdir()
-            except FileExistsError:
-                continue  # another run took it first
-            init.version = version
-            return root / f"version_{version}"
+        run = reserve_numbered_dir(root, "version_")
+        init.version = int(run.name.split("_", 1)[1])
+        return run
 
     def instantiate_classes(self) -> None:
         reserved = self._reserve_run_dir() if self.subcommand else None
