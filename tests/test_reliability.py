@@ -18,6 +18,8 @@ import torch
 import yaml
 from helpers import cli_command, fingerprint, fit_in_process, run_cli
 
+from regression_lab.errors import TrainingFailed
+
 
 def assert_checkpoints_whole(ckpt_dir: Path) -> list[Path]:
     """Every file under a final checkpoint name loads weights-only and holds finite weights."""
@@ -97,6 +99,24 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_writes_no_bad_checkpo
     files = assert_checkpoints_whole(tmp_path / "lightning_logs" / "version_0" / "checkpoints")
     assert len(files) >= epoch - 2  # one per finite epoch, and last.ckpt
     assert "Model prediction" not in proc.stdout
+
+
+def test_divergence_inside_a_long_epoch_is_caught_at_the_next_check_without_a_sync_per_step(tmp_path):
+    # 200 batches an epoch: the guard reads its on-device flag every log_every_n_steps (7) steps.
+    with pytest.raises(TrainingFailed) as info:
+        fit_in_process(
+            tmp_path, "--model.lr", "3.0", "--data.num_samples", "2000", "--data.batch_size", "10",
+            "--trainer.log_every_n_steps", "7", "--checkpoint.last_every_seconds", "0.001",
+        )  # fmt: skip
+    message = str(info.value)
+    assert message.startswith("training diverged: loss ") and "lower --model.lr (now 3)" in message
+    step = int(message.split(", step ")[1].split(" ")[0])
+    finite_up_to = int(message.split("(finite up to step ")[1].split(")")[0])
+    assert step % 7 == 0 and finite_up_to == step - 7
+    assert "epoch 1," in message  # caught inside the first epoch, not at its end
+    # last.ckpt was refreshed during the epoch until then: what is left holds finite weights.
+    files = assert_checkpoints_whole(tmp_path / "lightning_logs" / "version_0" / "checkpoints")
+    assert [f.name for f in files] == ["last.ckpt"]
 
 
 # --------------------------------------------------------------------------- crash and resume

@@ -134,27 +134,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, fh)
 
 
-class DivergenceGuard(L.Callback):
-    """Stop training at the first non-finite training loss, with a clear message (exit 1).
-
-    Checked after every training step (one ``isfinite`` of the loss; on a GPU a sync per step).
-    The checkpoint callbacks refuse non-finite weights as well (:class:`RunCheckpoint`), so a
-    diverged run never replaces a good ``last.ckpt`` or best checkpoint.
-    """
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss)):
-            lr = getattr(pl_module.hparams, "lr", None) if hasattr(pl_module, "hparams") else None
-            hint = f"lower --model.lr (now {lr:g})" if lr is not None else "lower the learning rate"
-            raise TrainingFailed(
-                f"training diverged: loss {float(loss)} at epoch {trainer.current_epoch + 1}, "
-                f"step {trainer.global_step}; {hint}"
-            )
-
-
 def _finite_weights(pl_module: L.LightningModule) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
 

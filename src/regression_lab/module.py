@@ -22,13 +22,22 @@ import torchmetrics
 from torch import nn
 
 from regression_lab.checkpoints import INITIAL_STATE_KEY
-from regression_lab.errors import check_float, check_int
+from regression_lab.errors import TrainingFailed, check_float, check_int
 from regression_lab.models import MyNN
 from regression_lab.samples import line_split
 
 
 class RegressionModule(L.LightningModule):
-    """``MyNN`` regressing a line: MSE loss, SGD, TensorBoard-friendly metrics."""
+    """``MyNN`` regressing a line: MSE loss, SGD, TensorBoard-friendly metrics.
+
+    Training stops with :class:`~regression_lab.errors.TrainingFailed` (the CLI's exit 1) at a
+    non-finite training loss. Each step folds ``isfinite(loss)`` into a flag kept on the
+    training device; the flag is read (a host sync on a GPU) only on the steps that log
+    (``Trainer(log_every_n_steps=...)``) and on each epoch's last batch, always before that
+    step's update. So a GPU is not stalled every step, and the lab's one-batch epochs are still
+    checked every step. It lives here rather than in a callback because Lightning calls every
+    callback's hooks about six times a step, which at scale cost more than the check itself.
+    """
 
     def __init__(
         self,
@@ -69,6 +78,8 @@ class RegressionModule(L.LightningModule):
         )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self._losses_finite: torch.Tensor | None = None  # the divergence flag, on the device
+        self._finite_up_to = 0  # the last step whose flag was read and found finite
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict y for inputs of shape (N, 1)."""
@@ -84,13 +95,60 @@ class RegressionModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _, _ = self.model_step(batch)
+        step = self.global_step + 1  # this step, counted as Lightning counts the steps taken
         # A self.log call costs more than a whole lab step (~0.3 ms, even when nothing is
         # written), so the loss is logged only on the steps the logger writes anyway
         # (Trainer(log_every_n_steps=...)), not recorded every step and then dropped.
-        # (Lightning writes when the count of steps taken, this one included, divides by it.)
-        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+        logs = step % max(1, self.trainer.log_every_n_steps) == 0
+        if logs:
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        self._guard_divergence(loss, read=logs or batch_idx + 1 == self.trainer.num_training_batches)
         return loss
+
+    def on_train_start(self) -> None:
+        self._losses_finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self._finite_up_to = self.global_step
+
+    def on_train_end(self) -> None:
+        # A run stopped mid-epoch (max_steps) has steps that no read covered yet.
+        self._guard_divergence(None, read=True)
+        # Final metrics beside the hyperparameters make TensorBoard's HParams tab a results
+        # table (the logger writes the hparams summary only when metrics are given).
+        self.final = self.final_metrics()
+        if self.logger is None:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        params = dict(self.hparams)
+        if dm is not None:
+            params.update({f"data.{k}": v for k, v in dm.hparams.items() if not k.startswith("_")})
+        # What the CLI recorded beside them (the seed).
+        params.update({k: v for k, v in getattr(self.logger, "hparams", {}).items() if k == "seed_everything"})
+        self.logger.log_hyperparams(params, {f"hp/{k}": v for k, v in self.final.items()}, step=self.global_step)
+
+    def _guard_divergence(self, loss: torch.Tensor | None, read: bool) -> None:
+        """Fold ``isfinite(loss)`` into the flag; when ``read``, raise if any loss so far was not."""
+        if self._losses_finite is None:
+            return  # not inside fit
+        if loss is not None:
+            self._losses_finite.logical_and_(torch.isfinite(loss.detach()))  # no host sync
+        if not read:
+            return
+        diverged = not bool(self._losses_finite)
+        if self.trainer.world_size > 1:
+            # Every rank must stop together, or the others wait forever in the next collective.
+            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        step = self.global_step + (loss is not None)
+        if not diverged:
+            self._finite_up_to = step
+            return
+        # Exact when the previous read was the previous step (the lab's one-batch epochs);
+        # otherwise the first non-finite loss came somewhere after that read.
+        since = "" if step - self._finite_up_to <= 1 else f" (finite up to step {self._finite_up_to})"
+        what = f"loss {float(loss.detach())}" if loss is not None else "a non-finite loss"
+        raise TrainingFailed(
+            f"training diverged: {what} at epoch {self.current_epoch + 1}, step {step}{since}; "
+            f"lower --model.lr (now {self.hparams.lr:g})"
+        )
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         _, pred, y = self.model_step(batch)
@@ -132,20 +190,6 @@ class RegressionModule(L.LightningModule):
                 metrics[f"{split}_loss"] = float(self.loss_fn(self(x), y))
             metrics["abs_error"] = abs(pred - (settings["slope"] * self.hparams.probe_x + settings["intercept"]))
         return metrics
-
-    def on_train_end(self) -> None:
-        # Final metrics beside the hyperparameters make TensorBoard's HParams tab a results
-        # table (the logger writes the hparams summary only when metrics are given).
-        self.final = self.final_metrics()
-        if self.logger is None:
-            return
-        dm = getattr(self.trainer, "datamodule", None)
-        params = dict(self.hparams)
-        if dm is not None:
-            params.update({f"data.{k}": v for k, v in dm.hparams.items() if not k.startswith("_")})
-        # What the CLI recorded beside them (the seed).
-        params.update({k: v for k, v in getattr(self.logger, "hparams", {}).items() if k == "seed_everything"})
-        self.logger.log_hyperparams(params, {f"hp/{k}": v for k, v in self.final.items()}, step=self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[INITIAL_STATE_KEY] = self.initial_state

@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from regression_lab.callbacks import AtomicCheckpointIO, DivergenceGuard, RunCheckpoint, RunProgressBar
+from regression_lab.callbacks import AtomicCheckpointIO, RunCheckpoint, RunProgressBar
 from regression_lab.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint, reserve_numbered_dir
 from regression_lab.data import RegressionDataModule
 from regression_lab.errors import UsageError
@@ -202,7 +202,6 @@ class RegressionLabCLI(LightningCLI):
         given = list(cfg.get("callbacks") or [])
         if cfg.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
             extra.append(RunProgressBar())
-        extra.append(DivergenceGuard())
         # Checkpoints are written beside their final name and renamed into place.
         plugins = cfg.get("plugins")
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins else [])
