@@ -96,6 +96,17 @@ def test_filter_normalized_directions(include_bias):
     assert all(torch.equal(d[n], again[n]) for n in d)
 
 
+@pytest.mark.parametrize("include_bias", [False, True])
+def test_directions_live_on_the_parameters_device_while_the_generator_stays_on_the_cpu(include_bias):
+    # The 'meta' device stands in for a GPU here: any arithmetic that mixes it with the CPU
+    # generator's draws fails the way cuda:0-and-cpu does (which a GPU run once hit).
+    params = {n: p.detach().to("meta") for n, p in MyNN(6).named_parameters()}
+    d = ls.filter_normalized_direction(params, torch.Generator().manual_seed(3), include_bias)
+    assert all(d[n].device.type == "meta" and d[n].shape == p.shape for n, p in params.items())
+    plane = ls._along(params, [(d, torch.zeros(4, device="meta"))])
+    assert all(t.device.type == "meta" and t.shape == (4, *params[n].shape) for n, t in plane.items())
+
+
 def test_trained_network_landscape_from_the_lab_checkpoint(lab_ckpt):
     results = ls.compute(ls.Settings(resolution=21, interp_points=81), lab_ckpt)
     net, ckpt = load_mynn(lab_ckpt)

@@ -175,7 +175,9 @@ def filter_normalized_direction(
     """
     direction = {}
     for name, p in params.items():
-        g = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+        # Drawn by the (CPU) generator, so a seed gives the same direction on any device; then
+        # moved to the parameters' device before any arithmetic with them.
+        g = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
         if p.dim() <= 1:
             if include_bias:
                 g = g * (p.norm() / g.norm().clamp_min(1e-12))
@@ -185,7 +187,7 @@ def filter_normalized_direction(
             rows = g.reshape(g.shape[0], -1)
             target = p.reshape(p.shape[0], -1).norm(dim=1, keepdim=True)
             g = (rows * (target / rows.norm(dim=1, keepdim=True).clamp_min(1e-12))).reshape(p.shape)
-        direction[name] = g.to(p.device)
+        direction[name] = g
     return direction
 
 
