@@ -38,3 +38,17 @@ def test_gpu_check_steps_and_quick_benchmark_run_on_cpu(tmp_path):
         assert entry["ratio"] > 0 and entry["target"] and isinstance(entry["ok"], bool)
     assert results["landscape"]["points"] == 121
     assert results["lab_epochs"]["plain_epoch_us"] > 0 and results["lab_epochs"]["fit_epoch_us"] > 0
+
+
+def test_benchmark_refuses_gpu_without_cuda_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--accelerator", "gpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # no GPU, also on a machine that has one
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "benchmark.py: error: --accelerator gpu, but torch sees no CUDA device"
+    assert proc.stdout == ""

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,12 @@ def run_benchmarks(rows: list[str], quick: bool = False, accelerator: str = "aut
     results = {}
     for row in rows:
         print(f"running {row} ...", file=sys.stderr, flush=True)
-        results[row] = {"row": row, **runners[row](), "device": accelerator}
+        try:
+            results[row] = {"row": row, **runners[row](), "device": accelerator}
+        except Exception as exc:  # one broken row must not lose the others' figures
+            traceback.print_exc()
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            results[row] = {"row": row, "ratio": None, "target": "-", "ok": False, "error": error}
     return results
 
 
@@ -347,6 +353,9 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     """The results as a fixed-width table."""
     lines = [f"{'row':<14} {'ratio':>9} {'target':>8}  {'ok':<3} measured", "-" * 90]
     for row, r in results.items():
+        if "error" in r:
+            lines.append(f"{row:<14} {'-':>9} {'-':>8}  {'NO':<3} failed: {r['error']}")
+            continue
         detail = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in r.items()
@@ -364,8 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="which rows to run")
     parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto")
     args = parser.parse_args(argv)
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        print("benchmark.py: error: --accelerator gpu, but torch sees no CUDA device", file=sys.stderr)
+        return 2
     results = run_benchmarks(args.rows, args.quick, args.accelerator)
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    # A row that missed its target is a finding, not a failure; a row that broke is.
+    return 1 if any("error" in r for r in results.values()) else 0
