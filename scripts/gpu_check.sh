@@ -2,9 +2,9 @@
 # Check regression-lab on a GPU machine, in about five minutes, printing every figure:
 #   1. install the project (into the current Python, keeping a CUDA torch that is already there);
 #   2. `fit` with the default accelerator=auto, and show that it chose CUDA;
-#   3. `fit` with bf16-mixed and 16-mixed precision;
-#   4. predict x = 10 from the checkpoint it wrote;
-#   5. the landscape (201 x 201) on the GPU;
+#   3. predict x = 10 from the checkpoint it wrote;
+#   4. the landscape (201 x 201) on the GPU;
+#   5. `fit` with bf16-mixed and 16-mixed precision;
 #   6. the benchmark at GPU scale (10 million samples, batch 65536).
 # A failed step does not stop the later ones (a GPU machine's time is scarce: one run should
 # report everything); the summary names the failed steps and the exit status is 1 if any failed.
@@ -100,11 +100,11 @@ else
 fi
 
 step "fit (accelerator=auto)" fit_auto
+step "predict from the checkpoint" predict  # the newest run's: the fit just above
+step "landscape ($res x $res)" landscape
 if [ "$cpu" = 0 ]; then
   step "fit (bf16-mixed, 16-mixed)" fit_mixed
 fi
-step "predict from the checkpoint" predict
-step "landscape ($res x $res)" landscape
 step "benchmark" benchmark
 
 printf '\n=== done\n'
