@@ -60,7 +60,7 @@ if torch.cuda.is_available():
 PY
 }
 fit_auto() {
-  "$PY" -m regression_lab fit "${epochs[@]}" --trainer.enable_progress_bar false >fit.log 2>&1
+  "$PY" -m regression_lab fit "${fit_args[@]}" --trainer.enable_progress_bar false >fit.log 2>&1
   local rc=$?
   grep -E "GPU available|Model prediction|Checkpoint:|Error|error" fit.log
   [ $rc = 0 ] || return $rc
@@ -94,9 +94,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 if [ "$cpu" = 1 ]; then
-  epochs=(--trainer.max_epochs 50); res=21; quick=(--quick); device=cpu; accelerator=cpu
+  fit_args=(--trainer.max_epochs 50 --trainer.accelerator cpu); res=21; quick=(--quick); device=cpu; accelerator=cpu
 else
-  epochs=(); res=201; quick=(); device=cuda; accelerator=gpu
+  fit_args=(); res=201; quick=(); device=cuda; accelerator=gpu
 fi
 
 step "fit (accelerator=auto)" fit_auto

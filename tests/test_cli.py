@@ -62,7 +62,7 @@ def test_predict_reads_a_file_or_stdin_and_agrees_with_torch_load(cli_run, tmp_p
     assert from_file.stdout == from_stdin.stdout
     preds = [float(line.split(",")[1]) for line in from_file.stdout.strip().splitlines()[1:]]
     # The oracle: the checkpoint's own weights, computed by hand.
-    sd = torch.load(ckpt, weights_only=True)["state_dict"]
+    sd = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     x = torch.tensor([[1.0], [2.5], [10.0]])
     hidden = torch.relu(x @ sd["net.linear1.weight"].T + sd["net.linear1.bias"])
     expected = (hidden @ sd["net.linear2.weight"].T + sd["net.linear2.bias"]).flatten().tolist()
@@ -101,7 +101,9 @@ def test_overrides_change_the_model(tmp_path):
     cli = fit_in_process(tmp_path, "--model.hidden_size", "8", "--trainer.max_epochs", "10")
     assert cli.model.net.linear1.out_features == 8
     assert cli.trainer.current_epoch == 10
-    ckpt = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    ckpt = torch.load(
+        tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=True
+    )
     assert ckpt["hyper_parameters"]["hidden_size"] == 8
 
 

@@ -48,7 +48,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert runs == ["version_0"]
     run = tmp_path / "ddp" / "lightning_logs" / "version_0"
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
     # Each epoch covers the 64 samples once across the ranks: 4 steps of the global batch 16,
     # not 4 steps per rank over a copy of everything (which would be 8 steps of 8).

@@ -47,7 +47,7 @@ class _Payload:
 def evil_ckpt(lab_ckpt, tmp_path) -> tuple[Path, Path]:
     """A real lab checkpoint with a code-running object slipped in, and the marker it would create."""
     marker = tmp_path / "PWNED"
-    ckpt = torch.load(lab_ckpt, weights_only=True)
+    ckpt = torch.load(lab_ckpt, map_location="cpu", weights_only=True)
     ckpt["callbacks"] = {"innocent": _Payload(marker)}
     path = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     torch.save(ckpt, path)
@@ -152,13 +152,13 @@ def test_sigkill_leaves_loadable_checkpoints_and_the_run_resumes(tmp_path, after
     run = kill_during_training(tmp_path, after_s + random.random() * 0.05)
     files = assert_checkpoints_whole(run / "checkpoints")
     assert run / "checkpoints" / "last.ckpt" in files
-    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
     assert step >= 1
     epochs = step + 20  # one step per epoch here
     resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epochs))
     assert resumed.trainer.global_step == epochs
     assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == epochs
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == epochs
 
 
 SHUFFLED = [
@@ -179,7 +179,9 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
     for key, value in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
     # The weights before any training stay the first run's, for the landscape's interpolation.
-    ckpt = torch.load(tmp_path / "resumed" / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    ckpt = torch.load(
+        tmp_path / "resumed" / "lightning_logs/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=True
+    )
     for key, value in initial.items():
         assert torch.equal(ckpt["initial_state_dict"][key], value)
 
@@ -193,7 +195,9 @@ def test_same_seed_gives_identical_checkpoints_and_the_seed_is_recorded(tmp_path
         (tmp_path / name).mkdir()
         fit_in_process(tmp_path / name, *SHUFFLED, "--trainer.max_epochs", "7")
         run = tmp_path / name / "lightning_logs" / "version_0"
-        states.append(torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+        states.append(
+            torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        )
         assert yaml.safe_load((run / "hparams.yaml").read_text())["seed_everything"] == 5
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
@@ -225,7 +229,7 @@ def test_two_runs_started_at_once_get_their_own_run_directories(tmp_path):
         d = tmp_path / "lightning_logs" / run
         assert len(list(d.glob("events.out.tfevents.*"))) == 1
         assert (d / "config.yaml").is_file()
-        assert torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+        assert torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 40
 
 
 # --------------------------------------------------------------------------- more bad input

@@ -113,10 +113,10 @@ def test_validate_and_test_evaluate_the_checkpoint(lab_run, tmp_path):
 def test_last_checkpoint_holds_the_final_weights_between_scheduled_saves(tmp_path):
     # Scheduled saves come every 100 epochs: 120 epochs end 20 epochs after the last of them.
     cli = fit_in_process(tmp_path, "--trainer.max_epochs", "120")
-    ckpt = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 120
     for key, value in cli.model.state_dict().items():
-        assert torch.equal(ckpt["state_dict"][key], value), key
+        assert torch.equal(ckpt["state_dict"][key], value.cpu()), key
 
 
 def test_checkpointing_can_be_turned_off(tmp_path):
