@@ -138,7 +138,7 @@ def _fit_seconds(args: list[str], workdir: Path, datamodule_class: type | None =
 
 
 def bench_lab_epochs(epochs: int, repeats: int) -> dict[str, Any]:
-    """Per-epoch time of the default ``fit`` over a plain loop, the lab's setting."""
+    """Per-epoch time of the default ``fit`` over a plain loop, the lab's setting, on the CPU."""
     from regression_lab.samples import line_split
 
     x, y = line_split({}, "train")
@@ -341,7 +341,9 @@ def run_benchmarks(rows: list[str], quick: bool = False, accelerator: str = "aut
     for row in rows:
         print(f"running {row} ...", file=sys.stderr, flush=True)
         try:
-            results[row] = {"row": row, **runners[row](), "device": accelerator}
+            # lab_epochs trains on the CPU (the lab's five samples) and predict runs there.
+            device = "cpu" if row in ("lab_epochs", "predict_start") else accelerator
+            results[row] = {"row": row, **runners[row](), "device": device}
         except Exception as exc:  # one broken row must not lose the others' figures
             traceback.print_exc()
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
