@@ -40,6 +40,7 @@ def test_gpu_check_steps_and_quick_benchmark_run_on_cpu(tmp_path):
         assert entry["ratio"] > 0 and entry["target"] and isinstance(entry["ok"], bool)
     assert results["landscape"]["points"] == 121
     assert results["lab_epochs"]["plain_epoch_us"] > 0 and results["lab_epochs"]["fit_epoch_us"] > 0
+    assert results["scale"]["bare_ratio"] > 0 and results["scale"]["default_over_bare"] > 0
 
 
 def test_benchmark_refuses_gpu_without_cuda_in_one_line(tmp_path):

@@ -13,7 +13,8 @@ Rows (``target`` reads the way ``ratio`` is defined):
   validation, checkpointing and progress bar, over a plain loop; at most 7x.
 - ``scale``: training samples/s of ``fit`` at 1M samples, batch 8192, shuffled, over a plain
   loop gathering the same shuffled index batches (the median of 11 back-to-back pairs); at
-  least 0.55x.
+  least 0.55x. Lightning's bare loop (no logger, checkpoint or progress bar) is timed beside
+  them for context.
 - ``data_path``: samples/s of ``fit`` with the tensor-indexed batches over the same ``fit`` fed
   by ``DataLoader(TensorDataset(x, y), batch_size=8192, shuffle=True)``; at least 40x.
 - ``landscape``: a 201 x 201 grid of the trained lab model, one by one over vectorized; at
@@ -170,17 +171,34 @@ def _scale_args(n: int, batch: int, accelerator: str) -> list[str]:
     ]  # fmt: skip
 
 
+#: Lightning's loop alone: no logger, checkpoint or progress bar (context for the scale row).
+BARE = [
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_checkpointing",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+]
+
+
 def bench_scale(n: int, batch: int, repeats: int, accelerator: str) -> dict[str, Any]:
-    """Training samples/s of the default ``fit`` at scale over a plain loop on the same batches."""
+    """Training samples/s of the default ``fit`` at scale over a plain loop on the same batches.
+
+    Lightning's bare loop is timed beside them (``bare_ratio``), so a reader can tell what the
+    Trainer itself costs from what the defaults add (``default_over_bare``).
+    """
     from regression_lab.samples import line_split
 
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     x, y = (t.to(device) for t in line_split({"num_samples": n, "x_min": 0.0, "x_max": 1.0}, "train"))
-    plains, fits = [], []
-    for _ in range(repeats):  # interleaved, so drift on a shared machine hits both alike
+    plains, fits, bares = [], [], []
+    for _ in range(repeats):  # interleaved, so drift on a shared machine hits all three alike
         plains.append(plain_loop(x, y, 5, 1, batch, shuffle=True))
         with tempfile.TemporaryDirectory() as tmp:
             fits.append(_fit_seconds(_scale_args(n, batch, accelerator), Path(tmp)))
+        with tempfile.TemporaryDirectory() as tmp:
+            bares.append(_fit_seconds([*_scale_args(n, batch, accelerator), *BARE], Path(tmp)))
     plain, fit = statistics.median(plains), statistics.median(fits)
     # Throughput ratio (fit's samples/s over the plain loop's), the median over the pairs: each
     # pair ran back to back, so a slow spell of the shared machine slows both of a pair.
@@ -194,6 +212,8 @@ def bench_scale(n: int, batch: int, repeats: int, accelerator: str) -> dict[str,
         "plain_samples_per_s": n / plain,
         "pair_ratio_min": min(pairs),
         "pair_ratio_max": max(pairs),
+        "bare_ratio": statistics.median(p / b for p, b in zip(plains, bares, strict=True)),
+        "default_over_bare": statistics.median(b / f for b, f in zip(bares, fits, strict=True)),
         "repeats": repeats,
         "samples": n,
         "batch_size": batch,
