@@ -28,6 +28,21 @@ def test_lab_training_learns_y_equals_3x_plus_2(lab_run):
     assert abs(model.predict_value(10.0) - 32.0) < 0.05
     x = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]])
     torch.testing.assert_close(model(x), 3 * x + 2, atol=0.01, rtol=0)
+    assert model.active_units() == 2  # seed 0: two units carry the line, three are off on x = 1..5
+
+
+def test_a_run_whose_relu_units_all_die_says_so(tmp_path, capsys):
+    # lr 0.1 pushes every unit off the training inputs within a few steps: no divergence, no
+    # error, only a flat answer over the training data, which the output bias draws towards
+    # the mean of the training targets (3 * 3 + 2 = 11).
+    cli = fit_in_process(tmp_path, "--model.lr", "0.1", "--trainer.max_epochs", "50")
+    assert cli.model.active_units() == 0
+    with torch.no_grad():
+        flat = cli.model(torch.arange(1.0, 6.0).unsqueeze(1)).flatten()
+    assert torch.all(flat == flat[0]) and flat[0].item() == pytest.approx(11.0, abs=0.2)
+    err = capsys.readouterr().err
+    assert "warning: every hidden ReLU unit is off on all training inputs (dead)" in err
+    assert "lower --model.lr (now 0.1)" in err
 
 
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):

@@ -115,6 +115,20 @@ class RegressionModule(L.LightningModule):
         self._guard_divergence(loss, read=logs or batch_idx + 1 == self.trainer.num_training_batches)
         return loss
 
+    @torch.no_grad()
+    def active_units(self) -> int | None:
+        """Hidden ReLU units that are on for at least one training input (``None`` outside fit).
+
+        A unit that is off on every training input gets no gradient and stays off: it is dead.
+        With all of them dead the network is flat over the training inputs (its output bias).
+        """
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or "slope" not in dm.hparams:
+            return None
+        x, _ = line_split(dict(dm.hparams), "train")
+        on = self.net.activation(self.net.linear1(x.to(self.device))) > 0
+        return int(on.any(dim=0).sum())
+
     def on_train_start(self) -> None:
         self._losses_finite = torch.ones((), dtype=torch.bool, device=self.device)
         self._finite_up_to = self.global_step

@@ -224,6 +224,15 @@ class RegressionLabCLI(LightningCLI):
         model: RegressionModule = self.model
         x = model.hparams.probe_x
         print(f"Model prediction for {x:g} is {model.predict_value(x):.4f}")
+        if model.active_units() == 0:
+            # A too-large step can push every ReLU unit off all the data (lr 0.05-1 does in the
+            # lab): the loss stops falling, nothing diverges, and the fit is flat.
+            print(
+                "warning: every hidden ReLU unit is off on all training inputs (dead): no gradient "
+                "reaches them and the fit is flat over the training data; lower --model.lr "
+                f"(now {model.hparams.lr:g}) or try another --seed_everything",
+                file=sys.stderr,
+            )
         cb = self.trainer.checkpoint_callback
         if cb is not None and cb.last_model_path:
             print(f"Checkpoint: {cb.last_model_path}")
