@@ -242,6 +242,7 @@ def test_two_runs_started_at_once_get_their_own_run_directories(tmp_path):
         (["fit", "--config", "."], "not a file"),
         (["fit", "--config", "bad.yaml"], "Problems parsing config"),
         (["fit", "--config", "unknown_key.yaml"], "does not accept option 'model.hidden_sizes'"),
+        (["fit", "--config", "a_file"], "a --config file must be a YAML mapping of settings"),
         (["fit", "--data.batch_size", "0"], "batch_size must be an integer >= 1"),
         (["fit", "--data.x_min", "5", "--data.x_max", "1"], "x_min must be < data.x_max"),
         (["fit", "--model.momentum", "-1"], "momentum must be >= 0"),

@@ -86,7 +86,11 @@ def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
         # LightningCLI reads sys.argv itself when run as the console script (and warns if given both).
         cli_main(None if from_sys_argv else list(argv))
     except ArgumentError as err:
-        raise UsageError(f"regression-lab {argv[0]}: {_one_line(err)}") from None
+        message = _one_line(err)
+        if message.startswith("Unexpected config:"):
+            # jsonargparse's words for a --config file that is empty or not a mapping.
+            message = "a --config file must be a YAML mapping of settings (as configs/default.yaml is); " + message
+        raise UsageError(f"regression-lab {argv[0]}: {message}") from None
     except MisconfigurationException as err:
         # Lightning's word for settings that contradict each other: still the user's input.
         raise UsageError(f"regression-lab {argv[0]}: {_one_line(err)}") from None
