@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 import statistics
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from helpers import fingerprint, run_cli
+from helpers import cli_command, fingerprint, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -123,6 +127,33 @@ def test_running_again_skips_finished_trials_and_redoes_only_missing_ones(sweep_
     # Same seeds, same numbers: the retrained trials land exactly where they were.
     assert third.stdout == first.stdout
     assert sorted(p.name for p in (workdir / "lightning_logs").iterdir()) == ["sweep_0"]
+
+
+def test_a_sweep_killed_mid_run_finishes_on_the_next_run_with_the_same_table(tmp_path, sweep_run):
+    _, _, first = sweep_run
+    # Its own process group, so SIGKILL takes the worker processes down with it, as a crash or
+    # a killed job would.
+    proc = subprocess.Popen(
+        [*cli_command(), "sweep", *GRID], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    out = tmp_path / "lightning_logs" / "sweep_0"
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*/result.json")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no finished trial within 120 s"
+            time.sleep(0.01)
+        assert proc.poll() is None  # killed while trials were still running
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = len(list(out.glob("*/result.json")))
+    assert 1 <= finished < 8
+    again = run_cli("sweep", *GRID, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{finished} of 8 trials already finished" in again.stderr
+    assert again.stdout == first.stdout  # the same table as a sweep never interrupted
 
 
 def test_a_yaml_config_holds_the_same_keys(tmp_path, sweep_run):
