@@ -122,11 +122,11 @@ class RegressionModule(L.LightningModule):
         A unit that is off on every training input gets no gradient and stays off: it is dead.
         With all of them dead the network is flat over the training inputs (its output bias).
         """
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or "slope" not in dm.hparams:
+        settings = self._line_settings()
+        if settings is None:
             return None
-        x, _ = line_split(dict(dm.hparams), "train")
-        on = self.net.activation(self.net.linear1(x.to(self.device))) > 0
+        x, _ = self._whole_split(settings, "train")
+        on = self.net.activation(self.net.linear1(x)) > 0
         return int(on.any(dim=0).sum())
 
     def on_train_start(self) -> None:
@@ -203,17 +203,25 @@ class RegressionModule(L.LightningModule):
     def final_metrics(self) -> dict[str, float]:
         """The trained model's MSE on the whole training and validation sets, its prediction for
         ``probe_x`` and that prediction's absolute error (exact, from the final weights)."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        settings = self._line_settings()
         pred = self.predict_value(self.hparams.probe_x)
         metrics = {"prediction": pred}
-        if dm is not None and "slope" in dm.hparams:
-            settings = dict(dm.hparams)
+        if settings is not None:
             for split in ("train", "val"):
-                # The whole split (not this rank's shard), as the DataModule generates it.
-                x, y = (t.to(self.device) for t in line_split(settings, split))
+                x, y = self._whole_split(settings, split)
                 metrics[f"{split}_loss"] = float(self.loss_fn(self(x), y))
             metrics["abs_error"] = abs(pred - (settings["slope"] * self.hparams.probe_x + settings["intercept"]))
         return metrics
+
+    def _line_settings(self) -> dict[str, Any] | None:
+        """The attached RegressionDataModule's settings (``None`` without a trainer or one)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return dict(dm.hparams) if dm is not None and "slope" in dm.hparams else None
+
+    def _whole_split(self, settings: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # The whole split (not this rank's shard), as the DataModule generates it, on our device.
+        x, y = line_split(settings, split)
+        return x.to(self.device), y.to(self.device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[INITIAL_STATE_KEY] = self.initial_state
