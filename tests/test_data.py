@@ -51,6 +51,15 @@ def test_batches_by_indexing_cover_every_sample_once_per_epoch():
         assert torch.equal(by, 2 * bx)
 
 
+def test_shuffled_order_is_the_seeded_permutation():
+    # The loader draws its order as int32 for speed; it must be the same permutation that
+    # torch.randperm gives with the same seed (orders recorded before the change stay valid).
+    x = torch.arange(1000, dtype=torch.float32).unsqueeze(1)
+    loader = TensorBatches(x, x, batch_size=300, shuffle=True, generator=torch.Generator().manual_seed(7))
+    served = torch.cat([bx for bx, _ in loader]).flatten().long()
+    assert torch.equal(served, torch.randperm(1000, generator=torch.Generator().manual_seed(7)))
+
+
 def test_shards_are_disjoint_equal_sized_and_cover_the_data():
     shards = [shard_indices(10, r, 3) for r in range(3)]
     assert [len(s) for s in shards] == [4, 4, 4]
