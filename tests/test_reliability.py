@@ -289,3 +289,21 @@ def test_checkpoints_are_written_through_the_atomic_writer(tmp_path):
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     ckpt_dir = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt"]  # no temporary files left
+
+
+def test_run_checkpoint_state_key_is_cached_but_never_stale():
+    # Checkpoints store callback state under state_key: the cached key must always be the one
+    # ModelCheckpoint itself would build, also after its settings change.
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from regression_lab.callbacks import RunCheckpoint
+
+    ours = RunCheckpoint(monitor="val/loss", mode="min", every_n_epochs=100)
+    theirs = ModelCheckpoint(monitor="val/loss", mode="min", every_n_epochs=100)
+    expected = theirs.state_key.replace("ModelCheckpoint", "RunCheckpoint", 1)
+    assert ours.state_key == expected
+    assert ours.state_key is ours.state_key  # built once, not on every read
+    ours.monitor, theirs.monitor = "val/mae", "val/mae"
+    ours._every_n_epochs, theirs._every_n_epochs = 7, 7
+    assert "val/mae" in ours.state_key and "'every_n_epochs': 7" in ours.state_key
+    assert ours.state_key == theirs.state_key.replace("ModelCheckpoint", "RunCheckpoint", 1)
