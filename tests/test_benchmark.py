@@ -9,7 +9,9 @@ import os
 import re
 import subprocess
 import sys
+import time
 
+import lightning as L
 from helpers import REPO
 
 from regression_lab.benchmark import ROWS
@@ -55,3 +57,26 @@ def test_benchmark_refuses_gpu_without_cuda_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "benchmark.py: error: --accelerator gpu, but torch sees no CUDA device"
     assert proc.stdout == ""
+
+
+class SlowEnds(L.Callback):
+    """Sleeps at each epoch's end (work the timed loop must include) and at training's end
+    (one-off teardown it must leave out)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        time.sleep(0.1)
+
+    def on_train_end(self, trainer, pl_module):
+        time.sleep(0.4)
+
+
+def test_fit_timing_counts_every_epoch_but_not_the_teardown(tmp_path):
+    from regression_lab.benchmark import _fit_timing
+
+    seconds, teardown = _fit_timing(
+        ["--trainer.max_epochs", "3", "--trainer.accelerator", "cpu", f"--trainer.callbacks+={__name__}.SlowEnds"],
+        tmp_path,
+    )
+    assert 0.3 <= seconds < 0.65  # three epoch ends of 0.1 s in, the 0.4 s at training's end out
+    assert teardown >= 0.4
+    assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
