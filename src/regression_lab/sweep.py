@@ -320,7 +320,7 @@ def write_summary(rows: list[dict[str, Any]], results: list[dict[str, Any]], out
     with atomic_write(out_dir / "error_vs_epochs.png", "wb") as fh:
         fig.savefig(fh, format="png")
     with SummaryWriter(log_dir=str(out_dir / "summary")) as writer:
-        writer.add_figure("sweep/error_vs_epochs", error_figure(rows))
+        writer.add_figure("sweep/error_vs_epochs", fig)
         table = "| rank | hidden | epochs | lr | seeds | val loss | abs error at 10 |\n|---|---|---|---|---|---|---|\n"
         table += "\n".join(
             f"| {i} | {r['hidden_size']} | {r['epochs']} | {r['lr']:g} | {r['n_seeds']} | "
