@@ -1,7 +1,8 @@
 # regression-lab: `make train` and `make test` each set up .venv first (see README).
 #
 #   make train          # set up, train the lab model, print the prediction for x = 10
-#   make test           # set up with the test extras, run the test suite
+#   make test           # set up with the test extras, check the import contract, run every test
+#   make test-fast      # the fast tier only (no subprocess fits, DDP, SIGKILL or sweeps)
 #   make lint           # ruff check + format check
 #
 # TORCH pins the torch release the venv gets: 2.13.0 is the release this project is tested
@@ -13,7 +14,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup train test lint clean
+.PHONY: setup train test test-fast lint clean
 
 setup: $(VENV)/.installed
 
@@ -26,12 +27,18 @@ train: setup
 	MPLBACKEND=Agg $(BIN)/regression-lab fit
 
 test: setup
+	# The layers' import rules (pyproject.toml, [tool.importlinter]), then both test tiers.
 	# Two workers: the suite trains real models and starts real processes, on 2 cores.
+	$(BIN)/lint-imports
 	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2
 
+test-fast: setup
+	$(BIN)/lint-imports
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -m "not slow"
+
 lint: setup
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,11 +1,14 @@
-"""Helpers for the tests: run the CLI as a user would (subprocess) or in-process (fast).
+"""Helpers for the tests: run the CLI as a user would (subprocess, slow tier) or in-process
+(fast tier: no new interpreter importing torch and Lightning).
 
-Imported by the test modules: ``from helpers import run_cli, fit_in_process``.
+Imported by the test modules: ``from helpers import run_cli, run_main, fit_in_process``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -35,6 +38,31 @@ def run_cli(
     )
 
 
+def run_main(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``regression-lab ARGS`` in this process through ``cli.main``, inside ``cwd``.
+
+    Returns what a subprocess would (exit status, stdout, stderr), from the entry point's own
+    status and output, so the bad-input tables run in-process in the fast tier.
+    """
+    from regression_lab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_cwd, old_argv, old_stdin = Path.cwd(), sys.argv, sys.stdin
+    os.chdir(cwd)
+    sys.argv = ["regression-lab"]  # LightningCLI warns when it sees both args and sys.argv
+    sys.stdin = io.StringIO(stdin or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # --help and --print_config print, then exit
+                code = exit_.code if isinstance(exit_.code, int) else 0
+    finally:
+        os.chdir(old_cwd)
+        sys.argv, sys.stdin = old_argv, old_stdin
+    return subprocess.CompletedProcess(["regression-lab", *args], code, out.getvalue(), err.getvalue())
+
+
 def fingerprint(root: Path) -> dict[str, str]:
     """Content hashes of every file under ``root``, to prove a command changed nothing."""
     return {
@@ -61,7 +89,7 @@ def cli_in_process(workdir: Path, command: str, *args: str) -> object:
 
     Much faster than a subprocess (no new interpreter importing Lightning); returns the CLI object.
     """
-    from regression_lab.training import cli_main
+    from regression_lab.lit.cli import cli_main
 
     old_cwd, old_argv = Path.cwd(), sys.argv
     os.chdir(workdir)

@@ -1,6 +1,7 @@
-"""The command line, run as a user runs it (subprocesses): fit, predict, config, resume, bad input.
+"""The command line: the README's main job end to end as a subprocess (slow tier); predict,
+configs, overrides and the bad-input table in-process through ``cli.main`` (fast tier).
 
-Run: pytest tests/test_cli.py
+Run: pytest tests/test_cli.py            (pytest -m "not slow" tests/test_cli.py for the fast part)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import REPO, fingerprint, fit_in_process, run_cli
+from helpers import REPO, fingerprint, fit_in_process, run_cli, run_main
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,7 @@ def cli_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return workdir, run_cli("fit", cwd=workdir)
 
 
+@pytest.mark.slow
 def test_fit_with_no_arguments_trains_the_lab_and_reports(cli_run):
     workdir, proc = cli_run
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -37,6 +39,7 @@ def test_fit_with_no_arguments_trains_the_lab_and_reports(cli_run):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_predict_uses_the_newest_checkpoint_and_prints_csv(cli_run):
     workdir, fit = cli_run
     printed = float(
@@ -51,13 +54,12 @@ def test_predict_uses_the_newest_checkpoint_and_prints_csv(cli_run):
     assert abs(float(rows[2][1]) - 35.0) < 0.1
 
 
-def test_predict_reads_a_file_or_stdin_and_agrees_with_torch_load(cli_run, tmp_path):
-    workdir, _ = cli_run
-    ckpt = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+def test_predict_reads_a_file_or_stdin_and_agrees_with_torch_load(lab_ckpt, tmp_path):
+    ckpt = lab_ckpt
     inputs = tmp_path / "xs.csv"
     inputs.write_text("x\n1\n# a comment\n\n2.5\n10\n")
-    from_file = run_cli("predict", "--ckpt_path", str(ckpt), "--input", str(inputs), cwd=tmp_path)
-    from_stdin = run_cli("predict", "--ckpt_path", str(ckpt), "--input", "-", cwd=tmp_path, stdin="1\n2.5\n10\n")
+    from_file = run_main("predict", "--ckpt_path", str(ckpt), "--input", str(inputs), cwd=tmp_path)
+    from_stdin = run_main("predict", "--ckpt_path", str(ckpt), "--input", "-", cwd=tmp_path, stdin="1\n2.5\n10\n")
     assert from_file.returncode == 0 and from_stdin.returncode == 0, from_file.stderr + from_stdin.stderr
     assert from_file.stdout == from_stdin.stdout
     preds = [float(line.split(",")[1]) for line in from_file.stdout.strip().splitlines()[1:]]
@@ -73,8 +75,8 @@ def test_predict_reads_a_file_or_stdin_and_agrees_with_torch_load(cli_run, tmp_p
 @pytest.mark.parametrize(
     "args", [["predict", "--x", "10"], ["landscape", "--resolution", "5", "--no_tensorboard"]], ids=lambda a: a[0]
 )
-def test_light_commands_do_not_import_lightning(cli_run, args):
-    workdir, _ = cli_run
+def test_light_commands_do_not_import_lightning(lab_ckpt, args):
+    workdir = lab_ckpt.parents[3]
     code = (
         "import sys, io, contextlib; from regression_lab.cli import main\n"
         f"with contextlib.redirect_stdout(io.StringIO()): rc = main({args!r})\n"
@@ -86,8 +88,8 @@ def test_light_commands_do_not_import_lightning(cli_run, args):
 
 
 def test_default_yaml_is_the_default_config(tmp_path):
-    plain = run_cli("fit", "--print_config", cwd=tmp_path)
-    with_file = run_cli("fit", "--config", str(REPO / "configs" / "default.yaml"), "--print_config", cwd=tmp_path)
+    plain = run_main("fit", "--print_config", cwd=tmp_path)
+    with_file = run_main("fit", "--config", str(REPO / "configs" / "default.yaml"), "--print_config", cwd=tmp_path)
     assert plain.returncode == 0 and with_file.returncode == 0, plain.stderr + with_file.stderr
     config = yaml.safe_load(plain.stdout)
     assert config == yaml.safe_load(with_file.stdout)
@@ -141,7 +143,7 @@ BAD_INPUT = [
     (["predict", "--input", "xs_bad.txt"], "line 2"),
     (["predict", "--input", "xs_empty.txt"], "no x values"),
     (["predict", "--input", "missing.txt"], "input file not found"),
-    (["predict", "--x", "1", "--bogus"], "unrecognized arguments"),
+    (["predict", "--x", "1", "--bogus"], "unrecognized arguments: --bogus"),
     (["fit", "--model.hidden_size", "0"], "hidden_size must be an integer >= 1"),
     (["fit", "--model.hidden_size", "abc"], "model.hidden_size"),
     (["fit", "--model.lr", "0"], "lr must be > 0"),
@@ -164,7 +166,7 @@ BAD_INPUT = [
 @pytest.mark.parametrize("args, phrase", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_gives_one_line_and_exit_2_and_touches_nothing(bad_input_dir, args, phrase):
     before = fingerprint(bad_input_dir)
-    proc = run_cli(*args, cwd=bad_input_dir)
+    proc = run_main(*args, cwd=bad_input_dir)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-1500:])
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
@@ -175,6 +177,6 @@ def test_bad_input_gives_one_line_and_exit_2_and_touches_nothing(bad_input_dir, 
 
 
 def test_resume_without_any_run_is_a_usage_error(tmp_path):
-    proc = run_cli("fit", "--ckpt_path", "last", cwd=tmp_path)
+    proc = run_main("fit", "--ckpt_path", "last", cwd=tmp_path)
     assert proc.returncode == 2
     assert "no last.ckpt found" in proc.stderr and "Traceback" not in proc.stderr

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from regression_lab.data import RegressionDataModule
-from regression_lab.errors import UsageError
-from regression_lab.samples import TensorBatches, line_split, shard_indices
+from regression_lab.core.errors import UsageError
+from regression_lab.core.samples import TensorBatches, line_split, shard_indices
+from regression_lab.lit.data import RegressionDataModule
 
 
 def test_defaults_are_the_labs_data():
@@ -95,7 +95,7 @@ def test_bad_settings_are_rejected(kwargs, message):
 def test_light_sample_defaults_match_the_datamodule_signature():
     import inspect
 
-    from regression_lab.samples import DATA_DEFAULTS
+    from regression_lab.core.samples import DATA_DEFAULTS
 
     params = inspect.signature(RegressionDataModule.__init__).parameters
     assert {k: params[k].default for k in DATA_DEFAULTS} == DATA_DEFAULTS

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from regression_lab import demos
+from regression_lab.commands import demo as demos
 
 LAB_LAYER = [6.96, 1.867, 2.106]
 LAB_BATCH = [[6.96, 1.867, 2.106], [12.9, 1.523, 4.058], [0.39, 1.051, 0.026]]
@@ -90,7 +90,7 @@ def test_linear_section_checks_x_wt_plus_b():
 
 
 def test_text_output_shows_the_labs_numbers():
-    proc = run_cli("demo", "forward", cwd=".")
+    proc = run_main("demo", "forward", cwd=".")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for expected in ("weighted_sum: 4.96", "step_output: 1", "[6.96, 1.867, 2.106]", "torch_dot: 7", "[ 5 12]"):
@@ -99,7 +99,7 @@ def test_text_output_shows_the_labs_numbers():
 
 
 def test_json_output_parses_and_matches(tmp_path):
-    proc = run_cli("demo", "all", "--json", "--seed", "5", cwd=tmp_path)
+    proc = run_main("demo", "all", "--json", "--seed", "5", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
     titles = [s["title"] for s in payload["sections"]]
@@ -113,7 +113,7 @@ def test_json_output_parses_and_matches(tmp_path):
 
 
 def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
-    proc = run_cli("demo", "tinymodel", "--logdir", str(tmp_path / "graphs"), cwd=tmp_path)
+    proc = run_main("demo", "tinymodel", "--logdir", str(tmp_path / "graphs"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     written = demos.write_graphs(tmp_path / "more", ["mynn", "tinymodel"])
     for run in [tmp_path / "graphs" / "tinymodel", *written]:
@@ -130,13 +130,13 @@ def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
     "args, phrase",
     [
         (["demo", "bogus"], "unknown demo 'bogus'"),
-        (["demo", "forward", "--seed", "abc"], "invalid int value"),
-        (["demo", "forward", "--seed", "-1"], "--seed must be >= 0"),
+        (["demo", "forward", "--seed", "abc"], 'Parser key "seed": Not of type NonNegativeInt'),
+        (["demo", "forward", "--seed", "-1"], "-1 does not conform to restriction v>=0"),
         (["demo", "forward", "--logdir", "x"], "has no model"),
     ],
 )
 def test_bad_demo_input_is_one_line_exit_2(tmp_path, args, phrase):
-    proc = run_cli(*args, cwd=tmp_path)
+    proc = run_main(*args, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and phrase in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.func import functional_call
 
-from regression_lab import landscape as ls
-from regression_lab.checkpoints import load_mynn
-from regression_lab.models import MyNN
-from regression_lab.samples import line_split
+from regression_lab.core import landscape as ls
+from regression_lab.core.checkpoints import load_mynn
+from regression_lab.core.models import MyNN
+from regression_lab.core.samples import line_split
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_trained_network_landscape_from_the_lab_checkpoint(lab_ckpt):
 
 def test_cli_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli("landscape", "--ckpt_path", str(lab_ckpt), "--resolution", "21", "--out", str(out), cwd=tmp_path)
+    proc = run_main("landscape", "--ckpt_path", str(lab_ckpt), "--resolution", "21", "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "lab 1D: minimum MSE 0 at w = 3.0000" in proc.stdout
     names = sorted(p.name for p in out.iterdir())
@@ -166,7 +166,9 @@ def test_cli_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_path):
     for name in ("lab_1d", "linear_2d", "random_2d", "random_1d", "interpolation"):
         assert f"landscape/{name}" in tags["images"], name
     assert len(acc.Scalars("landscape/lab_1d/curve")) == 1000
-    assert acc.Scalars("landscape/lab_1d/argmin_w")[0].value == pytest.approx(3.0, abs=6 / 999)
+    (argmin,) = acc.Scalars("landscape/lab_1d/argmin_w")
+    assert argmin.value == pytest.approx(3.0, abs=6 / 999)
+    assert argmin.step == 400  # at the run's last step, beside the end of its training curves
     assert acc.Scalars("landscape/linear_2d/min")[0].value == pytest.approx(0.0, abs=1e-6)
     mesh = acc.PluginTagToContent("mesh")
     assert "landscape/random_2d_surface_VERTEX" in mesh and "landscape/linear_2d_surface_FACE" in mesh
@@ -174,7 +176,7 @@ def test_cli_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_path):
 
 
 def test_without_a_checkpoint_the_lab_parts_still_run(tmp_path):
-    proc = run_cli("landscape", "--resolution", "11", "--no_tensorboard", "--out", "o", cwd=tmp_path)
+    proc = run_main("landscape", "--resolution", "11", "--no_tensorboard", "--out", "o", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "no checkpoint" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
@@ -192,7 +194,7 @@ def test_without_a_checkpoint_the_lab_parts_still_run(tmp_path):
         (["--resolution", "100000"], "too large"),
         (["--w_range", "5", "-1"], "--w_range must be an increasing range"),
         (["--span", "0", "0"], "--span must be an increasing range"),
-        (["--w_range", "a", "1"], "not a number"),
+        (["--w_range", "a", "1"], "Expected a <class 'float'>. Got value: a"),
         (["--interp_points", "1"], "--interp_points"),
         (["--ckpt_path", "missing.ckpt"], "checkpoint not found"),
         (["--ckpt_path", "foreign.ckpt"], "not a regression-lab MyNN checkpoint"),
@@ -200,7 +202,7 @@ def test_without_a_checkpoint_the_lab_parts_still_run(tmp_path):
 )
 def test_bad_landscape_input_is_one_line_exit_2(tmp_path, args, phrase):
     torch.save({"state_dict": {"conv.weight": torch.zeros(3, 3)}}, tmp_path / "foreign.ckpt")
-    proc = run_cli("landscape", *args, cwd=tmp_path)
+    proc = run_main("landscape", *args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and phrase in proc.stderr and "Traceback" not in proc.stderr
     assert not Path(tmp_path / "lightning_logs").exists()

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from regression_lab.errors import UsageError
-from regression_lab.models import MyNN, TinyModel
+from regression_lab.core.errors import UsageError
+from regression_lab.core.models import MyNN, TinyModel
 
 
 def test_mynn_has_the_labs_layers_and_shapes():

@@ -1,5 +1,6 @@
 """Reliability and security: untrusted checkpoints, divergence, SIGKILL and resume,
-reproducibility, concurrent runs, and bad input to every command, run as a user would.
+reproducibility, concurrent runs, and bad input to every command. The CLI runs in-process
+(fast tier) except where a real process must die or race (slow tier).
 
 Run: pytest tests/test_reliability.py
 """
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import cli_command, fingerprint, fit_in_process, run_cli
+from helpers import cli_command, fingerprint, fit_in_process, run_main
 
-from regression_lab.errors import TrainingFailed
+from regression_lab.core.errors import TrainingFailed
 
 
 def assert_checkpoints_whole(ckpt_dir: Path) -> list[Path]:
@@ -74,7 +75,7 @@ def evil_ckpt(lab_ckpt, tmp_path) -> tuple[Path, Path]:
 def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(evil_ckpt, tmp_path, args):
     path, marker = evil_ckpt
     before = fingerprint(tmp_path / "lightning_logs")
-    proc = run_cli(*(a.format(ckpt=path) for a in args), cwd=tmp_path)
+    proc = run_main(*(a.format(ckpt=path) for a in args), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "refusing to load" in proc.stderr and "posix.mkdir" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -87,9 +88,9 @@ def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(evil_ckpt, tmp_
 
 def test_divergence_stops_at_the_first_non_finite_loss_and_writes_no_bad_checkpoint(tmp_path):
     # Checkpoints every epoch, so a bad one would be written if anything let it through.
-    proc = run_cli(
+    proc = run_main(
         "fit", "--model.lr", "3.0", "--checkpoint.every_n_epochs", "1", "--trainer.check_val_every_n_epoch", "1",
-        "--checkpoint.save_top_k", "-1", cwd=tmp_path,
+        "--checkpoint.save_top_k", "-1", "--trainer.enable_progress_bar", "false", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -101,22 +102,44 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_writes_no_bad_checkpo
     assert "Model prediction" not in proc.stdout
 
 
-def test_divergence_inside_a_long_epoch_is_caught_at_the_next_check_without_a_sync_per_step(tmp_path):
-    # 200 batches an epoch: the guard reads its on-device flag every log_every_n_steps (7) steps.
+def _diverge_in_a_long_epoch(workdir: Path, every: int) -> str:
+    """Train lr 3 over 200 batches an epoch, the guard reading its flag every ``every`` steps."""
+    workdir.mkdir()
     with pytest.raises(TrainingFailed) as info:
         fit_in_process(
-            tmp_path, "--model.lr", "3.0", "--data.num_samples", "2000", "--data.batch_size", "10",
-            "--trainer.log_every_n_steps", "7", "--checkpoint.last_every_seconds", "0.001",
+            workdir, "--model.lr", "3.0", "--data.num_samples", "2000", "--data.batch_size", "10",
+            "--trainer.log_every_n_steps", str(every),
         )  # fmt: skip
-    message = str(info.value)
+    return str(info.value)
+
+
+def test_divergence_inside_a_long_epoch_is_caught_within_the_check_interval(tmp_path):
+    # The oracle: the same run checked every step stops at the first non-finite loss.
+    exact = _diverge_in_a_long_epoch(tmp_path / "every_step", 1)
+    first_bad = int(exact.split(", step ")[1].split(";")[0])
+    assert "(finite up to" not in exact and "epoch 1," in exact
+    # Checked every 7th step (no host sync in between), it stops within 7 steps of that loss.
+    message = _diverge_in_a_long_epoch(tmp_path / "every_7", 7)
     assert message.startswith("training diverged: loss ") and "lower --model.lr (now 3)" in message
     step = int(message.split(", step ")[1].split(" ")[0])
     finite_up_to = int(message.split("(finite up to step ")[1].split(")")[0])
-    assert step % 7 == 0 and finite_up_to == step - 7
+    assert finite_up_to < first_bad <= step < first_bad + 7
     assert "epoch 1," in message  # caught inside the first epoch, not at its end
-    # last.ckpt was refreshed during the epoch until then: what is left holds finite weights.
+    for run in ("every_step", "every_7"):
+        assert not (tmp_path / run / "lightning_logs" / "version_0" / "checkpoints").exists()
+
+
+def test_timed_checkpoints_never_hold_non_finite_weights(tmp_path):
+    # last.ckpt is due at every step (interval 0), so some save falls between the step whose
+    # update overflowed and the next check of the loss: the save itself refuses it.
+    with pytest.raises(TrainingFailed, match="training diverged: "):
+        fit_in_process(
+            tmp_path, "--model.lr", "3.0", "--data.num_samples", "2000", "--data.batch_size", "10",
+            "--trainer.log_every_n_steps", "50", "--last_checkpoint.train_time_interval", "0:00:00",
+        )  # fmt: skip
     files = assert_checkpoints_whole(tmp_path / "lightning_logs" / "version_0" / "checkpoints")
     assert [f.name for f in files] == ["last.ckpt"]
+    assert torch.load(files[0], map_location="cpu", weights_only=True)["global_step"] >= 1
 
 
 # --------------------------------------------------------------------------- crash and resume
@@ -124,7 +147,7 @@ def test_divergence_inside_a_long_epoch_is_caught_at_the_next_check_without_a_sy
 
 LONG_RUN = [
     "fit", "--trainer.max_epochs", "1000000", "--trainer.enable_progress_bar", "false",
-    "--checkpoint.last_every_seconds", "0.05", "--checkpoint.every_n_epochs", "200",
+    "--last_checkpoint.train_time_interval", "0:00:00.05", "--checkpoint.every_n_epochs", "200",
     "--trainer.check_val_every_n_epoch", "100",
 ]  # fmt: skip
 
@@ -146,6 +169,7 @@ def kill_during_training(workdir: Path, after_s: float) -> Path:
     return last.parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after_s", [0.0, 0.37, 1.1])
 def test_sigkill_leaves_loadable_checkpoints_and_the_run_resumes(tmp_path, after_s):
     random.seed(after_s)
@@ -207,6 +231,7 @@ def test_same_seed_gives_identical_checkpoints_and_the_seed_is_recorded(tmp_path
 # --------------------------------------------------------------------------- concurrent runs
 
 
+@pytest.mark.slow
 def test_two_runs_started_at_once_get_their_own_run_directories(tmp_path):
     args = ["fit", "--trainer.max_epochs", "40", "--trainer.enable_progress_bar", "false"]
     procs = [
@@ -258,7 +283,7 @@ def test_more_bad_input_is_one_line_exit_2(tmp_path, args, phrase):
     (tmp_path / "unknown_key.yaml").write_text("model:\n  hidden_sizes: 4\n")
     (tmp_path / "a_file").write_text("")
     before = fingerprint(tmp_path)
-    proc = run_cli(*args, cwd=tmp_path)
+    proc = run_main(*args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-1500:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and phrase in errors[0], proc.stderr[-1500:]
@@ -268,7 +293,7 @@ def test_more_bad_input_is_one_line_exit_2(tmp_path, args, phrase):
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    from regression_lab.safe_io import atomic_write
+    from regression_lab.core.safe_io import atomic_write
 
     target = tmp_path / "results.csv"
     target.write_text("old\n")
@@ -283,27 +308,9 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_checkpoints_are_written_through_the_atomic_writer(tmp_path):
-    from regression_lab.callbacks import AtomicCheckpointIO
+    from regression_lab.lit.callbacks import AtomicCheckpointIO
 
     cli = fit_in_process(tmp_path, "--trainer.max_epochs", "3")
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     ckpt_dir = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt"]  # no temporary files left
-
-
-def test_run_checkpoint_state_key_is_cached_but_never_stale():
-    # Checkpoints store callback state under state_key: the cached key must always be the one
-    # ModelCheckpoint itself would build, also after its settings change.
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from regression_lab.callbacks import RunCheckpoint
-
-    ours = RunCheckpoint(monitor="val/loss", mode="min", every_n_epochs=100)
-    theirs = ModelCheckpoint(monitor="val/loss", mode="min", every_n_epochs=100)
-    expected = theirs.state_key.replace("ModelCheckpoint", "RunCheckpoint", 1)
-    assert ours.state_key == expected
-    assert ours.state_key is ours.state_key  # built once, not on every read
-    ours.monitor, theirs.monitor = "val/mae", "val/mae"
-    ours._every_n_epochs, theirs._every_n_epochs = 7, 7
-    assert "val/mae" in ours.state_key and "'every_n_epochs': 7" in ours.state_key
-    assert ours.state_key == theirs.state_key.replace("ModelCheckpoint", "RunCheckpoint", 1)

@@ -11,9 +11,9 @@ from helpers import cli_in_process, fit_in_process
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from regression_lab.checkpoints import load_mynn
-from regression_lab.models import MyNN
-from regression_lab.module import INITIAL_STATE_KEY, RegressionModule
+from regression_lab.core.checkpoints import INITIAL_STATE_KEY, load_mynn
+from regression_lab.core.models import MyNN
+from regression_lab.lit.module import RegressionModule
 
 
 def run_dir(workdir: Path, version: int = 0) -> Path:
@@ -28,7 +28,7 @@ def test_lab_training_learns_y_equals_3x_plus_2(lab_run):
     assert abs(model.predict_value(10.0) - 32.0) < 0.05
     x = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]])
     torch.testing.assert_close(model(x), 3 * x + 2, atol=0.01, rtol=0)
-    assert model.active_units() == 2  # seed 0: two units carry the line, three are off on x = 1..5
+    assert model.active_units(x) == 2  # seed 0: two units carry the line, three are off on x = 1..5
 
 
 def test_a_run_whose_relu_units_all_die_says_so(tmp_path, capsys):
@@ -36,7 +36,7 @@ def test_a_run_whose_relu_units_all_die_says_so(tmp_path, capsys):
     # error, only a flat answer over the training data, which the output bias draws towards
     # the mean of the training targets (3 * 3 + 2 = 11).
     cli = fit_in_process(tmp_path, "--model.lr", "0.1", "--trainer.max_epochs", "50")
-    assert cli.model.active_units() == 0
+    assert cli.model.active_units(cli.datamodule.train_x) == 0
     with torch.no_grad():
         flat = cli.model(torch.arange(1.0, 6.0).unsqueeze(1)).flatten()
     assert torch.all(flat == flat[0]) and flat[0].item() == pytest.approx(11.0, abs=0.2)
@@ -88,7 +88,7 @@ def test_checkpoints_are_last_and_best_by_val_loss(lab_run):
 
 
 def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
-    workdir, _ = lab_run
+    workdir, cli = lab_run
     (events,) = run_dir(workdir).glob("events.out.tfevents.*")
     acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
     acc.Reload()
@@ -109,8 +109,18 @@ def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
     assert hparams["hidden_size"].number_value == 5
     assert hparams["lr"].number_value == pytest.approx(0.01)
     assert hparams["data.num_samples"].number_value == 5
-    assert abs(acc.Scalars("hp/prediction")[-1].value - 32.0) < 0.05
-    assert acc.Scalars("hp/abs_error")[-1].value < 0.05
+    assert hparams["seed_everything"].number_value == 0
+    assert not [k for k in hparams if k.startswith("_")]  # no LightningCLI bookkeeping (_instantiator)
+    (prediction,) = acc.Scalars("hp/prediction")
+    assert prediction.step == 400 and prediction.value == pytest.approx(cli.final_metrics["prediction"], rel=1e-6)
+    assert abs(prediction.value - 32.0) < 0.05
+    assert acc.Scalars("hp/abs_error")[-1].value == pytest.approx(abs(prediction.value - 32.0), abs=1e-5)
+    # The final losses are the model's MSE on the DataModule's own data.
+    with torch.no_grad():
+        for split in ("train", "val"):
+            x, y = getattr(cli.datamodule, f"{split}_x"), getattr(cli.datamodule, f"{split}_y")
+            expected = torch.mean((cli.model(x) - y) ** 2).item()
+            assert acc.Scalars(f"hp/{split}_loss")[-1].value == pytest.approx(expected, rel=1e-5, abs=1e-12)
 
 
 def test_validate_and_test_evaluate_the_checkpoint(lab_run, tmp_path):
@@ -138,3 +148,12 @@ def test_checkpointing_can_be_turned_off(tmp_path):
     cli = fit_in_process(tmp_path, "--trainer.max_epochs", "5", "--trainer.enable_checkpointing", "false")
     assert cli.trainer.checkpoint_callback is None
     assert not (run_dir(tmp_path) / "checkpoints").exists()
+
+
+def test_resuming_a_finished_run_trains_nothing_and_reports_the_same_final_metrics(tmp_path):
+    first = fit_in_process(tmp_path, "--trainer.max_epochs", "30")
+    again = fit_in_process(tmp_path, "--trainer.max_epochs", "30", "--ckpt_path", "last")
+    assert again.trainer.global_step == 30
+    assert set(again.final_metrics) == {"prediction", "train_loss", "val_loss", "abs_error"}
+    for key, value in first.final_metrics.items():
+        assert again.final_metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key

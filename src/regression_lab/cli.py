@@ -1,9 +1,11 @@
 """The ``regression-lab`` command: dispatches to the training CLI or to the light commands.
 
-Training subcommands (``fit``, ``validate``, ``test``) go through LightningCLI. Light ones
-(``predict``, ``demo``, ``landscape``) never import Lightning, so they start about as fast as
-``import torch``. Errors in what the user gave end with one line on stderr and exit status 2;
-a run that fails for another reason (e.g. diverged training) exits 1. Run it::
+Training subcommands (``fit``, ``validate``, ``test``) go through LightningCLI
+(:mod:`regression_lab.lit.cli`). The others are modules of :mod:`regression_lab.commands`, each
+parsed with jsonargparse; the light ones (``predict``, ``demo``, ``landscape``) never import
+Lightning, so they start about as fast as ``import torch``. Errors in what the user gave end
+with one line on stderr and exit status 2; a run that fails for another reason (e.g. diverged
+training) exits 1. Run it::
 
     regression-lab --help
     regression-lab fit
@@ -12,13 +14,12 @@ a run that fails for another reason (e.g. diverged training) exits 1. Run it::
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 from collections.abc import Sequence
 
-from regression_lab.errors import TrainingFailed, UsageError
+from regression_lab.core.errors import TrainingFailed, UsageError
 
 TRAINING_COMMANDS = ("fit", "validate", "test")
 
@@ -47,32 +48,21 @@ def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-#: Commands parsed with argparse, each in its own module with ``add_arguments`` and ``run``;
+#: Commands of regression_lab.commands, each a module with ``build_parser()`` and ``run(cfg)``;
 #: only the one asked for is imported.
-LIGHT_COMMANDS: dict[str, tuple[str, str]] = {
-    "predict": ("regression_lab.predict", "print predictions from a checkpoint as CSV"),
-    "demo": ("regression_lab.demos", "the lab's forward passes by hand and model walk-throughs"),
-    "landscape": (
-        "regression_lab.landscape",
-        "loss landscapes: the lab's 1D sweep, the (w, b) surface, the trained network",
-    ),
-    "sweep": ("regression_lab.sweep", "train a grid of settings over several seeds and rank them"),
-}
+COMMANDS = ("predict", "demo", "landscape", "sweep")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage, so errors stay one line."""
+def _run_command(name: str, argv: Sequence[str]) -> int:
+    from jsonargparse import ArgumentError
 
-    def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def _run_light(name: str, argv: Sequence[str]) -> int:
-    module_name, help_text = LIGHT_COMMANDS[name]
-    module = importlib.import_module(module_name)
-    parser = _Parser(prog=f"regression-lab {name}", description=help_text)
-    module.add_arguments(parser)
-    return module.run(parser.parse_args(argv))
+    module = importlib.import_module(f"regression_lab.commands.{name}")
+    parser = module.build_parser()
+    try:
+        cfg = parser.parse_args(list(argv))
+    except ArgumentError as err:
+        raise UsageError(f"regression-lab {name}: {_one_line(err)}") from None
+    return module.run(cfg)
 
 
 def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
@@ -80,7 +70,7 @@ def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from regression_lab.training import cli_main
+    from regression_lab.lit.cli import cli_main
 
     try:
         # LightningCLI reads sys.argv itself when run as the console script (and warns if given both).
@@ -111,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command in TRAINING_COMMANDS:
             return _run_training(argv, from_sys_argv)
-        if command in LIGHT_COMMANDS:
-            return _run_light(command, argv[1:])
-        raise UsageError(f"unknown command {command!r}: choose from {', '.join((*TRAINING_COMMANDS, *LIGHT_COMMANDS))}")
+        if command in COMMANDS:
+            return _run_command(command, argv[1:])
+        raise UsageError(f"unknown command {command!r}: choose from {', '.join((*TRAINING_COMMANDS, *COMMANDS))}")
     except UsageError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2

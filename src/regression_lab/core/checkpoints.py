@@ -3,7 +3,7 @@
 ``predict`` and ``landscape`` use this to rebuild the plain ``MyNN`` from a Lightning
 checkpoint, so they start as fast as ``import torch`` and never unpickle arbitrary objects::
 
-    from regression_lab.checkpoints import load_mynn, newest_checkpoint
+    from regression_lab.core.checkpoints import load_mynn, newest_checkpoint
     model, ckpt = load_mynn(newest_checkpoint("lightning_logs"))
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from regression_lab.errors import UsageError
-from regression_lab.models import MyNN
+from regression_lab.core.errors import UsageError
+from regression_lab.core.models import MyNN
 
 #: Where ``fit`` writes its runs by default (relative to the working directory).
 DEFAULT_LOG_ROOT = Path("lightning_logs")

@@ -3,7 +3,7 @@
 No Lightning here, so light commands (``predict``, ``demo``) can build these models with
 nothing but torch imported. Try it::
 
-    python -c "from regression_lab.models import MyNN; print(MyNN(5))"
+    python -c "from regression_lab.core.models import MyNN; print(MyNN(5))"
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from regression_lab.errors import check_int
+from regression_lab.core.errors import check_int
 
 
 class MyNN(nn.Module):

@@ -3,7 +3,7 @@
 The DataModule serves these to the Trainer; ``landscape`` regenerates a checkpoint's training
 data from its saved data hyperparameters with the same code. Try it::
 
-    python -c "from regression_lab.samples import line_split; print(line_split({}, 'train')[0].T)"
+    python -c "from regression_lab.core.samples import line_split; print(line_split({}, 'train')[0].T)"
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ The parent process imports no Lightning; each worker does, once.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
@@ -28,11 +27,14 @@ import statistics
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from regression_lab.checkpoints import numbered_dirs, reserve_numbered_dir
-from regression_lab.errors import TrainingFailed, UsageError
-from regression_lab.safe_io import atomic_write
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from regression_lab.commands.options import new_parser
+from regression_lab.core.checkpoints import numbered_dirs, reserve_numbered_dir
+from regression_lab.core.errors import TrainingFailed, UsageError
+from regression_lab.core.safe_io import atomic_write
 
 RESULT_FILE = "result.json"
 SETTINGS_FILE = "sweep.json"
@@ -115,7 +117,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     done = run_dir / RESULT_FILE
     if done.is_file():
         return {**json.loads(done.read_text()), "skipped": True}
-    from regression_lab.training import cli_main
+    from regression_lab.lit.cli import cli_main
 
     args = [
         "fit",
@@ -139,7 +141,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
         # fit's closing report is for a person at a terminal; the sweep prints its own table.
         with contextlib.redirect_stdout(io.StringIO()):
             cli = cli_main(args)
-        result.update(cli.model.final)
+        result.update(cli.final_metrics)
     except TrainingFailed as err:
         # A diverged trial is a result too (the worst one), not the end of the sweep.
         result.update(train_loss=math.inf, val_loss=math.inf, prediction=math.nan, abs_error=math.inf, failed=str(err))
@@ -333,52 +335,32 @@ def write_summary(rows: list[dict[str, Any]], results: list[dict[str, Any]], out
 # --------------------------------------------------------------------------- command line
 
 
-def load_config(path: str) -> dict[str, Any]:
-    """The keys of a sweep YAML file, checked against :class:`SweepSettings`."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UsageError(f"config file {p} is not valid YAML: {' '.join(str(err).split())[:200]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"config file {p} must hold a mapping of sweep settings")
-    allowed = {f.name for f in fields(SweepSettings)} | {"out"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise UsageError(f"unknown key(s) in {p}: {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-    for key in ("hidden_sizes", "epochs", "lrs", "seeds"):
-        if key in data and not isinstance(data[key], list):
-            data[key] = [data[key]]
-    return data
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``sweep`` subcommand's options (each overrides the same key of ``--config``)."""
-    parser.add_argument("--hidden_sizes", nargs="+", type=int, help="hidden sizes (default 4 5 8)")
-    parser.add_argument("--epochs", nargs="+", type=int, help="epoch counts (default 100 200 400)")
-    parser.add_argument("--lrs", nargs="+", type=float, help="learning rates (default 0.01)")
+def build_parser() -> ArgumentParser:
+    """The ``sweep`` command's options (``--config FILE`` takes the same keys in YAML)."""
+    d = SweepSettings()
+    parser = new_parser("sweep", "train a grid of settings over several seeds and rank them")
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of the options below")
+    parser.add_argument("--hidden_sizes", type=int, nargs="+", default=d.hidden_sizes, help="hidden sizes")
+    parser.add_argument("--epochs", type=int, nargs="+", default=d.epochs, help="epoch counts")
+    parser.add_argument("--lrs", type=float, nargs="+", default=d.lrs, help="learning rates")
     parser.add_argument(
-        "--seeds", nargs="+", type=int, help="seeds, each setting is trained once per seed (default 0 1 2)"
+        "--seeds", type=int, nargs="+", default=d.seeds, help="seeds: each setting is trained once per seed"
     )
-    parser.add_argument("--workers", type=int, help="parallel trials (default: the CPU cores; 1 on a GPU)")
-    parser.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), help="where trials train (default cpu)")
-    parser.add_argument("--config", help="YAML file with any of the keys above, and out")
-    parser.add_argument("--out", help="sweep directory (default: lightning_logs/sweep_N, continuing an unfinished one)")
+    parser.add_argument("--workers", type=int | None, help="parallel trials (default: the CPU cores; 1 on a GPU)")
+    parser.add_argument(
+        "--accelerator", type=Literal["cpu", "gpu", "auto"], default=d.accelerator, help="where trials train"
+    )
+    parser.add_argument(
+        "--out", type=str | None, help="sweep directory (default: lightning_logs/sweep_N, continuing one)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Namespace) -> int:
     """Run ``sweep``: resolve the grid, run the trials, print and write the ranked table."""
-    values: dict[str, Any] = load_config(args.config) if args.config else {}
-    for key in ("hidden_sizes", "epochs", "lrs", "seeds", "workers", "accelerator", "out"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    out = values.pop("out", None)
-    settings = SweepSettings(**values)
+    settings = SweepSettings(**{f.name: args[f.name] for f in fields(SweepSettings)})
+    out = args.out
     settings.validate()
     if settings.accelerator == "auto":
         import torch

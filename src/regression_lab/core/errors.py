@@ -2,7 +2,7 @@
 
 Nothing here imports torch or Lightning. Used by every module::
 
-    from regression_lab.errors import UsageError
+    from regression_lab.core.errors import UsageError
     raise UsageError("hidden_size must be >= 1")   # the CLI prints it and exits 2
 """
 

@@ -15,46 +15,27 @@ Tests call :func:`cli_main` in-process with a list of arguments.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import tempfile
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
-from regression_lab.callbacks import AtomicCheckpointIO, RunCheckpoint, RunProgressBar
-from regression_lab.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint, reserve_numbered_dir
-from regression_lab.data import RegressionDataModule
-from regression_lab.errors import UsageError
-from regression_lab.module import RegressionModule
-
-# The lab has one batch per epoch; Lightning warns that this is fewer than log_every_n_steps,
-# but the interval counts steps across epochs, so the loss is still written every 20th step.
-# The pytree notice is Lightning's own deprecation debt with newer torch: nothing to act on.
-warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-# validate/test log into a new run directory; the checkpoint's callback state for the old one
-# is irrelevant there, and fit resumes into the run it came from.
-warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
-
-
-class _DropAdverts(logging.Filter):
-    """Keep Lightning's informative lines (seed, accelerator), drop its product tips."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith("\N{ELECTRIC LIGHT BULB}")
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
+from regression_lab.core.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint, reserve_numbered_dir
+from regression_lab.core.errors import UsageError
+from regression_lab.lit.callbacks import AtomicCheckpointIO, DivergenceGuard, FinalMetrics
+from regression_lab.lit.data import RegressionDataModule
+from regression_lab.lit.module import RegressionModule
 
 #: Trainer settings that differ from Lightning's own defaults (README, "fit: train").
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -64,45 +45,62 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     # A validation pass costs about 50 lab epochs of plain PyTorch; every 20th epoch still
     # draws a 20-point validation curve.
     "check_val_every_n_epoch": 20,
-    # A logged step costs about 1 ms (self.log and the logger's write, measured), several lab
-    # steps: the training loss is logged every 20th step, in the lab at the same epochs as the
-    # validation curve's 20 points.
+    # The logger writes the training loss every 20th step: in the lab, at the same epochs as
+    # the validation curve's 20 points.
     "log_every_n_steps": 20,
 }
 
-#: Checkpointing: the best by val/loss considered every 100 epochs (a checkpoint write costs
-#: tens of lab epochs), and last.ckpt at those saves, every 5 s of training and at the end.
+#: The best checkpoint by val/loss, considered every 100 epochs (a write costs tens of lab epochs).
 CHECKPOINT_DEFAULTS: dict[str, Any] = {
     "monitor": "val/loss",
     "mode": "min",
     "save_top_k": 1,
-    "save_last": True,
     "every_n_epochs": 100,
-    "last_every_seconds": 5.0,
-    # A resumed run must refresh last.ckpt, not start last-v1.ckpt beside it (Lightning's
-    # counter does that when the callback's saved state does not match, e.g. other settings).
-    "enable_version_counter": False,
     "filename": "best-epoch={epoch}-step={step}",
     "auto_insert_metric_name": False,
+    # A resumed run must refresh its files, not start best-v1.ckpt beside them.
+    "enable_version_counter": False,
 }
+
+#: last.ckpt: refreshed every 5 s of training (a crash loses at most that much), and written
+#: again when training ends, so it always holds the final weights.
+LAST_CHECKPOINT_DEFAULTS: dict[str, Any] = {
+    "save_top_k": 0,
+    "save_last": True,
+    "train_time_interval": timedelta(seconds=5),
+    "enable_version_counter": False,
+}
+
+#: Lightning's advice that one-batch epochs are fewer than log_every_n_steps: the interval counts
+#: steps across epochs, so the lab's loss is still written every 20th step.
+_LOG_INTERVAL_NOTICE = r".*smaller than the logging interval.*"
 
 
 class RegressionLabCLI(LightningCLI):
-    """LightningCLI with the lab's defaults, safe checkpoint handling and a closing report."""
+    """LightningCLI with the lab's defaults, safe checkpoints and a closing report.
+
+    After ``fit``, :attr:`final_metrics` holds the trained model's final losses and prediction
+    (see :class:`~regression_lab.lit.callbacks.FinalMetrics`).
+    """
+
+    final_metrics: dict[str, float]
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        # `predict` is the light, Lightning-free command in regression_lab.predict.
+        # `predict` is the light, Lightning-free command in regression_lab.commands.predict.
         return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "validate", "test")}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # ModelCheckpoint as its own group makes it configurable: --checkpoint.every_n_epochs 10.
-        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        # Both checkpoint callbacks are option groups (--checkpoint.every_n_epochs 10); they are
+        # added to the Trainer in instantiate_trainer, unless checkpointing is turned off.
+        parser.add_class_arguments(ModelCheckpoint, "checkpoint")
         parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
+        parser.add_class_arguments(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({f"last_checkpoint.{k}": v for k, v in LAST_CHECKPOINT_DEFAULTS.items()})
         parser.set_defaults(
             {
                 "trainer.logger": {
-                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "class_path": "regression_lab.lit.loggers.TensorBoardLogger",
                     "init_args": {
                         "save_dir": ".",
                         "name": str(DEFAULT_LOG_ROOT),
@@ -114,6 +112,8 @@ class RegressionLabCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        # Settings are checked right after parsing, so a bad one is one clear line before any
+        # file is read or written. (Warning filters set here last until cli_main returns.)
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
         if sub is None:
@@ -131,12 +131,17 @@ class RegressionLabCLI(LightningCLI):
         if sub == "fit" and ckpt == "last":
             ckpt = newest_checkpoint(self._log_root(cfg), name="last.ckpt")
             self._resume_into_run(cfg, ckpt)
+            # Resuming continues the run's own checkpoint directory: of course it is not empty.
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         elif sub in ("validate", "test") and not ckpt:
             ckpt = newest_checkpoint(self._log_root(cfg))
             print(f"{sub}: using the newest checkpoint {ckpt}", file=sys.stderr)
+        if sub in ("validate", "test"):
+            # They log into a run of their own; the checkpoint's callback state for its training
+            # run's directory does not apply there, which Lightning points out.
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
         if ckpt:
-            # Check the file here, with a clear error, before Lightning reads it.
-            load_mynn(ckpt)
+            load_mynn(ckpt)  # refuses a missing, corrupt, foreign or crafted file by name
             cfg.ckpt_path = str(ckpt)
 
     @staticmethod
@@ -166,11 +171,11 @@ class RegressionLabCLI(LightningCLI):
 
         Two runs started together would otherwise both pick the same next version and write
         into one directory. ``mkdir`` fails for the second, which takes the next number. Only
-        the launching process (rank 0) reserves; the other ranks of a DDP run do not log.
+        rank 0 (as the launchers set it) reserves; the other ranks of a DDP run do not log.
         """
         cfg = self.config[self.subcommand]
         init = self._logger_args(cfg)
-        if init is None or init.get("version") is not None or _launch_rank() != 0:
+        if init is None or init.get("version") is not None or rank_zero_only.rank != 0:
             return None
         root = self._log_root(cfg)
         try:
@@ -194,22 +199,21 @@ class RegressionLabCLI(LightningCLI):
             raise
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        cfg = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
-        # --trainer.enable_checkpointing false turns off the --checkpoint.* callback too.
-        if cfg.get("enable_checkpointing") is False:
-            extra = [c for c in extra if not isinstance(c, ModelCheckpoint)]
-        # One bar over the whole run instead of Lightning's bar per epoch, unless the user
-        # turned the bar off or brought their own.
-        given = list(cfg.get("callbacks") or [])
-        if cfg.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
-            extra.append(RunProgressBar())
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_cfg = cfg["trainer"]
+        self._final = FinalMetrics()
+        callbacks = [*(trainer_cfg.get("callbacks") or []), DivergenceGuard(), self._final]
+        # --trainer.enable_checkpointing false turns the --checkpoint.* callbacks off too.
+        self._last_checkpoint: ModelCheckpoint | None = None
+        if trainer_cfg.get("enable_checkpointing") is not False:
+            self._last_checkpoint = cfg["last_checkpoint"]
+            callbacks += [cfg["checkpoint"], self._last_checkpoint]
         # Checkpoints are written beside their final name and renamed into place.
-        plugins = cfg.get("plugins")
+        plugins = trainer_cfg.get("plugins")
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins else [])
         if not any(isinstance(p, CheckpointIO) for p in plugins):
-            cfg["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return self._instantiate_trainer(cfg, extra)
+            plugins.append(AtomicCheckpointIO())
+        return super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
 
     def before_fit(self) -> None:
         # The seed belongs with the run's hyperparameters (hparams.yaml, the HParams tab).
@@ -218,13 +222,22 @@ class RegressionLabCLI(LightningCLI):
             self.trainer.logger.log_hyperparams({"seed_everything": seed})
 
     def after_fit(self) -> None:
-        """Report what the lab asks for: the prediction for probe_x, and where the weights are."""
+        """Write the final last.ckpt, and report what the lab asks for and where the weights are."""
+        # A resumed run that had nothing left to train never reached on_train_end.
+        self.final_metrics = dict(self._final.metrics) or self._final.compute(self.trainer, self.model)
+        last = self._last_checkpoint
+        last_path = None
+        if last is not None and last.dirpath is not None:
+            # Timed saves can be up to an interval old: last.ckpt gets the final weights now.
+            last_path = os.path.join(last.dirpath, f"{last.CHECKPOINT_NAME_LAST}{last.FILE_EXTENSION}")
+            self.trainer.save_checkpoint(last_path, weights_only=False)  # the whole state: resumable
         if not self.trainer.is_global_zero:
             return
         model: RegressionModule = self.model
         x = model.hparams.probe_x
-        print(f"Model prediction for {x:g} is {model.predict_value(x):.4f}")
-        if model.active_units() == 0:
+        print(f"Model prediction for {x:g} is {self.final_metrics.get('prediction', model.predict_value(x)):.4f}")
+        train_x = getattr(self.datamodule, "train_x", None)
+        if train_x is not None and model.active_units(train_x) == 0:
             # A too-large step can push every ReLU unit off all the data (lr 0.05-1 does in the
             # lab): the loss stops falling, nothing diverges, and the fit is flat.
             print(
@@ -233,23 +246,14 @@ class RegressionLabCLI(LightningCLI):
                 f"(now {model.hparams.lr:g}) or try another --seed_everything",
                 file=sys.stderr,
             )
-        cb = self.trainer.checkpoint_callback
-        if cb is not None and cb.last_model_path:
-            print(f"Checkpoint: {cb.last_model_path}")
-        if cb is not None and cb.best_model_path and cb.best_model_path != cb.last_model_path:
-            print(f"Best checkpoint (val/loss): {cb.best_model_path}")
+        if last_path is not None:
+            print(f"Checkpoint: {last_path}")
+        best = self.trainer.checkpoint_callback
+        if best is not None and best.best_model_path:
+            print(f"Best checkpoint ({best.monitor}): {best.best_model_path}")
         logger = self.trainer.logger
         if isinstance(logger, TensorBoardLogger):
             print(f"TensorBoard logs: {logger.log_dir}  (tensorboard --logdir {Path(logger.log_dir).parent})")
-
-
-def _launch_rank() -> int:
-    """This process's global rank as the launchers set it (0 when launched by hand)."""
-    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
-        value = os.environ.get(var, "0")
-        if value.isdigit() and int(value) != 0:
-            return int(value)
-    return 0
 
 
 def cli_main(
@@ -260,21 +264,23 @@ def cli_main(
     With ``run=False`` there are no subcommands: ``args`` are fit's options, and the caller
     runs ``cli.trainer.fit(cli.model, datamodule=cli.datamodule)`` itself.
     """
-    return RegressionLabCLI(
-        RegressionModule,
-        datamodule_class,
-        # With seed 42 the lab's init leaves one ReLU unit switched off on x <= 5 but on at x = 10,
-        # so the prediction for 10 is 32.27 despite a training loss of 3e-8 (README, "Seeds").
-        seed_everything_default=0,
-        trainer_defaults=TRAINER_DEFAULTS,
-        auto_configure_optimizers=False,
-        # A resumed run writes its config into the same run directory again.
-        save_config_kwargs={"overwrite": True},
-        # Errors come back as exceptions, so the entry point prints one line and exits 2.
-        parser_kwargs={"exit_on_error": False, "prog": "regression-lab"},
-        args=args,
-        run=run,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_LOG_INTERVAL_NOTICE)
+        return RegressionLabCLI(
+            RegressionModule,
+            datamodule_class,
+            # With seed 42 the lab's init leaves one ReLU unit switched off on x <= 5 but on at
+            # x = 10, so the prediction for 10 is 32.27 despite a training loss of 3e-8 (README, "Seeds").
+            seed_everything_default=0,
+            trainer_defaults=TRAINER_DEFAULTS,
+            auto_configure_optimizers=False,
+            # A resumed run writes its config into the same run directory again.
+            save_config_kwargs={"overwrite": True},
+            # Errors come back as exceptions, so the entry point prints one line and exits 2.
+            parser_kwargs={"exit_on_error": False, "prog": "regression-lab"},
+            args=args,
+            run=run,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

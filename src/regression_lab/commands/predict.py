@@ -1,4 +1,4 @@
-"""Predict y for given x from a checkpoint, printing CSV ``x,prediction``. No Lightning import.
+"""The ``predict`` command: y for given x from a checkpoint, as CSV ``x,prediction``. No Lightning.
 
 Run it::
 
@@ -9,14 +9,16 @@ Run it::
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from regression_lab.errors import UsageError
+from jsonargparse import ArgumentParser, Namespace
+
+from regression_lab.commands.options import new_parser
+from regression_lab.core.errors import UsageError
 
 
 def parse_number(text: str, where: str = "") -> float:
@@ -53,7 +55,7 @@ def predict_values(ckpt_path: Path | str, xs: Iterable[float]) -> list[float]:
     """Predictions of the checkpoint's ``MyNN`` for each x (CPU, no gradients)."""
     import torch
 
-    from regression_lab.checkpoints import load_mynn
+    from regression_lab.core.checkpoints import load_mynn
 
     model, _ = load_mynn(ckpt_path)
     x = torch.tensor(list(xs), dtype=torch.float32).unsqueeze(1)
@@ -61,19 +63,24 @@ def predict_values(ckpt_path: Path | str, xs: Iterable[float]) -> list[float]:
         return model(x).squeeze(1).tolist()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``predict`` subcommand's options."""
-    parser.add_argument("--ckpt_path", help="checkpoint to load (default: the newest under ./lightning_logs/)")
+def build_parser() -> ArgumentParser:
+    """The ``predict`` command's options."""
+    parser = new_parser("predict", "print predictions from a checkpoint as CSV")
+    parser.add_argument(
+        "--ckpt_path", type=str | None, help="checkpoint to load (default: the newest in ./lightning_logs/)"
+    )
     src = parser.add_mutually_exclusive_group(required=True)
+    # Untyped on purpose: each value goes through parse_number, which names a bad one exactly.
     src.add_argument("--x", action="append", metavar="X", help="an input value; repeat for more")
     src.add_argument(
         "--input", metavar="FILE", help="file with one x per line (or a CSV with an x column); '-' reads stdin"
     )
+    return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Namespace) -> int:
     """Run ``predict``: resolve the checkpoint, read the inputs, print CSV to stdout."""
-    from regression_lab.checkpoints import newest_checkpoint
+    from regression_lab.core.checkpoints import newest_checkpoint
 
     if args.x is not None:
         xs = [parse_number(v, " in --x") for v in args.x]

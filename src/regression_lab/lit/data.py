@@ -4,9 +4,9 @@ Defaults reproduce the lab: training x = 1, 2, 3, 4, 5 (float32, shape (N, 1)), 
 no noise, one full batch per epoch; validation on unseen x = 6..10, where the lab asks its
 prediction question; a test set over x = 0..10 in steps of 0.5. Try it::
 
-    python -c "from regression_lab.data import RegressionDataModule as D; d = D(); d.setup('fit'); print(d.train_x.T)"
+    python -c "from regression_lab.lit.data import RegressionDataModule as D; d = D(); d.setup(); print(d.train_x.T)"
 
-Batches are served by tensor indexing (:class:`~regression_lab.samples.TensorBatches`), not a
+Batches are served by tensor indexing (:class:`~regression_lab.core.samples.TensorBatches`), not a
 per-sample ``Dataset.__getitem__`` plus collate, which is about 50x slower at a million samples.
 Under a distributed strategy each rank keeps only its own shard, and the data sits on the
 training device once instead of being copied there every step.
@@ -19,8 +19,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from regression_lab.errors import UsageError, check_float, check_int
-from regression_lab.samples import TensorBatches, line_split
+from regression_lab.core.errors import UsageError, check_float, check_int
+from regression_lab.core.samples import TensorBatches, line_split
 
 
 class RegressionDataModule(L.LightningDataModule):
@@ -85,6 +85,10 @@ class RegressionDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.train_x = self.train_y = None
         self.val_x = self.val_y = self.test_x = self.test_y = None
+
+    def line_at(self, x: float) -> float:
+        """The true line's value at ``x`` (what a perfect model predicts)."""
+        return self.hparams.slope * x + self.hparams.intercept
 
     def setup(self, stage: str | None = None) -> None:
         """Generate the samples, keep this rank's shard, and put it on the training device."""

@@ -13,7 +13,6 @@ torch/NumPy lesson and starts fast. Run it::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -23,10 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from jsonargparse import ArgumentParser, Namespace
+from jsonargparse.typing import NonNegativeInt
 from torch import nn
 
-from regression_lab.errors import UsageError
-from regression_lab.models import MyNN, TinyModel
+from regression_lab.commands.options import new_parser
+from regression_lab.core.errors import UsageError
+from regression_lab.core.graphs import quiet_tracing
+from regression_lab.core.models import MyNN, TinyModel
 
 # The lab's numbers: one sample of four features, three neurons, and a batch of three samples.
 INPUTS = [0.8, 1.3, 2.5, 2.0]
@@ -304,7 +307,7 @@ def write_graphs(logdir: Path, names: list[str], seed: int = 0) -> list[Path]:
         factory, example = models[name]
         run = logdir / name
         try:
-            with SummaryWriter(log_dir=str(run)) as writer:
+            with SummaryWriter(log_dir=str(run)) as writer, quiet_tracing():
                 writer.add_graph(factory(), example)
         except OSError as err:
             raise UsageError(f"cannot write TensorBoard events under {logdir}: {err.strerror or err}") from None
@@ -312,18 +315,22 @@ def write_graphs(logdir: Path, names: list[str], seed: int = 0) -> list[Path]:
     return written
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``demo`` subcommand's options."""
+def build_parser() -> ArgumentParser:
+    """The ``demo`` command's options."""
+    parser = new_parser("demo", "the lab's forward passes by hand and model walk-throughs")
     parser.add_argument("section", nargs="?", default="all", help="forward, tinymodel, linear, mynn or all (default)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random parts (the exercise, the models)")
+    parser.add_argument(
+        "--seed", type=NonNegativeInt, default=0, help="seed for the random parts (the exercise, models)"
+    )
     parser.add_argument("--json", action="store_true", help="print the values as JSON instead of text")
-    parser.add_argument("--logdir", help="also write the model graphs (tinymodel, mynn) here for TensorBoard")
+    parser.add_argument(
+        "--logdir", type=str | None, help="also write the model graphs (tinymodel, mynn) for TensorBoard"
+    )
+    return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Namespace) -> int:
     """Run ``demo``: compute the sections, print them, optionally write the graphs."""
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     sections = run_demo(args.section, args.seed)
     graphs: list[Path] = []
     if args.logdir:

@@ -1,0 +1,1 @@
+"""Benchmarks of regression-lab against plain PyTorch: run them with python scripts/benchmark.py."""
