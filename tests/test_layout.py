@@ -60,7 +60,6 @@ def test_the_layers_import_contract_holds():
 # Deprecations that Lightning 2.6 itself triggers in torch, torchmetrics and jsonargparse (also
 # listed in pyproject.toml): nothing this project's settings can change.
 LIGHTNINGS_OWN = (
-    r"isinstance\(treespec, LeafSpec\)",
     r"This property will be removed in 2\.0\.0",
     r"was deprecated in v4\.",
     r"By default only one JsonargparseDeprecationWarning",

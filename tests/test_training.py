@@ -157,3 +157,23 @@ def test_resuming_a_finished_run_trains_nothing_and_reports_the_same_final_metri
     assert set(again.final_metrics) == {"prediction", "train_loss", "val_loss", "abs_error"}
     for key, value in first.final_metrics.items():
         assert again.final_metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_one_progress_bar_counts_the_whole_run_and_validate_shows_progress(tmp_path):
+    from regression_lab.lit.callbacks import RunProgressBar
+
+    on = ("--trainer.enable_progress_bar", "true")  # the helpers turn it off by default
+    cli = fit_in_process(
+        tmp_path, *on, "--trainer.max_epochs", "30", "--data.num_samples", "20", "--data.batch_size", "8"
+    )
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, RunProgressBar)
+    assert bar.train_progress_bar.total == bar.train_progress_bar.n == 30 * 3  # 3 batches an epoch
+    resumed = fit_in_process(
+        tmp_path, *on, "--trainer.max_epochs", "40", "--data.num_samples", "20", "--data.batch_size", "8",
+        "--ckpt_path", "last",
+    )  # fmt: skip
+    assert resumed.trainer.progress_bar_callback.train_progress_bar.n == 40 * 3
+    ckpt = str(run_dir(tmp_path) / "checkpoints" / "last.ckpt")
+    val = cli_in_process(tmp_path, "validate", *on, "--ckpt_path", ckpt)
+    assert val.trainer.progress_bar_callback is not None

@@ -4,9 +4,11 @@
 - :class:`FinalMetrics` puts the trained model's final losses and prediction beside its
   hyperparameters (TensorBoard's HParams tab).
 - :class:`LandscapeLogger` logs the trained network's loss landscape when training ends.
+- :class:`RunProgressBar` is Lightning's TQDMProgressBar with one training bar for the whole run.
 - :class:`AtomicCheckpointIO` writes each checkpoint beside its final name and renames it.
 
-``regression-lab fit`` adds the first two and the writer; any of them works with a plain Trainer::
+``regression-lab fit`` adds the guard, the metrics, the bar and the writer; any of them works
+with a plain Trainer::
 
     regression-lab fit --trainer.callbacks+=LandscapeLogger --trainer.callbacks.resolution 101
     L.Trainer(callbacks=[DivergenceGuard(), FinalMetrics()], plugins=[AtomicCheckpointIO()])
@@ -20,6 +22,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from regression_lab.core import landscape
@@ -152,6 +155,37 @@ class FinalMetrics(L.Callback):
         if seed is not None:
             params["seed_everything"] = seed
         trainer.logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
+
+
+class RunProgressBar(TQDMProgressBar):
+    """Lightning's ``TQDMProgressBar`` with one training bar over the whole run.
+
+    The stock bar restarts at every epoch and redraws at every epoch's end: for the lab's 400
+    one-batch epochs that costs about 0.3 ms an epoch here (measured), three plain epochs'
+    worth. This one counts every training batch of the run (``Epoch 120/400`` in front) and
+    lets tqdm redraw at most every ``mininterval`` seconds. Validation and test bars are the
+    stock ones.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        bar, per_epoch, epochs = self.train_progress_bar, self.total_train_batches, trainer.max_epochs
+        bar.total = int(per_epoch) * epochs if epochs and epochs > 0 and per_epoch != float("inf") else None
+        # A resumed run starts where its checkpoint left off (one optimizer step per batch here).
+        bar.initial = bar.n = trainer.global_step
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        epoch = f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        self.train_progress_bar.set_description(epoch, refresh=False)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.train_progress_bar.update(1)  # tqdm redraws only once mininterval has passed
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.train_progress_bar.disable:
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
 
 
 class LandscapeLogger(L.Callback):

@@ -25,7 +25,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO
@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from regression_lab.core.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint, reserve_numbered_dir
 from regression_lab.core.errors import UsageError
-from regression_lab.lit.callbacks import AtomicCheckpointIO, DivergenceGuard, FinalMetrics
+from regression_lab.lit.callbacks import AtomicCheckpointIO, DivergenceGuard, FinalMetrics, RunProgressBar
 from regression_lab.lit.data import RegressionDataModule
 from regression_lab.lit.module import RegressionModule
 
@@ -74,6 +74,9 @@ LAST_CHECKPOINT_DEFAULTS: dict[str, Any] = {
 #: Lightning's advice that one-batch epochs are fewer than log_every_n_steps: the interval counts
 #: steps across epochs, so the lab's loss is still written every 20th step.
 _LOG_INTERVAL_NOTICE = r".*smaller than the logging interval.*"
+#: Lightning 2.6's own CombinedLoader calls a pytree API that torch 2.13 deprecates, on every
+#: fit: Lightning's debt, which no setting of this project can change.
+_LIGHTNING_PYTREE_NOTICE = r".*isinstance\(treespec, LeafSpec\).*"
 
 
 class RegressionLabCLI(LightningCLI):
@@ -203,6 +206,11 @@ class RegressionLabCLI(LightningCLI):
         trainer_cfg = cfg["trainer"]
         self._final = FinalMetrics()
         callbacks = [*(trainer_cfg.get("callbacks") or []), DivergenceGuard(), self._final]
+        # One training bar over the whole run, unless the bar is off or the user brought one.
+        if trainer_cfg.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            callbacks.append(RunProgressBar())
         # --trainer.enable_checkpointing false turns the --checkpoint.* callbacks off too.
         self._last_checkpoint: ModelCheckpoint | None = None
         if trainer_cfg.get("enable_checkpointing") is not False:
@@ -266,6 +274,7 @@ def cli_main(
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_LOG_INTERVAL_NOTICE)
+        warnings.filterwarnings("ignore", message=_LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
         return RegressionLabCLI(
             RegressionModule,
             datamodule_class,
