@@ -5,7 +5,7 @@ Everything this project writes (checkpoints, landscape results, sweep tables) go
 disk, and the temporary file is renamed over the target (``os.replace`` is atomic on POSIX
 and Windows within one file system). No Lightning import. Use it::
 
-    from regression_lab.safe_io import atomic_write
+    from regression_lab.core.safe_io import atomic_write
     with atomic_write("results.csv", "w") as fh:
         fh.write("a,b\\n")
 """

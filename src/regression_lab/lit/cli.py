@@ -243,7 +243,7 @@ class RegressionLabCLI(LightningCLI):
             return
         model: RegressionModule = self.model
         x = model.hparams.probe_x
-        print(f"Model prediction for {x:g} is {self.final_metrics.get('prediction', model.predict_value(x)):.4f}")
+        print(f"Model prediction for {x:g} is {self.final_metrics['prediction']:.4f}")
         train_x = getattr(self.datamodule, "train_x", None)
         if train_x is not None and model.active_units(train_x) == 0:
             # A too-large step can push every ReLU unit off all the data (lr 0.05-1 does in the
