@@ -1,5 +1,8 @@
 """The ``predict`` command: y for given x from a checkpoint, as CSV ``x,prediction``. No Lightning.
 
+An ensemble checkpoint (``fit --model.num_seeds N``) prints ``x,prediction,std``: the members'
+mean and standard deviation.
+
 Run it::
 
     regression-lab predict --x 10                    # newest checkpoint under ./lightning_logs
@@ -51,16 +54,33 @@ def read_inputs(stream: TextIO, name: str) -> list[float]:
     return values
 
 
-def predict_values(ckpt_path: Path | str, xs: Iterable[float]) -> list[float]:
-    """Predictions of the checkpoint's ``MyNN`` for each x (CPU, no gradients)."""
+def predict_values(ckpt_path: Path | str, xs: Iterable[float]) -> tuple[list[float], list[float] | None]:
+    """Predictions of the checkpoint's model for each x (CPU, no gradients).
+
+    A single ``MyNN`` gives its predictions and ``None``; an ensemble gives the mean over its
+    healthy members and their standard deviation per x.
+    """
     import torch
 
-    from regression_lab.core.checkpoints import load_mynn
+    from regression_lab.core.checkpoints import load_model
 
-    model, _ = load_mynn(ckpt_path)
+    model, _ = load_model(ckpt_path)
     x = torch.tensor(list(xs), dtype=torch.float32).unsqueeze(1)
     with torch.no_grad():
-        return model(x).squeeze(1).tolist()
+        if not isinstance(model, list):
+            return model(x).squeeze(1).tolist(), None
+        if len(model) > 1:
+            raise UsageError(
+                f"{ckpt_path} holds an ensemble of {len(model)} settings (a sweep's); predict needs one "
+                "setting (regression-lab fit --model.num_seeds N)"
+            )
+        (stack,) = model
+        healthy = ~stack.diverged
+        if not bool(healthy.any()):
+            raise UsageError(f"every member of the ensemble in {ckpt_path} diverged: nothing to predict with")
+        preds = stack(x)[healthy, :, 0].double()  # (healthy members, N)
+        std = preds.std(dim=0) if len(preds) > 1 else torch.zeros(len(x), dtype=torch.float64)
+        return preds.mean(dim=0).tolist(), std.tolist()
 
 
 def build_parser() -> ArgumentParser:
@@ -96,7 +116,11 @@ def run(args: Namespace) -> int:
         except UnicodeDecodeError:
             raise UsageError(f"input file is not text: {path}") from None
     ckpt = Path(args.ckpt_path) if args.ckpt_path else newest_checkpoint()
-    preds = predict_values(ckpt, xs)
-    out = ["x,prediction"] + [f"{x:g},{p:.6f}" for x, p in zip(xs, preds, strict=True)]
+    preds, stds = predict_values(ckpt, xs)
+    if stds is None:
+        out = ["x,prediction"] + [f"{x:g},{p:.6f}" for x, p in zip(xs, preds, strict=True)]
+    else:
+        # An ensemble: the members' mean and standard deviation (their disagreement) per x.
+        out = ["x,prediction,std"] + [f"{x:g},{p:.6f},{d:.6f}" for x, p, d in zip(xs, preds, stds, strict=True)]
     sys.stdout.write("\n".join(out) + "\n")
     return 0

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from regression_lab.core.ensemble import MyNNStack, is_ensemble_state, load_stacks
 from regression_lab.core.errors import UsageError
 from regression_lab.core.models import MyNN
 
@@ -137,6 +138,20 @@ def mynn_state(
 def load_mynn(path: Path | str) -> tuple[MyNN, dict[str, Any]]:
     """Rebuild the trained ``MyNN`` (eval mode, CPU) from a checkpoint; return it and the checkpoint."""
     ckpt = read_checkpoint(path)
+    if is_ensemble_state(ckpt["state_dict"]):
+        raise UsageError(f"{path} holds an ensemble (fit --model.num_seeds N); this needs a single-model checkpoint")
+    return _mynn_from(ckpt, path), ckpt
+
+
+def load_model(path: Path | str) -> tuple[MyNN | list[MyNNStack], dict[str, Any]]:
+    """A checkpoint's model (CPU, eval mode): a ``MyNN``, or an ensemble's stacks of members."""
+    ckpt = read_checkpoint(path)
+    if is_ensemble_state(ckpt["state_dict"]):
+        return [s.eval() for s in load_stacks(ckpt["state_dict"], str(path))], ckpt
+    return _mynn_from(ckpt, path), ckpt
+
+
+def _mynn_from(ckpt: dict[str, Any], path: Path | str) -> MyNN:
     hidden, net = mynn_state(ckpt, path)
     hp = ckpt.get("hyper_parameters") or {}
     if isinstance(hp, dict) and hp.get("hidden_size") not in (None, hidden):
@@ -149,4 +164,4 @@ def load_mynn(path: Path | str) -> tuple[MyNN, dict[str, Any]]:
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:200]
         raise UsageError(f"checkpoint does not fit MyNN({hidden}): {path} ({detail})") from None
-    return model.eval(), ckpt
+    return model.eval()

@@ -31,11 +31,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from regression_lab.core.checkpoints import DEFAULT_LOG_ROOT, load_mynn, newest_checkpoint, reserve_numbered_dir
-from regression_lab.core.errors import UsageError
+from regression_lab.core.checkpoints import DEFAULT_LOG_ROOT, load_model, newest_checkpoint, reserve_numbered_dir
+from regression_lab.core.errors import TrainingFailed, UsageError
 from regression_lab.lit.callbacks import AtomicCheckpointIO, DivergenceGuard, FinalMetrics, RunProgressBar
 from regression_lab.lit.data import RegressionDataModule
-from regression_lab.lit.module import RegressionModule
+from regression_lab.lit.ensemble import EnsembleRegressionModule, regression_model
+from regression_lab.lit.ensemble_metrics import EnsembleMetrics
 
 #: Trainer settings that differ from Lightning's own defaults (README, "fit: train").
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -144,7 +145,7 @@ class RegressionLabCLI(LightningCLI):
             # run's directory does not apply there, which Lightning points out.
             warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
         if ckpt:
-            load_mynn(ckpt)  # refuses a missing, corrupt, foreign or crafted file by name
+            load_model(ckpt)  # refuses a missing, corrupt, foreign or crafted file by name
             cfg.ckpt_path = str(ckpt)
 
     @staticmethod
@@ -194,6 +195,8 @@ class RegressionLabCLI(LightningCLI):
         reserved = self._reserve_run_dir() if self.subcommand else None
         try:
             super().instantiate_classes()
+            if isinstance(self.model, EnsembleRegressionModule) and self.datamodule is not None:
+                self.model.check_memory(self.datamodule)  # before anything is written
         except BaseException:
             # Bad settings found while building the model or data: leave no empty run behind.
             if reserved is not None:
@@ -204,8 +207,14 @@ class RegressionLabCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer_cfg = cfg["trainer"]
-        self._final = FinalMetrics()
-        callbacks = [*(trainer_cfg.get("callbacks") or []), DivergenceGuard(), self._final]
+        callbacks = [*(trainer_cfg.get("callbacks") or []), DivergenceGuard()]
+        # The final metrics: an ensemble's per member (unless the user brought a configured one).
+        brought = [c for c in callbacks if isinstance(c, FinalMetrics)]
+        if brought:
+            self._final = brought[0]
+        else:
+            self._final = EnsembleMetrics() if isinstance(self.model, EnsembleRegressionModule) else FinalMetrics()
+            callbacks.append(self._final)
         # One training bar over the whole run, unless the bar is off or the user brought one.
         if trainer_cfg.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
@@ -241,19 +250,10 @@ class RegressionLabCLI(LightningCLI):
             self.trainer.save_checkpoint(last_path, weights_only=False)  # the whole state: resumable
         if not self.trainer.is_global_zero:
             return
-        model: RegressionModule = self.model
-        x = model.hparams.probe_x
-        print(f"Model prediction for {x:g} is {self.final_metrics['prediction']:.4f}")
-        train_x = getattr(self.datamodule, "train_x", None)
-        if train_x is not None and model.active_units(train_x) == 0:
-            # A too-large step can push every ReLU unit off all the data (lr 0.05-1 does in the
-            # lab): the loss stops falling, nothing diverges, and the fit is flat.
-            print(
-                "warning: every hidden ReLU unit is off on all training inputs (dead): no gradient "
-                "reaches them and the fit is flat over the training data; lower --model.lr "
-                f"(now {model.hparams.lr:g}) or try another --seed_everything",
-                file=sys.stderr,
-            )
+        if isinstance(self.model, EnsembleRegressionModule):
+            self._report_ensemble()
+        else:
+            self._report_single()
         if last_path is not None:
             print(f"Checkpoint: {last_path}")
         best = self.trainer.checkpoint_callback
@@ -262,6 +262,48 @@ class RegressionLabCLI(LightningCLI):
         logger = self.trainer.logger
         if isinstance(logger, TensorBoardLogger):
             print(f"TensorBoard logs: {logger.log_dir}  (tensorboard --logdir {Path(logger.log_dir).parent})")
+        if (
+            isinstance(self.model, EnsembleRegressionModule)
+            and self.final_metrics["diverged"] == self.final_metrics["members"]
+        ):
+            raise TrainingFailed(f"every member of the ensemble diverged; {_lower_lr(self.model)}")
+
+    def _report_single(self) -> None:
+        model = self.model
+        print(f"Model prediction for {model.hparams.probe_x:g} is {self.final_metrics['prediction']:.4f}")
+        train_x = getattr(self.datamodule, "train_x", None)
+        if train_x is not None and model.active_units(train_x) == 0:
+            # A too-large step can push every ReLU unit off all the data (lr 0.05-1 does in the
+            # lab): the loss stops falling, nothing diverges, and the fit is flat.
+            print(
+                "warning: every hidden ReLU unit is off on all training inputs (dead): no gradient "
+                f"reaches them and the fit is flat over the training data; {_lower_lr(model)} "
+                "or try another --seed_everything",
+                file=sys.stderr,
+            )
+
+    def _report_ensemble(self) -> None:
+        m = self.final_metrics
+        members, diverged = int(m["members"]), int(m["diverged"])
+        print(
+            f"Ensemble prediction for {self.model.hparams.probe_x:g} is {m['prediction']:.4f} ± "
+            f"{m['prediction_std']:.4f} (mean ± std over {members - diverged} members)"
+        )
+        if diverged:
+            print(f"warning: {diverged} of {members} members diverged and were left out; {_lower_lr(self.model)}",
+                  file=sys.stderr)  # fmt: skip
+        final = self._final.snapshots.get(self.trainer.current_epoch, {})
+        units = final.get("active_units")
+        if units is not None:
+            dead = int(((units == 0) & ~final["diverged"]).sum())
+            if dead:
+                print(f"warning: {dead} of {members} members have every hidden ReLU unit dead (a flat fit)",
+                      file=sys.stderr)  # fmt: skip
+
+
+def _lower_lr(model: L.LightningModule) -> str:
+    lr = model.hparams.get("lr")
+    return f"lower --model.lr (now {lr:g})" if isinstance(lr, (int, float)) else "lower --model.lr"
 
 
 def cli_main(
@@ -276,7 +318,8 @@ def cli_main(
         warnings.filterwarnings("ignore", message=_LOG_INTERVAL_NOTICE)
         warnings.filterwarnings("ignore", message=_LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
         return RegressionLabCLI(
-            RegressionModule,
+            # One MyNN, or an ensemble of them with --model.num_seeds N (see regression_model).
+            regression_model,
             datamodule_class,
             # With seed 42 the lab's init leaves one ReLU unit switched off on x <= 5 but on at
             # x = 10, so the prediction for 10 is 32.27 despite a training loss of 3e-8 (README, "Seeds").
