@@ -25,6 +25,15 @@ Rows (``target`` reads the way ``ratio`` is defined):
   least 100x.
 - ``predict_start``: ``regression-lab predict --x 10`` as a whole process over
   ``python -c "import torch"``; at most 1.15x.
+- ``ensemble``: member-fits/s of ``fit --model.hidden_size [4,5,8] --model.num_seeds 1000``
+  (3,000 members, 400 epochs, the default logging, validation and checkpoints; the whole
+  in-process fit: parsing, building the members, training, teardown) over one plain loop per
+  member (timed for 9 members); at least 200x. Beside it: the training loop alone, Lightning's
+  bare loop, the same stacked members trained by a plain loop (the design's own speed), and
+  10,000 seeds per hidden size.
+- ``sweep``: the wall time of the default ``regression-lab sweep`` (9,000 trials) as a
+  process, in seconds (the one row whose target is a time); at most 15 s. Beside it, the
+  time 9,000 plain loops would take, from the per-member time measured for ``ensemble``.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ import lightning as L
 import torch
 from torch import nn
 
-ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start")
+ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start", "ensemble", "sweep")
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -139,6 +148,8 @@ def _fit_timing(args: list[str], workdir: Path, datamodule_class: type | None = 
     extra = {"datamodule_class": datamodule_class} if datamodule_class else {}
     # Logs and checkpoints under workdir (the bare loop has no logger, and writes nothing).
     where = [] if "--trainer.logger" in args else ["--trainer.logger.init_args.save_dir", str(workdir)]
+    # Without a logger, config.yaml goes to the Trainer's root directory: keep it there too.
+    where += ["--trainer.default_root_dir", str(workdir)]
     args = [
         *args, *where,
         f"--trainer.callbacks+={TrainTimer.__module__}.TrainTimer",
@@ -380,6 +391,100 @@ def bench_predict_start(repeats: int) -> dict[str, Any]:
     }
 
 
+#: The ensemble row's settings: the sweep's default hidden sizes.
+ENSEMBLE_HIDDEN = (4, 5, 8)
+
+
+def _plain_member_seconds(epochs: int, repeats: int) -> float:
+    """One plain-PyTorch loop per member of the lab's data (median over the hidden sizes x repeats)."""
+    from regression_lab.core.samples import line_split
+
+    x, y = line_split({}, "train")
+    return statistics.median(plain_loop(x, y, h, epochs, None) for h in ENSEMBLE_HIDDEN for _ in range(repeats))
+
+
+def _stacked_plain_seconds(seeds: int, epochs: int) -> float:
+    """The same stacked members trained by a plain loop (no Lightning): building them included."""
+    from regression_lab.core.ensemble import MyNNStack
+    from regression_lab.core.samples import line_split
+
+    x, y = line_split({}, "train")
+    gc.collect()
+    start = time.perf_counter()
+    stack = MyNNStack([h for h in ENSEMBLE_HIDDEN for _ in range(seeds)], list(range(seeds)) * len(ENSEMBLE_HIDDEN))
+    opt = torch.optim.SGD(stack.parameters(), lr=0.01)
+    for _ in range(epochs):
+        loss = ((stack(x) - y) ** 2).mean(dim=(1, 2)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def bench_ensemble(seeds: int, epochs: int, repeats: int, accelerator: str, large_seeds: int) -> dict[str, Any]:
+    """Member-fits/s of an ensemble ``fit`` over one plain loop per member."""
+    members = len(ENSEMBLE_HIDDEN) * seeds
+    args = [
+        "--model.hidden_size", json.dumps(list(ENSEMBLE_HIDDEN)), "--model.num_seeds", str(seeds),
+        "--trainer.max_epochs", str(epochs), "--trainer.accelerator", accelerator,
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    plains, totals, loops, bares = [], [], [], []
+    for _ in range(repeats):  # interleaved, so drift on a shared machine hits all alike
+        plains.append(_plain_member_seconds(epochs, 1))
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            loop, _ = _fit_timing(args, Path(tmp))
+            totals.append(time.perf_counter() - start)
+            loops.append(loop)
+        with tempfile.TemporaryDirectory() as tmp:
+            bares.append(_fit_timing([*args, *BARE], Path(tmp))[0])
+    plain = statistics.median(plains)
+    total, loop, bare = statistics.median(totals), statistics.median(loops), statistics.median(bares)
+    stacked = statistics.median(_stacked_plain_seconds(seeds, epochs) for _ in range(repeats))
+    with tempfile.TemporaryDirectory() as tmp:
+        large_args = [*args[:3], str(large_seeds), *args[4:]]
+        start = time.perf_counter()
+        _fit_timing(large_args, Path(tmp))
+        large = time.perf_counter() - start
+    ratio = plain * members / total
+    return {
+        "ratio": ratio,
+        "target": ">= 200",
+        "ok": ratio >= 200,
+        "members": members,
+        "epochs": epochs,
+        "plain_member_ms": plain * 1e3,
+        "fit_s": total,
+        "fit_member_fits_per_s": members / total,
+        "plain_member_fits_per_s": 1 / plain,
+        # The same members: the training loop only; Lightning's bare loop (no logger, checkpoint
+        # or bar); the stacked members in a plain loop, no Lightning (building them included).
+        "loop_ratio": plain * members / loop,
+        "bare_loop_ratio": plain * members / bare,
+        "stacked_plain_ratio": plain * members / stacked,
+        "large_members": len(ENSEMBLE_HIDDEN) * large_seeds,
+        "large_ratio": plain * len(ENSEMBLE_HIDDEN) * large_seeds / large,
+    }
+
+
+def bench_sweep(quick: bool, plain_member_s: float | None) -> dict[str, Any]:
+    """The default ``regression-lab sweep`` as a process, in seconds."""
+    args = ["--seeds", "0-9", "--epochs", "10", "20"] if quick else []
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "regression_lab", "sweep", "--quiet", "--out", "sweep", *args]
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+        trials = sum(1 for _ in (Path(tmp) / "sweep" / "trials.csv").open()) - 1
+    out: dict[str, Any] = {"ratio": seconds, "target": "<= 15 s", "ok": seconds <= 15, "trials": trials}
+    if plain_member_s is not None and not quick:
+        # 9,000 lone plain loops: 1,000 seeds x 3 hidden sizes x (100 + 200 + 400) epochs.
+        out["plain_loops_s"] = plain_member_s * 3000 * (100 + 200 + 400) / 400
+        out["speedup"] = out["plain_loops_s"] / seconds
+    return out
+
+
 def run_benchmarks(rows: list[str], quick: bool = False, accelerator: str = "auto") -> dict[str, dict[str, Any]]:
     """Run the named rows; ``quick`` shrinks every size so the whole run takes seconds."""
     if accelerator == "auto":
@@ -397,13 +502,17 @@ def run_benchmarks(rows: list[str], quick: bool = False, accelerator: str = "aut
         ),
         "landscape": lambda: bench_landscape(11 if quick else 201, repeats, accelerator),
         "predict_start": lambda: bench_predict_start(2 if quick else 7),
+        "ensemble": lambda: bench_ensemble(
+            10 if quick else 1000, 20 if quick else 400, 1 if quick else 3, accelerator, 20 if quick else 10_000
+        ),
+        "sweep": lambda: bench_sweep(quick, _plain_member_seconds(400, 3) if not quick else None),
     }
     results = {}
     for row in rows:
         print(f"running {row} ...", file=sys.stderr, flush=True)
         try:
             # lab_epochs trains on the CPU (the lab's five samples) and predict runs there.
-            device = "cpu" if row in ("lab_epochs", "predict_start") else accelerator
+            device = "cpu" if row in ("lab_epochs", "predict_start", "sweep") else accelerator
             results[row] = {"row": row, **runners[row](), "device": device}
         except Exception as exc:  # one broken row must not lose the others' figures
             traceback.print_exc()

@@ -5,7 +5,8 @@
 #   3. predict x = 10 from the checkpoint it wrote;
 #   4. the landscape (201 x 201) on the GPU;
 #   5. `fit` with bf16-mixed and 16-mixed precision;
-#   6. the benchmark at GPU scale (10 million samples, batch 65536).
+#   6. a seed ensemble of 1,000,000 members (400 epochs), timed;
+#   7. the benchmark at GPU scale (10 million samples, batch 65536).
 # A failed step does not stop the later ones (a GPU machine's time is scarce: one run should
 # report everything); the summary names the failed steps and the exit status is 1 if any failed.
 #
@@ -78,6 +79,15 @@ fit_mixed() {
   return $rc
 }
 predict() { "$PY" -m regression_lab predict --x 10 --x 11; }
+ensemble() {
+  local start=$SECONDS
+  "$PY" -m regression_lab fit --model.num_seeds "$members" --trainer.accelerator "$accelerator" \
+    --trainer.enable_progress_bar false --trainer.enable_model_summary false >ensemble.log 2>&1
+  local rc=$?
+  grep -E "GPU available|Ensemble prediction|Error|error" ensemble.log
+  echo "$members members x 400 epochs: $((SECONDS - start)) s as a process"
+  return $rc
+}
 landscape() { "$PY" -m regression_lab landscape --resolution "$res" --device "$device" --out landscape; }
 benchmark() { "$PY" "$repo/scripts/benchmark.py" --accelerator "$accelerator" "${quick[@]}" --json "${json:-$work/bench.json}"; }
 
@@ -95,8 +105,9 @@ trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 if [ "$cpu" = 1 ]; then
   fit_args=(--trainer.max_epochs 50 --trainer.accelerator cpu); res=21; quick=(--quick); device=cpu; accelerator=cpu
+  members=2000
 else
-  fit_args=(); res=201; quick=(); device=cuda; accelerator=gpu
+  fit_args=(); res=201; quick=(); device=cuda; accelerator=gpu; members=1000000
 fi
 
 step "fit (accelerator=auto)" fit_auto
@@ -105,6 +116,7 @@ step "landscape ($res x $res)" landscape
 if [ "$cpu" = 0 ]; then
   step "fit (bf16-mixed, 16-mixed)" fit_mixed
 fi
+step "ensemble ($members members)" ensemble
 step "benchmark" benchmark
 
 printf '\n=== done\n'

@@ -14,7 +14,7 @@ import sys
 import pytest
 from helpers import REPO
 
-ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start")
+ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start", "ensemble", "sweep")
 
 
 @pytest.mark.slow
@@ -30,7 +30,14 @@ def test_gpu_check_steps_and_quick_benchmark_run_on_cpu(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     table = proc.stdout
-    for step in ("fit (accelerator=auto)", "predict from the checkpoint", "landscape (21 x 21)", "benchmark", "done"):
+    for step in (
+        "fit (accelerator=auto)",
+        "predict from the checkpoint",
+        "landscape (21 x 21)",
+        "ensemble (2000 members)",
+        "benchmark",
+        "done",
+    ):
         assert f"=== {step}" in table, step
     # --cpu trains on the CPU, also on a machine that has a GPU.
     assert re.search(r"GPU available: (False|True \(cuda\)), used: False", table)
@@ -51,6 +58,11 @@ def test_gpu_check_steps_and_quick_benchmark_run_on_cpu(tmp_path):
     start = results["predict_start"]
     assert start["ratio"] == pytest.approx(start["predict_s"] / start["import_torch_s"])
     assert results["scale"]["samples"] == 20_000 and results["scale"]["bare_ratio"] > 0
+    ens = results["ensemble"]
+    assert ens["members"] == 30 and ens["large_members"] == 60
+    assert ens["ratio"] == pytest.approx(ens["fit_member_fits_per_s"] / ens["plain_member_fits_per_s"])
+    # The sweep row is a time: the quick grid's 2 epoch counts x 3 hidden sizes x 10 seeds.
+    assert results["sweep"]["trials"] == 60 and results["sweep"]["ratio"] > 0
 
 
 @pytest.mark.slow

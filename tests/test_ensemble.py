@@ -26,10 +26,9 @@ METRICS = "--trainer.callbacks+=regression_lab.lit.ensemble_metrics.EnsembleMetr
 
 def member_weights(cli, hidden: int, lr: float, seed: int) -> dict[str, torch.Tensor]:
     """The weights of one member of an ensemble fit, as a lone MyNN's state dict."""
-    for setting, stack in zip(cli.model.settings, cli.model.stacks, strict=True):
-        if (setting["hidden_size"], setting["lr"]) == (hidden, lr):
-            return stack.member(stack.seeds.tolist().index(seed)).state_dict()
-    raise KeyError((hidden, lr, seed))
+    members = cli.model.member_index()
+    i = next(k for k, m in enumerate(members) if (m["hidden_size"], m["lr"], m["seed"]) == (hidden, lr, seed))
+    return cli.model.member(i).state_dict()
 
 
 def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -118,7 +117,7 @@ def test_a_diverged_member_is_retired_and_the_others_train_on(tmp_path):
     for ckpt in (tmp_path / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt"):
         state = torch.load(ckpt, weights_only=True)["state_dict"]
         assert all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
-        assert float(state["stacks.1.linear1_weight"].abs().sum()) == 0.0
+        assert float(state["stacks.1.weights"].abs().sum()) == 0.0  # the lr 3.0 stack
 
 
 def test_every_member_diverging_fails_the_fit_with_exit_1(tmp_path):
@@ -161,8 +160,8 @@ def test_a_resumed_ensemble_continues_the_same_members(tmp_path):
     # The seed of the resumed process differs: the members come from the checkpoint's first_seed.
     resumed = fit_in_process(tmp_path / "b", "--ckpt_path", "last", "--trainer.max_epochs", "60")
     assert resumed.model.stacks[0].seeds.tolist() == [4, 5, 6]
-    a, b = straight.model.stacks[0].params(), resumed.model.stacks[0].params()
-    assert max(float((a[k] - b[k]).detach().abs().max()) for k in a) <= 1e-6
+    a, b = straight.model.stacks[0].weights, resumed.model.stacks[0].weights
+    assert float((a - b).detach().abs().max()) <= 1e-6
 
 
 def test_tensorboard_holds_the_members_numbers_per_setting(lab_ensemble):
@@ -171,7 +170,7 @@ def test_tensorboard_holds_the_members_numbers_per_setting(lab_ensemble):
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
     acc.Reload()
     (metrics,) = (c for c in ens.trainer.callbacks if isinstance(c, EnsembleMetrics))
-    sizes = [len(s) for s in ens.model.stacks]
+    sizes = ens.model.setting_sizes()
     for epochs in (19, 100, 400):
         snap = metrics.snapshots[epochs]
         for setting, val, pred in zip(
@@ -233,7 +232,7 @@ def test_landscape_and_a_sweep_checkpoint_refuse_clearly(tmp_path):
     fit_in_process(tmp_path, "--model.hidden_size", "[4,5]", "--model.num_seeds", "2", "--trainer.max_epochs", "5")
     ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     stacks, _ = load_model(ckpt)
-    assert [len(s) for s in stacks] == [2, 2]
+    assert [s.hidden_sizes.tolist() for s in stacks] == [[4, 4, 5, 5]]
     proc = run_main("predict", "--ckpt_path", str(ckpt), "--x", "10", cwd=tmp_path)
     assert proc.returncode == 2 and "ensemble of 2 settings" in proc.stderr
     proc = run_main("landscape", "--ckpt_path", str(ckpt), "--no_tensorboard", cwd=tmp_path)
@@ -245,9 +244,9 @@ def test_a_crafted_ensemble_checkpoint_is_refused_by_name(tmp_path, lab_ensemble
     workdir, _ = lab_ensemble
     src = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(src, weights_only=True)
-    ckpt["state_dict"]["stacks.0.linear2_weight"] = torch.zeros(2, 3, 1)
+    ckpt["state_dict"]["stacks.0.seeds"] = torch.zeros(3, dtype=torch.int64)
     bad = Path(tmp_path / "bad.ckpt")
     torch.save(ckpt, bad)
     proc = run_main("predict", "--ckpt_path", str(bad), "--x", "10", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "linear2.weight is not a float tensor of shape (2, 1, 4)" in proc.stderr
+    assert "seeds does not match its 4 members" in proc.stderr

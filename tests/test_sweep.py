@@ -73,6 +73,8 @@ def test_the_table_is_the_statistics_of_trials_csv(sweep_run):
         assert float(row["val_loss_mean"]) == pytest.approx(statistics.fmean(vals), rel=1e-9)
         assert float(row["val_loss_std"]) == pytest.approx(statistics.stdev(vals), rel=1e-9)
         assert float(row["err10_mean"]) == pytest.approx(statistics.fmean(errs), rel=1e-6)
+        assert float(row["val_loss_median"]) == pytest.approx(statistics.median(vals), rel=1e-9)
+        assert float(row["err10_median"]) == pytest.approx(statistics.median(errs), rel=1e-6)
         # The 95% interval of the mean with Student's t for 29 degrees of freedom.
         half = 2.045 * statistics.stdev(vals) / math.sqrt(30)
         assert float(row["val_loss_ci_low"]) == pytest.approx(statistics.fmean(vals) - half, rel=1e-6, abs=1e-9)

@@ -30,7 +30,7 @@ Train a tiny MLP to learn y = 3x + 2 (the first-neural-network lab) with PyTorch
 
 training commands (LightningCLI: --help, --config FILE, --print_config, dotted overrides):
   fit         train; prints the prediction for x = 10 and the checkpoint path
-  sweep       a grid of hidden sizes x epochs x learning rates over seeds, ranked (mean ± std)
+  sweep       hidden sizes x epochs x learning rates over 1,000 seeds in one ensemble fit, ranked
   validate    evaluate a checkpoint on the validation set (--ckpt_path, default the newest)
   test        evaluate a checkpoint on the test set (--ckpt_path, default the newest)
 

@@ -69,9 +69,10 @@ def predict_values(ckpt_path: Path | str, xs: Iterable[float]) -> tuple[list[flo
     with torch.no_grad():
         if not isinstance(model, list):
             return model(x).squeeze(1).tolist(), None
-        if len(model) > 1:
+        settings = sum(len(set(stack.hidden_sizes.tolist())) for stack in model)
+        if settings > 1:
             raise UsageError(
-                f"{ckpt_path} holds an ensemble of {len(model)} settings (a sweep's); predict needs one "
+                f"{ckpt_path} holds an ensemble of {settings} settings (a sweep's); predict needs one "
                 "setting (regression-lab fit --model.num_seeds N)"
             )
         (stack,) = model

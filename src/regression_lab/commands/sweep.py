@@ -251,6 +251,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "hidden_size": h, "epochs": e, "lr": lr, "n_seeds": len(group),
                 "val_loss_mean": vl[0], "val_loss_std": vl[1], "err10_mean": er[0], "err10_std": er[1],
                 "val_loss_ci_low": vl[2], "val_loss_ci_high": vl[3], "err10_ci_low": er[2], "err10_ci_high": er[3],
+                "val_loss_median": statistics.median([r["val_loss"] for r in group]),
+                "err10_median": statistics.median([r["abs_error"] for r in group]),
                 "train_loss_mean": statistics.fmean([r["train_loss"] for r in healthy]) if healthy else math.inf,
                 "all_dead_share": sum(u == 0 for u in units) / len(group),
                 "dead_unit_share": sum(u < h for u in units) / len(group),
@@ -265,7 +267,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 CSV_COLUMNS = [
     "hidden_size", "epochs", "lr", "n_seeds", "val_loss_mean", "val_loss_std", "err10_mean", "err10_std",
-    "val_loss_ci_low", "val_loss_ci_high", "err10_ci_low", "err10_ci_high", "train_loss_mean",
+    "val_loss_ci_low", "val_loss_ci_high", "err10_ci_low", "err10_ci_high", "val_loss_median", "err10_median",
+    "train_loss_mean",
     "all_dead_share", "dead_unit_share", "diverged_share", "best_share",
 ]  # fmt: skip
 TRIAL_COLUMNS = [
@@ -278,7 +281,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """The ranked table for the terminal."""
     head = (
         f"{'rank':>4}  {'hidden':>6}  {'epochs':>6}  {'lr':>7}  {'seeds':>5}  {'val loss, mean [95% CI]':<27}  "
-        f"{'|pred(10) - 32|, mean [95% CI]':<31}  {'dead all/some':>13}  {'diverged':>8}  {'best':>5}"
+        f"{'median':>8}  {'|pred(10) - 32|, mean [95% CI]':<31}  {'dead all/some':>13}  {'diverged':>8}  {'best':>5}"
     )
     lines = [head]
     for i, r in enumerate(rows, start=1):
@@ -287,7 +290,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         dead = f"{r['all_dead_share']:.1%}/{r['dead_unit_share']:.1%}"
         lines.append(
             f"{i:>4}  {r['hidden_size']:>6}  {r['epochs']:>6}  {r['lr']:>7g}  {r['n_seeds']:>5}  {val:<27}  "
-            f"{err:<31}  {dead:>13}  {r['diverged_share']:>8.1%}  {r['best_share']:>5.0%}"
+            f"{r['val_loss_median']:>8.3g}  {err:<31}  {dead:>13}  {r['diverged_share']:>8.1%}  {r['best_share']:>5.0%}"
         )
     return "\n".join(lines)
 

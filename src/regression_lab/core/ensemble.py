@@ -22,9 +22,6 @@ from torch.func import functional_call, vmap
 from regression_lab.core.errors import UsageError, check_int
 from regression_lab.core.models import MyNN
 
-#: MyNN's parameter names, as functional_call wants them, and their names as attributes here
-#: (a module's attribute names cannot hold dots).
-PARAM_NAMES = ("linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias")
 #: The largest seed a lone fit accepts (``seed_everything`` seeds numpy too, which takes 32 bits).
 MAX_SEED = 2**32 - 1
 #: The most members one ensemble may hold: about 40 MiB of weights at hidden size 8, and the
@@ -32,10 +29,6 @@ MAX_SEED = 2**32 - 1
 MAX_MEMBERS = 1_000_000
 #: The most seeds a range like ``0-999`` may expand to (a sweep trains them in chunks).
 MAX_SEEDS = 10_000_000
-
-
-def _attr(name: str) -> str:
-    return name.replace(".", "_")
 
 
 def seeded_mynn(hidden_size: int, seed: int) -> MyNN:
@@ -105,88 +98,108 @@ def check_memory(members: int, hidden_size: int, samples: int, what: str = "the 
 
 
 class MyNNStack(nn.Module):
-    """M members of ``MyNN(hidden_size)``; ``forward`` maps x of shape (N, 1) to (M, N, 1).
+    """M members of ``MyNN``, possibly of different hidden sizes; ``forward`` maps x (N, 1) to (M, N, 1).
 
-    The weights are parameters of shape (M, ...) (``linear1_weight`` is (M, h, 1)), so one
-    optimizer step updates every member, and each member's gradient is its own. The buffer
-    ``seeds`` names the members; ``diverged`` marks those whose loss went non-finite (their
-    weights are zeros from then on, see :meth:`retire`).
+    All weights are one parameter ``weights`` of shape (M, 3H + 1), a row per member, padded
+    to the largest hidden size H: ``linear1.weight`` (H), ``linear1.bias`` (H),
+    ``linear2.weight`` (H), ``linear2.bias`` (1), viewed as MyNN's shapes in :meth:`params`.
+    One optimizer step updates every member, each with exactly its own gradient, and one check
+    finds every member with a non-finite weight. Padding is exact for SGD, with or without
+    momentum and weight decay: a padding unit has zero weights and bias, so its ReLU is off, it
+    adds 0 to the output and gets zero gradient, and it stays zero. The buffers ``seeds`` and
+    ``hidden_sizes`` name the members; ``diverged`` marks those whose loss or weights went
+    non-finite (their weights are zeros from then on, see :meth:`retire`).
     """
 
-    def __init__(self, hidden_size: int, seeds: Iterable[int]) -> None:
+    def __init__(self, hidden_sizes: int | Sequence[int], seeds: Iterable[int]) -> None:
         """Build the members.
 
         Args:
-            hidden_size: ReLU units of every member.
+            hidden_sizes: ReLU units of every member, or one hidden size per member.
             seeds: one member per seed, initialised as ``torch.manual_seed(seed); MyNN(hidden_size)``.
         """
         super().__init__()
-        check_int("hidden_size", hidden_size, 1)
         seeds = check_seeds(list(seeds))
-        self.hidden_size = hidden_size
-        # Member s gets the weights `torch.manual_seed(s); MyNN(h)` gives: one MyNN whose layers
-        # are re-initialised in construction order after each seed draws exactly what building
-        # a new one would, at a third of the cost. The global RNG is restored afterwards.
+        sizes = [hidden_sizes] * len(seeds) if isinstance(hidden_sizes, int) else list(hidden_sizes)
+        if len(sizes) != len(seeds):
+            raise UsageError(f"got {len(sizes)} hidden sizes for {len(seeds)} seeds")
+        for h in sizes:
+            check_int("hidden_size", h, 1)
+        self.width = width = max(sizes)
+        weights = torch.zeros(len(seeds), 3 * width + 1)
+        # Member i gets the weights `torch.manual_seed(seed); MyNN(h)` gives: one MyNN per size
+        # whose layers are re-initialised in construction order after each seed, which draws
+        # exactly what building a new one would, at a third of the cost. The global RNG is
+        # restored afterwards.
         state = torch.get_rng_state()
         try:
-            net = MyNN(hidden_size)
-            layers = [m for m in net.modules() if hasattr(m, "reset_parameters")]
-            stacked = {name: torch.empty(len(seeds), *p.shape) for name, p in net.named_parameters()}
+            nets = {h: MyNN(h) for h in sorted(set(sizes))}
             with torch.no_grad():
-                for i, seed in enumerate(seeds):
-                    torch.manual_seed(seed)
-                    for layer in layers:
-                        layer.reset_parameters()
-                    for name, p in net.named_parameters():
-                        stacked[name][i] = p
+                for i, (h, seed) in enumerate(zip(sizes, seeds, strict=True)):
+                    # Only the CPU generator, which MyNN's init draws from: torch.manual_seed
+                    # also queues a seed for every CUDA device, about 1 ms a call.
+                    torch.default_generator.manual_seed(seed)
+                    net = nets[h]
+                    for layer in net.modules():
+                        if hasattr(layer, "reset_parameters"):
+                            layer.reset_parameters()
+                    row = weights[i]
+                    for (start, _), p in zip(self._spans(width), net.parameters(), strict=True):
+                        row[start : start + p.numel()] = p.flatten()
         finally:
             torch.set_rng_state(state)
-        for name in PARAM_NAMES:
-            self.register_parameter(_attr(name), nn.Parameter(stacked[name]))
+        self.weights = nn.Parameter(weights)
         self.register_buffer("seeds", torch.tensor(seeds, dtype=torch.int64))
+        self.register_buffer("hidden_sizes", torch.tensor(sizes, dtype=torch.int64))
         self.register_buffer("diverged", torch.zeros(len(seeds), dtype=torch.bool))
-        # A stateless MyNN on the meta device that functional_call fills with each member's
-        # weights; kept in a tuple so it is neither a submodule nor part of the state dict.
-        self._skeleton = (net.to("meta"),)
+        self._make_skeleton()
+
+    @staticmethod
+    def _spans(width: int) -> list[tuple[int, int]]:
+        """(start, end) of each of MyNN's parameters within a row of width ``width``."""
+        return [(0, width), (width, 2 * width), (2 * width, 3 * width), (3 * width, 3 * width + 1)]
+
+    def _make_skeleton(self) -> None:
+        # A stateless MyNN that functional_call fills with each member's weights, on the meta
+        # device (no weights drawn, no RNG used); a tuple keeps it out of the state dict.
+        with torch.device("meta"):
+            self._skeleton = (MyNN(self.width),)
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], source: str = "checkpoint") -> MyNNStack:
         """Rebuild a stack from its state dict (keys without prefix), checking every shape."""
-        w1 = state.get(_attr("linear1.weight"))
-        seeds = state.get("seeds")
-        if not isinstance(w1, torch.Tensor) or w1.dim() != 3 or w1.shape[2] != 1 or not isinstance(seeds, torch.Tensor):
-            raise UsageError(f"not a regression-lab ensemble checkpoint (no stacked linear1 weight): {source}")
-        members, hidden = int(w1.shape[0]), int(w1.shape[1])
-        if members < 1 or hidden < 1 or members > MAX_MEMBERS:
-            raise UsageError(f"ensemble checkpoint has an impossible shape {tuple(w1.shape)}: {source}")
+        weights = state.get("weights")
+        if not isinstance(weights, torch.Tensor) or weights.dim() != 2 or not weights.is_floating_point():
+            raise UsageError(f"not a regression-lab ensemble checkpoint (no stacked weights): {source}")
+        members, columns = int(weights.shape[0]), int(weights.shape[1])
+        if members < 1 or members > MAX_MEMBERS or columns < 4 or (columns - 1) % 3:
+            raise UsageError(f"ensemble checkpoint's weights have an impossible shape {tuple(weights.shape)}: {source}")
         stack = cls.__new__(cls)
         nn.Module.__init__(stack)
-        stack.hidden_size = hidden
-        shapes = {
-            "linear1.weight": (members, hidden, 1),
-            "linear1.bias": (members, hidden),
-            "linear2.weight": (members, 1, hidden),
-            "linear2.bias": (members, 1),
-        }
-        for name, shape in shapes.items():
-            t = state.get(_attr(name))
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or not t.is_floating_point():
-                raise UsageError(f"ensemble checkpoint's {name} is not a float tensor of shape {shape}: {source}")
-            stack.register_parameter(_attr(name), nn.Parameter(t.detach().float().clone()))
-        diverged = state.get("diverged")
-        if diverged is None or tuple(diverged.shape) != (members,) or tuple(seeds.shape) != (members,):
-            raise UsageError(f"ensemble checkpoint's seeds or diverged flags do not match its weights: {source}")
-        stack.register_buffer("seeds", seeds.to(torch.int64))
-        stack.register_buffer("diverged", diverged.to(torch.bool))
-        stack._skeleton = (MyNN(hidden).to("meta"),)
+        stack.width = (columns - 1) // 3
+        stack.weights = nn.Parameter(weights.detach().float().clone())
+        for name, dtype in (("seeds", torch.int64), ("hidden_sizes", torch.int64), ("diverged", torch.bool)):
+            t = state.get(name)
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != (members,):
+                raise UsageError(f"ensemble checkpoint's {name} does not match its {members} members: {source}")
+            stack.register_buffer(name, t.to(dtype))
+        if not bool(((stack.hidden_sizes >= 1) & (stack.hidden_sizes <= stack.width)).all()):
+            raise UsageError(f"ensemble checkpoint's hidden sizes do not fit its weights: {source}")
+        stack._make_skeleton()
         return stack
 
     def __len__(self) -> int:
         return int(self.seeds.numel())
 
     def params(self) -> dict[str, torch.Tensor]:
-        """The stacked weights under MyNN's own names, as ``functional_call`` takes them."""
-        return {name: getattr(self, _attr(name)) for name in PARAM_NAMES}
+        """The members' weights as views under MyNN's own names and shapes (with a member axis)."""
+        w, h = self.weights, self.width
+        return {
+            "linear1.weight": w[:, :h].unsqueeze(2),
+            "linear1.bias": w[:, h : 2 * h],
+            "linear2.weight": w[:, 2 * h : 3 * h].unsqueeze(1),
+            "linear2.bias": w[:, 3 * h :],
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's prediction: x of shape (N, 1) gives (M, N, 1)."""
@@ -198,31 +211,39 @@ class MyNNStack(nn.Module):
         return vmap(one, in_dims=(0, None))(self.params(), x)
 
     def member(self, i: int) -> MyNN:
-        """Member ``i`` as a lone ``MyNN`` (a copy of its weights)."""
-        net = MyNN(self.hidden_size)
-        net.load_state_dict({name: t[i].detach().clone() for name, t in self.params().items()})
+        """Member ``i`` as a lone ``MyNN`` of its own hidden size (a copy of its weights)."""
+        net = MyNN(int(self.hidden_sizes[i]))
+        row = self.weights[i].detach()
+        net.load_state_dict(
+            {
+                name: row[start : start + p.numel()].reshape(p.shape).clone()
+                for (start, _), (name, p) in zip(self._spans(self.width), net.named_parameters(), strict=True)
+            }
+        )
         return net
 
     @torch.no_grad()
     def active_units(self, x: torch.Tensor) -> torch.Tensor:
-        """Per member, the hidden units that are on for at least one input of ``x``: shape (M,)."""
-        pre = torch.baddbmm(self.linear1_bias.unsqueeze(2), self.linear1_weight, x.T.expand(len(self), 1, -1))
+        """Per member, the hidden units that are on for at least one input of ``x``: shape (M,).
+
+        Padding units are never on (their pre-activation is 0), so they never count.
+        """
+        p = self.params()
+        pre = torch.baddbmm(p["linear1.bias"].unsqueeze(2), p["linear1.weight"], x.T.expand(len(self), 1, -1))
         return (pre > 0).any(dim=2).sum(dim=1)
 
     @torch.no_grad()
     def retire(self, diverged: torch.Tensor | None = None) -> None:
-        """Mark members as diverged (those in ``diverged`` and any with non-finite weights) and
+        """Mark members as diverged (those in ``diverged`` and any with a non-finite weight) and
         set their weights to zeros.
 
         A zero member predicts 0, gets zero gradient through its ReLUs and stays zero, so its
         non-finite weights never reach a checkpoint and never touch another member. No host sync.
         """
-        for p in self.params().values():
-            self.diverged |= ~torch.isfinite(p).flatten(1).all(dim=1)
+        self.diverged |= ~torch.isfinite(self.weights).all(dim=1)
         if diverged is not None:
             self.diverged |= diverged
-        for p in self.params().values():
-            p.masked_fill_(self.diverged.view(-1, *([1] * (p.dim() - 1))), 0.0)
+        self.weights.masked_fill_(self.diverged.unsqueeze(1), 0.0)
 
 
 #: The prefix of the stacks' weights inside an ensemble LightningModule's state dict.
@@ -235,7 +256,7 @@ def is_ensemble_state(state: dict[str, object]) -> bool:
 
 
 def load_stacks(state: dict[str, torch.Tensor], source: str = "checkpoint") -> list[MyNNStack]:
-    """The stacks of an ensemble checkpoint's state dict (``stacks.0.linear1_weight`` ...), in order."""
+    """The stacks of an ensemble checkpoint's state dict (``stacks.0.weights`` ...), in order."""
     groups: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
         if not key.startswith(STACKS_PREFIX):

@@ -25,6 +25,7 @@ import torch
 
 from regression_lab.core.ensemble import MAX_MEMBERS, MAX_SEED, MyNNStack, check_memory, check_seeds
 from regression_lab.core.errors import UsageError, check_float, check_int
+from regression_lab.core.models import MyNN
 from regression_lab.lit.module import RegressionModule
 
 #: The key of the per-setting descriptions in an ensemble checkpoint (plain values).
@@ -88,14 +89,27 @@ class EnsembleRegressionModule(L.LightningModule):
             self.hparams.first_seed = first_seed
             seeds = list(range(first_seed, first_seed + num_seeds))
         seeds = check_seeds(seeds, "model.seeds")
-        grid = list(itertools.product(hidden_sizes, lrs, momenta, decays))
-        if len(set(grid)) < len(grid) or len(set(seeds)) < len(seeds):
+        groups = list(itertools.product(lrs, momenta, decays))
+        if len(set(groups)) < len(groups) or len(set(hidden_sizes)) < len(hidden_sizes) or len(set(seeds)) < len(seeds):
             raise UsageError("the ensemble's settings and seeds must not repeat")
-        check_memory(len(grid) * len(seeds), max(hidden_sizes), 1, "the ensemble")
-        #: One dict per setting (hidden_size, lr, momentum, weight_decay), in the stacks' order.
-        self.settings = [dict(zip(("hidden_size", "lr", "momentum", "weight_decay"), s, strict=True)) for s in grid]
-        self.stacks = torch.nn.ModuleList(MyNNStack(s["hidden_size"], seeds) for s in self.settings)
+        check_memory(len(groups) * len(hidden_sizes) * len(seeds), max(hidden_sizes), 1, "the ensemble")
+        keys = ("hidden_size", "lr", "momentum", "weight_decay")
+        #: One dict per setting (hidden_size, lr, momentum, weight_decay), in the members' order;
+        #: each setting's members are its seeds, one after another.
+        self.settings = [dict(zip(keys, (h, *g), strict=True)) for g in groups for h in hidden_sizes]
+        self.seeds = seeds
+        # One stack per optimizer setting (lr, momentum, weight decay): its own SGD parameter
+        # group. The hidden sizes share a stack, padded to the largest, so one vmap call
+        # evaluates them all.
+        self.stacks = torch.nn.ModuleList(
+            MyNNStack([h for h in hidden_sizes for _ in seeds], seeds * len(hidden_sizes)) for _ in groups
+        )
+        self._groups = [dict(zip(("lr", "momentum", "weight_decay"), g, strict=True)) for g in groups]
         # No example_input_array: torch.jit cannot trace vmap, so there is no graph to log.
+
+    def setting_sizes(self) -> list[int]:
+        """Members per setting, in the order of :attr:`settings` (to split per-member tensors)."""
+        return [len(self.seeds)] * len(self.settings)
 
     @property
     def num_members(self) -> int:
@@ -157,12 +171,9 @@ class EnsembleRegressionModule(L.LightningModule):
         return self(x)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # One parameter group per setting: torch's own SGD, each group with its own step size.
-        groups = [
-            {"params": stack.parameters(), "lr": s["lr"], "momentum": s["momentum"], "weight_decay": s["weight_decay"]}
-            for stack, s in zip(self.stacks, self.settings, strict=True)
-        ]
-        return torch.optim.SGD(groups, lr=self.settings[0]["lr"])
+        # One parameter group per stack: torch's own SGD, each group with its own step size.
+        groups = [{"params": stack.parameters(), **g} for stack, g in zip(self.stacks, self._groups, strict=True)]
+        return torch.optim.SGD(groups, lr=self._groups[0]["lr"])
 
     def check_memory(self, datamodule: Any) -> None:
         """Refuse (:class:`UsageError`) data on which this ensemble's activations cannot fit.
@@ -172,7 +183,7 @@ class EnsembleRegressionModule(L.LightningModule):
         """
         hp = getattr(datamodule, "hparams", None) or {}
         samples = max([int(hp.get(k) or 1) for k in ("num_samples", "val_samples", "test_samples", "batch_size")])
-        check_memory(self.num_members, max(s.hidden_size for s in self.stacks), samples, "the ensemble")
+        check_memory(self.num_members, max(s["hidden_size"] for s in self.settings), samples, "the ensemble")
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None and self.trainer.datamodule is not None:
@@ -205,11 +216,12 @@ class EnsembleRegressionModule(L.LightningModule):
 
     def member_index(self) -> list[dict[str, Any]]:
         """One dict per member, in the order of :meth:`forward`: its setting and its seed."""
-        return [
-            {**s, "seed": int(seed)}
-            for s, stack in zip(self.settings, self.stacks, strict=True)
-            for seed in stack.seeds.tolist()
-        ]
+        return [{**s, "seed": seed} for s in self.settings for seed in self.seeds]
+
+    def member(self, i: int) -> MyNN:
+        """Member ``i`` (in the order of :meth:`member_index`) as a lone ``MyNN``."""
+        per_stack = len(self.stacks[0])
+        return self.stacks[i // per_stack].member(i % per_stack)
 
     @torch.no_grad()
     def predict_value(self, x: float) -> float:

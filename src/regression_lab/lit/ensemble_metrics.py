@@ -78,7 +78,7 @@ class EnsembleMetrics(FinalMetrics):
         losses = torch.where(pl_module.diverged(), torch.nan, losses)
         q = torch.tensor(QUANTILES, dtype=losses.dtype, device=losses.device)
         names, rows = [], []
-        for setting, part in zip(pl_module.settings, losses.split([len(s) for s in pl_module.stacks]), strict=True):
+        for setting, part in zip(pl_module.settings, losses.split(pl_module.setting_sizes()), strict=True):
             names.append(setting_name(setting))
             rows.append(torch.nanquantile(part, q))
         values = torch.stack(rows).tolist()  # the one host sync of this step
@@ -133,7 +133,7 @@ class EnsembleMetrics(FinalMetrics):
 
     def per_setting(self, pl_module: L.LightningModule) -> list[tuple[dict[str, Any], int, dict[str, torch.Tensor]]]:
         """Each (setting, epochs) with its members' snapshot: a slice of :attr:`snapshots`."""
-        sizes = [len(s) for s in pl_module.stacks]
+        sizes = pl_module.setting_sizes()
         out = []
         for epochs, members in sorted(self.snapshots.items()):
             parts = {k: v.split(sizes) for k, v in members.items()}
