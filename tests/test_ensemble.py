@@ -77,20 +77,29 @@ def test_the_100_epoch_snapshot_equals_a_100_epoch_fit(lab_ensemble, tmp_path):
     assert float(snap["train_loss"][i]) == pytest.approx(lone.final_metrics["train_loss"], rel=1e-4, abs=1e-7)
 
 
-def test_shuffled_noisy_mini_batches_with_momentum_and_decay_are_exact_too(tmp_path):
+def test_shuffled_noisy_mini_batches_with_momenta_and_decays_are_exact_too(tmp_path):
     common = [
         "--trainer.max_epochs", "40", "--data.batch_size", "2", "--data.shuffle", "true",
-        "--data.noise_std", "0.3", "--data.num_samples", "7", "--model.momentum", "0.5",
-        "--model.weight_decay", "0.01",
+        "--data.noise_std", "0.3", "--data.num_samples", "7",
     ]  # fmt: skip
-    ens = fit_in_process(tmp_path, "--model.hidden_size", "[5,8]", "--model.lr", "[0.005,0.01]",
-                         "--model.seeds", "[1,2]", *common)  # fmt: skip
-    for hidden, lr, seed in [(8, 0.01, 1), (5, 0.005, 2)]:
+    ens = fit_in_process(
+        tmp_path, "--model.hidden_size", "[5,8]", "--model.lr", "[0.005,0.01]", "--model.momentum", "[0.0,0.5]",
+        "--model.weight_decay", "[0.0,0.01]", "--model.seeds", "[1,2]", *common,
+    )  # fmt: skip
+    assert len(ens.model.stacks) == 8  # one SGD parameter group per (lr, momentum, weight decay)
+    for hidden, lr, momentum, decay, seed in [
+        (8, 0.01, 0.5, 0.01, 1),
+        (5, 0.005, 0.5, 0.0, 2),
+        (5, 0.01, 0.0, 0.01, 1),
+    ]:
         lone = fit_in_process(
-            tmp_path, "--model.hidden_size", str(hidden), "--model.lr", str(lr), "--seed_everything", str(seed), *common
-        )
+            tmp_path, "--model.hidden_size", str(hidden), "--model.lr", str(lr), "--model.momentum", str(momentum),
+            "--model.weight_decay", str(decay), "--seed_everything", str(seed), *common,
+        )  # fmt: skip
         assert lone.final_metrics["train_loss"] < 5.0  # it trained: the comparison means something
-        assert max_diff(member_weights(ens, hidden, lr, seed), lone.model.net.state_dict()) <= 1e-5
+        wanted = {"hidden_size": hidden, "lr": lr, "momentum": momentum, "weight_decay": decay, "seed": seed}
+        i = ens.model.member_index().index(wanted)
+        assert max_diff(ens.model.member(i).state_dict(), lone.model.net.state_dict()) <= 1e-5
 
 
 def test_members_start_as_seeded_lone_models_and_leave_the_global_rng_alone():
