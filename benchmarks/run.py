@@ -476,7 +476,7 @@ def bench_sweep(quick: bool, plain_member_s: float | None) -> dict[str, Any]:
         start = time.perf_counter()
         subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
         seconds = time.perf_counter() - start
-        trials = sum(1 for _ in (Path(tmp) / "sweep" / "trials.csv").open()) - 1
+        trials = sum(1 for _ in (Path(tmp) / "sweep" / "members.csv").open()) - 1  # member x epoch count
     out: dict[str, Any] = {"ratio": seconds, "target": "<= 15 s", "ok": seconds <= 15, "trials": trials}
     if plain_member_s is not None and not quick:
         # 9,000 lone plain loops: 1,000 seeds x 3 hidden sizes x (100 + 200 + 400) epochs.

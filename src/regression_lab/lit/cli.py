@@ -89,6 +89,12 @@ class RegressionLabCLI(LightningCLI):
 
     final_metrics: dict[str, float]
 
+    def __init__(self, *args: Any, callbacks: list[L.Callback] | None = None, **kwargs: Any) -> None:
+        """LightningCLI's arguments, plus ``callbacks``: callback objects to add to the Trainer,
+        for a caller that holds state no command line can carry (a sweep's Optuna trial)."""
+        self._extra_callbacks = list(callbacks or [])
+        super().__init__(*args, **kwargs)
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         # `predict` is the light, Lightning-free command in regression_lab.commands.predict.
@@ -207,7 +213,7 @@ class RegressionLabCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer_cfg = cfg["trainer"]
-        callbacks = [*(trainer_cfg.get("callbacks") or []), DivergenceGuard()]
+        callbacks = [*(trainer_cfg.get("callbacks") or []), *self._extra_callbacks, DivergenceGuard()]
         # The final metrics: an ensemble's per member (unless the user brought a configured one).
         brought = [c for c in callbacks if isinstance(c, FinalMetrics)]
         if brought:
@@ -307,12 +313,16 @@ def _lower_lr(model: L.LightningModule) -> str:
 
 
 def cli_main(
-    args: ArgsType = None, run: bool = True, datamodule_class: type[L.LightningDataModule] = RegressionDataModule
+    args: ArgsType = None,
+    run: bool = True,
+    datamodule_class: type[L.LightningDataModule] = RegressionDataModule,
+    callbacks: list[L.Callback] | None = None,
 ) -> RegressionLabCLI:
     """Build the CLI and run its subcommand; ``args`` is a list as on the command line.
 
     With ``run=False`` there are no subcommands: ``args`` are fit's options, and the caller
-    runs ``cli.trainer.fit(cli.model, datamodule=cli.datamodule)`` itself.
+    runs ``cli.trainer.fit(cli.model, datamodule=cli.datamodule)`` itself. ``callbacks`` are
+    added to the Trainer as they are (e.g. an ``EnsembleMetrics`` the caller reads afterwards).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_LOG_INTERVAL_NOTICE)
@@ -332,6 +342,7 @@ def cli_main(
             parser_kwargs={"exit_on_error": False, "prog": "regression-lab"},
             args=args,
             run=run,
+            callbacks=callbacks,
         )
 
 

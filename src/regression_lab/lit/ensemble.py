@@ -130,8 +130,10 @@ class EnsembleRegressionModule(L.LightningModule):
         return ((pred - y) ** 2).mean(dim=(1, 2))
 
     def _healthy_mean(self, losses: torch.Tensor) -> torch.Tensor:
+        # The mean over the members still training; inf when none is (never a flattering 0).
         healthy = torch.isfinite(losses) & ~self.diverged()
-        return torch.where(healthy, losses, 0.0).sum() / healthy.sum().clamp(min=1)
+        mean = torch.where(healthy, losses, 0.0).sum() / healthy.sum().clamp(min=1)
+        return torch.where(healthy.any(), mean, torch.inf)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
