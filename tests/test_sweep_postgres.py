@@ -1,0 +1,123 @@
+"""Several machines sharing one sweep, tested against a real PostgreSQL server: two separate
+``regression-lab sweep`` commands join one study and finish its grid, each setting trained once.
+
+The server is a throwaway cluster (Debian's ``postgresql`` package: ``initdb`` and ``pg_ctl``)
+listening only on a Unix socket in a temporary directory, run as the ``postgres`` user when the
+tests run as root. Where no server can be started the test is skipped, unless
+``REGRESSION_LAB_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) makes that a failure. Slow tier.
+
+Run: pytest tests/test_sweep_postgres.py
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers import cli_command, fingerprint, run_cli
+from optuna.trial import TrialState
+
+GRID = ["--hidden_sizes", "4", "5", "8", "--lrs", "0.01", "0.02", "--epochs", "20", "40", "--seeds", "0-19", "--quiet"]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("REGRESSION_LAB_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required here but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A database on a fresh PostgreSQL cluster; the URL carries a password (trust auth ignores it)
+    so the tests can check it is never shown."""
+    initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not initdb:
+        _unavailable("no PostgreSQL server binaries (apt-get install postgresql)")
+    bindir = Path(initdb[-1]).parent
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            _unavailable("running as root without runuser")
+        as_postgres = [runuser, "-u", "postgres", "--"]
+    base = Path(tempfile.mkdtemp(prefix="regression-lab-pg-", dir="/tmp"))
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    data = base / "data"
+
+    def pg(*cmd: str) -> None:
+        subprocess.run([*as_postgres, *cmd], check=True, capture_output=True, timeout=120)
+
+    try:
+        pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
+           "-o", f"-k {base} -c listen_addresses='' -p 5433", "start")  # fmt: skip
+        pg(str(bindir / "createdb"), "-h", str(base), "-p", "5433", "-U", "postgres", "optuna")
+    except (subprocess.CalledProcessError, OSError) as err:
+        shutil.rmtree(base, ignore_errors=True)
+        detail = getattr(err, "stderr", b"") or b""
+        _unavailable(f"the server did not start: {err} {detail.decode(errors='replace')[-500:]}")
+    try:
+        yield f"postgresql+psycopg://postgres:s3cret@/optuna?host={base}&port=5433"
+    finally:
+        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_commands_share_one_postgres_study_and_train_each_setting_once(postgres_url, tmp_path):
+    args = ["sweep", *GRID, "--storage", postgres_url, "--study_name", "lab"]
+    # Two "machines": two separate commands, started together, each with its own directory.
+    procs = [
+        subprocess.Popen([*cli_command(), *args, "--out", name], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        for name in ("machine_a", "machine_b")
+    ]  # fmt: skip
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="lab", storage=postgres_url)
+    trained = [t for t in study.trials if "members" in t.user_attrs]
+    assert sorted((t.params["hidden_size"], t.params["lr"]) for t in trained) == [
+        (h, lr) for h in (4, 5, 8) for lr in (0.01, 0.02)
+    ]
+    assert all(t.state == TrialState.COMPLETE for t in trained)
+    # Both took part (trial run directories on each "machine"), and both print the whole table.
+    ran = {name: len(list((tmp_path / name).glob("trial_*"))) for name in ("machine_a", "machine_b")}
+    assert sum(ran.values()) >= 6 and all(ran.values()), ran
+    tables = [[line for line in out.splitlines() if not line.startswith("results: ")] for out, _ in outputs]
+    assert tables[0] == tables[1] and len([line for line in tables[0] if line[:4].strip().isdigit()]) == 12
+    # The password never shows: not in output, messages or files.
+    for out, err in outputs:
+        assert "s3cret" not in out + err and "postgres:***@" in err
+    for name in ("machine_a", "machine_b"):
+        for path in (tmp_path / name).rglob("*"):
+            if path.is_file() and path.suffix in (".json", ".csv", ".yaml"):
+                assert "s3cret" not in path.read_text(errors="replace"), path
+    # Any machine can report the study from the storage alone.
+    report = run_cli("sweep", "--storage", postgres_url, "--study_name", "lab", "--report", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert report.stdout.splitlines() == tables[0]
+
+
+@pytest.mark.slow
+def test_another_search_space_under_the_same_name_is_refused(postgres_url, tmp_path):
+    ok = run_cli("sweep", *GRID, "--storage", postgres_url, "--study_name", "other", "--out", "a", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    before = optuna.load_study(study_name="other", storage=postgres_url).trials
+    files = fingerprint(tmp_path)
+    proc = run_cli("sweep", "--hidden_sizes", "3", "--seeds", "0-19", "--storage", postgres_url,
+                   "--study_name", "other", "--out", "a", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: study 'other' in postgresql+psycopg://postgres:***@")
+    assert "searches another space" in proc.stderr and "s3cret" not in proc.stderr
+    after = optuna.load_study(study_name="other", storage=postgres_url).trials
+    assert [(t.number, t.state, t.params) for t in after] == [(t.number, t.state, t.params) for t in before]
+    assert fingerprint(tmp_path) == files
