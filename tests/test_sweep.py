@@ -343,3 +343,22 @@ def test_bad_sweep_input_is_one_line_exit_2(tmp_path, args, phrase):
     # An unreachable storage may leave the new, empty sweep directory it was to fill: nothing else.
     assert {k: v for k, v in after.items() if not k.startswith("lightning_logs")} == before
     assert not [k for k in after if k.startswith("lightning_logs")]
+
+
+@pytest.mark.slow
+def test_a_journal_file_storage_and_the_hyperband_pruner(tmp_path):
+    args = ["--hidden_sizes", "4", "8", "--epochs", "40", "--seeds", "0-4", "--quiet"]
+    proc = run_main("sweep", *args, "--storage", "study.log", "--pruner", "hyperband", "--out", "j", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "study.log").stat().st_size > 0 and not (tmp_path / "j" / "study.db").exists()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
+    study = optuna.load_study(study_name="sweep", storage=storage)
+    assert sorted(t.params["hidden_size"] for t in study.trials) == [4, 8]
+    # Each trial reported its mean validation loss at every validation until it finished, or
+    # until Hyperband's bracket stopped it (pruned trials show as such in the table).
+    for t in study.trials:
+        assert (t.state, sorted(t.intermediate_values)) in ((TrialState.COMPLETE, [20, 40]), (TrialState.PRUNED, [20]))
+        assert (f"pruned (val loss {t.intermediate_values[20]:.3g}" in proc.stdout) == (t.state == TrialState.PRUNED)
+    report = run_main("sweep", "--storage", "study.log", "--report", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert table_of(report.stdout) == table_of(proc.stdout)
