@@ -38,6 +38,10 @@ light commands (no Lightning import):
   predict     print CSV x,prediction from a checkpoint (--x 10 [--x 11 ...] | --input FILE|-)
   landscape   loss landscapes to TensorBoard (and --out DIR): the lab's sweep, (w, b), the trained net
   demo        the lab's forward passes and model walk-throughs [forward|tinymodel|linear|mynn|all]
+  export      a checkpoint's model as ONNX, torch.export or TorchScript (--format, --out)
+
+serving (LitServe, no Lightning Trainer):
+  serve       predictions over HTTP: POST /predict {"x": 10} (--ckpt_path, --port, --api_key)
 
 Run 'regression-lab <command> --help' for a command's options.
 """
@@ -50,7 +54,7 @@ def _one_line(message: object) -> str:
 
 #: Commands of regression_lab.commands, each a module with ``build_parser()`` and ``run(cfg)``;
 #: only the one asked for is imported.
-COMMANDS = ("predict", "demo", "landscape", "sweep")
+COMMANDS = ("predict", "demo", "landscape", "sweep", "serve", "export")
 
 
 def _run_command(name: str, argv: Sequence[str]) -> int:

@@ -60,28 +60,9 @@ def predict_values(ckpt_path: Path | str, xs: Iterable[float]) -> tuple[list[flo
     A single ``MyNN`` gives its predictions and ``None``; an ensemble gives the mean over its
     healthy members and their standard deviation per x.
     """
-    import torch
+    from regression_lab.core.predictor import Predictor
 
-    from regression_lab.core.checkpoints import load_model
-
-    model, _ = load_model(ckpt_path)
-    x = torch.tensor(list(xs), dtype=torch.float32).unsqueeze(1)
-    with torch.no_grad():
-        if not isinstance(model, list):
-            return model(x).squeeze(1).tolist(), None
-        settings = sum(len(set(stack.hidden_sizes.tolist())) for stack in model)
-        if settings > 1:
-            raise UsageError(
-                f"{ckpt_path} holds an ensemble of {settings} settings (a sweep's); predict needs one "
-                "setting (regression-lab fit --model.num_seeds N)"
-            )
-        (stack,) = model
-        healthy = ~stack.diverged
-        if not bool(healthy.any()):
-            raise UsageError(f"every member of the ensemble in {ckpt_path} diverged: nothing to predict with")
-        preds = stack(x)[healthy, :, 0].double()  # (healthy members, N)
-        std = preds.std(dim=0) if len(preds) > 1 else torch.zeros(len(x), dtype=torch.float64)
-        return preds.mean(dim=0).tolist(), std.tolist()
+    return Predictor.load(ckpt_path)(list(xs))
 
 
 def build_parser() -> ArgumentParser:

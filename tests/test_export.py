@@ -1,0 +1,83 @@
+"""export: ONNX (run in onnxruntime, no torch), torch.export and TorchScript files predict what
+``predict`` predicts, for any batch size; bad input is one line and exit 2, an existing file is
+left whole. In-process through ``cli.main`` (fast tier).
+
+Run: pytest tests/test_export.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import fingerprint, fit_in_process, run_main
+
+from regression_lab.commands.predict import predict_values
+
+XS = np.linspace(-50.0, 50.0, 1000, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def expected(lab_run):
+    workdir, _ = lab_run
+    ckpt = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    preds, _ = predict_values(ckpt, XS.tolist())
+    return ckpt, np.array(preds, dtype=np.float64)
+
+
+def export(ckpt, fmt: str, out) -> None:
+    proc = run_main("export", "--ckpt_path", str(ckpt), "--format", fmt, "--out", str(out), cwd=out.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"as {fmt} to {out}" in proc.stderr
+
+
+def test_onnx_runs_in_onnxruntime_and_matches_predict(expected, tmp_path):
+    import onnxruntime as ort
+
+    ckpt, preds = expected
+    export(ckpt, "onnx", tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"x": XS.reshape(-1, 1)})
+    assert out.shape == (1000, 1)
+    assert np.abs(out[:, 0] - preds).max() <= 1e-5
+    (one,) = session.run(None, {"x": XS[:1].reshape(1, 1)})  # the batch dimension is dynamic
+    assert abs(float(one[0, 0]) - preds[0]) <= 1e-5
+
+
+def test_exported_program_and_torchscript_match_predict(expected, tmp_path):
+    ckpt, preds = expected
+    x = torch.from_numpy(XS).unsqueeze(1)
+    export(ckpt, "exported_program", tmp_path / "model.pt2")
+    program = torch.export.load(tmp_path / "model.pt2")
+    assert (program.module()(x)[:, 0].detach().double().numpy() - preds).__abs__().max() <= 1e-5
+    export(ckpt, "torchscript", tmp_path / "model.ts")
+    scripted = torch.jit.load(tmp_path / "model.ts")
+    assert (scripted(x[:7])[:, 0].detach().double().numpy() - preds[:7]).__abs__().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--format", "onnx", "--out", "m.onnx", "--ckpt_path", "missing.ckpt"], "checkpoint not found: missing.ckpt"),
+        (["--format", "onnx", "--out", "nodir/m.onnx", "--ckpt_path", "x.ckpt"], "--out's directory does not exist"),
+        (["--format", "onnx", "--out", "adir", "--ckpt_path", "x.ckpt"], "--out is a directory"),
+        (["--format", "pickle", "--out", "m.onnx"], "format"),
+        (["--format", "onnx", "--out", "keep.onnx", "--ckpt_path", "ens.ckpt"], "holds an ensemble"),
+    ],
+)
+def test_bad_export_input_is_one_line_exit_2_and_leaves_files_whole(tmp_path, args, phrase, ensemble_ckpt):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "keep.onnx").write_bytes(b"an earlier export")
+    (tmp_path / "ens.ckpt").write_bytes(ensemble_ckpt.read_bytes())
+    before = fingerprint(tmp_path)
+    proc = run_main("export", *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert proc.stderr.count("\n") == 1 and phrase in proc.stderr and "Traceback" not in proc.stderr
+    assert fingerprint(tmp_path) == before
+
+
+@pytest.fixture(scope="module")
+def ensemble_ckpt(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ensemble")
+    fit_in_process(workdir, "--model.num_seeds", "3", "--trainer.max_epochs", "5")
+    return workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
