@@ -34,6 +34,11 @@ Rows (``target`` reads the way ``ratio`` is defined):
 - ``sweep``: the wall time of the default ``regression-lab sweep`` (9,000 trials) as a
   process, in seconds (the one row whose target is a time); at most 15 s. Beside it, the
   time 9,000 plain loops would take, from the per-member time measured for ``ensemble``.
+- ``serve``: requests/s of ``regression-lab serve`` (its defaults: batches of up to 64, 5 ms)
+  over a bare FastAPI + uvicorn handler running ``MyNN`` per request, both on loopback with
+  32 keep-alive clients in 4 processes (on 2 cores the clients share the CPU with the server:
+  a floor, not a ceiling); p50 and p99 latency of each, and ``serve`` without batching.
+- ``export``: onnxruntime predictions/s on a 100,000-x batch over the PyTorch module on the CPU.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ import lightning as L
 import torch
 from torch import nn
 
-ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start", "ensemble", "sweep")
+ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start", "ensemble", "sweep", "serve", "export")
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -485,6 +490,99 @@ def bench_sweep(quick: bool, plain_member_s: float | None) -> dict[str, Any]:
     return out
 
 
+def _serve_process(cmd: list[str], port: int, api_key: str | None = None) -> subprocess.Popen:
+    from benchmarks.serving import wait_healthy
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_healthy(port, proc, api_key)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def bench_serve(seconds: float, unbatched: bool = True) -> dict[str, Any]:
+    """``serve`` (batched, and not) against a bare FastAPI handler, same load, same run."""
+    import socket
+
+    from benchmarks.serving import load
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        _fit_seconds(["--trainer.max_epochs", "5", "--trainer.enable_progress_bar", "false"], workdir)
+        (ckpt,) = workdir.glob("lightning_logs/version_*/checkpoints/last.ckpt")
+        results = {}
+        servers = {
+            "bare": [sys.executable, str(Path(__file__).with_name("serving.py")), str(ckpt)],
+            "serve": [sys.executable, "-m", "regression_lab", "serve", "--ckpt_path", str(ckpt)],
+            "serve_unbatched": [sys.executable, "-m", "regression_lab", "serve", "--ckpt_path", str(ckpt),
+                                "--max_batch_size", "1"],
+        }  # fmt: skip
+        if not unbatched:
+            del servers["serve_unbatched"]
+        for name, cmd in servers.items():
+            port = free_port()
+            cmd = [*cmd, str(port)] if name == "bare" else [*cmd, "--port", str(port)]
+            proc = _serve_process(cmd, port)
+            try:
+                load(port, seconds=min(1.0, seconds))  # warm-up
+                results[name] = load(port, seconds=seconds)
+            finally:
+                _stop(proc)
+    ratio = results["serve"]["requests_per_s"] / results["bare"]["requests_per_s"]
+    flat = {f"{name}_{k}": v for name, r in results.items() for k, v in r.items()}
+    return {"ratio": ratio, "target": "report", "ok": all(r["errors"] == 0 for r in results.values()), **flat}
+
+
+def bench_export(n: int, repeats: int) -> dict[str, Any]:
+    """onnxruntime on an n-x batch over the PyTorch module, CPU."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from regression_lab.commands.export import export_bytes
+    from regression_lab.core.models import MyNN
+
+    torch.manual_seed(0)
+    model = MyNN(5).eval()
+    session = ort.InferenceSession(export_bytes(model, "onnx"), providers=["CPUExecutionProvider"])
+    x = np.linspace(-10, 10, n, dtype=np.float32).reshape(-1, 1)
+    xt = torch.from_numpy(x)
+
+    def run_torch() -> None:
+        with torch.no_grad():
+            model(xt)
+
+    def run_onnx() -> None:
+        session.run(None, {"x": x})
+
+    torch_s = _median_time(run_torch, repeats)
+    onnx_s = _median_time(run_onnx, repeats)
+    diff = float(np.abs(session.run(None, {"x": x})[0] - model(xt).detach().numpy()).max())
+    return {
+        "ratio": torch_s / onnx_s,
+        "target": "report",
+        "ok": diff <= 1e-5,
+        "onnx_predictions_per_s": n / onnx_s,
+        "torch_predictions_per_s": n / torch_s,
+        "max_abs_difference": diff,
+        "batch": n,
+    }
+
+
 def run_benchmarks(rows: list[str], quick: bool = False, accelerator: str = "auto") -> dict[str, dict[str, Any]]:
     """Run the named rows; ``quick`` shrinks every size so the whole run takes seconds."""
     if accelerator == "auto":
@@ -506,13 +604,15 @@ def run_benchmarks(rows: list[str], quick: bool = False, accelerator: str = "aut
             10 if quick else 1000, 20 if quick else 400, 1 if quick else 3, accelerator, 20 if quick else 10_000
         ),
         "sweep": lambda: bench_sweep(quick, _plain_member_seconds(400, 3) if not quick else None),
+        "serve": lambda: bench_serve(0.5 if quick else 5.0, unbatched=not quick),
+        "export": lambda: bench_export(1000 if quick else 100_000, 3 if quick else 21),
     }
     results = {}
     for row in rows:
         print(f"running {row} ...", file=sys.stderr, flush=True)
         try:
             # lab_epochs trains on the CPU (the lab's five samples) and predict runs there.
-            device = "cpu" if row in ("lab_epochs", "predict_start", "sweep") else accelerator
+            device = "cpu" if row in ("lab_epochs", "predict_start", "sweep", "serve", "export") else accelerator
             results[row] = {"row": row, **runners[row](), "device": device}
         except Exception as exc:  # one broken row must not lose the others' figures
             traceback.print_exc()

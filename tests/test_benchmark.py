@@ -14,7 +14,7 @@ import sys
 import pytest
 from helpers import REPO
 
-ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start", "ensemble", "sweep")
+ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start", "ensemble", "sweep", "serve", "export")
 
 
 @pytest.mark.slow
@@ -63,6 +63,12 @@ def test_gpu_check_steps_and_quick_benchmark_run_on_cpu(tmp_path):
     assert ens["ratio"] == pytest.approx(ens["fit_member_fits_per_s"] / ens["plain_member_fits_per_s"])
     # The sweep row is a time: the quick grid's 2 epoch counts x 3 hidden sizes x 10 seeds.
     assert results["sweep"]["trials"] == 60 and results["sweep"]["ratio"] > 0
+    serve = results["serve"]
+    assert serve["ratio"] == pytest.approx(serve["serve_requests_per_s"] / serve["bare_requests_per_s"])
+    assert serve["serve_errors"] == serve["bare_errors"] == 0 and serve["serve_p99_ms"] >= serve["serve_p50_ms"]
+    export = results["export"]
+    assert export["ratio"] == pytest.approx(export["onnx_predictions_per_s"] / export["torch_predictions_per_s"])
+    assert export["max_abs_difference"] <= 1e-5
 
 
 @pytest.mark.slow
