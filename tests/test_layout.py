@@ -88,7 +88,7 @@ def test_the_defaults_raise_no_deprecation_warning(tmp_path):
     assert not noisy, noisy
 
 
-@pytest.mark.parametrize("module", ["predict", "demo", "landscape"])
+@pytest.mark.parametrize("module", ["predict", "demo", "landscape", "export", "serve", "serve_api"])
 def test_light_commands_never_import_lightning_even_indirectly(module):
     code = (
         f"import sys; import regression_lab.commands.{module}\n"
