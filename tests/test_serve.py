@@ -236,3 +236,10 @@ def test_a_port_in_use_is_one_line_exit_2(server, lab_run):
     port, ckpt, _ = server
     proc = run_main("serve", "--ckpt_path", str(ckpt), "--port", str(port), cwd=ckpt.parent)
     assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_only_a_loopback_address_counts_as_safe_without_a_key():
+    from regression_lab.commands.serve import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost")
+    assert not _loopback("0.0.0.0") and not _loopback("192.168.1.5") and not _loopback("example.org")
