@@ -23,32 +23,54 @@ from jsonargparse import ArgumentParser, Namespace
 from regression_lab.commands.options import new_parser
 from regression_lab.core.errors import UsageError
 
+#: The longest line an input may have: an x value is a few dozen characters at most, and an
+#: endless input (``< /dev/zero``) must end with an error, not fill the memory.
+MAX_LINE_CHARS = 1000
+#: The most x values one input may hold (about 8 bytes each in memory, twice).
+MAX_INPUT_VALUES = 10_000_000
+#: How much of a bad value an error message quotes.
+QUOTE_CHARS = 40
+
+
+def quote(text: str) -> str:
+    """``text`` as an error message quotes it: stripped, at most :data:`QUOTE_CHARS` characters."""
+    text = text.strip()
+    return repr(text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "...")
+
 
 def parse_number(text: str, where: str = "") -> float:
     """A finite float from text, or :class:`UsageError` naming where it came from."""
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"not a number{where}: {text.strip()!r}") from None
+        raise UsageError(f"not a number{where}: {quote(text)}") from None
     if not math.isfinite(value):
-        raise UsageError(f"not a finite number{where}: {text.strip()!r}")
+        raise UsageError(f"not a finite number{where}: {quote(text)}")
     return value
 
 
 def read_inputs(stream: TextIO, name: str) -> list[float]:
     """x values from a text stream: one per line, or the first column of a CSV with an ``x`` header.
 
-    Blank lines and lines starting with ``#`` are skipped.
+    Blank lines and lines starting with ``#`` are skipped; a UTF-8 byte-order mark (a
+    spreadsheet's CSV) is ignored. A line over :data:`MAX_LINE_CHARS` characters or more than
+    :data:`MAX_INPUT_VALUES` values end it with :class:`UsageError`, so an endless input ends.
     """
     values: list[float] = []
-    for lineno, line in enumerate(stream, start=1):
-        text = line.strip()
+    lineno = 0
+    while line := stream.readline(MAX_LINE_CHARS + 1):
+        lineno += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise UsageError(f"{name} line {lineno} is longer than {MAX_LINE_CHARS} characters: not an x value")
+        text = line.strip().lstrip("\ufeff") if lineno == 1 else line.strip()
         if not text or text.startswith("#"):
             continue
         first = text.split(",")[0].strip()
         if lineno == 1 and first.lower() == "x":
             continue
         values.append(parse_number(first, f" in {name} line {lineno}"))
+        if len(values) > MAX_INPUT_VALUES:
+            raise UsageError(f"{name} holds more than {MAX_INPUT_VALUES:,} x values")
     if not values:
         raise UsageError(f"no x values in {name}")
     return values
@@ -87,16 +109,27 @@ def run(args: Namespace) -> int:
     if args.x is not None:
         xs = [parse_number(v, " in --x") for v in args.x]
     elif args.input == "-":
-        xs = read_inputs(sys.stdin, "stdin")
-    else:
-        path = Path(args.input)
-        if not path.is_file():
-            raise UsageError(f"input file not found: {path}")
+        if sys.stdin is None or sys.stdin.closed:
+            raise UsageError("--input -: standard input is closed, there is nothing to read")
         try:
-            with path.open(encoding="utf-8") as fh:
+            xs = read_inputs(sys.stdin, "stdin")
+        except UnicodeDecodeError:
+            raise UsageError("stdin is not UTF-8 text") from None
+    else:
+        # Any readable file that is not a directory: a regular file, a named pipe,
+        # /dev/stdin, a process substitution (<(printf '10\n')).
+        path = Path(args.input)
+        if path.is_dir():
+            raise UsageError(f"--input is a directory, not a file: {path}")
+        try:
+            with path.open(encoding="utf-8-sig") as fh:
                 xs = read_inputs(fh, str(path))
+        except FileNotFoundError:
+            raise UsageError(f"input file not found: {path}") from None
         except UnicodeDecodeError:
             raise UsageError(f"input file is not text: {path}") from None
+        except OSError as err:
+            raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
     ckpt = Path(args.ckpt_path) if args.ckpt_path else newest_checkpoint()
     preds, stds = predict_values(ckpt, xs)
     if stds is None:

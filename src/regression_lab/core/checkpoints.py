@@ -52,15 +52,22 @@ def reserve_numbered_dir(root: Path | str, prefix: str = "version_") -> Path:
     and takes the next number, so no two runs ever share a directory.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    while True:
-        existing = numbered_dirs(root, prefix)
-        n = int(existing[-1].name[len(prefix) :]) + 1 if existing else 0
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"{root} is not a directory") from None
+    existing = numbered_dirs(root, prefix)
+    n = int(existing[-1].name[len(prefix) :]) + 1 if existing else 0
+    for _ in range(10_000):
         try:
             (root / f"{prefix}{n}").mkdir()
         except FileExistsError:
-            continue  # another process took it first
+            n += 1  # another process took it first, or a file of that name is in the way
+            continue
+        except NotADirectoryError:
+            raise UsageError(f"{root} is not a directory") from None
         return root / f"{prefix}{n}"
+    raise UsageError(f"cannot find a free {prefix}N name under {root}")
 
 
 def newest_checkpoint(root: Path | str = DEFAULT_LOG_ROOT, name: str | None = None) -> Path:
@@ -154,6 +161,9 @@ def load_model(path: Path | str) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
 def _mynn_from(ckpt: dict[str, Any], path: Path | str) -> MyNN:
     hidden, net = mynn_state(ckpt, path)
     hp = ckpt.get("hyper_parameters") or {}
+    saved = hp.get("hidden_size") if isinstance(hp, dict) else None
+    if saved is not None and (isinstance(saved, bool) or not isinstance(saved, int)):
+        raise UsageError(f"checkpoint's hyper_parameters.hidden_size is not an integer ({saved!r}): {path}")
     if isinstance(hp, dict) and hp.get("hidden_size") not in (None, hidden):
         raise UsageError(
             f"checkpoint is inconsistent: hidden_size {hp['hidden_size']} but weights for {hidden}: {path}"

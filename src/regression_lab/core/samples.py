@@ -15,6 +15,10 @@ from typing import Any
 import torch
 
 #: The DataModule's defaults: the lab's data (also what a checkpoint without data settings used).
+#: The most samples a split may have: 100 million x and y take 800 MB as float32, and the
+#: project's largest benchmark uses 10 million.
+MAX_SAMPLES = 100_000_000
+
 DATA_DEFAULTS: dict[str, Any] = {
     "slope": 3.0,
     "intercept": 2.0,

@@ -32,6 +32,7 @@ from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from regression_lab.core.checkpoints import DEFAULT_LOG_ROOT, load_model, newest_checkpoint, reserve_numbered_dir
+from regression_lab.core.ensemble import MAX_SEED
 from regression_lab.core.errors import TrainingFailed, UsageError
 from regression_lab.lit.callbacks import AtomicCheckpointIO, DivergenceGuard, FinalMetrics, RunProgressBar
 from regression_lab.lit.data import RegressionDataModule
@@ -132,6 +133,14 @@ class RegressionLabCLI(LightningCLI):
         max_epochs = cfg.trainer.get("max_epochs")
         if max_epochs is not None and max_epochs < 1:
             raise UsageError(f"trainer.max_epochs must be >= 1, got {max_epochs}")
+        seed = cfg.get("seed_everything")
+        if not isinstance(seed, bool) and isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+            # seed_everything seeds numpy too, which takes 32 bits.
+            raise UsageError(f"seed_everything must be in [0, {MAX_SEED}], got {seed}")
+        for group in ("checkpoint", "last_checkpoint"):
+            dirpath = cfg.get(group, {}).get("dirpath") if cfg.get(group) is not None else None
+            if dirpath is not None and Path(dirpath).exists() and not Path(dirpath).is_dir():
+                raise UsageError(f"--{group}.dirpath is a file, not a directory: {dirpath}")
         # Never unpickle arbitrary objects from a checkpoint, whatever was asked.
         if "weights_only" in cfg:
             if cfg.weights_only is False:

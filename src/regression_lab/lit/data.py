@@ -20,7 +20,7 @@ import lightning as L
 import torch
 
 from regression_lab.core.errors import UsageError, check_float, check_int
-from regression_lab.core.samples import TensorBatches, line_split
+from regression_lab.core.samples import MAX_SAMPLES, TensorBatches, line_split
 
 
 class RegressionDataModule(L.LightningDataModule):
@@ -75,6 +75,10 @@ class RegressionDataModule(L.LightningDataModule):
         ):
             name = f"data.{split}samples" if split else "data.num_samples"
             check_int(name, num, 1)
+            if num > MAX_SAMPLES:
+                raise UsageError(
+                    f"{name} must be <= {MAX_SAMPLES:,} (about {MAX_SAMPLES * 8 // 2**20} MiB of x and y), got {num:,}"
+                )
             check_float(f"data.{split}x_min", lo)
             check_float(f"data.{split}x_max", hi)
             if num > 1 and not lo < hi:

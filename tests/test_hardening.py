@@ -1,0 +1,135 @@
+"""Hostile but realistic input, found by probing (the hardening issue): endless and closed
+inputs, pipes, byte-order marks, huge lines, stray files where run directories go, seeds out of
+range, crafted checkpoint values. Every case ends at once with one line and exit 2 (or works),
+and leaves every file as it was. In-process (fast tier), with a property test of the x parser.
+
+Run: pytest tests/test_hardening.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import fingerprint, run_main
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regression_lab.cli import main
+from regression_lab.commands.predict import MAX_LINE_CHARS, QUOTE_CHARS, read_inputs
+from regression_lab.core.checkpoints import reserve_numbered_dir
+from regression_lab.core.errors import UsageError
+
+
+def main_with_stdin(stdin: object, *args: str, cwd: Path) -> tuple[int, str, str]:
+    """``cli.main(args)`` with ``sys.stdin`` replaced by ``stdin`` (a stream, or None: closed)."""
+    out, err = io.StringIO(), io.StringIO()
+    old_cwd, old_stdin = Path.cwd(), sys.stdin
+    os.chdir(cwd)
+    sys.stdin = stdin
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(old_cwd)
+        sys.stdin = old_stdin
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_an_endless_input_ends_with_one_line(lab_ckpt, tmp_path):
+    with open("/dev/zero", encoding="latin-1") as zeros:  # noqa: PTH123
+        code, out, err = main_with_stdin(zeros, "predict", "--ckpt_path", str(lab_ckpt), "--input", "-", cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert err == f"error: stdin line 1 is longer than {MAX_LINE_CHARS} characters: not an x value\n"
+
+
+def test_a_closed_stdin_is_one_line(lab_ckpt, tmp_path):
+    code, _, err = main_with_stdin(None, "predict", "--ckpt_path", str(lab_ckpt), "--input", "-", cwd=tmp_path)
+    assert code == 2 and err == "error: --input -: standard input is closed, there is nothing to read\n"
+
+
+def test_a_named_pipe_and_a_byte_order_mark_are_valid_inputs(lab_ckpt, tmp_path):
+    plain = run_main("predict", "--ckpt_path", str(lab_ckpt), "--x", "10", "--x", "3", cwd=tmp_path)
+    fifo = tmp_path / "xs.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("10\n3\n"))
+    writer.start()
+    piped = run_main("predict", "--ckpt_path", str(lab_ckpt), "--input", str(fifo), cwd=tmp_path)
+    writer.join()
+    assert piped.returncode == 0 and piped.stdout == plain.stdout
+    (tmp_path / "sheet.csv").write_bytes("\ufeffx,y\n10,32\n3,11\n".encode())  # a spreadsheet's CSV
+    bom = run_main("predict", "--ckpt_path", str(lab_ckpt), "--input", "sheet.csv", cwd=tmp_path)
+    assert bom.returncode == 0 and bom.stdout == plain.stdout
+
+
+def test_errors_quote_a_bad_value_briefly(lab_ckpt, tmp_path):
+    (tmp_path / "bad.txt").write_text("10\n" + "z" * 900 + "\n")
+    proc = run_main("predict", "--ckpt_path", str(lab_ckpt), "--input", "bad.txt", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: not a number in bad.txt line 2: '{'z' * QUOTE_CHARS}...'\n"
+
+
+def test_a_stray_file_where_a_run_directory_goes_is_skipped_not_looped_on(tmp_path):
+    (tmp_path / "version_0").write_text("not a run")
+    (tmp_path / "version_2").write_text("nor this")
+    (tmp_path / "version_1").mkdir()
+    assert reserve_numbered_dir(tmp_path, "version_").name == "version_3"
+    (tmp_path / "sweep_0").write_text("a file")
+    assert reserve_numbered_dir(tmp_path, "sweep_").name == "sweep_1"
+    with pytest.raises(UsageError, match="is not a directory"):
+        reserve_numbered_dir(tmp_path / "version_0", "version_")
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--seed_everything", "-1"], "seed_everything must be in [0, 4294967295], got -1"),
+        (["--seed_everything", "4294967296"], "seed_everything must be in [0, 4294967295], got 4294967296"),
+        (["--data.num_samples", "1000000000"], "data.num_samples must be <= 100,000,000"),
+        (["--checkpoint.dirpath", "a_file"], "--checkpoint.dirpath is a file, not a directory: a_file"),
+    ],
+)
+def test_fit_refuses_out_of_range_settings_in_one_line(tmp_path, args, phrase):
+    (tmp_path / "a_file").write_text("mine")
+    before = fingerprint(tmp_path)
+    proc = run_main("fit", *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {phrase}" or phrase in proc.stderr.strip().splitlines()[-1]
+    assert fingerprint(tmp_path) == before
+
+
+def test_a_checkpoint_whose_hidden_size_is_a_string_is_named_as_such(lab_ckpt, tmp_path):
+    ckpt = torch.load(lab_ckpt, weights_only=True)
+    ckpt["hyper_parameters"]["hidden_size"] = "5"
+    torch.save(ckpt, tmp_path / "crafted.ckpt")
+    proc = run_main("predict", "--ckpt_path", "crafted.ckpt", "--x", "10", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "hyper_parameters.hidden_size is not an integer ('5')" in proc.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30)), max_size=20))
+def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(values):
+    text = "\n".join(str(v) for v in values)
+    lines = [line.strip() for line in text.split("\n")]
+    try:
+        got = read_inputs(io.StringIO(text), "in")
+    except UsageError as err:
+        message = str(err)
+        assert "\n" not in message and len(message) < 200
+        assert message.startswith(("not a number in in line", "not a finite number in in line", "no x values in"))
+        return
+    # Accepted: one finite float per line that is not blank, a comment or a first-line "x" header.
+    kept = [
+        line.split(",")[0].strip()
+        for i, line in enumerate(lines)
+        if line and not line.startswith("#") and not (i == 0 and line.split(",")[0].strip().lower() == "x")
+    ]
+    assert got == [float(v) for v in kept] and all(math.isfinite(v) for v in got)
