@@ -133,3 +133,19 @@ def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(
         if line and not line.startswith("#") and not (i == 0 and line.split(",")[0].strip().lower() == "x")
     ]
     assert got == [float(v) for v in kept] and all(math.isfinite(v) for v in got)
+
+
+def test_a_checkpoint_whose_tensor_expands_to_a_huge_shape_is_refused_before_it_grows(lab_ckpt, tmp_path):
+    ckpt = torch.load(lab_ckpt, weights_only=True)
+    # One stored value, viewed as a billion: a 12 kB file that would become 4 GB if copied.
+    ckpt["state_dict"]["net.linear1.weight"] = torch.zeros(1, 1).expand(10**9, 1)
+    torch.save(ckpt, tmp_path / "expanding.ckpt")
+    assert (tmp_path / "expanding.ckpt").stat().st_size < 100_000
+    proc = run_main("predict", "--ckpt_path", "expanding.ckpt", "--x", "10", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: checkpoint's hidden size 1,000,000,000 is outside [1, 10,000]: expanding.ckpt\n"
+
+
+def test_a_hidden_size_over_the_limit_is_refused(tmp_path):
+    proc = run_main("fit", "--model.hidden_size", "10001", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("hidden_size must be <= 10,000, got 10,001")

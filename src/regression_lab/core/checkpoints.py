@@ -19,7 +19,7 @@ import torch
 
 from regression_lab.core.ensemble import MyNNStack, is_ensemble_state, load_stacks
 from regression_lab.core.errors import UsageError
-from regression_lab.core.models import MyNN
+from regression_lab.core.models import MAX_HIDDEN_SIZE, MyNN
 
 #: Where ``fit`` writes its runs by default (relative to the working directory).
 DEFAULT_LOG_ROOT = Path("lightning_logs")
@@ -139,6 +139,13 @@ def mynn_state(
     w1 = net.get("linear1.weight")
     if not isinstance(w1, torch.Tensor) or w1.dim() != 2 or w1.shape[1] != 1:
         raise UsageError(f"not a regression-lab MyNN checkpoint (no linear1 weight of shape (h, 1)): {source}")
+    # Checked on the shapes, before any tensor is copied: a crafted file can hold a tiny
+    # storage expanded to a huge shape.
+    if not 1 <= w1.shape[0] <= MAX_HIDDEN_SIZE:
+        raise UsageError(f"checkpoint's hidden size {w1.shape[0]:,} is outside [1, {MAX_HIDDEN_SIZE:,}]: {source}")
+    for name, t in net.items():
+        if isinstance(t, torch.Tensor) and t.numel() > 3 * MAX_HIDDEN_SIZE + 1:
+            raise UsageError(f"checkpoint's {name} has {t.numel():,} values, more than any MyNN: {source}")
     return int(w1.shape[0]), net
 
 

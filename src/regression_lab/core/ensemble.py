@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from regression_lab.core.errors import UsageError, check_int
-from regression_lab.core.models import MyNN
+from regression_lab.core.models import MAX_HIDDEN_SIZE, MyNN
 
 #: The largest seed a lone fit accepts (``seed_everything`` seeds numpy too, which takes 32 bits).
 MAX_SEED = 2**32 - 1
@@ -172,7 +172,13 @@ class MyNNStack(nn.Module):
         if not isinstance(weights, torch.Tensor) or weights.dim() != 2 or not weights.is_floating_point():
             raise UsageError(f"not a regression-lab ensemble checkpoint (no stacked weights): {source}")
         members, columns = int(weights.shape[0]), int(weights.shape[1])
-        if members < 1 or members > MAX_MEMBERS or columns < 4 or (columns - 1) % 3:
+        if (
+            members < 1
+            or members > MAX_MEMBERS
+            or columns < 4
+            or (columns - 1) % 3
+            or columns > 3 * MAX_HIDDEN_SIZE + 1
+        ):
             raise UsageError(f"ensemble checkpoint's weights have an impossible shape {tuple(weights.shape)}: {source}")
         stack = cls.__new__(cls)
         nn.Module.__init__(stack)

@@ -11,7 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from regression_lab.core.errors import check_int
+from regression_lab.core.errors import UsageError, check_int
+
+#: The widest hidden layer accepted (from options, configs and checkpoints alike): far beyond
+#: what the lab needs, and small enough that a crafted checkpoint cannot make a model of GBs.
+MAX_HIDDEN_SIZE = 10_000
 
 
 class MyNN(nn.Module):
@@ -25,6 +29,8 @@ class MyNN(nn.Module):
         """
         super().__init__()
         self.hidden_size = check_int("hidden_size", hidden_size, 1)
+        if hidden_size > MAX_HIDDEN_SIZE:
+            raise UsageError(f"hidden_size must be <= {MAX_HIDDEN_SIZE:,}, got {hidden_size:,}")
         self.linear1 = nn.Linear(1, hidden_size)
         self.activation = nn.ReLU()
         # Regression outputs any real number, so the output layer has no activation.
