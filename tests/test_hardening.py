@@ -12,13 +12,16 @@ import contextlib
 import io
 import math
 import os
+import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import fingerprint, run_main
+from helpers import cli_command, fingerprint, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,3 +152,32 @@ def test_a_checkpoint_whose_tensor_expands_to_a_huge_shape_is_refused_before_it_
 def test_a_hidden_size_over_the_limit_is_refused(tmp_path):
     proc = run_main("fit", "--model.hidden_size", "10001", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().endswith("hidden_size must be <= 10,000, got 10,001")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_fit_says_so_exits_128_plus_n_and_resumes(tmp_path, signum):
+    proc = subprocess.Popen(
+        [*cli_command(), "fit", "--trainer.max_epochs", "1000000", "--trainer.enable_progress_bar", "false",
+         "--last_checkpoint.train_time_interval", "0:00:00.3"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    name = signal.Signals(signum).name
+    assert err.strip().splitlines()[-1].startswith(f"interrupted by {name} (the newest last.ckpt")
+    assert "Traceback" not in err
+    epoch = torch.load(last, weights_only=True)["epoch"]
+    resumed = run_main("fit", "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 3),
+                       "--trainer.enable_progress_bar", "false", "--last_checkpoint.train_time_interval",
+                       "0:00:00.3", cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Model prediction for 10 is" in resumed.stdout

@@ -14,10 +14,13 @@ training) exits 1. Run it::
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from regression_lab.core.errors import TrainingFailed, UsageError
 
@@ -69,6 +72,35 @@ def _run_command(name: str, argv: Sequence[str]) -> int:
     return module.run(cfg)
 
 
+class Interrupted(Exception):
+    """A training command stopped by SIGINT or SIGTERM: exit 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[dict[str, int]]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (so Lightning stops as for Ctrl-C), and are
+    remembered: Lightning ends an interrupted fit with exit(1), which is not the truth."""
+    got: dict[str, int] = {}
+
+    def handler(signum: int, frame: object) -> None:
+        got["signum"] = signum
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # in-process callers' threads
+        yield got
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
     # Lightning and its argument parser load only here, for the training commands.
     from jsonargparse import ArgumentError
@@ -78,7 +110,13 @@ def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
 
     try:
         # LightningCLI reads sys.argv itself when run as the console script (and warns if given both).
-        cli_main(None if from_sys_argv else list(argv))
+        with _signals_interrupt() as got:
+            try:
+                cli_main(None if from_sys_argv else list(argv))
+            except (SystemExit, KeyboardInterrupt):
+                if "signum" in got:
+                    raise Interrupted(got["signum"]) from None
+                raise
     except ArgumentError as err:
         message = _one_line(err)
         if message.startswith("Unexpected config:"):
@@ -114,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingFailed as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except Interrupted as err:
+        resume = " (the newest last.ckpt holds the weights as of its last save: resume with --ckpt_path last)"
+        print(f"interrupted by {err}" + (resume if command == "fit" else ""), file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
