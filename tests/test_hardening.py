@@ -181,3 +181,21 @@ def test_a_signalled_fit_says_so_exits_128_plus_n_and_resumes(tmp_path, signum):
                        "0:00:00.3", cwd=tmp_path)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Model prediction for 10 is" in resumed.stdout
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--trainer.max_epochs", "3"], "has trained 6 epochs: --trainer.max_epochs must be >= 6 to resume it (now 3)"),
+        (["--trainer.max_epochs", "9", "--model.hidden_size", "8"], "was trained with model.hidden_size=5"),
+    ],
+)
+def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
+    from helpers import fit_in_process
+
+    fit_in_process(tmp_path, "--trainer.max_epochs", "6")
+    before = fingerprint(tmp_path)
+    proc = run_main("fit", "--ckpt_path", "last", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert phrase in proc.stderr.strip().splitlines()[-1]
+    assert fingerprint(tmp_path) == before  # config.yaml and the event files too

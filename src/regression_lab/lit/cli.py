@@ -15,6 +15,7 @@ Tests call :func:`cli_main` in-process with a list of arguments.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 import tempfile
@@ -160,8 +161,32 @@ class RegressionLabCLI(LightningCLI):
             # run's directory does not apply there, which Lightning points out.
             warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
         if ckpt:
-            load_model(ckpt)  # refuses a missing, corrupt, foreign or crafted file by name
+            _, checkpoint = load_model(ckpt)  # refuses a missing, corrupt, foreign or crafted file by name
             cfg.ckpt_path = str(ckpt)
+            if sub == "fit":
+                # Checked now, before the run's config.yaml and event files are touched.
+                self._check_resume(cfg, checkpoint, ckpt)
+
+    @staticmethod
+    def _check_resume(cfg: Any, checkpoint: dict[str, Any], ckpt: Any) -> None:
+        """Refuse a resume that cannot run or would silently not do what was asked."""
+        epoch = checkpoint.get("epoch")
+        max_epochs = cfg.trainer.get("max_epochs")
+        if isinstance(epoch, int) and max_epochs is not None and max_epochs < epoch:
+            raise UsageError(
+                f"{ckpt} has trained {epoch} epochs: --trainer.max_epochs must be >= {epoch} to resume it "
+                f"(now {max_epochs})"
+            )
+        # LightningCLI rebuilds the model from the checkpoint's hyperparameters, whatever --model.*
+        # says: a setting changed from its default that the checkpoint contradicts is refused.
+        saved = checkpoint.get("hyper_parameters") or {}
+        defaults = {k: p.default for k, p in inspect.signature(regression_model).parameters.items()}
+        for key, value in (cfg.get("model") or {}).items():
+            if key in saved and value != saved[key] and value != defaults.get(key, value) and key != "first_seed":
+                raise UsageError(
+                    f"{ckpt} was trained with model.{key}={saved[key]!r}; --model.{key} {value!r} cannot change a "
+                    "resumed run: start a new one without --ckpt_path"
+                )
 
     @staticmethod
     def _logger_args(cfg: Any) -> Any:
