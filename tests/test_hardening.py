@@ -127,14 +127,14 @@ def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(
     except UsageError as err:
         message = str(err)
         assert "\n" not in message and len(message) < 200
-        assert message.startswith(("not a number in in line", "not a finite number in in line", "no x values in"))
+        assert message.startswith(
+            ("not a number in in line", "not a finite number in in line", "out of float32's range", "no x values in")
+        )
         return
-    # Accepted: one finite float per line that is not blank, a comment or a first-line "x" header.
-    kept = [
-        line.split(",")[0].strip()
-        for i, line in enumerate(lines)
-        if line and not line.startswith("#") and not (i == 0 and line.split(",")[0].strip().lower() == "x")
-    ]
+    # Accepted: one finite float per line that is not blank or a comment; the first such line
+    # may instead be an "x" header.
+    content = [line.split(",")[0].strip() for line in lines if line and not line.startswith("#")]
+    kept = content[1:] if content and content[0].strip('"').lower() == "x" else content
     assert got == [float(v) for v in kept] and all(math.isfinite(v) for v in got)
 
 
@@ -199,3 +199,52 @@ def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
     assert proc.returncode == 2
     assert phrase in proc.stderr.strip().splitlines()[-1]
     assert fingerprint(tmp_path) == before  # config.yaml and the event files too
+
+
+def test_predict_echoes_x_as_given_and_refuses_float32_overflow(lab_ckpt, tmp_path):
+    proc = run_main("predict", "--ckpt_path", str(lab_ckpt), "--x", "1234567", "--x", "0.1000", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert [line.split(",")[0] for line in proc.stdout.splitlines()] == ["x", "1234567", "0.1000"]
+    for big in ("1e39", "-1e308"):
+        proc = run_main("predict", "--ckpt_path", str(lab_ckpt), f"--x={big}", cwd=tmp_path)
+        assert proc.returncode == 2 and f"out of float32's range (|x| <= 3.403e+38) in --x: '{big}'" in proc.stderr
+
+
+def test_a_quoted_header_after_a_comment_is_a_header(lab_ckpt, tmp_path):
+    plain = run_main("predict", "--ckpt_path", str(lab_ckpt), "--x", "10", cwd=tmp_path)
+    proc = run_main("predict", "--ckpt_path", str(lab_ckpt), "--input", "-", cwd=tmp_path,
+                    stdin='# exported by a spreadsheet\n"x","y"\n10,32\n')  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout == plain.stdout
+
+
+@pytest.mark.parametrize(
+    "value, phrase",
+    [
+        (torch.full((5, 1), float("nan")), "holds NaN or infinite values"),
+        (torch.ones(5, 1, dtype=torch.int64), "holds torch.int64 values, not real numbers"),
+        (torch.ones(5, 1, dtype=torch.bool), "holds torch.bool values"),
+        (torch.ones(5, 1, dtype=torch.complex64), "holds torch.complex64 values"),
+    ],
+)
+def test_checkpoint_weights_must_be_finite_real_numbers(lab_ckpt, tmp_path, value, phrase):
+    ckpt = torch.load(lab_ckpt, weights_only=True)
+    ckpt["state_dict"]["net.linear1.weight"] = value
+    torch.save(ckpt, tmp_path / "crafted.ckpt")
+    for command in (["predict", "--x", "10"], ["validate"]):
+        proc = run_main(*command, "--ckpt_path", "crafted.ckpt", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-500:]
+        assert f"checkpoint's linear1.weight {phrase}" in proc.stderr
+
+
+def test_written_files_follow_the_umask_like_config_yaml(tmp_path):
+    from regression_lab.core.safe_io import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "results.csv", "w") as fh:
+            fh.write("a\n")
+        (tmp_path / "plain.txt").write_text("a\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644

@@ -362,3 +362,22 @@ def test_a_journal_file_storage_and_the_hyperband_pruner(tmp_path):
     report = run_main("sweep", "--storage", "study.log", "--report", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
     assert table_of(report.stdout) == table_of(proc.stdout)
+
+
+def test_a_foreign_out_directory_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "results.csv").write_text("my own results\n")
+    before = fingerprint(tmp_path)
+    proc = run_main("sweep", "--out", "mine", "--seeds", "0", cwd=tmp_path)
+    assert proc.returncode == 2 and "mine exists and is not a sweep directory" in proc.stderr
+    assert fingerprint(tmp_path) == before
+
+
+def test_names_of_close_settings_stay_apart():
+    from regression_lab.commands.sweep_report import trial_name
+    from regression_lab.lit.ensemble_metrics import setting_name
+
+    assert trial_name(5, 400, 0.01, 0) == "h5_e400_lr0.01_s0"
+    assert trial_name(5, 400, 0.01) != trial_name(5, 400, 0.0100001)
+    a, b = ({"hidden_size": 5, "lr": lr} for lr in (0.01, 0.0100001))
+    assert setting_name(a, 400) == "h5_e400_lr0.01" and setting_name(a) != setting_name(b)

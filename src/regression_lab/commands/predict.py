@@ -21,7 +21,7 @@ from typing import TextIO
 from jsonargparse import ArgumentParser, Namespace
 
 from regression_lab.commands.options import new_parser
-from regression_lab.core.errors import UsageError
+from regression_lab.core.errors import FLOAT32_MAX, UsageError
 
 #: The longest line an input may have: an x value is a few dozen characters at most, and an
 #: endless input (``< /dev/zero``) must end with an error, not fill the memory.
@@ -46,18 +46,23 @@ def parse_number(text: str, where: str = "") -> float:
         raise UsageError(f"not a number{where}: {quote(text)}") from None
     if not math.isfinite(value):
         raise UsageError(f"not a finite number{where}: {quote(text)}")
+    if abs(value) > FLOAT32_MAX:
+        raise UsageError(f"out of float32's range (|x| <= {FLOAT32_MAX:.4g}){where}: {quote(text)}")
     return value
 
 
-def read_inputs(stream: TextIO, name: str) -> list[float]:
+def read_inputs(stream: TextIO, name: str, texts: list[str] | None = None) -> list[float]:
     """x values from a text stream: one per line, or the first column of a CSV with an ``x`` header.
 
-    Blank lines and lines starting with ``#`` are skipped; a UTF-8 byte-order mark (a
-    spreadsheet's CSV) is ignored. A line over :data:`MAX_LINE_CHARS` characters or more than
-    :data:`MAX_INPUT_VALUES` values end it with :class:`UsageError`, so an endless input ends.
+    Blank lines and lines starting with ``#`` are skipped; the header (``x`` or ``"x"``) may
+    follow them; a UTF-8 byte-order mark (a spreadsheet's CSV) is ignored. ``texts``, if given,
+    receives each value as written, so the output can echo it exactly. A line over
+    :data:`MAX_LINE_CHARS` characters or more than :data:`MAX_INPUT_VALUES` values end it with
+    :class:`UsageError`, so an endless input ends.
     """
     values: list[float] = []
     lineno = 0
+    header_possible = True
     while line := stream.readline(MAX_LINE_CHARS + 1):
         lineno += 1
         if len(line) > MAX_LINE_CHARS:
@@ -66,9 +71,13 @@ def read_inputs(stream: TextIO, name: str) -> list[float]:
         if not text or text.startswith("#"):
             continue
         first = text.split(",")[0].strip()
-        if lineno == 1 and first.lower() == "x":
+        if header_possible and first.strip('"').lower() == "x":
+            header_possible = False
             continue
+        header_possible = False
         values.append(parse_number(first, f" in {name} line {lineno}"))
+        if texts is not None:
+            texts.append(first)
         if len(values) > MAX_INPUT_VALUES:
             raise UsageError(f"{name} holds more than {MAX_INPUT_VALUES:,} x values")
     if not values:
@@ -106,13 +115,15 @@ def run(args: Namespace) -> int:
     """Run ``predict``: resolve the checkpoint, read the inputs, print CSV to stdout."""
     from regression_lab.core.checkpoints import newest_checkpoint
 
+    texts: list[str] = []  # each x as the user wrote it, echoed as is (1234567, not 1.23457e+06)
     if args.x is not None:
         xs = [parse_number(v, " in --x") for v in args.x]
+        texts = [v.strip() for v in args.x]
     elif args.input == "-":
         if sys.stdin is None or sys.stdin.closed:
             raise UsageError("--input -: standard input is closed, there is nothing to read")
         try:
-            xs = read_inputs(sys.stdin, "stdin")
+            xs = read_inputs(sys.stdin, "stdin", texts)
         except UnicodeDecodeError:
             raise UsageError("stdin is not UTF-8 text") from None
     else:
@@ -123,7 +134,7 @@ def run(args: Namespace) -> int:
             raise UsageError(f"--input is a directory, not a file: {path}")
         try:
             with path.open(encoding="utf-8-sig") as fh:
-                xs = read_inputs(fh, str(path))
+                xs = read_inputs(fh, str(path), texts)
         except FileNotFoundError:
             raise UsageError(f"input file not found: {path}") from None
         except UnicodeDecodeError:
@@ -133,9 +144,9 @@ def run(args: Namespace) -> int:
     ckpt = Path(args.ckpt_path) if args.ckpt_path else newest_checkpoint()
     preds, stds = predict_values(ckpt, xs)
     if stds is None:
-        out = ["x,prediction"] + [f"{x:g},{p:.6f}" for x, p in zip(xs, preds, strict=True)]
+        out = ["x,prediction"] + [f"{x},{p:.6f}" for x, p in zip(texts, preds, strict=True)]
     else:
         # An ensemble: the members' mean and standard deviation (their disagreement) per x.
-        out = ["x,prediction,std"] + [f"{x:g},{p:.6f},{d:.6f}" for x, p, d in zip(xs, preds, stds, strict=True)]
+        out = ["x,prediction,std"] + [f"{x},{p:.6f},{d:.6f}" for x, p, d in zip(texts, preds, stds, strict=True)]
     sys.stdout.write("\n".join(out) + "\n")
     return 0

@@ -21,8 +21,7 @@ from typing import Any
 import litserve as ls
 from fastapi import HTTPException
 
-#: The largest finite float32: x beyond it overflows the model's arithmetic.
-FLOAT32_MAX = 3.4028234663852886e38
+from regression_lab.core.errors import FLOAT32_MAX
 
 
 async def _reject(send: Any, status: int, message: str) -> None:

@@ -265,6 +265,9 @@ def run(args: Namespace) -> int:
         report(load_or_create(spec, create=False), Path("."), write=False)
         return 0
     out_dir = resolve_out(args.out, spec)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SETTINGS_FILE).is_file():
+        # Its results.csv and trials.csv would replace whatever files of those names are there.
+        raise UsageError(f"{out_dir} exists and is not a sweep directory: choose another --out")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -36,7 +36,8 @@ def seed_ranges(seeds: list[int]) -> list[str]:
 
 def trial_name(hidden: int, epochs: int, lr: float, seed: int | None = None) -> str:
     """A trial's name, e.g. ``h5_e400_lr0.01_s0`` (a setting's without the seed)."""
-    return f"h{hidden}_e{epochs}_lr{lr:g}" + (f"_s{seed}" if seed is not None else "")
+    # repr, not %g: 0.01 and 0.0100001 are two settings and must keep two names.
+    return f"h{hidden}_e{epochs}_lr{float(lr)!r}" + (f"_s{seed}" if seed is not None else "")
 
 
 #: Student's t at 97.5% for 1..30 degrees of freedom; beyond, the normal 1.96 is within 2%.

@@ -334,7 +334,7 @@ def members_of(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str
     rows, unfinished = [], []
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.state != TrialState.COMPLETE)
     for t in trials:
-        if t.user_attrs.get("duplicate_of") is not None or "hidden_size" not in t.params:
+        if t.user_attrs.get("duplicate_of") is not None or not {"hidden_size", "lr"} <= set(t.params):
             continue
         h, lr = t.params["hidden_size"], float(t.params["lr"])
         epochs = [t.params["epochs"]] if "epochs" in t.params else list(grid_epochs or [])
@@ -397,7 +397,8 @@ def _grid_state(study: optuna.Study, spec: StudySpec) -> tuple[int, list[tuple],
     waiting = False
     for t in study.get_trials(deepcopy=False):
         waiting |= t.state == TrialState.WAITING
-        if "hidden_size" in t.params and t.user_attrs.get("duplicate_of") is None:
+        # A trial another worker has just started may hold some of its params only yet.
+        if {"hidden_size", "lr"} <= set(t.params) and t.user_attrs.get("duplicate_of") is None:
             states.setdefault((t.params["hidden_size"], float(t.params["lr"])), set()).add(t.state)
     grid = [(h, float(lr)) for h in spec.hidden_sizes for lr in spec.lrs]
     untried = sum(1 for g in grid if g not in states)

@@ -146,6 +146,10 @@ def mynn_state(
     for name, t in net.items():
         if isinstance(t, torch.Tensor) and t.numel() > 3 * MAX_HIDDEN_SIZE + 1:
             raise UsageError(f"checkpoint's {name} has {t.numel():,} values, more than any MyNN: {source}")
+        if isinstance(t, torch.Tensor) and (not t.is_floating_point() or t.is_complex()):
+            raise UsageError(f"checkpoint's {name} holds {t.dtype} values, not real numbers: {source}")
+        if isinstance(t, torch.Tensor) and not bool(torch.isfinite(t).all()):
+            raise UsageError(f"checkpoint's {name} holds NaN or infinite values (a diverged run?): {source}")
     return int(w1.shape[0]), net
 
 

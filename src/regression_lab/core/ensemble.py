@@ -180,6 +180,8 @@ class MyNNStack(nn.Module):
             or columns > 3 * MAX_HIDDEN_SIZE + 1
         ):
             raise UsageError(f"ensemble checkpoint's weights have an impossible shape {tuple(weights.shape)}: {source}")
+        if weights.is_complex() or not bool(torch.isfinite(weights).all()):
+            raise UsageError(f"ensemble checkpoint's weights are not all finite real numbers: {source}")
         stack = cls.__new__(cls)
         nn.Module.__init__(stack)
         stack.width = (columns - 1) // 3

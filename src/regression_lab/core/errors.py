@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 
+#: The largest finite float32: an input beyond it overflows the model's arithmetic to inf.
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 class UsageError(ValueError):
     """Something the user typed or gave is wrong: the CLI prints the message and exits 2."""

@@ -28,11 +28,13 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 def setting_name(setting: dict[str, Any], epochs: int | None = None) -> str:
     """A setting's short name, e.g. ``h5_e400_lr0.01`` (momentum and weight decay only if set)."""
-    name = f"h{setting['hidden_size']}" + (f"_e{epochs}" if epochs is not None else "") + f"_lr{setting['lr']:g}"
+    # repr, not %g: two settings that differ in the 7th digit must not share a name.
+    name = f"h{setting['hidden_size']}" + (f"_e{epochs}" if epochs is not None else "")
+    name += f"_lr{float(setting['lr'])!r}"
     if setting.get("momentum"):
-        name += f"_m{setting['momentum']:g}"
+        name += f"_m{float(setting['momentum'])!r}"
     if setting.get("weight_decay"):
-        name += f"_wd{setting['weight_decay']:g}"
+        name += f"_wd{float(setting['weight_decay'])!r}"
     return name
 
 
