@@ -381,3 +381,12 @@ def test_names_of_close_settings_stay_apart():
     assert trial_name(5, 400, 0.01) != trial_name(5, 400, 0.0100001)
     a, b = ({"hidden_size": 5, "lr": lr} for lr in (0.01, 0.0100001))
     assert setting_name(a, 400) == "h5_e400_lr0.01" and setting_name(a) != setting_name(b)
+
+
+@pytest.mark.slow
+def test_workers_are_capped_at_the_cores(tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    proc = run_main("sweep", "--hidden_sizes", "4", "--epochs", "5", "--seeds", "0", "--workers", "64", "--quiet",
+                    cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"note: --workers 64 capped at this machine's {cores} cores" in proc.stderr

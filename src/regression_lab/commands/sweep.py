@@ -264,6 +264,13 @@ def run(args: Namespace) -> int:
             raise UsageError(f"no study database at {spec.storage[len('sqlite:///') :]}")
         report(load_or_create(spec, create=False), Path("."), write=False)
         return 0
+    from regression_lab.commands.sweep_study import cores
+
+    if args.workers > cores():
+        # More processes than cores train no faster and each holds torch and Lightning (~0.7 GB).
+        print(f"note: --workers {args.workers} capped at this machine's {cores()} cores", file=sys.stderr)
+        args.workers = cores()
+        spec.quiet = args.quiet or args.workers > 1
     out_dir = resolve_out(args.out, spec)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SETTINGS_FILE).is_file():
         # Its results.csv and trials.csv would replace whatever files of those names are there.
