@@ -115,9 +115,11 @@ def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.BaseStora
                 f"storage {mask(url)} needs a driver: {err} (pip install 'regression-lab[postgres]')"
             ) from None
         except Exception as err:  # noqa: BLE001 (SQLAlchemy, drivers, OS: all say "cannot use it")
-            # Workers that start together on a new database race to create its tables: the
-            # loser's second attempt finds them made.
-            if "IntegrityError" in type(err).__name__ + str(err) and attempt < 2:
+            # Workers that start together on a new database race to create its tables and
+            # types: the loser's next attempt finds them made.
+            text = f"{type(err).__name__} {err}"
+            racing = ("IntegrityError", "UniqueViolation", "DuplicateObject", "DuplicateTable", "already exists")
+            if any(word in text for word in racing) and attempt < 2:
                 time.sleep(0.5)
                 continue
             detail = _scrub(" ".join(str(err).split()), url)[:300]
