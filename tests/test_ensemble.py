@@ -16,7 +16,7 @@ from helpers import fingerprint, fit_in_process, run_main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from regression_lab.core.checkpoints import load_model
-from regression_lab.core.ensemble import MyNNStack, parse_seeds, seeded_mynn
+from regression_lab.core.ensemble import MyNNStack, parse_seeds
 from regression_lab.core.errors import UsageError
 from regression_lab.core.models import MyNN
 from regression_lab.lit.ensemble_metrics import EnsembleMetrics
@@ -110,7 +110,6 @@ def test_members_start_as_seeded_lone_models_and_leave_the_global_rng_alone():
     torch.manual_seed(42)
     expected = MyNN(5).state_dict()
     assert max_diff(stack.member(1).state_dict(), expected) == 0.0
-    assert max_diff(seeded_mynn(5, 42).state_dict(), expected) == 0.0
 
 
 def test_a_diverged_member_is_retired_and_the_others_train_on(tmp_path):

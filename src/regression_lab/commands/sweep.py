@@ -110,12 +110,13 @@ def resolve_out(out: str | None, spec: Any, root: Path = Path("lightning_logs"))
 def run_workers(spec: Any, workers: int) -> None:
     """``workers`` spawned processes, each joining the study; wait for all of them."""
     import multiprocessing as mp
+    from dataclasses import asdict
 
-    from regression_lab.commands.sweep_study import cores, spec_dict, worker_main
+    from regression_lab.commands.sweep_study import cores, worker_main
 
     ctx = mp.get_context("spawn")  # a clean interpreter each, no forked Lightning or thread state
     threads = max(1, cores() // workers)
-    procs = [ctx.Process(target=worker_main, args=(spec_dict(spec), threads)) for _ in range(workers)]
+    procs = [ctx.Process(target=worker_main, args=(asdict(spec), threads)) for _ in range(workers)]
     for p in procs:
         p.start()
     try:

@@ -19,7 +19,7 @@ import re
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from regression_lab.commands.sweep_report import TRUTH, trial_name
+from regression_lab.core.ensemble import parse_seeds
 from regression_lab.core.errors import TrainingFailed, UsageError
 from regression_lab.lit.ensemble_metrics import EnsembleMetrics
 
@@ -330,7 +332,8 @@ def objective(spec: StudySpec, study: optuna.Study, trial: optuna.Trial) -> floa
 def members_of(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The report's input from the storage: one row per member and epoch count of the finished
     trials, and one row per pruned or failed setting (duplicates left out)."""
-    seeds = _expand(study.user_attrs.get(DEFINITION_ATTR, {}).get("seeds", []))
+    ranges = study.user_attrs.get(DEFINITION_ATTR, {}).get("seeds", [])
+    seeds = parse_seeds(ranges) if ranges else []
     grid_epochs = study.user_attrs.get(DEFINITION_ATTR, {}).get("epochs")
     done: set[tuple] = set()
     rows, unfinished = [], []
@@ -373,8 +376,6 @@ def members_of(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str
             seen.add(key)
             unique.append(u)
     for r in rows:
-        from regression_lab.commands.sweep_report import TRUTH, trial_name
-
         r["name"] = trial_name(r["hidden_size"], r["epochs"], r["lr"], r["seed"])
         r["abs_error"] = abs(r["prediction"] - TRUTH) if not r["diverged"] else math.inf
     return rows, unique
@@ -382,12 +383,6 @@ def members_of(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str
 
 def _num(value: Any, default: float = math.nan) -> float:
     return float(value) if value is not None else default
-
-
-def _expand(ranges: list[str]) -> list[int]:
-    from regression_lab.core.ensemble import parse_seeds
-
-    return parse_seeds(ranges) if ranges else []
 
 
 # --------------------------------------------------------------------------- workers
@@ -467,10 +462,6 @@ def quiet_logs() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def spec_dict(spec: StudySpec) -> dict[str, Any]:
-    return asdict(spec)
 
 
 def cores() -> int:

@@ -1,4 +1,4 @@
-"""Many ``MyNN`` members of one hidden size, stacked and evaluated together with ``torch.func``.
+"""Many ``MyNN`` members, stacked and evaluated together with ``torch.func``.
 
 The standard PyTorch recipe for model ensembles: build each member as a lone ``MyNN`` (so
 member ``s`` starts from exactly the weights ``torch.manual_seed(s); MyNN(h)`` gives, which is
@@ -27,15 +27,8 @@ MAX_SEED = 2**32 - 1
 #: The most members one ensemble may hold: about 40 MiB of weights at hidden size 8, and the
 #: point past which building the members alone takes minutes on a CPU.
 MAX_MEMBERS = 1_000_000
-#: The most seeds a range like ``0-999`` may expand to (a sweep trains them in chunks).
+#: The most seeds a range like ``0-999`` may expand to.
 MAX_SEEDS = 10_000_000
-
-
-def seeded_mynn(hidden_size: int, seed: int) -> MyNN:
-    """``MyNN(hidden_size)`` initialised as after ``torch.manual_seed(seed)``; the global RNG is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MyNN(hidden_size)
 
 
 def check_seeds(seeds: Sequence[int], what: str = "seeds") -> list[int]:
@@ -144,7 +137,7 @@ class MyNNStack(nn.Module):
                         if hasattr(layer, "reset_parameters"):
                             layer.reset_parameters()
                     row = weights[i]
-                    for (start, _), p in zip(self._spans(width), net.parameters(), strict=True):
+                    for start, p in zip(self._offsets(width), net.parameters(), strict=True):
                         row[start : start + p.numel()] = p.flatten()
         finally:
             torch.set_rng_state(state)
@@ -155,9 +148,9 @@ class MyNNStack(nn.Module):
         self._make_skeleton()
 
     @staticmethod
-    def _spans(width: int) -> list[tuple[int, int]]:
-        """(start, end) of each of MyNN's parameters within a row of width ``width``."""
-        return [(0, width), (width, 2 * width), (2 * width, 3 * width), (3 * width, 3 * width + 1)]
+    def _offsets(width: int) -> tuple[int, int, int, int]:
+        """Where each of MyNN's parameters (in its own order) starts in a row, for ``width`` units."""
+        return 0, width, 2 * width, 3 * width
 
     def _make_skeleton(self) -> None:
         # A stateless MyNN that functional_call fills with each member's weights, on the meta
@@ -202,11 +195,12 @@ class MyNNStack(nn.Module):
     def params(self) -> dict[str, torch.Tensor]:
         """The members' weights as views under MyNN's own names and shapes (with a member axis)."""
         w, h = self.weights, self.width
+        w1, b1, w2, b2 = self._offsets(h)
         return {
-            "linear1.weight": w[:, :h].unsqueeze(2),
-            "linear1.bias": w[:, h : 2 * h],
-            "linear2.weight": w[:, 2 * h : 3 * h].unsqueeze(1),
-            "linear2.bias": w[:, 3 * h :],
+            "linear1.weight": w[:, w1 : w1 + h].unsqueeze(2),
+            "linear1.bias": w[:, b1 : b1 + h],
+            "linear2.weight": w[:, w2 : w2 + h].unsqueeze(1),
+            "linear2.bias": w[:, b2 : b2 + 1],
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +219,7 @@ class MyNNStack(nn.Module):
         net.load_state_dict(
             {
                 name: row[start : start + p.numel()].reshape(p.shape).clone()
-                for (start, _), (name, p) in zip(self._spans(self.width), net.named_parameters(), strict=True)
+                for start, (name, p) in zip(self._offsets(self.width), net.named_parameters(), strict=True)
             }
         )
         return net
@@ -241,16 +235,14 @@ class MyNNStack(nn.Module):
         return (pre > 0).any(dim=2).sum(dim=1)
 
     @torch.no_grad()
-    def retire(self, diverged: torch.Tensor | None = None) -> None:
-        """Mark members as diverged (those in ``diverged`` and any with a non-finite weight) and
-        set their weights to zeros.
+    def retire(self) -> None:
+        """Mark members with a non-finite weight as diverged, and set every diverged member's
+        weights to zeros.
 
         A zero member predicts 0, gets zero gradient through its ReLUs and stays zero, so its
         non-finite weights never reach a checkpoint and never touch another member. No host sync.
         """
         self.diverged |= ~torch.isfinite(self.weights).all(dim=1)
-        if diverged is not None:
-            self.diverged |= diverged
         self.weights.masked_fill_(self.diverged.unsqueeze(1), 0.0)
 
 

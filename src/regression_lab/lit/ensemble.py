@@ -28,9 +28,6 @@ from regression_lab.core.errors import UsageError, check_float, check_int
 from regression_lab.core.models import MyNN
 from regression_lab.lit.module import RegressionModule
 
-#: The key of the per-setting descriptions in an ensemble checkpoint (plain values).
-SETTINGS_KEY = "ensemble_settings"
-
 
 def _as_list(name: str, value: Any) -> list:
     values = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -224,17 +221,6 @@ class EnsembleRegressionModule(L.LightningModule):
         """Member ``i`` (in the order of :meth:`member_index`) as a lone ``MyNN``."""
         per_stack = len(self.stacks[0])
         return self.stacks[i // per_stack].member(i % per_stack)
-
-    @torch.no_grad()
-    def predict_value(self, x: float) -> float:
-        """The mean prediction of the healthy members for one input."""
-        pred = self(torch.tensor([[x]], dtype=torch.float32, device=self.device))[:, 0, 0]
-        healthy = ~self.diverged()
-        return float(pred[healthy].mean()) if bool(healthy.any()) else float("nan")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # What `predict` needs to name the members without rebuilding this class.
-        checkpoint[SETTINGS_KEY] = [dict(s) for s in self.settings]
 
 
 def regression_model(
