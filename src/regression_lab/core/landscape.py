@@ -41,6 +41,10 @@ Params = dict[str, torch.Tensor]
 #: or a person can use, and past it the result grid alone costs gigabytes.
 MAX_RESOLUTION = 4001
 MAX_POINTS_1D = 10_000_000
+#: Training samples a landscape is evaluated on: a checkpoint trained on more (up to
+#: ``MAX_SAMPLES``) gets an evenly strided subset, so each grid point's activations stay small
+#: (100,000 samples is far more than a loss curve needs to be exact to plotting precision).
+MAX_LANDSCAPE_SAMPLES = 100_000
 #: Memory the batched evaluation may use at once (activations of one chunk of grid points).
 CHUNK_BYTES = 256 * 2**20
 
@@ -310,18 +314,45 @@ def compute(settings: Settings, ckpt_path: Path | None) -> Results:
     The data is the checkpoint's own training data, regenerated from its saved data settings.
     """
     from regression_lab.core.checkpoints import INITIAL_STATE_KEY, load_mynn
-    from regression_lab.core.samples import line_split
 
     ckpt: dict[str, Any] = {}
     net = None
     if ckpt_path is not None:
         net, ckpt = load_mynn(ckpt_path)
-    x, y = line_split(ckpt.get("datamodule_hyper_parameters") or {}, "train")
+    x, y, note = training_samples(ckpt.get("datamodule_hyper_parameters", {}), str(ckpt_path or ""))
     initial = ckpt.get(INITIAL_STATE_KEY)
     results = compute_for(settings, x, y, net, initial if isinstance(initial, dict) else None)
+    if note:
+        results.notes.append(note)
     step = ckpt.get("global_step", 0)
     results.step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
     return results
+
+
+def training_samples(settings: object, source: str = "") -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A checkpoint's training data, regenerated from its saved data settings, and a note.
+
+    The settings come from a file, so they are checked as the DataModule checks its arguments
+    (:func:`~regression_lab.core.samples.check_data_settings`); more than
+    :data:`MAX_LANDSCAPE_SAMPLES` samples are thinned to every k-th one (the note says so), and
+    samples that overflow float32 are refused.
+    """
+    from regression_lab.core.samples import check_data_settings, line_split
+
+    where = f"{source}: " if source else ""
+    if not isinstance(settings, Mapping):
+        raise UsageError(f"{where}the saved data settings are a {type(settings).__name__}, not a mapping")
+    hp = check_data_settings(settings, f"{source} (saved data settings)" if source else "")
+    n = hp["num_samples"]
+    stride = -(-n // MAX_LANDSCAPE_SAMPLES)  # ceil: 1 unless n is over the cap
+    # Rank 0 of `stride` shards is exactly every stride-th sample: 0, stride, 2 stride, ...
+    x, y = line_split(hp, "train", 0, stride)
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise UsageError(f"{where}the saved data settings give samples beyond float32's range (x or y is inf)")
+    note = ""
+    if stride > 1:
+        note = f"the run trained on {n:,} samples; the landscape uses every {stride:,}th ({len(x):,})"
+    return x, y, note
 
 
 def compute_for(

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from regression_lab.core.errors import UsageError, check_float, check_int
+
 #: The DataModule's defaults: the lab's data (also what a checkpoint without data settings used).
 #: The most samples a split may have: 100 million x and y take 800 MB as float32, and the
 #: project's largest benchmark uses 10 million.
@@ -34,6 +36,40 @@ DATA_DEFAULTS: dict[str, Any] = {
     "test_x_max": 10.0,
     "seed": 0,
 }
+
+#: The splits: (name of their sample count, prefix of their x range).
+SPLITS = (("num_samples", ""), ("val_samples", "val_"), ("test_samples", "test_"))
+
+
+def check_data_settings(settings: Mapping[str, Any], source: str = "") -> dict[str, Any]:
+    """The data settings (missing keys take :data:`DATA_DEFAULTS`), each checked.
+
+    The DataModule checks its arguments here, and ``landscape`` the settings a checkpoint
+    carries (untrusted: ``source`` names the file in the message). Raises :class:`UsageError`
+    for a non-finite or non-numeric value, a count below 1 or above :data:`MAX_SAMPLES`, a
+    negative noise or an empty range.
+    """
+    hp = {**DATA_DEFAULTS, **{k: v for k, v in settings.items() if k in DATA_DEFAULTS}}
+    where = f"{source}: " if source else ""
+    try:
+        for key in ("slope", "intercept"):
+            check_float(f"data.{key}", hp[key])
+        check_float("data.noise_std", hp["noise_std"], non_negative=True)
+        for count, prefix in SPLITS:
+            num = check_int(f"data.{count}", hp[count], 1)
+            if num > MAX_SAMPLES:
+                raise UsageError(
+                    f"data.{count} must be <= {MAX_SAMPLES:,} (about {MAX_SAMPLES * 8 // 2**20} MiB of x and y), "
+                    f"got {num:,}"
+                )
+            lo = check_float(f"data.{prefix}x_min", hp[f"{prefix}x_min"])
+            hi = check_float(f"data.{prefix}x_max", hp[f"{prefix}x_max"])
+            if num > 1 and not lo < hi:
+                raise UsageError(f"data.{prefix}x_min must be < data.{prefix}x_max, got [{lo}, {hi}]")
+        check_int("data.seed", hp["seed"], 0)
+    except UsageError as err:
+        raise UsageError(f"{where}{err}") from None
+    return hp
 
 
 class TensorBatches:
@@ -106,11 +142,12 @@ def line_split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One split (``train``, ``val`` or ``test``) of the line's samples, this rank's shard only.
 
-    ``settings`` holds the DataModule's arguments (missing keys take :data:`DATA_DEFAULTS`).
+    ``settings`` holds the DataModule's arguments (missing keys take :data:`DATA_DEFAULTS`),
+    checked by :func:`check_data_settings`.
     x is evenly spaced; only the training targets get the seeded Gaussian noise. Returns
     float32 tensors of shape (n, 1) on the CPU.
     """
-    hp = {**DATA_DEFAULTS, **{k: v for k, v in settings.items() if k in DATA_DEFAULTS}}
+    hp = check_data_settings(settings)
     prefix = "" if split == "train" else f"{split}_"
     num = hp["num_samples"] if split == "train" else hp[f"{split}_samples"]
     lo, hi = hp[f"{prefix}x_min"], hp[f"{prefix}x_max"]

@@ -19,8 +19,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from regression_lab.core.errors import UsageError, check_float, check_int
-from regression_lab.core.samples import MAX_SAMPLES, TensorBatches, line_split
+from regression_lab.core.errors import check_int
+from regression_lab.core.samples import TensorBatches, check_data_settings, line_split
 
 
 class RegressionDataModule(L.LightningDataModule):
@@ -65,27 +65,16 @@ class RegressionDataModule(L.LightningDataModule):
             seed: seed of the generator for the noise and the shuffle order.
         """
         super().__init__()
-        check_float("data.slope", slope)
-        check_float("data.intercept", intercept)
-        check_float("data.noise_std", noise_std, non_negative=True)
-        for split, num, lo, hi in (
-            ("", num_samples, x_min, x_max),
-            ("val_", val_samples, val_x_min, val_x_max),
-            ("test_", test_samples, test_x_min, test_x_max),
-        ):
-            name = f"data.{split}samples" if split else "data.num_samples"
-            check_int(name, num, 1)
-            if num > MAX_SAMPLES:
-                raise UsageError(
-                    f"{name} must be <= {MAX_SAMPLES:,} (about {MAX_SAMPLES * 8 // 2**20} MiB of x and y), got {num:,}"
-                )
-            check_float(f"data.{split}x_min", lo)
-            check_float(f"data.{split}x_max", hi)
-            if num > 1 and not lo < hi:
-                raise UsageError(f"data.{split}x_min must be < data.{split}x_max, got [{lo}, {hi}]")
+        check_data_settings(
+            dict(
+                slope=slope, intercept=intercept, noise_std=noise_std, seed=seed,
+                num_samples=num_samples, x_min=x_min, x_max=x_max,
+                val_samples=val_samples, val_x_min=val_x_min, val_x_max=val_x_max,
+                test_samples=test_samples, test_x_min=test_x_min, test_x_max=test_x_max,
+            )
+        )  # fmt: skip
         if batch_size is not None:
             check_int("data.batch_size", batch_size, 1)
-        check_int("data.seed", seed, 0)
         self.save_hyperparameters()
         self.train_x = self.train_y = None
         self.val_x = self.val_y = self.test_x = self.test_y = None
