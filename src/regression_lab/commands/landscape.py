@@ -20,18 +20,27 @@ from regression_lab.commands.options import new_parser
 from regression_lab.core.checkpoints import newest_checkpoint, reserve_numbered_dir
 from regression_lab.core.errors import UsageError
 from regression_lab.core.landscape import Settings, compute
-from regression_lab.core.landscape_plots import write_files, write_tensorboard
+from regression_lab.core.landscape_plots import thinning_notes, write_files, write_tensorboard
+from regression_lab.core.safe_io import check_writable_dir
 
 DESCRIPTION = "loss landscapes: the lab's 1D sweep, the (w, b) surface, the trained network"
 
 
-def target_logdir(ckpt_path: Path | None, root: Path) -> Path:
-    """The training run's own directory for a checkpoint inside one, else a new version_N under ``root``."""
+def run_dir_of(ckpt_path: Path | None) -> Path | None:
+    """The training run a checkpoint belongs to (``version_N/checkpoints/x.ckpt``), else None."""
+    if ckpt_path is None:
+        return None
+    ckpt = ckpt_path.resolve()
+    if ckpt.parent.name == "checkpoints" and ckpt.parent.parent.name.startswith("version_"):
+        return ckpt.parent.parent
+    return None
 
-    if ckpt_path is not None:
-        run = ckpt_path.resolve().parent.parent
-        if ckpt_path.resolve().parent.name == "checkpoints" and run.name.startswith("version_"):
-            return run
+
+def target_logdir(ckpt_path: Path | None, root: Path) -> Path:
+    """The checkpoint's own run directory, else a new version_N under ``root``."""
+    run = run_dir_of(ckpt_path)
+    if run is not None:
+        return run
     try:
         return reserve_numbered_dir(root, "version_")
     except OSError as err:
@@ -111,8 +120,13 @@ def run(args: Namespace) -> int:
             ckpt_path = newest_checkpoint(root)
         except UsageError:
             ckpt_path = None
+    # Unwritable destinations are refused before the work, not after it.
+    if args.out:
+        check_writable_dir(args.out, "--out")
+    if not args.no_tensorboard:
+        check_writable_dir(run_dir_of(ckpt_path) or root, "TensorBoard events")
     results = compute(settings, ckpt_path)
-    for note in results.notes:
+    for note in [*results.notes, *thinning_notes(results)]:
         print(f"note: {note}", file=sys.stderr)
     lab = results.lab.summary()
     w_ls, b_ls = results.linear.info["least_squares"]

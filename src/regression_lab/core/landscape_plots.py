@@ -16,7 +16,38 @@ import torch
 
 from regression_lab.core.errors import UsageError
 from regression_lab.core.landscape import Curve, Results, Surface
-from regression_lab.core.safe_io import atomic_write
+from regression_lab.core.safe_io import atomic_write, check_writable_dir
+
+#: What the pictures show at most. A figure is about 600 pixels wide and TensorBoard's mesh
+#: viewer crawls past a few hundred thousand vertices (a 4001 x 4001 mesh took 8 GB and minutes
+#: to write), so finer grids are thinned evenly, ends kept, for the figures, the meshes and the
+#: scalar curves; the minimum marked and the summaries come from every point, and the --out
+#: CSV/NPZ files hold every point.
+MAX_DRAWN_AXIS = 401
+MAX_DRAWN_CURVE = 10_000
+
+
+def thinned(n: int, limit: int) -> torch.Tensor:
+    """At most ``limit`` indices of ``range(n)``, evenly spaced, first and last included."""
+    if n <= limit:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, limit).round().long().unique()
+
+
+def thinning_notes(results: Results) -> list[str]:
+    """One line per kind of picture that shows fewer points than were computed."""
+    notes = []
+    axis = max(s.loss.shape[0] for s in _surfaces(results))
+    if axis > MAX_DRAWN_AXIS:
+        notes.append(
+            f"the figures and 3D meshes show {MAX_DRAWN_AXIS} of the {axis} points per axis (every point is in --out)"
+        )
+    longest = max(len(c.loss) for c in _curves(results))
+    if longest > MAX_DRAWN_CURVE:
+        notes.append(
+            f"the 1D figures and curves show {MAX_DRAWN_CURVE:,} of {longest:,} points (every point is in --out)"
+        )
+    return notes
 
 
 def _num(value: float) -> str:
@@ -29,7 +60,8 @@ def _figure_1d(curve: Curve, title: str, xlabel: str, marks: dict[str, float] | 
 
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
-    ax.plot(curve.values.numpy(), curve.loss.numpy(), lw=1.5)
+    keep = thinned(len(curve.loss), MAX_DRAWN_CURVE)
+    ax.plot(curve.values[keep].numpy(), curve.loss[keep].numpy(), lw=1.5)
     s = curve.summary()
     arg = s[f"argmin_{curve.axis}"]
     ax.plot([arg], [s["min"]], "o", color="C3", label=f"minimum {s['min']:.3g} at {curve.axis} = {_num(arg)}")
@@ -47,7 +79,9 @@ def _figure_2d(surface: Surface, title: str, points: dict[str, tuple[float, floa
 
     fig = Figure(figsize=(6, 5), dpi=100)
     ax = fig.add_subplot()
-    xs, ys, z = surface.xs.numpy(), surface.ys.numpy(), surface.loss.numpy().T.astype(np.float64)
+    ix, iy = thinned(len(surface.xs), MAX_DRAWN_AXIS), thinned(len(surface.ys), MAX_DRAWN_AXIS)
+    xs, ys = surface.xs[ix].numpy(), surface.ys[iy].numpy()
+    z = surface.loss[ix][:, iy].numpy().T.astype(np.float64)
     # Log-spaced levels show the valley floor and the walls at once; the floor is kept within
     # six decades of the top so an exact zero does not spend every level near zero.
     zmin, zmax = float(z.min()), float(z.max())
@@ -100,10 +134,12 @@ def figures(results: Results) -> dict[str, Any]:
 
 
 def _mesh(surface: Surface) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Vertices (x, loss, y), faces and colours of a surface, for TensorBoard's mesh plugin."""
-    nx, ny = surface.loss.shape
-    gx, gy = torch.meshgrid(surface.xs, surface.ys, indexing="ij")
-    z = surface.loss
+    """Vertices (x, loss, y), faces and colours of a surface (thinned to at most
+    :data:`MAX_DRAWN_AXIS` per axis), for TensorBoard's mesh plugin."""
+    ix, iy = thinned(len(surface.xs), MAX_DRAWN_AXIS), thinned(len(surface.ys), MAX_DRAWN_AXIS)
+    nx, ny = len(ix), len(iy)
+    gx, gy = torch.meshgrid(surface.xs[ix], surface.ys[iy], indexing="ij")
+    z = surface.loss[ix][:, iy]
 
     # Normalise each axis to [-1, 1] so a steep loss does not flatten the plot's other axes.
     def unit(t: torch.Tensor) -> torch.Tensor:
@@ -162,6 +198,8 @@ def write_tensorboard(results: Results, logdir: Path, ckpt_path: Path | None) ->
     :func:`log_to_writer`), so a run's landscape sits at the end of its training curves."""
     from torch.utils.tensorboard import SummaryWriter
 
+    # SummaryWriter fails in its writer thread (a traceback) on an unwritable directory.
+    check_writable_dir(logdir, "TensorBoard events")
     try:
         writer = SummaryWriter(log_dir=str(logdir))
     except OSError as err:
@@ -179,8 +217,10 @@ def log_to_writer(results: Results, writer: Any, ckpt_path: Path | None, step: i
         vertices, faces, colors = _mesh(surface)
         writer.add_mesh(f"landscape/{surface.name}_surface", vertices, colors=colors, faces=faces, global_step=step)
     for curve in _curves(results):
-        # One point per step: TensorBoard's scalar charts plot against an integer step.
-        for i, value in enumerate(curve.loss.tolist()):
+        # One point per step: TensorBoard's scalar charts plot against an integer step (the
+        # point's index, also when the curve is thinned).
+        keep = thinned(len(curve.loss), MAX_DRAWN_CURVE)
+        for i, value in zip(keep.tolist(), curve.loss[keep].tolist(), strict=True):
             writer.add_scalar(f"landscape/{curve.name}/curve", value, global_step=i)
     for item in [*_curves(results), *_surfaces(results)]:
         for key, value in item.summary().items():
@@ -190,10 +230,16 @@ def log_to_writer(results: Results, writer: Any, ckpt_path: Path | None, step: i
 
 def write_files(results: Results, out: Path) -> list[Path]:
     """Raw results and PNG figures in ``out``: lab_1d.csv, linear_2d.npz, random_2d.npz, ..."""
+    check_writable_dir(out, "--out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot create --out directory {out}: {err.strerror or err}") from None
+        return _write_files(results, out)
+    except OSError as err:  # e.g. a directory named like one of the files, a full disk
+        where = err.filename2 or err.filename
+        raise UsageError(f"cannot write the results in --out {out}: {err.strerror or err} ({where})") from None
+
+
+def _write_files(results: Results, out: Path) -> list[Path]:
     written = []
     # Each file is written beside its name and renamed into place: an interrupted run leaves
     # the previous results whole.

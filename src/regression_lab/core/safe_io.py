@@ -19,6 +19,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from regression_lab.core.errors import UsageError
+
+
+def check_writable_dir(path: str | os.PathLike, what: str) -> None:
+    """Raise :class:`UsageError` unless files can be created in the directory ``path``.
+
+    A directory that does not exist yet is judged by its nearest existing parent (where it
+    would be made). The check creates and removes one anonymous temporary file, so a command
+    can refuse an unwritable destination before its long work rather than after it.
+    """
+    target = Path(path)
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{what} {target}: {probe} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise UsageError(f"cannot write {what} in {probe}: {err.strerror or err}") from None
+
 
 def _umask() -> int:
     # The only portable way to read the umask is to set it and put it back.
