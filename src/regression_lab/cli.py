@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
+from regression_lab import config_guard
 from regression_lab.core.errors import TrainingFailed, UsageError
 
 TRAINING_COMMANDS = ("fit", "validate", "test")
@@ -141,6 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command = argv[0]
     try:
+        config_guard.install()
+        bounded = config_guard.bounded_config_args(argv)
+        if bounded != argv and from_sys_argv:
+            sys.argv[1:] = bounded  # LightningCLI reads sys.argv itself (see _run_training)
+        argv = bounded
         if command in TRAINING_COMMANDS:
             return _run_training(argv, from_sys_argv)
         if command in COMMANDS:
