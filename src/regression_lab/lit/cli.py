@@ -142,6 +142,12 @@ class RegressionLabCLI(LightningCLI):
             dirpath = cfg.get(group, {}).get("dirpath") if cfg.get(group) is not None else None
             if dirpath is not None and Path(dirpath).exists() and not Path(dirpath).is_dir():
                 raise UsageError(f"--{group}.dirpath is a file, not a directory: {dirpath}")
+        # --trainer.default_root_dir moves the logs as it does with Lightning's own default logger
+        # (DIR/lightning_logs/version_N): the project's logger sets save_dir, which would
+        # otherwise win silently. A save_dir the user set still wins, as in Lightning.
+        root_dir, init = cfg.trainer.get("default_root_dir"), self._logger_args(cfg)
+        if root_dir is not None and init is not None and init.get("save_dir") == ".":
+            init.save_dir = str(root_dir)
         # Never unpickle arbitrary objects from a checkpoint, whatever was asked.
         if "weights_only" in cfg:
             if cfg.weights_only is False:
