@@ -98,7 +98,7 @@ def crafted(lab_ckpt: Path, tmp_path: Path, data: object) -> Path:
         ({"x_min": 9.0, "x_max": 1.0}, "data.x_min must be < data.x_max"),
         ({"noise_std": -1.0}, "data.noise_std must be >= 0"),
         ({"seed": -3}, "data.seed must be an integer >= 0"),
-        ({"slope": 1e30, "x_max": 1e10}, "the saved data settings give samples beyond float32's range"),
+        ({"slope": 1e30, "x_max": 1e10}, "give samples beyond float32's range 3.4e+38 (about 1e+40)"),
         ([1, 2], "the saved data settings are a list, not a mapping"),
     ],
 )
@@ -201,3 +201,43 @@ def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path):
     one_line_refusal(proc, "cannot write logs under afile/lightning_logs: Not a directory")
     assert fingerprint(tmp_path) == before
     assert stat.S_ISREG((tmp_path / "afile").stat().st_mode)
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--data.noise_std", "1e308"], "error: the data settings give samples beyond float32's range 3.4e+38: scale"),
+        (
+            ["--data.x_max", "1e39"],
+            "error: the data settings give samples beyond float32's range 3.4e+38 (about 3e+39)",
+        ),
+    ],
+)
+def test_data_beyond_float32_are_refused_before_anything_is_written(tmp_path, args, phrase):
+    proc = run_main("fit", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(phrase), proc.stderr[-1000:]
+    assert fingerprint(tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    "args, code, advice",
+    [
+        # Squares past float32: no learning rate helps, and the advice says so.
+        (["--data.x_max", "1e20"], 1, "the training data reach about 3e+20, whose squares overflow float32 whatever"),
+        (["--data.slope", "1e30"], 1, "the training data reach about 5e+30, whose squares overflow float32 whatever"),
+        (["--data.x_max", "1e20", "--model.num_seeds", "3"], 1, "the training data reach about 3e+20"),
+        # Large data kill every ReLU unit within a few steps: both causes are named.
+        (["--data.x_max", "100"], 0, "lower --model.lr (now 0.01), or scale the data down"),
+        # The lab's data: the learning rate alone.
+        (["--model.lr", "3"], 1, "lower --model.lr (now 3)"),
+    ],
+)
+def test_divergence_advice_names_the_actual_cause(tmp_path, args, code, advice):
+    proc = run_main("fit", *args, "--trainer.max_epochs", "40", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == code and advice in last, proc.stderr[-1000:]
+    assert ("diverged" if code else "every hidden ReLU unit is off") in last
+    if "squares overflow" in advice:
+        assert "lower --model.lr" not in last
+    if advice == "lower --model.lr (now 3)":  # the lab's data are small: not named
+        assert "scale the data" not in last

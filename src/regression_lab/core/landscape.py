@@ -334,8 +334,7 @@ def training_samples(settings: object, source: str = "") -> tuple[torch.Tensor, 
 
     The settings come from a file, so they are checked as the DataModule checks its arguments
     (:func:`~regression_lab.core.samples.check_data_settings`); more than
-    :data:`MAX_LANDSCAPE_SAMPLES` samples are thinned to every k-th one (the note says so), and
-    samples that overflow float32 are refused.
+    :data:`MAX_LANDSCAPE_SAMPLES` samples are thinned to every k-th one (the note says so).
     """
     from regression_lab.core.samples import check_data_settings, line_split
 
@@ -347,8 +346,6 @@ def training_samples(settings: object, source: str = "") -> tuple[torch.Tensor, 
     stride = -(-n // MAX_LANDSCAPE_SAMPLES)  # ceil: 1 unless n is over the cap
     # Rank 0 of `stride` shards is exactly every stride-th sample: 0, stride, 2 stride, ...
     x, y = line_split(hp, "train", 0, stride)
-    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-        raise UsageError(f"{where}the saved data settings give samples beyond float32's range (x or y is inf)")
     note = ""
     if stride > 1:
         note = f"the run trained on {n:,} samples; the landscape uses every {stride:,}th ({len(x):,})"

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from regression_lab.core.errors import UsageError, check_float, check_int
+from regression_lab.core.errors import FLOAT32_MAX, UsageError, check_float, check_int
 
 #: The DataModule's defaults: the lab's data (also what a checkpoint without data settings used).
 #: The most samples a split may have: 100 million x and y take 800 MB as float32, and the
@@ -36,6 +36,12 @@ DATA_DEFAULTS: dict[str, Any] = {
     "test_x_max": 10.0,
     "seed": 0,
 }
+
+#: Samples beyond this overflow float32 when squared, as the MSE does: sqrt(FLOAT32_MAX).
+SQUARE_SAFE = math.sqrt(FLOAT32_MAX)
+#: Noise draws counted as possible, in standard deviations (100 million normal draws stay
+#: within about 6).
+NOISE_SIGMAS = 8.0
 
 #: The splits: (name of their sample count, prefix of their x range).
 SPLITS = (("num_samples", ""), ("val_samples", "val_"), ("test_samples", "test_"))
@@ -67,6 +73,13 @@ def check_data_settings(settings: Mapping[str, Any], source: str = "") -> dict[s
             if num > 1 and not lo < hi:
                 raise UsageError(f"data.{prefix}x_min must be < data.{prefix}x_max, got [{lo}, {hi}]")
         check_int("data.seed", hp["seed"], 0)
+        size = largest_magnitude(hp)
+        if size > FLOAT32_MAX:
+            about = f" (about {size:.3g})" if math.isfinite(size) else ""
+            raise UsageError(
+                f"the data settings give samples beyond float32's range {FLOAT32_MAX:.3g}{about}: "
+                "scale --data.x_*, --data.slope, --data.intercept or --data.noise_std down"
+            )
     except UsageError as err:
         raise UsageError(f"{where}{err}") from None
     return hp
@@ -135,6 +148,22 @@ def shard_indices(n: int, rank: int, world_size: int, pad: bool = True) -> torch
         return torch.arange(rank, n, world_size)
     per_rank = math.ceil(n / world_size)
     return torch.arange(rank, per_rank * world_size, world_size) % n
+
+
+def largest_magnitude(settings: Mapping[str, Any], train_only: bool = False) -> float:
+    """The largest |x| or |y| the (checked) data settings can give, over every split (or the
+    training split alone).
+
+    |y| is bounded by the line at the ends of the range plus :data:`NOISE_SIGMAS` standard
+    deviations of noise. Training diverges whatever the learning rate past :data:`SQUARE_SAFE`.
+    """
+    hp = {**DATA_DEFAULTS, **settings}
+    largest = 0.0
+    for _, prefix in SPLITS[:1] if train_only else SPLITS:
+        x = max(abs(hp[f"{prefix}x_min"]), abs(hp[f"{prefix}x_max"]))
+        noise = NOISE_SIGMAS * hp["noise_std"] if prefix == "" else 0.0
+        largest = max(largest, x, abs(hp["slope"]) * x + abs(hp["intercept"]) + noise)
+    return largest
 
 
 def line_split(

@@ -29,11 +29,31 @@ from regression_lab.core import landscape
 from regression_lab.core.errors import TrainingFailed, check_int
 from regression_lab.core.landscape_plots import log_to_writer
 from regression_lab.core.safe_io import atomic_write
+from regression_lab.core.samples import DATA_DEFAULTS, SQUARE_SAFE, largest_magnitude
+
+#: Data beyond this size are named beside the learning rate when training diverges: the lab's
+#: data reach 17, and SGD's step grows with the square of the inputs.
+LARGE_DATA = 100.0
 
 
-def _advice(pl_module: L.LightningModule) -> str:
-    lr = pl_module.hparams.get("lr")
-    return f"lower --model.lr (now {lr:g})" if isinstance(lr, (int, float)) else "lower the learning rate"
+def divergence_advice(model: L.LightningModule, datamodule: L.LightningDataModule | None) -> str:
+    """What to change after a divergence (or dead units): the learning rate, or the data when
+    they are large enough to be the cause (as their squares overflow float32, the only cause)."""
+    lr = model.hparams.get("lr")
+    lower_lr = f"lower --model.lr (now {lr:g})" if isinstance(lr, (int, float)) else "lower --model.lr"
+    settings = getattr(datamodule, "hparams", None)
+    if not settings or not set(DATA_DEFAULTS) <= set(settings):
+        return lower_lr
+    size = largest_magnitude(settings, train_only=True)
+    scale = "scale the data down (--data.x_min/x_max, --data.slope, --data.intercept, --data.noise_std)"
+    if size > SQUARE_SAFE:
+        return (
+            f"the training data reach about {size:.3g}, whose squares overflow float32 whatever the learning "
+            f"rate: {scale}"
+        )
+    if size > LARGE_DATA:
+        return f"{lower_lr}, or {scale}: the data reach about {size:.3g} and a step grows with their square"
+    return lower_lr
 
 
 class DivergenceGuard(L.Callback):
@@ -84,7 +104,7 @@ class DivergenceGuard(L.Callback):
         if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
             raise TrainingFailed(
                 f"training diverged: non-finite weights at epoch {trainer.current_epoch + 1}, step "
-                f"{trainer.global_step}; no checkpoint written; {_advice(pl_module)}"
+                f"{trainer.global_step}; no checkpoint written; {divergence_advice(pl_module, trainer.datamodule)}"
             )
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor | None) -> None:
@@ -102,8 +122,9 @@ class DivergenceGuard(L.Callback):
         # otherwise the first non-finite loss came somewhere after that read.
         since = "" if step - self._checked_step <= 1 else f" (finite up to step {self._checked_step})"
         what = f"loss {float(loss.detach())}" if loss is not None else "a non-finite loss"
+        advice = divergence_advice(pl_module, trainer.datamodule)
         raise TrainingFailed(
-            f"training diverged: {what} at epoch {trainer.current_epoch + 1}, step {step}{since}; {_advice(pl_module)}"
+            f"training diverged: {what} at epoch {trainer.current_epoch + 1}, step {step}{since}; {advice}"
         )
 
 

@@ -35,7 +35,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from regression_lab.core.checkpoints import DEFAULT_LOG_ROOT, load_model, newest_checkpoint, reserve_numbered_dir
 from regression_lab.core.ensemble import MAX_SEED
 from regression_lab.core.errors import TrainingFailed, UsageError
-from regression_lab.lit.callbacks import AtomicCheckpointIO, DivergenceGuard, FinalMetrics, RunProgressBar
+from regression_lab.lit.callbacks import (
+    AtomicCheckpointIO,
+    DivergenceGuard,
+    FinalMetrics,
+    RunProgressBar,
+    divergence_advice,
+)
 from regression_lab.lit.data import RegressionDataModule
 from regression_lab.lit.ensemble import EnsembleRegressionModule, regression_model
 from regression_lab.lit.ensemble_metrics import EnsembleMetrics
@@ -312,7 +318,9 @@ class RegressionLabCLI(LightningCLI):
             isinstance(self.model, EnsembleRegressionModule)
             and self.final_metrics["diverged"] == self.final_metrics["members"]
         ):
-            raise TrainingFailed(f"every member of the ensemble diverged; {_lower_lr(self.model)}")
+            raise TrainingFailed(
+                f"every member of the ensemble diverged; {divergence_advice(self.model, self.datamodule)}"
+            )
 
     def _report_single(self) -> None:
         model = self.model
@@ -323,8 +331,8 @@ class RegressionLabCLI(LightningCLI):
             # lab): the loss stops falling, nothing diverges, and the fit is flat.
             print(
                 "warning: every hidden ReLU unit is off on all training inputs (dead): no gradient "
-                f"reaches them and the fit is flat over the training data; {_lower_lr(model)} "
-                "or try another --seed_everything",
+                "reaches them and the fit is flat over the training data; "
+                f"{divergence_advice(model, self.datamodule)}; or try another --seed_everything",
                 file=sys.stderr,
             )
 
@@ -336,8 +344,8 @@ class RegressionLabCLI(LightningCLI):
             f"{m['prediction_std']:.4f} (mean ± std over {members - diverged} members)"
         )
         if diverged:
-            print(f"warning: {diverged} of {members} members diverged and were left out; {_lower_lr(self.model)}",
-                  file=sys.stderr)  # fmt: skip
+            advice = divergence_advice(self.model, self.datamodule)
+            print(f"warning: {diverged} of {members} members diverged and were left out; {advice}", file=sys.stderr)
         final = self._final.snapshots.get(self.trainer.current_epoch, {})
         units = final.get("active_units")
         if units is not None:
@@ -345,11 +353,6 @@ class RegressionLabCLI(LightningCLI):
             if dead:
                 print(f"warning: {dead} of {members} members have every hidden ReLU unit dead (a flat fit)",
                       file=sys.stderr)  # fmt: skip
-
-
-def _lower_lr(model: L.LightningModule) -> str:
-    lr = model.hparams.get("lr")
-    return f"lower --model.lr (now {lr:g})" if isinstance(lr, (int, float)) else "lower --model.lr"
 
 
 def cli_main(
