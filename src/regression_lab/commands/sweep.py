@@ -17,6 +17,7 @@ machines). Run it::
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import warnings
@@ -29,7 +30,7 @@ from regression_lab.commands.options import new_parser
 from regression_lab.core.checkpoints import numbered_dirs, reserve_numbered_dir
 from regression_lab.core.ensemble import parse_seeds
 from regression_lab.core.errors import UsageError, check_float, check_int
-from regression_lab.core.safe_io import atomic_write
+from regression_lab.core.safe_io import atomic_write, lock_dir
 
 SETTINGS_FILE = "sweep.json"
 #: A sweep keeps every member's numbers in its study: this many seeds at most.
@@ -92,19 +93,43 @@ def make_spec(args: Namespace) -> Any:
     )  # fmt: skip
 
 
+def _definition_in(sweep_dir: Path) -> object:
+    """The search a sweep directory holds (from its settings file), or None if unreadable."""
+    try:
+        with (sweep_dir / SETTINGS_FILE).open() as fh:
+            settings = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return settings.get("definition") if isinstance(settings, dict) else None
+
+
 def resolve_out(out: str | None, spec: Any, root: Path = Path("lightning_logs")) -> Path:
     """The sweep directory: ``--out``; with ``--storage``, ``lightning_logs/sweep_<study_name>``;
-    otherwise the newest ``sweep_N`` of the same search (its study continues) or a new one."""
+    otherwise the newest ``sweep_N`` of the same search (its study continues) or a new one.
+
+    The last choice is made under a lock on ``root``, and a new directory gets its search
+    written at once, so two identical sweeps started together join one study (each setting is
+    trained once) instead of making two directories that both train everything.
+    """
     if out is not None:
         return Path(out)
     if spec.storage:
         return root / f"sweep_{spec.study_name}"
-    sweeps = numbered_dirs(root, "sweep_")
-    if sweeps and (sweeps[-1] / SETTINGS_FILE).is_file():
-        with (sweeps[-1] / SETTINGS_FILE).open() as fh:
-            if json.load(fh).get("definition") == spec.definition():
-                return sweeps[-1]
-    return reserve_numbered_dir(root, "sweep_")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = lock_dir(root, wait=True)  # held for milliseconds, never over training
+    except OSError as err:
+        raise UsageError(f"cannot write the sweep directory under {root}: {err.strerror or err}") from None
+    try:
+        sweeps = numbered_dirs(root, "sweep_")
+        if sweeps and _definition_in(sweeps[-1]) == spec.definition():
+            return sweeps[-1]
+        new = reserve_numbered_dir(root, "sweep_")
+        with atomic_write(new / SETTINGS_FILE, "w") as fh:
+            json.dump({"definition": spec.definition()}, fh, indent=2)  # completed once the study is open
+        return new
+    finally:
+        os.close(lock)
 
 
 def run_workers(spec: Any, workers: int) -> None:

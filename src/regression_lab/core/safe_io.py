@@ -8,6 +8,8 @@ and Windows within one file system). No Lightning import. Use it::
     from regression_lab.core.safe_io import atomic_write
     with atomic_write("results.csv", "w") as fh:
         fh.write("a,b\\n")
+
+It also holds the directory lock (:func:`lock_dir`) that keeps two processes out of one run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,24 @@ from pathlib import Path
 from typing import IO, Any
 
 from regression_lab.core.errors import UsageError
+
+
+def lock_dir(path: str | os.PathLike, wait: bool = False) -> int:
+    """Take an exclusive ``flock`` on the directory ``path`` itself; return its descriptor.
+
+    Close the descriptor (:func:`os.close`) to release it; the kernel releases it when the
+    process dies, even by SIGKILL, so a lock never outlives its holder. No lock file is made.
+    With ``wait=False`` a lock held elsewhere raises :class:`BlockingIOError` at once.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def check_writable_dir(path: str | os.PathLike, what: str) -> None:

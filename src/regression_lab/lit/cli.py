@@ -35,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from regression_lab.core.checkpoints import DEFAULT_LOG_ROOT, load_model, newest_checkpoint, reserve_numbered_dir
 from regression_lab.core.ensemble import MAX_SEED
 from regression_lab.core.errors import TrainingFailed, UsageError
+from regression_lab.core.safe_io import lock_dir
 from regression_lab.lit.callbacks import (
     AtomicCheckpointIO,
     DivergenceGuard,
@@ -101,7 +102,15 @@ class RegressionLabCLI(LightningCLI):
         """LightningCLI's arguments, plus ``callbacks``: callback objects to add to the Trainer,
         for a caller that holds state no command line can carry (a sweep's Optuna trial)."""
         self._extra_callbacks = list(callbacks or [])
-        super().__init__(*args, **kwargs)
+        # A running subcommand holds its run directory (see _lock_run) until it returns.
+        self._lock_runs = kwargs.get("run", True)
+        self._run_lock: int | None = None
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if self._run_lock is not None:
+                os.close(self._run_lock)
+                self._run_lock = None
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -162,6 +171,8 @@ class RegressionLabCLI(LightningCLI):
         ckpt = cfg.get("ckpt_path")
         if sub == "fit" and ckpt == "last":
             ckpt = newest_checkpoint(self._log_root(cfg), name="last.ckpt")
+            if ckpt.parent.parent.name.startswith("version_"):
+                self._lock_run(ckpt.parent.parent)  # before its config.yaml or events are touched
             self._resume_into_run(cfg, ckpt)
             # Resuming continues the run's own checkpoint directory: of course it is not empty.
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -241,7 +252,23 @@ class RegressionLabCLI(LightningCLI):
             raise UsageError(f"cannot write logs under {root}: {err.strerror or err}") from None
         run = reserve_numbered_dir(root, "version_")
         init.version = int(run.name.split("_", 1)[1])
+        self._lock_run(run)
         return run
+
+    def _lock_run(self, run_dir: Path) -> None:
+        """Hold ``run_dir`` for this process while the subcommand runs: a second ``fit
+        --ckpt_path last`` of a run that is training (or being resumed) is refused instead of
+        writing into the same directory. Only rank 0 holds it (the other ranks do not log)."""
+        if not self._lock_runs or rank_zero_only.rank != 0 or self._run_lock is not None:
+            return
+        try:
+            self._run_lock = lock_dir(run_dir)
+        except BlockingIOError:
+            raise UsageError(
+                f"{run_dir} is in use by another fit (training or resuming it now): wait until it ends"
+            ) from None
+        except OSError as err:
+            raise UsageError(f"cannot open the run directory {run_dir}: {err.strerror or err}") from None
 
     def instantiate_classes(self) -> None:
         reserved = self._reserve_run_dir() if self.subcommand else None
