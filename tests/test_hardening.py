@@ -183,6 +183,30 @@ def test_a_signalled_fit_says_so_exits_128_plus_n_and_resumes(tmp_path, signum):
     assert "Model prediction for 10 is" in resumed.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_light_command_says_so_and_exits_128_plus_n(lab_ckpt, tmp_path, signum):
+    # predict waits on a named pipe that is open and stays silent: the process is surely past
+    # its start (its handlers are in place) once the pipe's writer end opens.
+    fifo = tmp_path / "xs.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [*cli_command(), "predict", "--ckpt_path", str(lab_ckpt), "--input", str(fifo)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    with fifo.open("w") as writer:  # blocks until predict opens the pipe for reading
+        writer.write("10\n")
+        writer.flush()
+        time.sleep(0.3)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    name = signal.Signals(signum).name
+    assert err == f"interrupted by {name} (no file is written by predict: run it again)\n"
+    assert out == ""
+
+
 @pytest.mark.parametrize(
     "args, phrase",
     [

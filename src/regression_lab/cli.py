@@ -74,7 +74,7 @@ def _run_command(name: str, argv: Sequence[str]) -> int:
 
 
 class Interrupted(Exception):
-    """A training command stopped by SIGINT or SIGTERM: exit 128 + the signal's number."""
+    """A command stopped by SIGINT or SIGTERM: exit 128 + the signal's number."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -102,6 +102,34 @@ def _signals_interrupt() -> Iterator[dict[str, int]]:
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` for the block (see _signals_interrupt)."""
+    with _signals_interrupt() as got:
+        try:
+            yield
+        except (SystemExit, KeyboardInterrupt):
+            if "signum" in got:
+                raise Interrupted(got["signum"]) from None
+            raise
+
+
+#: Commands that stop on signals in their own way: the sweep marks its running trials failed
+#: (sweep_study.stop_on_signals), serve drains the requests in flight (LitServe).
+STOPS_ITSELF = ("sweep", "serve")
+
+#: What the line after "interrupted by SIGTERM" says: what is on disk, and how to go on.
+AFTER_INTERRUPT = {
+    "fit": "the newest last.ckpt holds the weights as of its last save: resume with --ckpt_path last",
+    "validate": "nothing of the checkpoint changed: run it again",
+    "test": "nothing of the checkpoint changed: run it again",
+    "predict": "no file is written by predict: run it again",
+    "landscape": "each --out file is either whole or the previous one (written by rename): run it again",
+    "export": "the --out file is either whole or the previous one (written by rename): run it again",
+    "demo": "demo writes no files",
+}
+
+
 def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
     # Lightning and its argument parser load only here, for the training commands.
     from jsonargparse import ArgumentError
@@ -111,13 +139,8 @@ def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
 
     try:
         # LightningCLI reads sys.argv itself when run as the console script (and warns if given both).
-        with _signals_interrupt() as got:
-            try:
-                cli_main(None if from_sys_argv else list(argv))
-            except (SystemExit, KeyboardInterrupt):
-                if "signum" in got:
-                    raise Interrupted(got["signum"]) from None
-                raise
+        with _interruptible():
+            cli_main(None if from_sys_argv else list(argv))
     except ArgumentError as err:
         message = _one_line(err)
         if message.startswith("Unexpected config:"):
@@ -149,8 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = bounded
         if command in TRAINING_COMMANDS:
             return _run_training(argv, from_sys_argv)
-        if command in COMMANDS:
+        if command in STOPS_ITSELF:
             return _run_command(command, argv[1:])
+        if command in COMMANDS:
+            with _interruptible():
+                return _run_command(command, argv[1:])
         raise UsageError(f"unknown command {command!r}: choose from {', '.join((*TRAINING_COMMANDS, *COMMANDS))}")
     except UsageError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
@@ -159,8 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
     except Interrupted as err:
-        resume = " (the newest last.ckpt holds the weights as of its last save: resume with --ckpt_path last)"
-        print(f"interrupted by {err}" + (resume if command == "fit" else ""), file=sys.stderr)
+        print(f"interrupted by {err} ({AFTER_INTERRUPT[command]})", file=sys.stderr)
         return 128 + err.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
