@@ -26,9 +26,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regression_lab.cli import main
-from regression_lab.commands.predict import MAX_LINE_CHARS, QUOTE_CHARS, read_inputs
+from regression_lab.commands.predict import MAX_LINE_CHARS, parse_number, read_inputs
 from regression_lab.core.checkpoints import reserve_numbered_dir
-from regression_lab.core.errors import UsageError
+from regression_lab.core.errors import FLOAT32_MAX, QUOTE_CHARS, UsageError
 
 
 def main_with_stdin(stdin: object, *args: str, cwd: Path) -> tuple[int, str, str]:
@@ -136,6 +136,48 @@ def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(
     content = [line.split(",")[0].strip() for line in lines if line and not line.startswith("#")]
     kept = content[1:] if content and content[0].strip('"').lower() == "x" else content
     assert got == [float(v) for v in kept] and all(math.isfinite(v) for v in got)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=60), st.floats().map(repr), st.integers().map(str)))
+def test_the_number_parser_accepts_exactly_the_finite_float32_values(text):
+    try:
+        value = parse_number(text, " in --x")
+    except UsageError as err:
+        message = str(err)
+        assert "\n" not in message and len(message) <= 100 + QUOTE_CHARS
+        assert message.startswith(("not a number in --x", "not a finite number in --x", "out of float32's range"))
+        with contextlib.suppress(ValueError):  # a float Python reads: not finite, or past float32
+            assert not (math.isfinite(float(text)) and abs(float(text)) <= FLOAT32_MAX)
+        return
+    assert value == float(text) and math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(-(10**400), 10**400) | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(JSON, st.fixed_dictionaries({"x": JSON}), st.fixed_dictionaries({"x": st.lists(JSON, max_size=8)})))
+def test_the_request_parser_accepts_exactly_x_as_finite_numbers_or_says_what_is_wrong(body):
+    from regression_lab.commands.serve_api import parse_x
+
+    def number(v: object) -> bool:
+        # A Python int compares exactly with a float, so a 400-digit one is simply too large.
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= FLOAT32_MAX
+
+    x = body.get("x") if isinstance(body, dict) and set(body) == {"x"} else None
+    valid = x is not None and (number(x) or (isinstance(x, list) and 0 < len(x) <= 4 and all(map(number, x))))
+    try:
+        xs, scalar = parse_x(body, max_items=4)
+    except ValueError as err:
+        assert not valid and "\n" not in str(err) and len(str(err)) < 200
+        return
+    assert valid and scalar == (not isinstance(x, list))
+    assert xs == ([float(x)] if scalar else [float(v) for v in x])
 
 
 def test_a_checkpoint_whose_tensor_expands_to_a_huge_shape_is_refused_before_it_grows(lab_ckpt, tmp_path):

@@ -21,21 +21,13 @@ from typing import TextIO
 from jsonargparse import ArgumentParser, Namespace
 
 from regression_lab.commands.options import new_parser
-from regression_lab.core.errors import FLOAT32_MAX, UsageError
+from regression_lab.core.errors import FLOAT32_MAX, UsageError, quote
 
 #: The longest line an input may have: an x value is a few dozen characters at most, and an
 #: endless input (``< /dev/zero``) must end with an error, not fill the memory.
 MAX_LINE_CHARS = 1000
 #: The most x values one input may hold (about 8 bytes each in memory, twice).
 MAX_INPUT_VALUES = 10_000_000
-#: How much of a bad value an error message quotes.
-QUOTE_CHARS = 40
-
-
-def quote(text: str) -> str:
-    """``text`` as an error message quotes it: stripped, at most :data:`QUOTE_CHARS` characters."""
-    text = text.strip()
-    return repr(text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "...")
 
 
 def parse_number(text: str, where: str = "") -> float:

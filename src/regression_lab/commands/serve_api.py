@@ -21,7 +21,7 @@ from typing import Any
 import litserve as ls
 from fastapi import HTTPException
 
-from regression_lab.core.errors import FLOAT32_MAX
+from regression_lab.core.errors import FLOAT32_MAX, brief
 
 
 async def _reject(send: Any, status: int, message: str) -> None:
@@ -95,9 +95,12 @@ class JsonBodyGuard:
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{where} must be a number, got {type(value).__name__}")
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        x = math.inf
     if not math.isfinite(x) or abs(x) > FLOAT32_MAX:
-        raise ValueError(f"{where} must be a finite number within float32's range, got {value!r}")
+        raise ValueError(f"{where} must be a finite number within float32's range, got {brief(value)}")
     return x
 
 

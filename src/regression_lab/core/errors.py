@@ -14,6 +14,24 @@ import math
 FLOAT32_MAX = 3.4028234663852886e38
 
 
+#: How much of a bad value an error message quotes: a megabyte-long line must not come back
+#: as a megabyte-long error.
+QUOTE_CHARS = 40
+
+
+def quote(text: str) -> str:
+    """``text`` as an error message quotes it: stripped, at most :data:`QUOTE_CHARS` characters."""
+    # Cut after repr: control characters and astral symbols grow fourfold or more in it.
+    shown = repr(text.strip())
+    return shown if len(shown) <= QUOTE_CHARS + 2 else shown[: QUOTE_CHARS + 1] + "..." + shown[0]
+
+
+def brief(value: object) -> str:
+    """``repr(value)``, cut to :data:`QUOTE_CHARS` characters (a 400-digit number, a long list)."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "..."
+
+
 class UsageError(ValueError):
     """Something the user typed or gave is wrong: the CLI prints the message and exits 2."""
 
