@@ -161,7 +161,8 @@ def run_workers(spec: Any, workers: int) -> None:
     if lost:
         print(
             f"warning: worker(s) {', '.join(map(str, lost))} ended with status "
-            f"{', '.join(str(codes[i]) for i in lost)}; their trials are retried by the next run of this command",
+            f"{', '.join(str(codes[i]) for i in lost)}; a trial left running is retried by the other workers "
+            "(with heartbeats) or by the next run of this command",
             file=sys.stderr,
         )
 

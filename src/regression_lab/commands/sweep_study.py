@@ -447,11 +447,15 @@ def worker_main(spec_dict: dict[str, Any], threads: int) -> None:
     warnings.filterwarnings("ignore")
     try:
         work(StudySpec(**spec_dict))
-    except KeyboardInterrupt:
-        sys.exit(130)
     except UsageError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
+    except BaseException:
+        # Stopped by a signal: wherever it landed (inside Optuna's own bookkeeping it can surface
+        # as another exception), end quietly; the parent says it in one line.
+        if STOPPED_BY["signal"] is not None:
+            sys.exit(128 + STOPPED_BY["signal"])
+        raise
 
 
 def quiet_logs() -> None:
