@@ -296,10 +296,17 @@ def test_checkpoint_weights_must_be_finite_real_numbers(lab_ckpt, tmp_path, valu
     ckpt = torch.load(lab_ckpt, weights_only=True)
     ckpt["state_dict"]["net.linear1.weight"] = value
     torch.save(ckpt, tmp_path / "crafted.ckpt")
-    for command in (["predict", "--x", "10"], ["validate"]):
+    before = fingerprint(tmp_path)
+    for command in (
+        ["predict", "--x", "10"],
+        ["validate"],
+        ["landscape", "--resolution", "5", "--out", "o"],
+        ["export", "--format", "onnx", "--out", "m.onnx"],
+    ):
         proc = run_main(*command, "--ckpt_path", "crafted.ckpt", cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr[-500:]
         assert f"checkpoint's linear1.weight {phrase}" in proc.stderr
+    assert fingerprint(tmp_path) == before
 
 
 def test_written_files_follow_the_umask_like_config_yaml(tmp_path):
