@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from helpers import cli_command, fingerprint, run_cli
+from helpers import cli_command, fingerprint, run_cli, run_main
 
 from regression_lab.core.safe_io import lock_dir
 
@@ -47,7 +47,7 @@ def wait_until_held(run_dir: Path, proc: subprocess.Popen, timeout: float = 120)
 
 
 def test_a_run_being_trained_is_not_resumed_into_by_another_fit(tmp_path):
-    first = run_cli("fit", "--trainer.max_epochs", "5", *QUIET, cwd=tmp_path)
+    first = run_main("fit", "--trainer.max_epochs", "5", *QUIET, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     run = tmp_path / "lightning_logs" / "version_0"
     # A long resume holds the run ...
@@ -57,7 +57,7 @@ def test_a_run_being_trained_is_not_resumed_into_by_another_fit(tmp_path):
         time.sleep(1.0)  # its config.yaml and events are written by now
         before = fingerprint(run)
         # ... so a second resume of it is refused at once, touching nothing there.
-        second = run_cli("fit", "--ckpt_path", "last", "--trainer.max_epochs", "20", *QUIET, cwd=tmp_path)
+        second = run_main("fit", "--ckpt_path", "last", "--trainer.max_epochs", "20", *QUIET, cwd=tmp_path)
         assert second.returncode == 2
         assert second.stderr.strip().splitlines()[-1] == (
             "error: lightning_logs/version_0 is in use by another fit (training or resuming it now): wait until it ends"
@@ -73,7 +73,7 @@ def test_a_run_being_trained_is_not_resumed_into_by_another_fit(tmp_path):
     assert resuming.returncode == 143, err[-2000:]
     # Once the first one has ended, the run resumes normally.
     epoch = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
-    again = run_cli("fit", "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 2), *QUIET, cwd=tmp_path)
+    again = run_main("fit", "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 2), *QUIET, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == epoch + 2
     assert not (tmp_path / "lightning_logs" / "version_1").exists()

@@ -160,7 +160,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(JSON, st.fixed_dictionaries({"x": JSON}), st.fixed_dictionaries({"x": st.lists(JSON, max_size=8)})))
 def test_the_request_parser_accepts_exactly_x_as_finite_numbers_or_says_what_is_wrong(body):
     from regression_lab.commands.serve_api import parse_x

@@ -241,3 +241,29 @@ def test_divergence_advice_names_the_actual_cause(tmp_path, args, code, advice):
         assert "lower --model.lr" not in last
     if advice == "lower --model.lr (now 3)":  # the lab's data are small: not named
         assert "scale the data" not in last
+
+
+def test_a_named_pipe_or_a_symlink_as_the_destination_is_written_through_not_replaced(lab_ckpt, tmp_path):
+    # Renaming a finished file over --out would turn a pipe (or /dev/null, as root) into a
+    # plain file, and a symlink into a file beside its target.
+    plain = tmp_path / "plain.onnx"
+    assert run_main("export", "--ckpt_path", str(lab_ckpt), "--format", "onnx", "--out", str(plain),
+                    cwd=tmp_path).returncode == 0  # fmt: skip
+    fifo = tmp_path / "model.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    proc = run_main("export", "--ckpt_path", str(lab_ckpt), "--format", "onnx", "--out", str(fifo), cwd=tmp_path)
+    reader.join(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and received == [plain.read_bytes()]
+    target = tmp_path / "models" / "m.onnx"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "current.onnx"
+    link.symlink_to(target)
+    proc = run_main("export", "--ckpt_path", str(lab_ckpt), "--format", "onnx", "--out", str(link), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink() and target.read_bytes() == plain.read_bytes()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m.onnx"]

@@ -319,6 +319,17 @@ def test_credentials_are_masked():
     assert mask("sqlite:///x.db") == "sqlite:///x.db"
 
 
+def test_a_storage_that_cannot_be_reached_is_one_line_with_the_password_masked(tmp_path):
+    # Port 1 on the loopback: refused at once. The password appears nowhere; words that merely
+    # contain its letters ("psycopg", "port") stay readable.
+    proc = run_main("sweep", "--storage", "postgresql+psycopg://u:p@127.0.0.1:1/db", cwd=tmp_path)
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert line.startswith("error: cannot open the storage postgresql+psycopg://u:***@127.0.0.1:1/db: ")
+    assert "Connection refused" in line and "port 1" in line and ":p@" not in line
+    assert "\n" not in line and not (tmp_path / "lightning_logs").exists()
+
+
 def test_mean_ci_and_seed_ranges():
     mean, std, low, high = mean_ci([1.0, 2.0, 3.0, 4.0])
     assert (mean, std) == (2.5, statistics.stdev([1.0, 2.0, 3.0, 4.0]))

@@ -302,15 +302,19 @@ def run(args: Namespace) -> int:
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SETTINGS_FILE).is_file():
         # Its results.csv and trials.csv would replace whatever files of those names are there.
         raise UsageError(f"{out_dir} exists and is not a sweep directory: choose another --out")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot write the sweep directory {out_dir}: {err.strerror or err}") from None
-    spec.out_dir = str(out_dir)
-    spec.storage = spec.storage or f"sqlite:///{out_dir / 'study.db'}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's experimental-API notices (heartbeats, retries)
-        study = load_or_create(spec)  # refuses another search space before anything is written
+        # A given storage is opened first: one that cannot be reached, or that holds another
+        # search space, is refused before anything is made here.
+        study = load_or_create(spec) if spec.storage else None
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot write the sweep directory {out_dir}: {err.strerror or err}") from None
+        spec.out_dir = str(out_dir)
+        spec.storage = spec.storage or f"sqlite:///{out_dir / 'study.db'}"
+        if study is None:
+            study = load_or_create(spec)  # refuses another search space before anything is written
         with atomic_write(out_dir / SETTINGS_FILE, "w") as fh:
             json.dump({"definition": spec.definition(), "storage": mask(spec.storage), "study_name": spec.study_name},
                       fh, indent=2)  # fmt: skip

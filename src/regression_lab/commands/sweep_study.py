@@ -91,7 +91,11 @@ def _scrub(text: str, url: str) -> str:
     """An error message with the storage's password taken out, wherever it appears."""
     found = re.search(r"://[^:/@]*:([^@/]*)@", url)
     text = text.replace(url, mask(url))
-    return text.replace(found.group(1), "***") if found and found.group(1) else text
+    if not found or not found.group(1):
+        return text
+    # Whole occurrences only (not inside a longer word), so a short password ("p") does not
+    # turn "psycopg" and "port" into "***sycopg" and "***ort".
+    return re.sub(rf"(?<![A-Za-z0-9]){re.escape(found.group(1))}(?![A-Za-z0-9])", "***", text)
 
 
 def open_storage(url: str, heartbeat_interval: int) -> optuna.storages.BaseStorage:

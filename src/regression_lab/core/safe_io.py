@@ -74,9 +74,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> It
     """Open a temporary file beside ``path`` for writing; on success it replaces ``path``.
 
     If the block raises (or the process dies), ``path`` is untouched and the temporary file
-    is removed (or, after a kill, left as ``.<name>.*.tmp``, never under the final name).
+    is removed (or, after a kill, left as ``.<name>.*.tmp``, never under the final name). A
+    symbolic link is followed (its target is replaced, the link stays); a device or a named
+    pipe is written directly, since nothing can be renamed over it without destroying it.
     """
     target = Path(path)
+    if target.is_symlink():
+        # Replace what the link points to, not the link.
+        target = Path(os.path.realpath(target))
+    if target.exists() and not target.is_file() and not target.is_dir():
+        # A device or a pipe (/dev/null, /dev/stdout, a named pipe): written in place, as open()
+        # would. Renaming over it would replace the device itself with a plain file.
+        with open(target, mode, **kwargs) as fh:  # noqa: PTH123
+            yield fh
+        return
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); the result gets what open() would give it
