@@ -80,7 +80,7 @@ def test_a_run_being_trained_is_not_resumed_into_by_another_fit(tmp_path):
 
 
 def test_two_identical_default_sweeps_started_together_train_each_setting_once(tmp_path):
-    grid = ["--hidden_sizes", "4", "8", "--epochs", "50", "--seeds", "0-99", "--quiet"]
+    grid = ["--hidden_sizes", "4", "8", "--epochs", "20", "--seeds", "0-9", "--quiet"]
     procs = [start("sweep", *grid, cwd=tmp_path) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):

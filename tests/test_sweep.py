@@ -228,6 +228,12 @@ def _wait_for_trials(out: Path, finished: int, proc: subprocess.Popen, timeout: 
         time.sleep(0.05)
 
 
+def _workers_of(pid: int) -> list[int]:
+    """The sweep's worker processes (multiprocessing's spawned children, not its resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
 SLOW_GRID = ["--hidden_sizes", "4", "5", "8", "--epochs", "100", "400", "--seeds", "0-199", "--quiet"]
 
 
@@ -259,15 +265,21 @@ def test_a_sigkilled_sweep_is_retried_through_the_heartbeat_and_ends_with_the_sa
 
 
 @pytest.mark.slow
-def test_sigterm_stops_in_one_line_with_143_and_the_next_run_finishes(tmp_path, slow_grid_table):
-    args = [*SLOW_GRID, "--out", "s"]
+def test_sigterm_to_the_parent_stops_its_workers_in_one_line_with_143_and_the_next_run_finishes(
+    tmp_path, slow_grid_table
+):
+    args = [*SLOW_GRID, "--out", "s", "--workers", "2"]
     proc = _start(args, tmp_path)
     _wait_for_trials(tmp_path / "s", 1, proc)
     time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGTERM)
+    workers = _workers_of(proc.pid)
+    assert len(workers) == 2
+    os.kill(proc.pid, signal.SIGTERM)  # the parent only, not its process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("sweep stopped (SIGTERM)") and "Traceback" not in err
+    for pid in workers:  # gone (reaped by the parent), not training on
+        assert not Path(f"/proc/{pid}").exists()
     again = run_cli("sweep", *args, cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert table_of(again.stdout) == slow_grid_table
@@ -283,12 +295,6 @@ def test_two_local_workers_share_the_study_and_train_each_setting_once(tmp_path,
     assert sorted(t.params["hidden_size"] for t in trained) == [4, 5, 8]
 
 
-def _workers_of(pid: int) -> list[int]:
-    """The sweep's worker processes (multiprocessing's spawned children, not its resource tracker)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-
-
 @pytest.mark.slow
 def test_a_sigkilled_worker_does_not_hang_the_sweep_and_its_trial_is_retried(tmp_path, slow_grid_table):
     proc = _start([*SLOW_GRID, "--out", "w", "--workers", "2", "--heartbeat_interval", "1"], tmp_path)
@@ -298,20 +304,6 @@ def test_a_sigkilled_worker_does_not_hang_the_sweep_and_its_trial_is_retried(tmp
     assert proc.returncode == 0, err[-2000:]
     assert "warning: worker(s) 0 ended with status -9" in err and "Traceback" not in err
     assert table_of(out) == slow_grid_table  # the dead worker's trial was run again by the other
-
-
-@pytest.mark.slow
-def test_sigterm_to_the_parent_alone_stops_its_workers(tmp_path):
-    proc = _start([*SLOW_GRID, "--out", "w", "--workers", "2"], tmp_path)
-    _wait_for_trials(tmp_path / "w", 1, proc)
-    workers = _workers_of(proc.pid)
-    assert len(workers) == 2
-    proc.send_signal(signal.SIGTERM)  # the parent only, not its process group
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith("sweep stopped (SIGTERM)") and "Traceback" not in err
-    for pid in workers:  # gone (reaped by the parent), not training on
-        assert not Path(f"/proc/{pid}").exists()
 
 
 def test_credentials_are_masked():

@@ -14,16 +14,14 @@ training) exits 1. Run it::
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from regression_lab import config_guard
 from regression_lab.core.errors import TrainingFailed, UsageError
+from regression_lab.core.interrupts import Interrupted, interruptible
 
 TRAINING_COMMANDS = ("fit", "validate", "test")
 
@@ -73,47 +71,6 @@ def _run_command(name: str, argv: Sequence[str]) -> int:
     return module.run(cfg)
 
 
-class Interrupted(Exception):
-    """A command stopped by SIGINT or SIGTERM: exit 128 + the signal's number."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[dict[str, int]]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt (so Lightning stops as for Ctrl-C), and are
-    remembered: Lightning ends an interrupted fit with exit(1), which is not the truth."""
-    got: dict[str, int] = {}
-
-    def handler(signum: int, frame: object) -> None:
-        got["signum"] = signum
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():  # in-process callers' threads
-        yield got
-        return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield got
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into :class:`Interrupted` for the block (see _signals_interrupt)."""
-    with _signals_interrupt() as got:
-        try:
-            yield
-        except (SystemExit, KeyboardInterrupt):
-            if "signum" in got:
-                raise Interrupted(got["signum"]) from None
-            raise
-
-
 #: Commands that stop on signals in their own way: the sweep marks its running trials failed
 #: (sweep_study.stop_on_signals), serve drains the requests in flight (LitServe).
 STOPS_ITSELF = ("sweep", "serve")
@@ -139,8 +96,8 @@ def _run_training(argv: Sequence[str], from_sys_argv: bool) -> int:
 
     try:
         # LightningCLI reads sys.argv itself when run as the console script (and warns if given both).
-        with _interruptible():
-            cli_main(None if from_sys_argv else list(argv))
+        with interruptible():
+            cli_main(None if from_sys_argv else list(argv), stop_on_signals=True)
     except ArgumentError as err:
         message = _one_line(err)
         if message.startswith("Unexpected config:"):
@@ -175,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command in STOPS_ITSELF:
             return _run_command(command, argv[1:])
         if command in COMMANDS:
-            with _interruptible():
+            with interruptible():
                 return _run_command(command, argv[1:])
         raise UsageError(f"unknown command {command!r}: choose from {', '.join((*TRAINING_COMMANDS, *COMMANDS))}")
     except UsageError as err:

@@ -32,6 +32,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
+from regression_lab.core import interrupts
 from regression_lab.core.checkpoints import DEFAULT_LOG_ROOT, load_model, newest_checkpoint, reserve_numbered_dir
 from regression_lab.core.ensemble import MAX_SEED
 from regression_lab.core.errors import TrainingFailed, UsageError
@@ -41,6 +42,7 @@ from regression_lab.lit.callbacks import (
     DivergenceGuard,
     FinalMetrics,
     RunProgressBar,
+    StopOnSignal,
     divergence_advice,
 )
 from regression_lab.lit.data import RegressionDataModule
@@ -327,8 +329,8 @@ class RegressionLabCLI(LightningCLI):
             # Timed saves can be up to an interval old: last.ckpt gets the final weights now.
             last_path = os.path.join(last.dirpath, f"{last.CHECKPOINT_NAME_LAST}{last.FILE_EXTENSION}")
             self.trainer.save_checkpoint(last_path, weights_only=False)  # the whole state: resumable
-        if not self.trainer.is_global_zero:
-            return
+        if not self.trainer.is_global_zero or interrupts.requested() is not None:
+            return  # stopped by a signal: last.ckpt is written, the command says the rest
         if isinstance(self.model, EnsembleRegressionModule):
             self._report_ensemble()
         else:
@@ -387,13 +389,18 @@ def cli_main(
     run: bool = True,
     datamodule_class: type[L.LightningDataModule] = RegressionDataModule,
     callbacks: list[L.Callback] | None = None,
+    stop_on_signals: bool = False,
 ) -> RegressionLabCLI:
     """Build the CLI and run its subcommand; ``args`` is a list as on the command line.
 
     With ``run=False`` there are no subcommands: ``args`` are fit's options, and the caller
     runs ``cli.trainer.fit(cli.model, datamodule=cli.datamodule)`` itself. ``callbacks`` are
     added to the Trainer as they are (e.g. an ``EnsembleMetrics`` the caller reads afterwards).
+    ``stop_on_signals`` adds :class:`~regression_lab.lit.callbacks.StopOnSignal`, for a caller
+    that runs inside :func:`~regression_lab.core.interrupts.interruptible` (the command line).
     """
+    if stop_on_signals:
+        callbacks = [*(callbacks or []), StopOnSignal()]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_LOG_INTERVAL_NOTICE)
         warnings.filterwarnings("ignore", message=_LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
