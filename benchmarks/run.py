@@ -510,8 +510,11 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def bench_serve(seconds: float, unbatched: bool = True) -> dict[str, Any]:
-    """``serve`` (batched, and not) against a bare FastAPI handler, same load, same run."""
+def bench_serve(seconds: float, unbatched: bool = True, client_processes: int = 4) -> dict[str, Any]:
+    """``serve`` (batched, and not) against a bare FastAPI handler, same load, same run.
+
+    ``client_processes`` load processes (each a new interpreter: --quick takes one and no
+    warm-up, checking that the row runs rather than measuring it)."""
     import socket
 
     from benchmarks.serving import load
@@ -539,8 +542,9 @@ def bench_serve(seconds: float, unbatched: bool = True) -> dict[str, Any]:
             cmd = [*cmd, str(port)] if name == "bare" else [*cmd, "--port", str(port)]
             proc = _serve_process(cmd, port)
             try:
-                load(port, seconds=min(1.0, seconds))  # warm-up
-                results[name] = load(port, seconds=seconds)
+                if client_processes > 1:
+                    load(port, processes=client_processes, seconds=min(1.0, seconds))  # warm-up
+                results[name] = load(port, processes=client_processes, seconds=seconds)
             finally:
                 _stop(proc)
     ratio = results["serve"]["requests_per_s"] / results["bare"]["requests_per_s"]
@@ -604,7 +608,7 @@ def run_benchmarks(rows: list[str], quick: bool = False, accelerator: str = "aut
             10 if quick else 1000, 20 if quick else 400, 1 if quick else 3, accelerator, 20 if quick else 10_000
         ),
         "sweep": lambda: bench_sweep(quick, _plain_member_seconds(400, 3) if not quick else None),
-        "serve": lambda: bench_serve(0.5 if quick else 5.0, unbatched=not quick),
+        "serve": lambda: bench_serve(0.5 if quick else 5.0, unbatched=not quick, client_processes=1 if quick else 4),
         "export": lambda: bench_export(1000 if quick else 100_000, 3 if quick else 21),
     }
     results = {}
