@@ -16,6 +16,7 @@
 #   bash scripts/gpu_check.sh --json PATH     # also keep the benchmark's JSON
 #   PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR bash scripts/gpu_check.sh   # a machine without a package index
 set -uo pipefail
+caller=$(pwd)  # a relative --json PATH is the caller's
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 cpu=0
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --no-install) install=0 ;;
     --json)
       [ $# -ge 2 ] || { echo "gpu_check.sh: --json needs a path" >&2; exit 2; }
-      json=$(cd "$(dirname "$2")" && pwd)/$(basename "$2") || exit 2
+      json=$(cd "$caller" && cd "$(dirname "$2")" && pwd)/$(basename "$2") || exit 2
       shift ;;
     *) echo "usage: bash scripts/gpu_check.sh [--cpu] [--no-install] [--json PATH]" >&2; exit 2 ;;
   esac
