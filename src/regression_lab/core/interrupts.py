@@ -4,7 +4,7 @@ The dispatcher (:mod:`regression_lab.cli`) runs every command inside :func:`inte
 signal raises ``KeyboardInterrupt`` where the command is, and leaves as :class:`Interrupted`.
 During a ``fit`` that is not safe: an exception raised at an arbitrary bytecode can land between
 a lock's acquire and its ``with`` block (in TensorBoard's event writer, say), and the shutdown
-then waits on that lock forever (seen once in ~300 signalled fits under load). So while a fit
+then waits on that lock forever (a signalled fit hung once so in the test suite under load). So while a fit
 runs, :func:`deferring` makes the first signal only a request: the ``StopOnSignal`` callback
 stops the Trainer at its next batch end (and Lightning stops on SIGTERM by itself), the fit
 ends through its normal path, and :class:`Interrupted` is raised after it. A second signal
