@@ -5,7 +5,7 @@ signal raises ``KeyboardInterrupt`` where the command is, and leaves as :class:`
 During a ``fit`` that is not safe: an exception raised at an arbitrary bytecode can land between
 a lock's acquire and its ``with`` block (in TensorBoard's event writer, say), and the shutdown
 then waits on that lock forever (a signalled fit hung once so in the test suite under load). So while a fit
-runs, :func:`deferring` makes the first signal only a request: the ``StopOnSignal`` callback
+runs, :func:`defer` makes the first signal only a request: the ``StopOnSignal`` callback
 stops the Trainer at its next batch end (and Lightning stops on SIGTERM by itself), the fit
 ends through its normal path, and :class:`Interrupted` is raised after it. A second signal
 still interrupts at once. No torch, no Lightning. Used as::
@@ -45,14 +45,10 @@ def _handler(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-@contextlib.contextmanager
-def deferring() -> Iterator[None]:
-    """Within the block, the first signal is only recorded (see the module docstring)."""
-    _state["defer"] = True
-    try:
-        yield
-    finally:
-        _state["defer"] = False
+def defer(on: bool) -> None:
+    """While on, the first signal is only recorded (see the module docstring); a fit turns it
+    on when it starts and off when it ends."""
+    _state["defer"] = on
 
 
 @contextlib.contextmanager

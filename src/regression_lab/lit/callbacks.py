@@ -16,7 +16,6 @@ with a plain Trainer::
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,32 +58,22 @@ def divergence_advice(model: L.LightningModule, datamodule: L.LightningDataModul
 
 class StopOnSignal(L.Callback):
     """Stop ``fit`` cleanly on SIGINT or SIGTERM: while it trains, the first signal is only
-    recorded (:func:`~regression_lab.core.interrupts.deferring`), and the Trainer stops at the
+    recorded (:func:`~regression_lab.core.interrupts.defer`), and the Trainer stops at the
     next batch end through ``trainer.should_stop`` (Lightning stops on SIGTERM by itself too).
     The run then ends through its normal path, and the command exits 128 + the signal's number."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._deferring: contextlib.ExitStack | None = None
-
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._deferring = contextlib.ExitStack()
-        self._deferring.enter_context(interrupts.deferring())
+        interrupts.defer(True)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if interrupts.requested() is not None:
             trainer.should_stop = True
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop_deferring()
+        interrupts.defer(False)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._stop_deferring()
-
-    def _stop_deferring(self) -> None:
-        if self._deferring is not None:
-            self._deferring.close()
-            self._deferring = None
+        interrupts.defer(False)
 
 
 class DivergenceGuard(L.Callback):
