@@ -14,11 +14,13 @@ scheduled checkpoints); the one-off setup before it and teardown after it (the f
 Rows (``target`` reads the way ``ratio`` is defined):
 
 - ``lab_epochs``: per-epoch time of ``fit`` on the lab setting with the default logging,
-  validation, checkpointing and progress bar, over a plain loop; at most 7x.
+  validation, checkpointing and progress bar, over a plain loop; at most 7x. Beside it,
+  Lightning's floor on the same data (:mod:`benchmarks.floor`: a minimal module logging its
+  loss every step, and without the log), the least any Lightning fit costs.
 - ``scale``: training samples/s of ``fit`` at 1M samples, batch 8192, shuffled, over a plain
   loop gathering the same shuffled index batches (the median of 21 back-to-back pairs, 11 on
-  a GPU); at least 0.45x. Lightning's bare loop (no logger, checkpoint or progress bar) is
-  timed beside them for context.
+  a GPU); at least 0.45x. Lightning's bare loop (the project's module, no logger, checkpoint
+  or progress bar) and Lightning's floor are timed beside them for context.
 - ``data_path``: samples/s of ``fit`` with the tensor-indexed batches over the same ``fit`` fed
   by ``DataLoader(TensorDataset(x, y), batch_size=8192, shuffle=True)``; at least 40x.
 - ``landscape``: a 201 x 201 grid of the trained lab model, one by one over vectorized; at
@@ -29,8 +31,9 @@ Rows (``target`` reads the way ``ratio`` is defined):
   (3,000 members, 400 epochs, the default logging, validation and checkpoints; the whole
   in-process fit: parsing, building the members, training, teardown) over one plain loop per
   member (timed for 9 members); at least 200x. Beside it: the training loop alone, Lightning's
-  bare loop, the same stacked members trained by a plain loop (the design's own speed), and
-  10,000 seeds per hidden size.
+  bare loop, the same stacked members trained by a plain loop (the design's own speed, with
+  and without building them), the ceiling of any Lightning fit of them (that plain loop plus
+  Lightning's floor), and 10,000 seeds per hidden size.
 - ``sweep``: the wall time of the default ``regression-lab sweep`` (9,000 trials) as a
   process, in seconds (the one row whose target is a time); at most 15 s. Beside it, the
   time 9,000 plain loops would take, from the per-member time measured for ``ensemble``.
@@ -52,6 +55,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,8 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+
+from benchmarks.floor import floor_seconds
 
 ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start", "ensemble", "sweep", "serve", "export")
 
@@ -148,7 +154,7 @@ def _fit_timing(args: list[str], workdir: Path, datamodule_class: type | None = 
     Returns the seconds of the training loop and of the teardown after it (the final metrics,
     hyperparameters and checkpoints, closing the logger), in that order.
     """
-    from regression_lab.lit.cli import cli_main
+    from regression_lab.lit.cli import LIGHTNING_PYTREE_NOTICE, LOG_INTERVAL_NOTICE, cli_main
 
     extra = {"datamodule_class": datamodule_class} if datamodule_class else {}
     # Logs and checkpoints under workdir (the bare loop has no logger, and writes nothing).
@@ -165,7 +171,10 @@ def _fit_timing(args: list[str], workdir: Path, datamodule_class: type | None = 
     old_argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         cli = cli_main(args, run=False, **extra)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        with warnings.catch_warnings():  # as `regression-lab fit` does (cli_main, run=True)
+            warnings.filterwarnings("ignore", message=LOG_INTERVAL_NOTICE)
+            warnings.filterwarnings("ignore", message=LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         done = time.perf_counter()
     finally:
         sys.argv = old_argv
@@ -183,21 +192,27 @@ def bench_lab_epochs(epochs: int, repeats: int) -> dict[str, Any]:
     from regression_lab.core.samples import line_split
 
     x, y = line_split({}, "train")
-    plain = statistics.median(plain_loop(x, y, 5, epochs, None) for _ in range(repeats)) / epochs
-    fits = []
-    for _ in range(repeats):
+    plains, fits, floors, floors_nolog = [], [], [], []
+    for _ in range(repeats):  # interleaved, so drift on a shared machine hits all alike
+        plains.append(plain_loop(x, y, 5, epochs, None) / epochs)
         with tempfile.TemporaryDirectory() as tmp:
             # The default logging, validation, checkpointing and progress bar: only the length changes.
             fits.append(
                 _fit_seconds(["--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu"], Path(tmp)) / epochs
             )
-    fit = statistics.median(fits)
+        floors.append(floor_seconds({}, epochs, "cpu") / epochs)
+        floors_nolog.append(floor_seconds({}, epochs, "cpu", log=False) / epochs)
+    plain, fit = statistics.median(plains), statistics.median(fits)
     return {
         "ratio": fit / plain,
         "target": "<= 7",
         "ok": fit / plain <= 7,
         "fit_epoch_us": fit * 1e6,
         "plain_epoch_us": plain * 1e6,
+        # Lightning's floor on the same data (benchmarks.floor): a minimal module logging its
+        # loss every step, and the same without the log; nothing of the project's defaults.
+        "floor_ratio": statistics.median(floors) / plain,
+        "floor_nolog_ratio": statistics.median(floors_nolog) / plain,
         "epochs": epochs,
     }
 
@@ -232,7 +247,8 @@ def bench_scale(n: int, batch: int, repeats: int, accelerator: str) -> dict[str,
 
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     x, y = (t.to(device) for t in line_split({"num_samples": n, "x_min": 0.0, "x_max": 1.0}, "train"))
-    plains, fits, bares, teardowns = [], [], [], []
+    plains, fits, bares, floors, floors_nolog, teardowns = [], [], [], [], [], []
+    floor_data = {"num_samples": n, "x_min": 0.0, "x_max": 1.0, "batch_size": batch, "shuffle": True}
 
     def fit(extra: list[str]) -> float:
         with tempfile.TemporaryDirectory() as tmp:
@@ -252,6 +268,8 @@ def bench_scale(n: int, batch: int, repeats: int, accelerator: str) -> dict[str,
             bares.append(fit(BARE))
             fits.append(fit([]))
             plains.append(plain_loop(x, y, 5, 1, batch, shuffle=True))
+        floors.append(floor_seconds(floor_data, 1, accelerator))
+        floors_nolog.append(floor_seconds(floor_data, 1, accelerator, log=False))
     plain, fit = statistics.median(plains), statistics.median(fits)
     # Throughput ratio (fit's samples/s over the plain loop's), the median over the pairs: each
     # pair ran back to back, so a slow spell of the shared machine slows both of a pair.
@@ -268,6 +286,10 @@ def bench_scale(n: int, batch: int, repeats: int, accelerator: str) -> dict[str,
         "pair_ratios": [round(r, 4) for r in pairs],
         "bare_ratio": statistics.median(p / b for p, b in zip(plains, bares, strict=True)),
         "default_over_bare": statistics.median(b / f for b, f in zip(bares, fits, strict=True)),
+        # Lightning's floor (benchmarks.floor): a minimal module logging its loss every step,
+        # and the same without the log, on the same DataModule.
+        "floor_ratio": statistics.median(p / f for p, f in zip(plains, floors, strict=True)),
+        "floor_nolog_ratio": statistics.median(p / f for p, f in zip(plains, floors_nolog, strict=True)),
         # One-off, after the loop, so not in samples/s: the final last.ckpt, final metrics,
         # hyperparameters and closing the logger.
         "fit_teardown_ms": statistics.median(teardowns) * 1e3,
@@ -408,8 +430,9 @@ def _plain_member_seconds(epochs: int, repeats: int) -> float:
     return statistics.median(plain_loop(x, y, h, epochs, None) for h in ENSEMBLE_HIDDEN for _ in range(repeats))
 
 
-def _stacked_plain_seconds(seeds: int, epochs: int) -> float:
-    """The same stacked members trained by a plain loop (no Lightning): building them included."""
+def _stacked_plain_seconds(seeds: int, epochs: int) -> tuple[float, float]:
+    """The same stacked members trained by a plain loop (no Lightning): the seconds with building
+    them, and of the training loop alone."""
     from regression_lab.core.ensemble import MyNNStack
     from regression_lab.core.samples import line_split
 
@@ -418,12 +441,14 @@ def _stacked_plain_seconds(seeds: int, epochs: int) -> float:
     start = time.perf_counter()
     stack = MyNNStack([h for h in ENSEMBLE_HIDDEN for _ in range(seeds)], list(range(seeds)) * len(ENSEMBLE_HIDDEN))
     opt = torch.optim.SGD(stack.parameters(), lr=0.01)
+    built = time.perf_counter()
     for _ in range(epochs):
         loss = ((stack(x) - y) ** 2).mean(dim=(1, 2)).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return time.perf_counter() - start
+    end = time.perf_counter()
+    return end - start, end - built
 
 
 def bench_ensemble(seeds: int, epochs: int, repeats: int, accelerator: str, large_seeds: int) -> dict[str, Any]:
@@ -446,7 +471,12 @@ def bench_ensemble(seeds: int, epochs: int, repeats: int, accelerator: str, larg
             bares.append(_fit_timing([*args, *BARE], Path(tmp))[0])
     plain = statistics.median(plains)
     total, loop, bare = statistics.median(totals), statistics.median(loops), statistics.median(bares)
-    stacked = statistics.median(_stacked_plain_seconds(seeds, epochs) for _ in range(repeats))
+    stacked_runs = [_stacked_plain_seconds(seeds, epochs) for _ in range(repeats)]
+    stacked = statistics.median(t for t, _ in stacked_runs)
+    stacked_loop = statistics.median(t for _, t in stacked_runs)
+    # Lightning's floor for as many epochs on the same data (benchmarks.floor), so the ceiling
+    # below is measured: the stacked members' own arithmetic plus the least Lightning costs.
+    floor = statistics.median(floor_seconds({}, epochs, accelerator) for _ in range(repeats))
     with tempfile.TemporaryDirectory() as tmp:
         large_args = [*args[:3], str(large_seeds), *args[4:]]
         start = time.perf_counter()
@@ -464,10 +494,15 @@ def bench_ensemble(seeds: int, epochs: int, repeats: int, accelerator: str, larg
         "fit_member_fits_per_s": members / total,
         "plain_member_fits_per_s": 1 / plain,
         # The same members: the training loop only; Lightning's bare loop (no logger, checkpoint
-        # or bar); the stacked members in a plain loop, no Lightning (building them included).
+        # or bar); the stacked members in a plain loop, no Lightning (building them included,
+        # and its training loop alone, as the issue's prototype was timed).
         "loop_ratio": plain * members / loop,
         "bare_loop_ratio": plain * members / bare,
         "stacked_plain_ratio": plain * members / stacked,
+        "stacked_plain_loop_ratio": plain * members / stacked_loop,
+        # What a Lightning fit of these members could reach if nothing but the members'
+        # arithmetic and Lightning's floor (one self.log a step) cost anything.
+        "ceiling_ratio": plain * members / (stacked_loop + floor),
         "large_members": len(ENSEMBLE_HIDDEN) * large_seeds,
         "large_ratio": plain * len(ENSEMBLE_HIDDEN) * large_seeds / large,
     }

@@ -85,10 +85,10 @@ LAST_CHECKPOINT_DEFAULTS: dict[str, Any] = {
 
 #: Lightning's advice that one-batch epochs are fewer than log_every_n_steps: the interval counts
 #: steps across epochs, so the lab's loss is still written every 20th step.
-_LOG_INTERVAL_NOTICE = r".*smaller than the logging interval.*"
+LOG_INTERVAL_NOTICE = r".*smaller than the logging interval.*"
 #: Lightning 2.6's own CombinedLoader calls a pytree API that torch 2.13 deprecates, on every
 #: fit: Lightning's debt, which no setting of this project can change.
-_LIGHTNING_PYTREE_NOTICE = r".*isinstance\(treespec, LeafSpec\).*"
+LIGHTNING_PYTREE_NOTICE = r".*isinstance\(treespec, LeafSpec\).*"
 
 
 class RegressionLabCLI(LightningCLI):
@@ -402,8 +402,8 @@ def cli_main(
     if stop_on_signals:
         callbacks = [*(callbacks or []), StopOnSignal()]
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_LOG_INTERVAL_NOTICE)
-        warnings.filterwarnings("ignore", message=_LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
+        warnings.filterwarnings("ignore", message=LOG_INTERVAL_NOTICE)
+        warnings.filterwarnings("ignore", message=LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
         return RegressionLabCLI(
             # One MyNN, or an ensemble of them with --model.num_seeds N (see regression_model).
             regression_model,
