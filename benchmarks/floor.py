@@ -13,8 +13,6 @@ is what the project's defaults cost. Run it alone::
 
 from __future__ import annotations
 
-import gc
-import time
 import warnings
 from typing import Any
 
@@ -22,6 +20,7 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
+from benchmarks.timer import TrainTimer
 from regression_lab.core.models import MyNN
 from regression_lab.lit.cli import LIGHTNING_PYTREE_NOTICE
 from regression_lab.lit.data import RegressionDataModule
@@ -58,22 +57,9 @@ class FloorModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-class _Timer(L.Callback):
-    """From training's start to its end, after a garbage collection (as ``TrainTimer`` does)."""
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        gc.collect()
-        self.start = time.perf_counter()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.end = time.perf_counter()
-
-
 def floor_seconds(data: dict[str, Any], epochs: int, accelerator: str, log: bool = True) -> float:
     """Seconds of the training loop of :class:`FloorModule` on ``RegressionDataModule(**data)``."""
-    timer = _Timer()
+    timer = TrainTimer()
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator=accelerator,
@@ -90,4 +76,4 @@ def floor_seconds(data: dict[str, Any], epochs: int, accelerator: str, log: bool
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
         trainer.fit(FloorModule(log=log), datamodule=RegressionDataModule(**data))
-    return timer.end - timer.start
+    return timer.seconds

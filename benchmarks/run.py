@@ -60,11 +60,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
 from benchmarks.floor import floor_seconds
+from benchmarks.timer import TrainTimer
 
 ROWS = ("lab_epochs", "scale", "data_path", "landscape", "predict_start", "ensemble", "sweep", "serve", "export")
 
@@ -117,35 +117,6 @@ def plain_loop(
     if x.is_cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start
-
-
-class TrainTimer(L.Callback):
-    """Times the training loop: from training's start to its end, every epoch's work included.
-
-    Given as ``--trainer.callbacks+=benchmarks.run.TrainTimer``, it comes before the CLI's own
-    callbacks, so its ``on_train_end`` runs before theirs: the one-off teardown after the loop
-    (final metrics, the final checkpoint, closing the logger) is left out.
-    """
-
-    def __init__(self) -> None:
-        """Nothing to configure."""
-        super().__init__()
-        self.start = self.end = 0.0
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # The CLI's setup leaves a lot of garbage; a full collection it triggers costs ~70 ms
-        # here (measured), a third of a 1M-sample epoch. Collect it now, outside the timed part.
-        gc.collect()
-        self.start = time.perf_counter()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.end = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return self.end - self.start
 
 
 def _fit_timing(args: list[str], workdir: Path, datamodule_class: type | None = None) -> tuple[float, float]:
