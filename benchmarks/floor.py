@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from benchmarks.timer import TrainTimer
 from regression_lab.core.models import MyNN
-from regression_lab.lit.cli import LIGHTNING_PYTREE_NOTICE
+from regression_lab.lit.cli import lightning_notices_ignored
 from regression_lab.lit.data import RegressionDataModule
 
 
@@ -75,8 +75,7 @@ def fit_floor(data: dict[str, Any], epochs: int, accelerator: str, log: bool = T
     )
     torch.manual_seed(0)
     module = FloorModule(log=log)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
+    with lightning_notices_ignored(), warnings.catch_warnings():
         # The DataModule offers validation data; the floor has no validation, on purpose.
         warnings.filterwarnings("ignore", message=r".*but have no `validation_step`.*")
         trainer.fit(module, datamodule=RegressionDataModule(**data))

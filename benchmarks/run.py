@@ -55,7 +55,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,7 @@ def _fit_timing(args: list[str], workdir: Path, datamodule_class: type | None = 
     Returns the seconds of the training loop and of the teardown after it (the final metrics,
     hyperparameters and checkpoints, closing the logger), in that order.
     """
-    from regression_lab.lit.cli import LIGHTNING_PYTREE_NOTICE, LOG_INTERVAL_NOTICE, cli_main
+    from regression_lab.lit.cli import cli_main, lightning_notices_ignored
 
     extra = {"datamodule_class": datamodule_class} if datamodule_class else {}
     # Logs and checkpoints under workdir (the bare loop has no logger, and writes nothing).
@@ -142,9 +141,7 @@ def _fit_timing(args: list[str], workdir: Path, datamodule_class: type | None = 
     old_argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         cli = cli_main(args, run=False, **extra)
-        with warnings.catch_warnings():  # as `regression-lab fit` does (cli_main, run=True)
-            warnings.filterwarnings("ignore", message=LOG_INTERVAL_NOTICE)
-            warnings.filterwarnings("ignore", message=LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
+        with lightning_notices_ignored():  # as `regression-lab fit` does (cli_main, run=True)
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         done = time.perf_counter()
     finally:

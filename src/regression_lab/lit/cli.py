@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,21 @@ LAST_CHECKPOINT_DEFAULTS: dict[str, Any] = {
 
 #: Lightning's advice that one-batch epochs are fewer than log_every_n_steps: the interval counts
 #: steps across epochs, so the lab's loss is still written every 20th step.
-LOG_INTERVAL_NOTICE = r".*smaller than the logging interval.*"
+_LOG_INTERVAL_NOTICE = r".*smaller than the logging interval.*"
 #: Lightning 2.6's own CombinedLoader calls a pytree API that torch 2.13 deprecates, on every
 #: fit: Lightning's debt, which no setting of this project can change.
-LIGHTNING_PYTREE_NOTICE = r".*isinstance\(treespec, LeafSpec\).*"
+_LIGHTNING_PYTREE_NOTICE = r".*isinstance\(treespec, LeafSpec\).*"
+
+
+@contextlib.contextmanager
+def lightning_notices_ignored() -> Iterator[None]:
+    """Within the block, Lightning's two notices that say nothing about this project's settings
+    (above) are not shown; every other warning is. ``cli_main`` fits inside it; so should a
+    caller that runs ``trainer.fit`` itself (``run=False``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_LOG_INTERVAL_NOTICE)
+        warnings.filterwarnings("ignore", message=_LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
+        yield
 
 
 class RegressionLabCLI(LightningCLI):
@@ -328,7 +340,9 @@ class RegressionLabCLI(LightningCLI):
         if last is not None and last.dirpath is not None:
             # Timed saves can be up to an interval old: last.ckpt gets the final weights now.
             last_path = os.path.join(last.dirpath, f"{last.CHECKPOINT_NAME_LAST}{last.FILE_EXTENSION}")
-            self.trainer.save_checkpoint(last_path, weights_only=False)  # the whole state: resumable
+            # weights_only=False is a save flag: optimizer and loop state too, so it resumes (every
+            # load stays torch.load(..., weights_only=True), core.checkpoints.load_model).
+            self.trainer.save_checkpoint(last_path, weights_only=False)
         if not self.trainer.is_global_zero or interrupts.requested() is not None:
             return  # stopped by a signal: last.ckpt is written, the command says the rest
         if isinstance(self.model, EnsembleRegressionModule):
@@ -401,9 +415,7 @@ def cli_main(
     """
     if stop_on_signals:
         callbacks = [*(callbacks or []), StopOnSignal()]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=LOG_INTERVAL_NOTICE)
-        warnings.filterwarnings("ignore", message=LIGHTNING_PYTREE_NOTICE, category=FutureWarning)
+    with lightning_notices_ignored():
         return RegressionLabCLI(
             # One MyNN, or an ensemble of them with --model.num_seeds N (see regression_model).
             regression_model,
