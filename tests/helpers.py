@@ -1,5 +1,5 @@
-"""Helpers for the tests: run the CLI as a user would (subprocess, slow tier) or in-process
-(fast tier: no new interpreter importing torch and Lightning).
+"""Helpers for the tests: run the command as a user does (a subprocess: the slow tier) or
+in-process through its entry point (the fast tier), and compare directories before and after.
 
 Imported by the test modules: ``from helpers import run_cli, run_main, fit_in_process``.
 """
@@ -10,47 +10,43 @@ import contextlib
 import hashlib
 import io
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
 
 
 def cli_command() -> list[str]:
-    """The installed console script, or the module if the script is not on this interpreter's path."""
+    """The installed console script, or the module if it is not beside this interpreter."""
     script = Path(sys.executable).with_name("regression-lab")
     return [str(script)] if script.exists() else [sys.executable, "-m", "regression_lab"]
 
 
-def run_cli(
-    *args: str, cwd: Path, stdin: str | None = None, timeout: float = 300, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """Run ``regression-lab ARGS`` in a subprocess, capturing text output."""
-    return subprocess.run(
-        [*cli_command(), *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-    )
+def start(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    """``regression-lab ARGS`` started as a process, its output captured as text."""
+    return subprocess.Popen([*cli_command(), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)  # fmt: skip
 
 
-def run_main(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """``regression-lab ARGS`` in this process through ``cli.main``, inside ``cwd``.
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``regression-lab ARGS`` as a process, to its end."""
+    return subprocess.run([*cli_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})  # fmt: skip
 
-    Returns what a subprocess would (exit status, stdout, stderr), from the entry point's own
-    status and output, so the bad-input tables run in-process in the fast tier.
-    """
+
+def run_main(*args: str, cwd: Path, stdin: object = "") -> subprocess.CompletedProcess:
+    """``regression-lab ARGS`` in this process through ``cli.main``, inside ``cwd``: its exit status,
+    stdout and stderr as a process would give them. ``stdin`` is text, a stream, or None (closed)."""
     from regression_lab.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    old_cwd, old_argv, old_stdin = Path.cwd(), sys.argv, sys.stdin
+    old_cwd, old_stdin = Path.cwd(), sys.stdin
     os.chdir(cwd)
-    sys.argv = ["regression-lab"]  # LightningCLI warns when it sees both args and sys.argv
-    sys.stdin = io.StringIO(stdin or "")
+    sys.stdin = io.StringIO(stdin) if isinstance(stdin, str) else stdin
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -59,48 +55,49 @@ def run_main(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.Comp
                 code = exit_.code if isinstance(exit_.code, int) else 0
     finally:
         os.chdir(old_cwd)
-        sys.argv, sys.stdin = old_argv, old_stdin
+        sys.stdin = old_stdin
     return subprocess.CompletedProcess(["regression-lab", *args], code, out.getvalue(), err.getvalue())
 
 
+def fit_in_process(workdir: Path, *args: str, command: str = "fit"):
+    """``regression-lab fit ARGS`` (or ``validate``/``test``) in this process inside ``workdir``;
+    returns the CLI object (its model, trainer, final_metrics)."""
+    from regression_lab.train import cli_main
+
+    old_cwd = Path.cwd()
+    os.chdir(workdir)
+    try:
+        return cli_main([command, *QUIET, *args])
+    finally:
+        os.chdir(old_cwd)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, phrase: str, code: int = 2) -> str:
+    """Assert the command failed as promised: exit ``code``, its last line ``error: ...`` holding
+    ``phrase``, no traceback; return that line."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and phrase in last, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return last
+
+
 def fingerprint(root: Path) -> dict[str, str]:
-    """Content hashes of every file under ``root``, to prove a command changed nothing."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    """Content hashes of every file under ``root``, to show a command changed nothing."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on now (for a DDP rendezvous on localhost)."""
-    import socket
-
+    """A TCP port nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
-
-
-def cli_in_process(workdir: Path, command: str, *args: str) -> object:
-    """Run ``regression-lab COMMAND ARGS`` (fit, validate, test) in this process inside ``workdir``.
-
-    Much faster than a subprocess (no new interpreter importing Lightning); returns the CLI object.
-    """
-    from regression_lab.lit.cli import cli_main
-
-    old_cwd, old_argv = Path.cwd(), sys.argv
-    os.chdir(workdir)
-    sys.argv = ["regression-lab"]  # LightningCLI warns when it sees both args and sys.argv
-    try:
-        return cli_main([command, *QUIET, *args])
-    finally:
-        os.chdir(old_cwd)
-        sys.argv = old_argv
-
-
-def fit_in_process(workdir: Path, *args: str) -> object:
-    """``regression-lab fit ARGS`` in this process, inside ``workdir``."""
-    return cli_in_process(workdir, "fit", *args)
+def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Poll ``condition()`` until it holds, failing if ``proc`` ends first or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.05)

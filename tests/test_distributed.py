@@ -67,11 +67,11 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
     cli = fit_in_process(
         tmp_path, "--trainer.accelerator", "cpu", "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "50"
     )
-    from regression_lab.core.models import MyNN
-    from regression_lab.core.samples import line_split
+    from regression_lab.data import RegressionDataModule
+    from regression_lab.models import MyNN
 
     assert cli.trainer.precision == "bf16-mixed"
-    x, y = line_split({}, "train")
+    x, y = RegressionDataModule().samples("train")
     initial = MyNN(5)
     initial.load_state_dict(cli.model.initial_state)
     with torch.no_grad():

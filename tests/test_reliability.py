@@ -1,6 +1,6 @@
-"""Reliability and security: untrusted checkpoints, divergence, SIGKILL and resume,
-reproducibility, concurrent runs, and bad input to every command. The CLI runs in-process
-(fast tier) except where a real process must die or race (slow tier).
+"""Reliability and security: crafted checkpoints never run code, divergence stops cleanly and
+writes nothing bad, SIGKILL leaves loadable checkpoints, an interrupted run resumes bit-identical,
+signals end every command in one line, and concurrent runs keep to their own directories.
 
 Run: pytest tests/test_reliability.py
 """
@@ -8,18 +8,18 @@ Run: pytest tests/test_reliability.py
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
-import yaml
-from helpers import cli_command, fingerprint, fit_in_process, run_main
+from helpers import fingerprint, fit_in_process, one_error_line, run_cli, run_main, start, wait_for
 
-from regression_lab.core.errors import TrainingFailed
+from regression_lab.errors import TrainingFailed
+from regression_lab.files import lock_dir
 
 
 def assert_checkpoints_whole(ckpt_dir: Path) -> list[Path]:
@@ -29,9 +29,6 @@ def assert_checkpoints_whole(ckpt_dir: Path) -> list[Path]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()), path
     return files
-
-
-# --------------------------------------------------------------------------- untrusted checkpoints
 
 
 class _Payload:
@@ -44,152 +41,84 @@ class _Payload:
         return (os.mkdir, (self.marker,))
 
 
-@pytest.fixture
-def evil_ckpt(lab_ckpt, tmp_path) -> tuple[Path, Path]:
-    """A real lab checkpoint with a code-running object slipped in, and the marker it would create."""
-    marker = tmp_path / "PWNED"
-    ckpt = torch.load(lab_ckpt, map_location="cpu", weights_only=True)
-    ckpt["callbacks"] = {"innocent": _Payload(marker)}
-    path = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    torch.save(ckpt, path)
-    # The payload is live: an unsafe load runs it.
-    torch.load(path, weights_only=False)
-    assert marker.is_dir()
-    marker.rmdir()
-    return path, marker
-
-
 @pytest.mark.parametrize(
     "args",
     [
-        ["predict", "--x", "10", "--ckpt_path", "{ckpt}"],
-        ["predict", "--x", "10"],  # the newest checkpoint is the crafted one
-        ["landscape", "--ckpt_path", "{ckpt}", "--resolution", "5"],
-        ["validate", "--ckpt_path", "{ckpt}"],
-        ["test", "--ckpt_path", "{ckpt}"],
-        ["fit", "--ckpt_path", "{ckpt}"],
-        ["fit", "--ckpt_path", "last"],
+        ["predict", "--x", "10", "--ckpt_path", "{ckpt}"], ["predict", "--x", "10"],  # the newest is the crafted one
+        ["landscape", "--ckpt_path", "{ckpt}", "--resolution", "5"], ["export", "--format", "onnx", "--out", "m.onnx"],
+        ["validate", "--ckpt_path", "{ckpt}"], ["test", "--ckpt_path", "{ckpt}"], ["fit", "--ckpt_path", "last"],
     ],
     ids=lambda a: " ".join(a[:3]),
-)
-def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(evil_ckpt, tmp_path, args):
-    path, marker = evil_ckpt
-    before = fingerprint(tmp_path / "lightning_logs")
-    proc = run_main(*(a.format(ckpt=path) for a in args), cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "refusing to load" in proc.stderr and "posix.mkdir" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not marker.exists()
-    assert fingerprint(tmp_path / "lightning_logs") == before
-
-
-# --------------------------------------------------------------------------- divergence
+)  # fmt: skip
+def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(lab_ckpt, tmp_path, args):
+    marker = tmp_path / "PWNED"
+    ckpt = torch.load(lab_ckpt, map_location="cpu", weights_only=True)
+    ckpt["callbacks"] = {"innocent": _Payload(marker)}
+    torch.save(ckpt, lab_ckpt)
+    torch.load(lab_ckpt, weights_only=False)  # the payload is live: an unsafe load runs it
+    assert marker.is_dir()
+    marker.rmdir()
+    before = fingerprint(tmp_path)
+    proc = run_main(*(a.format(ckpt=lab_ckpt) for a in args), cwd=tmp_path)
+    one_error_line(proc, "refusing to load")
+    assert "posix.mkdir" in proc.stderr and not marker.exists() and fingerprint(tmp_path) == before
 
 
 def test_divergence_stops_at_the_first_non_finite_loss_and_writes_no_bad_checkpoint(tmp_path):
     # Checkpoints every epoch, so a bad one would be written if anything let it through.
-    proc = run_main(
-        "fit", "--model.lr", "3.0", "--checkpoint.every_n_epochs", "1", "--trainer.check_val_every_n_epoch", "1",
-        "--checkpoint.save_top_k", "-1", "--trainer.enable_progress_bar", "false", cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr
-    assert "training diverged: loss inf at epoch" in errors[0] and "lower --model.lr (now 3)" in errors[0]
-    epoch = int(errors[0].split("at epoch ")[1].split(",")[0])
-    files = assert_checkpoints_whole(tmp_path / "lightning_logs" / "version_0" / "checkpoints")
-    assert len(files) >= epoch - 2  # one per finite epoch, and last.ckpt
-    assert "Model prediction" not in proc.stdout
+    proc = run_main("fit", "--model.lr", "3.0", "--checkpoint.every_n_epochs", "1", "--trainer.check_val_every_n_epoch",
+                    "1", "--checkpoint.save_top_k", "-1", "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
+    line = one_error_line(proc, "training diverged: loss inf at epoch", code=1)
+    assert "lower --model.lr (now 3)" in line and "Model prediction" not in proc.stdout
+    epoch = int(line.split("at epoch ")[1].split(",")[0])
+    assert len(assert_checkpoints_whole(tmp_path / "lightning_logs" / "version_0" / "checkpoints")) >= epoch - 2
 
 
-def _diverge_in_a_long_epoch(workdir: Path, every: int) -> str:
+def _diverge_in_a_long_epoch(workdir: Path, every: int, *extra: str) -> str:
     """Train lr 3 over 200 batches an epoch, the guard reading its flag every ``every`` steps."""
     workdir.mkdir()
     with pytest.raises(TrainingFailed) as info:
-        fit_in_process(
-            workdir, "--model.lr", "3.0", "--data.num_samples", "2000", "--data.batch_size", "10",
-            "--trainer.log_every_n_steps", str(every),
-        )  # fmt: skip
+        fit_in_process(workdir, "--model.lr", "3.0", "--data.num_samples", "2000", "--data.batch_size", "10",
+                       "--trainer.log_every_n_steps", str(every), *extra)  # fmt: skip
     return str(info.value)
 
 
 def test_divergence_inside_a_long_epoch_is_caught_within_the_check_interval(tmp_path):
-    # The oracle: the same run checked every step stops at the first non-finite loss.
-    exact = _diverge_in_a_long_epoch(tmp_path / "every_step", 1)
+    exact = _diverge_in_a_long_epoch(tmp_path / "every_step", 1)  # the oracle: checked every step
     first_bad = int(exact.split(", step ")[1].split(";")[0])
     assert "(finite up to" not in exact and "epoch 1," in exact
-    # Checked every 7th step (no host sync in between), it stops within 7 steps of that loss.
-    message = _diverge_in_a_long_epoch(tmp_path / "every_7", 7)
-    assert message.startswith("training diverged: loss ") and "lower --model.lr (now 3)" in message
+    message = _diverge_in_a_long_epoch(tmp_path / "every_7", 7)  # no host sync in between
     step = int(message.split(", step ")[1].split(" ")[0])
     finite_up_to = int(message.split("(finite up to step ")[1].split(")")[0])
-    assert finite_up_to < first_bad <= step < first_bad + 7
-    assert "epoch 1," in message  # caught inside the first epoch, not at its end
-    for run in ("every_step", "every_7"):
-        assert not (tmp_path / run / "lightning_logs" / "version_0" / "checkpoints").exists()
-
-
-def test_timed_checkpoints_never_hold_non_finite_weights(tmp_path):
-    # last.ckpt is due at every step (interval 0), so some save falls between the step whose
-    # update overflowed and the next check of the loss: the save itself refuses it.
-    with pytest.raises(TrainingFailed, match="training diverged: "):
-        fit_in_process(
-            tmp_path, "--model.lr", "3.0", "--data.num_samples", "2000", "--data.batch_size", "10",
-            "--trainer.log_every_n_steps", "50", "--last_checkpoint.train_time_interval", "0:00:00",
-        )  # fmt: skip
-    files = assert_checkpoints_whole(tmp_path / "lightning_logs" / "version_0" / "checkpoints")
+    assert finite_up_to < first_bad <= step < first_bad + 7 and "epoch 1," in message
+    # last.ckpt due at every step: some save falls between the overflowing update and the next
+    # check, and the save itself refuses it.
+    _diverge_in_a_long_epoch(tmp_path / "timed", 50, "--last_checkpoint.train_time_interval", "0:00:00")
+    files = assert_checkpoints_whole(tmp_path / "timed" / "lightning_logs" / "version_0" / "checkpoints")
     assert [f.name for f in files] == ["last.ckpt"]
-    assert torch.load(files[0], map_location="cpu", weights_only=True)["global_step"] >= 1
 
 
-# --------------------------------------------------------------------------- crash and resume
-
-
-LONG_RUN = [
-    "fit", "--trainer.max_epochs", "1000000", "--trainer.enable_progress_bar", "false",
-    "--last_checkpoint.train_time_interval", "0:00:00.05", "--checkpoint.every_n_epochs", "200",
-    "--trainer.check_val_every_n_epoch", "100",
-]  # fmt: skip
-
-
-def kill_during_training(workdir: Path, after_s: float) -> Path:
-    """Start a long fit, let it write last.ckpt a few times, SIGKILL it; return the run dir."""
-    proc = subprocess.Popen([*cli_command(), *LONG_RUN], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    last = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    try:
-        deadline = time.monotonic() + 120
-        while not last.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no last.ckpt within 120 s"
-            time.sleep(0.02)
-        time.sleep(after_s)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    return last.parent.parent
+LONG_RUN = ["fit", "--trainer.max_epochs", "1000000", "--trainer.enable_progress_bar", "false",
+            "--last_checkpoint.train_time_interval", "0:00:00.05", "--trainer.check_val_every_n_epoch", "100"]  # fmt: skip
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("after_s", [0.0, 0.37, 1.1])
-def test_sigkill_leaves_loadable_checkpoints_and_the_run_resumes(tmp_path, after_s):
-    random.seed(after_s)
-    run = kill_during_training(tmp_path, after_s + random.random() * 0.05)
-    files = assert_checkpoints_whole(run / "checkpoints")
-    assert run / "checkpoints" / "last.ckpt" in files
-    step = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
-    assert step >= 1
-    epochs = step + 20  # one step per epoch here
-    resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epochs))
-    assert resumed.trainer.global_step == epochs
+def test_sigkill_leaves_loadable_checkpoints_and_the_run_resumes(tmp_path):
+    proc = start(*LONG_RUN, "--checkpoint.every_n_epochs", "200", cwd=tmp_path)
+    run = tmp_path / "lightning_logs" / "version_0"
+    wait_for(lambda: len(list((run / "checkpoints").glob("*.ckpt"))) >= 2, proc, "two checkpoints")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run / "checkpoints" / "last.ckpt" in assert_checkpoints_whole(run / "checkpoints")
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(step + 20))
+    assert resumed.trainer.global_step == step + 20
     assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
-    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == epochs
 
 
-SHUFFLED = [
-    "--data.num_samples", "64", "--data.batch_size", "16", "--data.shuffle", "true", "--data.noise_std", "0.3",
-    "--model.momentum", "0.9", "--model.lr", "0.003", "--seed_everything", "5",
-    "--trainer.check_val_every_n_epoch", "5",
-]  # fmt: skip
+SHUFFLED = ["--data.num_samples", "64", "--data.batch_size", "16", "--data.shuffle", "true", "--data.noise_std",
+            "0.3", "--model.momentum", "0.9", "--model.lr", "0.003", "--seed_everything", "5",
+            "--trainer.check_val_every_n_epoch", "5"]  # fmt: skip
 
 
 def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
@@ -200,117 +129,114 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
     initial = {k: v.clone() for k, v in first.model.initial_state.items()}
     resumed = fit_in_process(tmp_path / "resumed", *SHUFFLED, "--trainer.max_epochs", "30", "--ckpt_path", "last")
     assert resumed.trainer.global_step == straight.trainer.global_step == 30 * 4
-    for key, value in straight.model.state_dict().items():
-        assert torch.equal(resumed.model.state_dict()[key], value), key
-    # The weights before any training stay the first run's, for the landscape's interpolation.
-    ckpt = torch.load(
-        tmp_path / "resumed" / "lightning_logs/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=True
-    )
-    for key, value in initial.items():
-        assert torch.equal(ckpt["initial_state_dict"][key], value)
-
-
-# --------------------------------------------------------------------------- reproducibility
-
-
-def test_same_seed_gives_identical_checkpoints_and_the_seed_is_recorded(tmp_path):
-    states = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        fit_in_process(tmp_path / name, *SHUFFLED, "--trainer.max_epochs", "7")
-        run = tmp_path / name / "lightning_logs" / "version_0"
-        states.append(
-            torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-        )
-        assert yaml.safe_load((run / "hparams.yaml").read_text())["seed_everything"] == 5
-    assert states[0].keys() == states[1].keys()
-    for key in states[0]:
-        assert torch.equal(states[0][key], states[1][key]), key
-
-
-# --------------------------------------------------------------------------- concurrent runs
-
-
-@pytest.mark.slow
-def test_two_runs_started_at_once_get_their_own_run_directories(tmp_path):
-    args = ["fit", "--trainer.max_epochs", "40", "--trainer.enable_progress_bar", "false"]
-    procs = [
-        subprocess.Popen(
-            [*cli_command(), *args],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
-    runs = sorted(p.name for p in (tmp_path / "lightning_logs").iterdir())
-    assert runs == ["version_0", "version_1"]
-    printed = sorted(line for out, _ in outs for line in out.splitlines() if line.startswith("Checkpoint:"))
-    assert printed == [f"Checkpoint: ./lightning_logs/version_{i}/checkpoints/last.ckpt" for i in range(2)]
-    for run in runs:
-        d = tmp_path / "lightning_logs" / run
-        assert len(list(d.glob("events.out.tfevents.*"))) == 1
-        assert (d / "config.yaml").is_file()
-        assert torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 40
-
-
-# --------------------------------------------------------------------------- more bad input
+    assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in straight.model.state_dict().items())
+    ckpt = torch.load(tmp_path / "resumed/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert all(torch.equal(ckpt["initial_state_dict"][k], v) for k, v in initial.items())  # the first run's
 
 
 @pytest.mark.parametrize(
     "args, phrase",
     [
-        (["fit", "--config", "missing.yaml"], "File does not exist"),
-        (["fit", "--config", "."], "not a file"),
-        (["fit", "--config", "bad.yaml"], "Problems parsing config"),
-        (["fit", "--config", "unknown_key.yaml"], "does not accept option 'model.hidden_sizes'"),
-        (["fit", "--config", "a_file"], "a --config file must be a YAML mapping of settings"),
-        (["fit", "--data.batch_size", "0"], "batch_size must be an integer >= 1"),
-        (["fit", "--data.x_min", "5", "--data.x_max", "1"], "x_min must be < data.x_max"),
-        (["fit", "--model.momentum", "-1"], "momentum must be >= 0"),
-        (["fit", "--trainer.logger.init_args.save_dir", "a_file"], "cannot write logs under a_file"),
-        (["fit", "--trainer.accelerator", "tpu"], "missing package"),
-        (["fit", "--weights_only", "false"], "--weights_only false is not allowed"),
-        (["validate", "--ckpt_path", "."], "is a directory"),
-        (["test", "--ckpt_path", "bad.yaml"], "not a readable checkpoint"),
+        (["--trainer.max_epochs", "3"], "has trained 6 epochs: --trainer.max_epochs must be >= 6 to resume it (now 3)"),
+        (["--trainer.max_epochs", "9", "--model.hidden_size", "8"], "was trained with model.hidden_size=5"),
     ],
 )
-def test_more_bad_input_is_one_line_exit_2(tmp_path, args, phrase):
-    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
-    (tmp_path / "unknown_key.yaml").write_text("model:\n  hidden_sizes: 4\n")
-    (tmp_path / "a_file").write_text("")
+def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
+    fit_in_process(tmp_path, "--trainer.max_epochs", "6")
     before = fingerprint(tmp_path)
-    proc = run_main(*args, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr[-1500:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and phrase in errors[0], proc.stderr[-1500:]
-    assert "Traceback" not in proc.stderr
-    assert fingerprint(tmp_path) == before
-    assert not (tmp_path / "lightning_logs").exists() or not any((tmp_path / "lightning_logs").iterdir())
+    one_error_line(run_main("fit", "--ckpt_path", "last", *args, cwd=tmp_path), phrase)
+    assert fingerprint(tmp_path) == before  # config.yaml and the event files too
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    from regression_lab.core.safe_io import atomic_write
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_fit_says_so_exits_128_plus_n_and_resumes(tmp_path, signum):
+    proc = start(*LONG_RUN, cwd=tmp_path)
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    wait_for(last.is_file, proc, "last.ckpt")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith(f"interrupted by {signal.Signals(signum).name} (the newest last.ckpt")
+    assert "Traceback" not in err
+    epoch = torch.load(last, weights_only=True)["epoch"]
+    resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 3))
+    assert resumed.trainer.current_epoch == epoch + 3
 
-    target = tmp_path / "results.csv"
-    target.write_text("old\n")
-    with pytest.raises(RuntimeError), atomic_write(target, "w") as fh:
-        fh.write("half of the new")
-        raise RuntimeError("interrupted")
-    assert target.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary file left
-    with atomic_write(target, "w") as fh:
-        fh.write("new\n")
-    assert target.read_text() == "new\n"
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_light_command_says_so_and_exits_128_plus_n(lab_ckpt, tmp_path, signum):
+    # predict waits on a named pipe that stays open and silent: once its writer end opens,
+    # predict is surely past its start (its handler in place).
+    fifo = tmp_path / "xs.fifo"
+    os.mkfifo(fifo)
+    proc = start("predict", "--ckpt_path", str(lab_ckpt), "--input", str(fifo), cwd=tmp_path)
+    with fifo.open("w") as writer:  # blocks until predict opens the pipe for reading
+        writer.write("10\n")
+        writer.flush()
+        time.sleep(0.3)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum and out == ""
+    assert err == f"interrupted by {signal.Signals(signum).name} (predict wrote nothing that a rerun does not write again)\n"
 
 
-def test_checkpoints_are_written_through_the_atomic_writer(tmp_path):
-    from regression_lab.lit.callbacks import AtomicCheckpointIO
+@pytest.mark.slow
+def test_two_runs_started_at_once_get_their_own_run_directories(tmp_path):
+    procs = [start("fit", "--trainer.max_epochs", "40", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
+    printed = sorted(line for out, _ in outs for line in out.splitlines() if line.startswith("Checkpoint:"))
+    assert printed == [f"Checkpoint: ./lightning_logs/version_{i}/checkpoints/last.ckpt" for i in range(2)]
+    for i in range(2):
+        run = tmp_path / "lightning_logs" / f"version_{i}"
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1 and (run / "config.yaml").is_file()
 
-    cli = fit_in_process(tmp_path, "--trainer.max_epochs", "3")
-    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    ckpt_dir = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt"]  # no temporary files left
+
+def _held(run: Path) -> bool:
+    try:
+        os.close(lock_dir(run))
+    except (BlockingIOError, FileNotFoundError):
+        return run.is_dir()
+    return False
+
+
+@pytest.mark.slow
+def test_a_run_being_trained_is_not_resumed_into_by_another_fit(tmp_path):
+    assert run_main("fit", "--trainer.max_epochs", "5", "--trainer.enable_progress_bar", "false", cwd=tmp_path).returncode == 0
+    run = tmp_path / "lightning_logs" / "version_0"
+    config = (run / "config.yaml").read_bytes()
+    resuming = start("fit", "--ckpt_path", "last", "--trainer.max_epochs", "10000000", "--trainer.enable_progress_bar",
+                     "false", cwd=tmp_path)  # fmt: skip
+    try:
+        # The resume holds the run from before it touches it until it ends; its config.yaml
+        # rewritten is the sign it is past its start.
+        wait_for(lambda: _held(run) and (run / "config.yaml").read_bytes() != config, resuming, "the resume")
+        before = fingerprint(run)
+        second = run_main("fit", "--ckpt_path", "last", "--trainer.max_epochs", "20", cwd=tmp_path)
+        one_error_line(second, "lightning_logs/version_0 is in use by another fit (training or resuming it now)")
+        changed = {k for k, v in fingerprint(run).items() if before.get(k) != v}
+        assert changed <= {"checkpoints/last.ckpt"} | {k for k in before if "tfevents" in k}  # the first fit's own
+    finally:
+        resuming.send_signal(signal.SIGTERM)
+        _, err = resuming.communicate(timeout=120)
+    assert resuming.returncode == 143, err[-2000:]
+    epoch = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    again = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 2))
+    assert again.trainer.current_epoch == epoch + 2 and not (tmp_path / "lightning_logs" / "version_1").exists()
+
+
+@pytest.mark.slow
+def test_two_identical_default_sweeps_started_together_join_one_study(tmp_path):
+    grid = ["--hidden_sizes", "4", "8", "--epochs", "20", "--seeds", "0-9", "--quiet"]
+    procs = [start("sweep", *grid, cwd=tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert sorted(d.name for d in (tmp_path / "lightning_logs").iterdir()) == ["sweep_0"]
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{tmp_path / 'lightning_logs/sweep_0/study.db'}")
+    assert {t.params["hidden_size"] for t in study.trials if "members" in t.user_attrs} == {4, 8}
+    report = run_cli("sweep", *grid, "--report", "--out", "lightning_logs/sweep_0", cwd=tmp_path)
+    assert report.returncode == 0 and [ln.split()[1] for ln in report.stdout.splitlines()[1:3]] in (["4", "8"], ["8", "4"])
+    assert [o.splitlines()[-2] for o, _ in outs][0] == [o.splitlines()[-2] for o, _ in outs][1]  # the same verdict

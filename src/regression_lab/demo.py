@@ -1,21 +1,18 @@
-"""The lab's part A and model walk-through: forward passes by hand, with NumPy and with torch.
-
-Each section is a function that computes its values and returns them in a :class:`Section`;
-one printer shows any section as text, ``--json`` as JSON. No Lightning import: this is a
-torch/NumPy lesson and starts fast. Run it::
+"""The ``demo`` command: the lab's part A and model walk-throughs, forward passes by hand, with
+NumPy and with torch. Each section is a function returning its values; one printer shows any
+section as text, ``--json`` as JSON. No Lightning import: it starts fast. Run it::
 
     regression-lab demo                 # every section
     regression-lab demo forward         # perceptron ... the ReLU exercise
     regression-lab demo tinymodel --logdir lightning_logs/graphs   # and the model graph for TensorBoard
     regression-lab demo linear --json
-    python scripts/forward_pass_demo.py forward --seed 3
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 from jsonargparse import ArgumentParser, Namespace
-from jsonargparse.typing import NonNegativeInt
 from torch import nn
 
-from regression_lab.commands.options import new_parser
-from regression_lab.core.errors import UsageError
-from regression_lab.core.graphs import quiet_tracing
-from regression_lab.core.models import MyNN, TinyModel
+from regression_lab.errors import UsageError, check_int
+from regression_lab.models import MAX_SEED, MyNN, TinyModel
 
 # The lab's numbers: one sample of four features, three neurons, and a batch of three samples.
 INPUTS = [0.8, 1.3, 2.5, 2.0]
@@ -47,25 +41,19 @@ class Section:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def perceptron() -> Section:
+def perceptron(seed: int = 0) -> Section:
     """One neuron with three inputs, a bias, and a step function."""
     inputs, weights, bias = [0.8, 1.3, 2.5], [2.5, 1.7, -0.5], 2.0
     weighted_sum = inputs[0] * weights[0] + inputs[1] * weights[1] + inputs[2] * weights[2] + bias
     return Section(
         "The perceptron (one neuron)",
-        "Each input is scaled by its weight, the neuron adds its one bias, and a step function "
-        "turns the sum into 0 or 1 (1 when the sum is >= 0).",
-        {
-            "inputs": inputs,
-            "weights": weights,
-            "bias": bias,
-            "weighted_sum": weighted_sum,
-            "step_output": int(weighted_sum >= 0),
-        },
+        "Each input is scaled by its weight, the neuron adds its one bias, and a step function turns the sum "
+        "into 0 or 1 (1 when the sum is >= 0).",
+        dict(inputs=inputs, weights=weights, bias=bias, weighted_sum=weighted_sum, step_output=int(weighted_sum >= 0)),
     )
 
 
-def three_neurons() -> Section:
+def three_neurons(seed: int = 0) -> Section:
     """Three neurons over four inputs, every product written out."""
     x, (w1, w2, w3), (b1, b2, b3) = INPUTS, WEIGHTS, BIASES
     outputs = [
@@ -77,11 +65,11 @@ def three_neurons() -> Section:
         "Three neurons, written out",
         "Every neuron has its own weight for each input and one bias of its own: three neurons, three biases, "
         "three outputs.",
-        {"inputs": x, "outputs": outputs},
+        dict(inputs=x, outputs=outputs),
     )
 
 
-def loops_and_dot() -> Section:
+def loops_and_dot(seed: int = 0) -> Section:
     """The same layer with loops over weights and biases, then with NumPy's dot product."""
     looped = []
     for weights, bias in zip(WEIGHTS, BIASES, strict=True):
@@ -89,40 +77,35 @@ def loops_and_dot() -> Section:
         for x, w in zip(INPUTS, weights, strict=True):
             total += x * w
         looped.append(total + bias)
-    one_neuron = float(np.dot(np.array(WEIGHTS[0]), np.array(INPUTS)) + BIASES[0])
-    layer = np.dot(np.array(WEIGHTS), np.array(INPUTS)) + np.array(BIASES)
     return Section(
         "Loops, then NumPy dot products",
         "A loop over (weights, bias) pairs gives the same layer; np.dot(weights, inputs) does it at once "
         "(weights first: matrix . vector), like y = w x + b for each neuron.",
-        {"looped": looped, "numpy_one_neuron": one_neuron, "numpy_layer": layer},
+        dict(
+            looped=looped,
+            numpy_one_neuron=float(np.dot(np.array(WEIGHTS[0]), np.array(INPUTS)) + BIASES[0]),
+            numpy_layer=np.dot(np.array(WEIGHTS), np.array(INPUTS)) + np.array(BIASES),
+        ),  # fmt: skip
     )
 
 
-def batch_of_samples() -> Section:
+def batch_of_samples(seed: int = 0) -> Section:
     """A batch of three samples through the layer: inputs @ weights.T + biases."""
-    inputs, weights = np.array(BATCH), np.array(WEIGHTS)
-    out = inputs @ weights.T + np.array(BIASES)
+    out = np.array(BATCH) @ np.array(WEIGHTS).T + np.array(BIASES)
     return Section(
         "A batch: inputs @ weights.T + biases",
-        "Each row of the input is a sample and each row of the output that sample's three neuron outputs; "
-        "the weights are transposed so the inner sizes (4) match.",
-        {"outputs": out, "shape": list(out.shape)},
+        "Each row of the input is a sample and each row of the output that sample's three neuron outputs; the "
+        "weights are transposed so the inner sizes (4) match.",
+        dict(outputs=out, shape=list(out.shape)),
     )
 
 
-def tensors() -> Section:
+def tensors(seed: int = 0) -> Section:
     """torch's dot, mm, matmul and @, and how torch.dot differs from np.dot."""
-    dot = torch.dot(torch.tensor([1, 2]), torch.tensor([3, 2]))
-    a = torch.tensor([[0, 1, 2], [1, 2, 3]])
-    b = torch.tensor([[0, 1], [1, 1], [1, 3]])
+    a, b = torch.tensor([[0, 1, 2], [1, 2, 3]]), torch.tensor([[0, 1], [1, 1], [1, 3]])
     x, w, bias = torch.tensor(BATCH), torch.tensor(WEIGHTS), torch.tensor(BIASES)
-    via_matmul = torch.matmul(x, torch.transpose(w, 0, 1)) + bias
-    via_mm = x.mm(w.T) + bias
-    via_at = x @ w.T + bias
-    # np.dot multiplies 2-D arrays as matrices; torch.dot only takes 1-D vectors.
-    np_2d = np.dot(a.numpy(), b.numpy())
-    try:
+    via_matmul, via_mm, via_at = torch.matmul(x, torch.transpose(w, 0, 1)) + bias, x.mm(w.T) + bias, x @ w.T + bias
+    try:  # np.dot multiplies 2-D arrays as matrices; torch.dot only takes 1-D vectors
         torch.dot(a, b)
         torch_2d = "no error"
     except RuntimeError as err:
@@ -131,70 +114,66 @@ def tensors() -> Section:
         "Tensors: dot, mm, matmul and @",
         "torch.dot is the inner product of two 1-D vectors; for matrices use torch.mm, torch.matmul, .mm or @, "
         "which all give the same batch output. np.dot on 2-D arrays is a matrix product; torch.dot refuses them.",
-        {
-            "torch_dot": dot,
-            "torch_mm": torch.mm(a, b),
-            "batch_matmul": via_matmul,
-            "batch_mm": via_mm,
-            "batch_at": via_at,
-            "all_three_equal": bool(torch.equal(via_matmul, via_mm) and torch.equal(via_mm, via_at)),
-            "np_dot_2d": np_2d,
-            "torch_dot_2d": torch_2d,
-        },
+        dict(
+            torch_dot=torch.dot(torch.tensor([1, 2]), torch.tensor([3, 2])),
+            torch_mm=torch.mm(a, b),
+            batch_matmul=via_matmul,
+            batch_mm=via_mm,
+            batch_at=via_at,
+            all_three_equal=bool(torch.equal(via_matmul, via_mm) and torch.equal(via_mm, via_at)),
+            np_dot_2d=np.dot(a.numpy(), b.numpy()),
+            torch_dot_2d=torch_2d,
+        ),  # fmt: skip
     )
 
 
 def relu_exercise(seed: int = 0) -> Section:
     """The lab's exercise done right: 5 random inputs, 2 ReLU neurons, one matmul."""
     gen = torch.Generator().manual_seed(seed)
-    inputs = torch.rand(5, generator=gen)
-    weights = torch.randn(2, 5, generator=gen)
-    biases = torch.randn(2, generator=gen)
+    inputs, weights, biases = (
+        torch.rand(5, generator=gen),
+        torch.randn(2, 5, generator=gen),
+        torch.randn(2, generator=gen),
+    )
     weighted = weights @ inputs + biases
     return Section(
         "Exercise: 5 inputs, 2 ReLU neurons",
         "Inputs from torch.rand (0..1), weights and biases from torch.randn; one matrix product for both neurons, "
         "then ReLU: a negative weighted sum becomes 0, a positive one passes unchanged.",
-        {
-            "seed": seed,
-            "inputs": inputs,
-            "weights": weights,
-            "biases": biases,
-            "weighted_sum": weighted,
-            "outputs": torch.relu(weighted),
-        },
+        dict(
+            seed=seed,
+            inputs=inputs,
+            weights=weights,
+            biases=biases,
+            weighted_sum=weighted,
+            outputs=torch.relu(weighted),
+        ),
     )
-
-
-def _parameter_counts(model: nn.Module) -> dict[str, int]:
-    return {name: p.numel() for name, p in model.named_parameters()}
 
 
 def tinymodel(seed: int = 0) -> Section:
     """TinyModel inspected: architecture, one layer, the last layer's parameters, counts, a forward pass."""
-    gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # nn.Linear initialises from the global generator
     model = TinyModel()
-    batch = torch.rand(4, 100, generator=gen)
     with torch.no_grad():
-        probs = model(batch)
-    counts = _parameter_counts(model)
+        probs = model(torch.rand(4, 100, generator=torch.Generator().manual_seed(seed)))
+    counts = {name: p.numel() for name, p in model.named_parameters()}
     return Section(
         "TinyModel: 100 -> 200 -> 10, softmax",
         "print(model) shows the layers; each Linear holds a weight (out, in) and a bias (out). Parameters have "
         "requires_grad=True so training can follow their gradients. Softmax over the last dimension turns each "
         "row of 10 scores into probabilities.",
-        {
-            "architecture": str(model),
-            "one_layer": str(model.linear2),
-            "linear2_weight_shape": list(model.linear2.weight.shape),
-            "linear2_bias": model.linear2.bias.detach(),
-            "requires_grad": all(p.requires_grad for p in model.parameters()),
-            "parameter_counts": counts,
-            "total_parameters": sum(counts.values()),
-            "batch_output_shape": list(probs.shape),
-            "row_sums": probs.sum(dim=-1),
-        },
+        dict(
+            architecture=str(model),
+            one_layer=str(model.linear2),
+            linear2_weight_shape=list(model.linear2.weight.shape),
+            linear2_bias=model.linear2.bias.detach(),
+            requires_grad=all(p.requires_grad for p in model.parameters()),
+            parameter_counts=counts,
+            total_parameters=sum(counts.values()),
+            batch_output_shape=list(probs.shape),
+            row_sums=probs.sum(dim=-1),
+        ),  # fmt: skip
     )
 
 
@@ -204,124 +183,106 @@ def linear_layer(seed: int = 0) -> Section:
     lin = nn.Linear(3, 2)
     x = torch.rand(1, 3)
     with torch.no_grad():
-        y = lin(x)
-        by_hand = x @ lin.weight.T + lin.bias
+        y, by_hand = lin(x), x @ lin.weight.T + lin.bias
     return Section(
         "nn.Linear(3, 2)",
-        "The weight is stored as (out_features, in_features) = (2, 3), so the layer computes x @ W.T + b; "
-        "weights scale the inputs, the biases shift the outputs.",
-        {
-            "input": x,
-            "weight": lin.weight.detach(),
-            "bias": lin.bias.detach(),
-            "weight_shape": list(lin.weight.shape),
-            "output": y,
-            "x_WT_plus_b": by_hand,
-            "identity_holds": bool(torch.allclose(y, by_hand)),
-            "requires_grad": lin.weight.requires_grad and lin.bias.requires_grad,
-        },
+        "The weight is stored as (out_features, in_features) = (2, 3), so the layer computes x @ W.T + b; weights "
+        "scale the inputs, the biases shift the outputs.",
+        dict(
+            input=x,
+            weight=lin.weight.detach(),
+            bias=lin.bias.detach(),
+            weight_shape=list(lin.weight.shape),
+            output=y,
+            x_WT_plus_b=by_hand,
+            identity_holds=bool(torch.allclose(y, by_hand)),
+            requires_grad=lin.weight.requires_grad and lin.bias.requires_grad,
+        ),  # fmt: skip
     )
 
 
-def mynn(seed: int = 0, hidden_size: int = 5) -> Section:
+def mynn(seed: int = 0) -> Section:
     """MyNN inspected: the regressor the rest of the project trains."""
     torch.manual_seed(seed)
-    model = MyNN(hidden_size)
-    counts = _parameter_counts(model)
+    model = MyNN(5)
+    counts = {name: p.numel() for name, p in model.named_parameters()}
     return Section(
-        f"MyNN({hidden_size}): 1 -> {hidden_size} -> 1",
+        "MyNN(5): 1 -> 5 -> 1",
         "One input, one output, a ReLU hidden layer and no output activation: a regression network. "
         "`regression-lab fit` trains it on y = 3x + 2.",
-        {"architecture": str(model), "parameter_counts": counts, "total_parameters": sum(counts.values())},
+        dict(architecture=str(model), parameter_counts=counts, total_parameters=sum(counts.values())),
     )
 
 
 #: Sections per demo name; ``all`` runs every one in this order.
-DEMOS: dict[str, list[Callable[..., Section]]] = {
+DEMOS = {
     "forward": [perceptron, three_neurons, loops_and_dot, batch_of_samples, tensors, relu_exercise],
     "tinymodel": [tinymodel],
     "linear": [linear_layer],
     "mynn": [mynn],
 }
-_SEEDED = {relu_exercise, tinymodel, linear_layer, mynn}
+#: The model (and an example input) whose graph ``--logdir`` writes, per demo.
+GRAPHS = {"tinymodel": (TinyModel, (1, 100)), "mynn": (MyNN, (1, 1))}
 
 
 def run_demo(name: str, seed: int = 0) -> list[Section]:
-    """Compute the sections of demo ``name`` (``forward``, ``tinymodel``, ``linear``, ``mynn`` or ``all``)."""
+    """The sections of demo ``name`` (``forward``, ``tinymodel``, ``linear``, ``mynn`` or ``all``)."""
     if name != "all" and name not in DEMOS:
         raise UsageError(f"unknown demo {name!r}: choose from {', '.join([*DEMOS, 'all'])}")
-    names = list(DEMOS) if name == "all" else [name]
-    return [fn(seed) if fn in _SEEDED else fn() for n in names for fn in DEMOS[n]]
+    return [fn(seed) for n in (DEMOS if name == "all" else [name]) for fn in DEMOS[n]]
 
 
 def to_plain(value: Any) -> Any:
     """Tensors and arrays as (nested) lists, so a section's values serialise to JSON."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
         return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
     if isinstance(value, dict):
         return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    return value
-
-
-def _format_value(value: Any) -> str:
-    # Six significant digits hide float noise (6.960000000000001) yet keep the lab's 1.867.
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return np.array2string(np.asarray(value.tolist()), precision=4, suppress_small=True, floatmode="maxprec")
-    if isinstance(value, list) and all(isinstance(v, float) for v in value):
-        return "[" + ", ".join(_format_value(v) for v in value) + "]"
-    return str(value)
+    return [to_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def format_section(section: Section) -> str:
     """A section as readable text: title, teaching point, then each value."""
     lines = [f"== {section.title} ==", section.note, ""]
     for key, value in section.values.items():
-        text = _format_value(value)
-        if "\n" in text:
-            lines.append(f"{key}:")
-            lines.extend("    " + line for line in text.splitlines())
+        # Six significant digits hide float noise (6.960000000000001) yet keep the lab's 1.867.
+        if isinstance(value, float):
+            text = f"{value:.6g}"
+        elif isinstance(value, (torch.Tensor, np.ndarray)):
+            text = np.array2string(np.asarray(value.tolist()), precision=4, suppress_small=True, floatmode="maxprec")
+        elif isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+            text = "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
         else:
-            lines.append(f"{key}: {text}")
+            text = str(value)
+        lines += [f"{key}:", *("    " + line for line in text.splitlines())] if "\n" in text else [f"{key}: {text}"]
     return "\n".join(lines) + "\n"
 
 
 def write_graphs(logdir: Path, names: list[str], seed: int = 0) -> list[Path]:
-    """Write the model graphs of the named demos' models for TensorBoard's Graphs tab.
-
-    Each model gets its own run directory under ``logdir`` (``tinymodel/``, ``mynn/``).
-    """
+    """The model graphs of the named demos' models, one TensorBoard run each under ``logdir``."""
     from torch.utils.tensorboard import SummaryWriter
 
-    models = {"tinymodel": (TinyModel, torch.rand(1, 100)), "mynn": (MyNN, torch.zeros(1, 1))}
     written = []
-    for name in names:
-        if name not in models:
-            continue
+    for name in (n for n in names if n in GRAPHS):
         torch.manual_seed(seed)
-        factory, example = models[name]
-        run = logdir / name
+        model, shape = GRAPHS[name]
         try:
-            with SummaryWriter(log_dir=str(run)) as writer, quiet_tracing():
-                writer.add_graph(factory(), example)
+            with SummaryWriter(log_dir=str(logdir / name)) as writer, warnings.catch_warnings():
+                # add_graph traces with torch.jit.trace, which torch deprecates: the graph is still
+                # what the Graphs tab shows.
+                warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace\w*` is deprecated")
+                writer.add_graph(model(), torch.rand(shape))
         except OSError as err:
             raise UsageError(f"cannot write TensorBoard events under {logdir}: {err.strerror or err}") from None
-        written.append(run)
+        written.append(logdir / name)
     return written
 
 
 def build_parser() -> ArgumentParser:
     """The ``demo`` command's options."""
-    parser = new_parser("demo", "the lab's forward passes by hand and model walk-throughs")
+    parser = ArgumentParser(prog="regression-lab demo", description=__doc__.split("\n")[0], exit_on_error=False)
     parser.add_argument("section", nargs="?", default="all", help="forward, tinymodel, linear, mynn or all (default)")
-    parser.add_argument(
-        "--seed", type=NonNegativeInt, default=0, help="seed for the random parts (the exercise, models)"
-    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for the random parts (the exercise, models)")
     parser.add_argument("--json", action="store_true", help="print the values as JSON instead of text")
     parser.add_argument(
         "--logdir", type=str | None, help="also write the model graphs (tinymodel, mynn) for TensorBoard"
@@ -330,21 +291,18 @@ def build_parser() -> ArgumentParser:
 
 
 def run(args: Namespace) -> int:
-    """Run ``demo``: compute the sections, print them, optionally write the graphs."""
-    sections = run_demo(args.section, args.seed)
+    """Run ``demo``: compute the sections, print them, and write the graphs with ``--logdir``."""
+    sections = run_demo(args.section, check_int("--seed", args.seed, 0, MAX_SEED))
     graphs: list[Path] = []
     if args.logdir:
-        names = list(DEMOS) if args.section == "all" else [args.section]
-        graphs = write_graphs(Path(args.logdir), names, args.seed)
+        graphs = write_graphs(Path(args.logdir), list(DEMOS) if args.section == "all" else [args.section], args.seed)
         if not graphs:
             raise UsageError(
                 f"--logdir writes model graphs, and demo {args.section!r} has no model: use tinymodel or mynn"
             )
     if args.json:
         payload = {"sections": [{"title": s.title, "note": s.note, "values": to_plain(s.values)} for s in sections]}
-        if graphs:
-            payload["graphs"] = [str(p) for p in graphs]
-        json.dump(payload, sys.stdout, indent=2)
+        json.dump({**payload, **({"graphs": [str(p) for p in graphs]} if graphs else {})}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write("\n".join(format_section(s) for s in sections))

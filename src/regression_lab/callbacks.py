@@ -1,0 +1,153 @@
+"""The few Lightning callbacks ``fit`` needs beyond Lightning's own, and the checkpoint writer.
+
+- :class:`Guard` stops training when it must: at a non-finite loss (exit 1, no bad checkpoint
+  written) or on SIGINT/SIGTERM (at the next batch end, exit 130/143);
+- :class:`LandscapeLogger` logs the trained network's loss landscape when training ends;
+- :class:`AtomicCheckpointIO` writes each checkpoint beside its final name and renames it.
+
+``regression-lab fit`` adds the guard and the writer; any of them works with a plain Trainer::
+
+    regression-lab fit --trainer.callbacks+=LandscapeLogger --trainer.callbacks.resolution 101
+    L.Trainer(callbacks=[Guard()], plugins=[AtomicCheckpointIO()])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins import TorchCheckpointIO
+
+from regression_lab import errors
+from regression_lab.data import LARGE_DATA
+from regression_lab.errors import FLOAT32_MAX, TrainingFailed, check_int
+from regression_lab.files import atomic_write
+
+
+def divergence_advice(model: L.LightningModule, datamodule: Any) -> str:
+    """What to change after a divergence or dead units: the learning rate, or the data when they
+    are large enough to be the cause (their squares overflow float32 whatever the rate)."""
+    lr = model.hparams.get("lr")
+    lower_lr = f"lower --model.lr (now {lr:g})" if isinstance(lr, (int, float)) else "lower --model.lr"
+    size = datamodule.largest_magnitude() if hasattr(datamodule, "largest_magnitude") else 0.0
+    scale = "scale the data down (--data.x_min/x_max, --data.slope, --data.intercept, --data.noise_std)"
+    if size > FLOAT32_MAX**0.5:
+        return f"the training data reach about {size:.3g}, whose squares overflow float32 whatever the rate: {scale}"
+    if size > LARGE_DATA:
+        return f"{lower_lr}, or {scale}: the data reach about {size:.3g} and a step grows with their square"
+    return lower_lr
+
+
+class Guard(L.Callback):
+    """Stop training when it must: :class:`~regression_lab.errors.TrainingFailed` at a non-finite
+    training loss, and a clean stop (``trainer.should_stop``) at the batch end after SIGINT or
+    SIGTERM, which :func:`regression_lab.errors.deferred` then reports as the interruption.
+
+    Each step folds ``isfinite(loss)`` into a flag on the training device, read (a host sync on a
+    GPU) only every ``check_every_n_steps`` steps and at each epoch's last batch. Every checkpoint
+    passes :meth:`on_save_checkpoint`, which refuses non-finite weights before anything is written.
+    """
+
+    def __init__(self, check_every_n_steps: int | None = None) -> None:
+        """Configure the cadence of the divergence check.
+
+        Args:
+            check_every_n_steps: read the on-device flag every this many steps; ``None`` follows
+                the Trainer's ``log_every_n_steps``, the steps whose loss is written anyway.
+        """
+        super().__init__()
+        self.every = None if check_every_n_steps is None else check_int("check_every_n_steps", check_every_n_steps, 1)
+        self._finite: torch.Tensor | None = None
+        self._checked = 0  # the last step whose flag was read and found finite
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finite = torch.ones((), dtype=torch.bool, device=pl_module.device)
+        self._checked = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if errors.requested() is not None:
+            trainer.should_stop = True
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._finite.logical_and_(torch.isfinite(loss.detach()))  # no host sync
+            every = self.every or max(1, trainer.log_every_n_steps)
+            if trainer.global_step % every == 0 or batch_idx + 1 == trainer.num_training_batches:
+                self._check(trainer, pl_module, loss)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module, None)  # a run stopped mid-epoch has steps no read covered
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
+            raise TrainingFailed(
+                f"training diverged: non-finite weights at epoch {trainer.current_epoch + 1}, step "
+                f"{trainer.global_step}; no checkpoint written; {divergence_advice(pl_module, trainer.datamodule)}"
+            )
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor | None) -> None:
+        if self._finite is None:
+            return
+        # Every rank must stop together, or the others wait forever in the next collective.
+        diverged = trainer.strategy.reduce_boolean_decision(not bool(self._finite), all=False)
+        step = trainer.global_step
+        if not diverged:
+            self._checked = step
+            return
+        # Exact when the previous read was the previous step (the lab's one-batch epochs).
+        since = "" if step - self._checked <= 1 else f" (finite up to step {self._checked})"
+        what = f"loss {float(loss.detach())}" if loss is not None else "a non-finite loss"
+        raise TrainingFailed(
+            f"training diverged: {what} at epoch {trainer.current_epoch + 1}, step {step}{since}; "
+            f"{divergence_advice(pl_module, trainer.datamodule)}"
+        )
+
+
+class LandscapeLogger(L.Callback):
+    """Log the trained network's loss landscapes (see ``regression-lab landscape``) into the
+    run's TensorBoard events when training ends, at its last step. Rank 0 only."""
+
+    def __init__(self, resolution: int = 51, seed: int = 0, include_bias: bool = False) -> None:
+        """Configure the landscape.
+
+        Args:
+            resolution: points per axis of the 2D grids and of the random 1D line (at least 2).
+            seed: seed of the random directions.
+            include_bias: give the random directions bias components (zero by default).
+        """
+        super().__init__()
+        from regression_lab.landscape import Settings
+
+        self.settings = Settings(resolution=resolution, seed=seed, include_bias=include_bias)
+        self.settings.check()  # at start-up, not after training
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = getattr(trainer.logger, "experiment", None)
+        dm = trainer.datamodule
+        if trainer.is_global_zero and hasattr(writer, "add_figure") and hasattr(pl_module, "net"):
+            from regression_lab.landscape import compute_for
+            from regression_lab.landscape_plots import log_to_writer
+
+            results = compute_for(self.settings, dm.train_x, dm.train_y, pl_module.net, pl_module.initial_state)
+            log_to_writer(results, writer, None, step=trainer.global_step)
+            writer.flush()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint writes that a crash cannot leave half-done.
+
+    Lightning's own writer moves a temporary file from the system's temp directory into place;
+    when that is another file system the move is a copy, and a kill during it leaves a truncated
+    checkpoint under the final name. This one writes beside the target and renames.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as fh:
+            torch.save(checkpoint, fh)

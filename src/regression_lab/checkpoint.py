@@ -1,0 +1,136 @@
+"""The one checkpoint reader: ``torch.load(..., weights_only=True)``, then every value checked
+before use. ``predict``, ``serve``, ``export``, ``landscape``, ``validate``, ``test`` and resume
+read checkpoints here; torch only, so the light commands start as fast as ``import torch``::
+
+    from regression_lab.checkpoint import load_model
+    model, ckpt = load_model("lightning_logs/version_0/checkpoints/last.ckpt")   # MyNN, or stacks
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from regression_lab.errors import UsageError
+from regression_lab.models import MAX_HIDDEN_SIZE, MAX_MEMBERS, MyNN, MyNNStack
+
+#: The checkpoint key under which ``fit`` keeps the weights from before training (the
+#: landscape's interpolation starts there).
+INITIAL_STATE_KEY = "initial_state_dict"
+#: MyNN's parameters with their shapes for ``h`` hidden units.
+MYNN_SHAPES = {"linear1.weight": ("h", 1), "linear1.bias": ("h",), "linear2.weight": (1, "h"), "linear2.bias": (1,)}
+#: An ensemble setting's tensors (``stacks.N.<name>``) for M members of width H.
+STACK_SHAPES = {"weights": ("M", "3H+1"), "seeds": ("M",), "hidden_sizes": ("M",), "diverged": ("M",)}
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file as a dict, loaded weights-only on the CPU, or :class:`UsageError`."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise UsageError(f"checkpoint path is a directory, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise UsageError(f"checkpoint file is empty: {path}")
+    unreadable = f"not a readable checkpoint (truncated, corrupt, or not a torch file): {path}"
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; a cut one loses its directory
+        raise UsageError(unreadable)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only refuses any object it does not know, and names the global it refused.
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"an object of type {found.group(1)}" if found else "objects"
+        raise UsageError(
+            f"refusing to load {path}: it holds {what} that a weights-only load does not allow; "
+            "only tensors and plain values are loaded from checkpoints"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise UsageError(f"{unreadable} ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise UsageError(f"not a Lightning checkpoint (no state_dict): {path}")
+    return ckpt
+
+
+def _tensor(state: dict, key: str, shape: tuple[int, ...], source: Path, real: bool = True) -> torch.Tensor:
+    """``state[key]``, refused unless it is a plain CPU tensor of this shape (checked before any
+    copy: a crafted file can view a tiny storage as a huge shape) with finite real values."""
+    t = state.get(key)
+    name = key.removeprefix("net.")
+    if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.device.type != "cpu":
+        raise UsageError(f"checkpoint's {name} is missing or not a plain tensor: {source}")
+    if tuple(t.shape) != shape:
+        raise UsageError(f"checkpoint's {name} has shape {tuple(t.shape)}, not {shape}: {source}")
+    if real and t.dtype not in (torch.float32, torch.float64):
+        raise UsageError(f"checkpoint's {name} holds {t.dtype} values, not real numbers: {source}")
+    if real and not bool(torch.isfinite(t).all()):
+        raise UsageError(f"checkpoint's {name} holds NaN or infinite values (a diverged run?): {source}")
+    return t
+
+
+def mynn_state(state: dict[str, Any], source: Path, prefix: str = "net.") -> dict[str, torch.Tensor]:
+    """MyNN's weights (names without ``prefix``) from a state dict, every shape checked."""
+    w1 = state.get(f"{prefix}linear1.weight")
+    if not isinstance(w1, torch.Tensor) or w1.dim() != 2 or w1.shape[1] != 1:
+        raise UsageError(f"not a regression-lab MyNN checkpoint (no linear1 weight of shape (h, 1)): {source}")
+    h = int(w1.shape[0])
+    if not 1 <= h <= MAX_HIDDEN_SIZE:
+        raise UsageError(f"checkpoint's hidden size {h:,} is outside [1, {MAX_HIDDEN_SIZE:,}]: {source}")
+    return {
+        name: _tensor(state, prefix + name, tuple(h if d == "h" else d for d in dims), source).float()
+        for name, dims in MYNN_SHAPES.items()
+    }
+
+
+def _stack(state: dict[str, Any], i: int, source: Path) -> MyNNStack:
+    """Setting ``i`` of an ensemble checkpoint, its shapes checked before anything is copied."""
+    w = state.get(f"stacks.{i}.weights")
+    m, cols = w.shape if isinstance(w, torch.Tensor) and w.dim() == 2 else (0, 0)
+    if not (1 <= m <= MAX_MEMBERS and 4 <= cols <= 3 * MAX_HIDDEN_SIZE + 1 and (cols - 1) % 3 == 0):
+        raise UsageError(f"ensemble checkpoint's weights have an impossible shape: {source}")
+    t = {
+        name: _tensor(state, f"stacks.{i}.{name}", (m, cols) if name == "weights" else (m,), source, name == "weights")
+        for name in STACK_SHAPES
+    }
+    sizes = t["hidden_sizes"].long()
+    if not bool(((sizes >= 1) & (sizes <= (cols - 1) // 3)).all()):
+        raise UsageError(f"ensemble checkpoint's hidden sizes do not fit its weights: {source}")
+    stack = MyNNStack(sizes.tolist(), t["seeds"].long().tolist(), weights=t["weights"].float().clone())
+    stack.diverged.copy_(t["diverged"].bool())
+    return stack
+
+
+def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]]:
+    """A checkpoint's model in eval mode on the CPU: a ``MyNN``, or an ensemble's settings as
+    ``MyNNStack``s; and the checkpoint. Anything that is not what ``fit`` writes is refused."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    state = ckpt["state_dict"]
+    if any(not isinstance(k, str) for k in state):
+        raise UsageError(f"checkpoint's state_dict has keys that are not names: {path}")
+    hp = ckpt.get("hyper_parameters", {})
+    if not isinstance(hp, dict):
+        raise UsageError(f"checkpoint's hyper_parameters are a {type(hp).__name__}, not a mapping: {path}")
+    stacks = sorted({int(m.group(1)) for k in state if (m := re.fullmatch(r"stacks\.(\d{1,6})\..+", k))})
+    if stacks:
+        if stacks != list(range(len(stacks))):
+            raise UsageError(f"ensemble checkpoint's stacks are not numbered 0..{len(stacks) - 1}: {path}")
+        models = [_stack(state, i, path).eval() for i in stacks]
+        if sum(len(s) for s in models) > MAX_MEMBERS:
+            raise UsageError(f"ensemble checkpoint has more than {MAX_MEMBERS:,} members: {path}")
+        return models, ckpt
+    weights = mynn_state(state, path)
+    h = weights["linear1.weight"].shape[0]
+    saved = hp.get("hidden_size", h)
+    if isinstance(saved, bool) or not isinstance(saved, int):
+        raise UsageError(f"checkpoint's hyper_parameters.hidden_size is not an integer ({saved!r}): {path}")
+    if saved != h:
+        raise UsageError(f"checkpoint is inconsistent: hidden_size {saved} but weights for {h}: {path}")
+    model = MyNN(h)
+    model.load_state_dict(weights)
+    return model.eval(), ckpt

@@ -1,0 +1,207 @@
+"""The LightningDataModule of the lab: samples of ``y = slope * x + intercept``, served as
+tensor-indexed batches on the training device.
+
+The defaults are the lab's data: training x = 1, 2, 3, 4, 5 (float32, shape (N, 1)), y = 3x + 2,
+no noise, one full batch per epoch; validation on the unseen x = 6..10, where the lab asks its
+question; a test set over x = 0..10 in steps of 0.5. Try it::
+
+    python -c "from regression_lab.data import RegressionDataModule as D; d = D(); d.setup(); print(d.train_x.T)"
+
+Batches are cut from the tensors by indexing (:class:`TensorBatches`), not gathered sample by
+sample by a ``DataLoader``. Under a distributed strategy each rank keeps only its own shard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import torch
+
+from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, check_int
+
+#: The most samples a split may have: 100 million x and y take 800 MB as float32.
+MAX_SAMPLES = 100_000_000
+#: Noise draws counted as possible, in standard deviations (100 million normal draws stay within 6).
+NOISE_SIGMAS = 8.0
+#: Data beyond this size are named beside the learning rate when training diverges: the lab's
+#: reach 17, and an SGD step grows with the square of the inputs.
+LARGE_DATA = 100.0
+
+
+class TensorBatches:
+    """``(x, y)`` batches cut from two tensors by indexing; Lightning takes any iterable with a
+    ``len`` as a dataloader. Shuffling draws a new permutation each epoch from ``generator``."""
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None, generator: torch.Generator | None = None
+    ) -> None:
+        """Wrap the tensors.
+
+        Args:
+            x: inputs, shape (N, 1).
+            y: targets, shape (N, 1).
+            batch_size: samples per batch; ``None`` serves the whole tensor as one batch.
+            generator: a CPU generator to shuffle with each epoch; ``None`` keeps the order.
+        """
+        self.x, self.y, self.generator = x, y, generator
+        self.batch_size = batch_size or max(1, len(x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, bs = len(self.x), self.batch_size
+        if self.generator is None or n < 2:
+            # Contiguous slices are views: no copy at all.
+            yield from ((self.x[s : s + bs], self.y[s : s + bs]) for s in range(0, n, bs))
+            return
+        # Drawn on the CPU generator, so the order does not depend on the device; int32 draws the
+        # same permutation as int64 and halves the copy to a GPU.
+        dtype = torch.int32 if n <= torch.iinfo(torch.int32).max else torch.int64
+        order = torch.randperm(n, generator=self.generator, dtype=dtype).to(self.x.device)
+        yield from ((self.x[idx], self.y[idx]) for idx in order.split(bs))
+
+
+class RegressionDataModule(L.LightningDataModule):
+    """Samples of the line ``y = slope * x + intercept`` for training, validation and test."""
+
+    def __init__(
+        self,
+        slope: float = 3.0,
+        intercept: float = 2.0,
+        num_samples: int = 5,
+        x_min: float = 1.0,
+        x_max: float = 5.0,
+        noise_std: float = 0.0,
+        val_samples: int = 5,
+        val_x_min: float = 6.0,
+        val_x_max: float = 10.0,
+        test_samples: int = 21,
+        test_x_min: float = 0.0,
+        test_x_max: float = 10.0,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        """Describe the data; nothing is generated until :meth:`setup`.
+
+        Args:
+            slope: slope of the true line (the lab's 3).
+            intercept: intercept of the true line (the lab's 2).
+            num_samples: number of training points, evenly spaced over [x_min, x_max].
+            x_min: smallest training x.
+            x_max: largest training x.
+            noise_std: standard deviation of Gaussian noise on the training targets only;
+                validation and test targets stay exact, so they measure the line itself.
+            val_samples: number of validation points over [val_x_min, val_x_max].
+            val_x_min: smallest validation x (the lab's unseen 6).
+            val_x_max: largest validation x (the lab's question, 10).
+            test_samples: number of test points over [test_x_min, test_x_max].
+            test_x_min: smallest test x.
+            test_x_max: largest test x.
+            batch_size: training samples per step, across all ranks; ``None``: one full batch.
+            shuffle: reshuffle the training samples every epoch.
+            seed: seed of the noise and of the shuffle order.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.splits = {
+            "train": (num_samples, x_min, x_max),
+            "val": (val_samples, val_x_min, val_x_max),
+            "test": (test_samples, test_x_min, test_x_max),
+        }
+        check_float("data.slope", slope)
+        check_float("data.intercept", intercept)
+        check_float("data.noise_std", noise_std, 0.0)
+        check_int("data.seed", seed, 0)
+        if batch_size is not None:
+            check_int("data.batch_size", batch_size, 1)
+        for split, (num, lo, hi) in self.splits.items():
+            prefix = "" if split == "train" else f"{split}_"
+            check_int(f"data.{split if prefix else 'num'}_samples", num, 1, MAX_SAMPLES)
+            lo, hi = check_float(f"data.{prefix}x_min", lo), check_float(f"data.{prefix}x_max", hi)
+            if num > 1 and not lo < hi:
+                raise UsageError(f"data.{prefix}x_min must be < data.{prefix}x_max, got [{lo}, {hi}]")
+        size = self.largest_magnitude(train_only=False)
+        if size > FLOAT32_MAX:
+            about = f" (about {size:.3g})" if math.isfinite(size) else ""
+            raise UsageError(
+                f"the data settings give samples beyond float32's range {FLOAT32_MAX:.3g}{about}: "
+                "scale --data.x_*, --data.slope, --data.intercept or --data.noise_std down"
+            )
+        self.generator = torch.Generator().manual_seed(seed)
+        self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
+
+    def line_at(self, x: float) -> float:
+        """The true line's value at ``x`` (what a perfect model predicts)."""
+        return self.hparams.slope * x + self.hparams.intercept
+
+    def largest_magnitude(self, train_only: bool = True) -> float:
+        """The largest |x| or |y| the data can hold (noise counted to :data:`NOISE_SIGMAS`)."""
+        hp, largest = self.hparams, 0.0
+        for split, (_, lo, hi) in self.splits.items():
+            if train_only and split != "train":
+                continue
+            noise = NOISE_SIGMAS * hp.noise_std if split == "train" else 0.0
+            x = max(abs(lo), abs(hi))
+            largest = max(largest, x, abs(hp.slope) * x + abs(hp.intercept) + noise)
+        return largest
+
+    def samples(self, split: str, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """One split's samples, rank ``rank``'s shard only (every ``world_size``-th sample), as
+        float32 tensors of shape (n, 1) on the CPU. Only the training targets get noise."""
+        num, lo, hi = self.splits[split]
+        # Training shards are padded to equal length by wrapping around (equal step counts keep
+        # DDP in step); evaluation shards are exact, so metrics reduced across ranks count each
+        # sample once.
+        if split != "train" and num >= world_size:
+            idx = torch.arange(rank, num, world_size)
+        else:
+            idx = torch.arange(rank, math.ceil(num / world_size) * world_size, world_size) % num
+        step = (hi - lo) / (num - 1) if num > 1 else 0.0
+        x = (lo + idx.to(torch.float64) * step).to(torch.float32).unsqueeze(1)
+        y = self.hparams.slope * x + self.hparams.intercept
+        if split == "train" and self.hparams.noise_std > 0:
+            # Drawn for the whole set, so a sample's noise does not depend on the number of ranks.
+            gen = torch.Generator().manual_seed(self.hparams.seed + 1)
+            y = y + self.hparams.noise_std * torch.randn(num, 1, generator=gen)[idx]
+        return x, y
+
+    def setup(self, stage: str | None = None) -> None:
+        """Generate this rank's shard of the splits the stage needs, on the training device."""
+        rank, world, device = 0, 1, torch.device("cpu")
+        if self.trainer is not None:
+            rank, world, device = self.trainer.global_rank, self.trainer.world_size, self.trainer.strategy.root_device
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, tuple(self.splits))
+        for split in wanted:
+            x, y = self.samples(split, rank, world)
+            setattr(self, f"{split}_x", x.to(device))
+            setattr(self, f"{split}_y", y.to(device))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The shuffle generator's state (a ByteTensor), so a resumed run draws the same orders."""
+        return {"shuffle_generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the shuffle generator when resuming."""
+        if isinstance(state_dict.get("shuffle_generator"), torch.Tensor):
+            self.generator.set_state(state_dict["shuffle_generator"])
+
+    def train_dataloader(self) -> TensorBatches:
+        """Training batches, reshuffled each epoch when ``shuffle`` is on."""
+        bs, world = self.hparams.batch_size, self.trainer.world_size if self.trainer else 1
+        # batch_size is the global batch: each rank takes its part, so DDP steps through the
+        # data as one process with the same batch_size does.
+        per_rank = max(1, bs // world) if bs else None
+        return TensorBatches(self.train_x, self.train_y, per_rank, self.generator if self.hparams.shuffle else None)
+
+    def val_dataloader(self) -> TensorBatches:
+        """The validation set as one batch per rank (it is small)."""
+        return TensorBatches(self.val_x, self.val_y)
+
+    def test_dataloader(self) -> TensorBatches:
+        """The test set as one batch per rank."""
+        return TensorBatches(self.test_x, self.test_y)

@@ -1,0 +1,244 @@
+"""Many ``MyNN`` members in one fit: seeds x settings, one ``Trainer``, and the lab's model factory.
+
+Each optimizer setting (learning rate, momentum, weight decay) is a :class:`MyNNStack` of every
+hidden size and seed, evaluated with ``torch.func.vmap``, and its own SGD parameter group. The
+loss is the sum of the members' MSE, so each member gets exactly its own gradient: member
+``(h, lr, s)`` trains as ``regression-lab fit --seed_everything s --model.hidden_size h
+--model.lr lr`` would, on the same batches. A member whose loss goes non-finite is marked
+diverged and zeroed; the others train on. ``regression_model`` picks the class::
+
+    regression-lab fit --model.num_seeds 1000            # seeds 0..999 of the lab's model
+    regression-lab fit --model.num_seeds 100 --model.hidden_size [4,8] --seed_everything 7
+"""
+
+# No `from __future__ import annotations`: LightningCLI reads regression_model's return
+# annotation as a class, and postponed annotations would make it a string.
+import itertools
+import math
+import os
+from typing import Any
+
+import lightning as L
+import torch
+
+from regression_lab.errors import UsageError, check_float, check_int
+from regression_lab.metrics import setting_name
+from regression_lab.models import MAX_MEMBERS, MAX_SEED, MyNN, MyNNStack, check_seeds
+from regression_lab.module import RegressionModule
+
+
+#: The training-loss percentiles drawn per setting, over the seeds.
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def check_memory(members: int, hidden_size: int, samples: int) -> None:
+    """Refuse an ensemble whose training would need more than half of this machine's memory:
+    weights, gradients, momentum and initial weights (4 x (3h + 1) floats a member) and the
+    activations of the largest split kept for the backward pass (about 4 x samples x h)."""
+    if members > MAX_MEMBERS:
+        raise UsageError(f"the ensemble has {members:,} members, more than the {MAX_MEMBERS:,} allowed")
+    need = 4 * members * (4 * (3 * hidden_size + 1) + 4 * samples * hidden_size + 2 * samples)
+    budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    if need > budget:
+        raise UsageError(
+            f"the ensemble of {members:,} members on {samples:,} samples at once needs about "
+            f"{need / 2**30:.1f} GiB, more than half of this machine's memory: use fewer seeds or fewer samples"
+        )
+
+
+class EnsembleRegressionModule(L.LightningModule):
+    """Seeds x settings of ``MyNN`` trained together; ``forward`` gives every member's prediction."""
+
+    def __init__(
+        self,
+        hidden_size: list[int],
+        lr: list[float],
+        momentum: list[float],
+        weight_decay: list[float],
+        probe_x: float,
+        num_seeds: int,
+        first_seed: int,
+        seeds: list[int] | None = None,
+    ) -> None:
+        """One stack of members per optimizer setting (built by :func:`regression_model`, which
+        checks the values).
+
+        Args:
+            hidden_size: hidden sizes, each trained with every seed and optimizer setting.
+            lr: SGD learning rates.
+            momentum: SGD momenta.
+            weight_decay: SGD L2 penalties.
+            probe_x: the input whose prediction (mean and spread over the seeds) is reported.
+            num_seeds: members per setting, seeded ``first_seed``, ``first_seed + 1``, ...
+            first_seed: the first member's seed (saved resolved, so a resumed run has the same).
+            seeds: explicit seeds instead (each member initialised as ``seed_everything(seed)`` would).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        seeds = list(seeds) if seeds is not None else list(range(first_seed, first_seed + num_seeds))
+        groups = list(itertools.product(lr, momentum, weight_decay))
+        #: One dict per setting, in the members' order; each setting's members are its seeds.
+        self.settings = [
+            dict(hidden_size=h, lr=g[0], momentum=g[1], weight_decay=g[2]) for g in groups for h in hidden_size
+        ]
+        self.seeds = seeds
+        # The hidden sizes share a stack, padded to the largest, so one vmap call evaluates them.
+        self.stacks = torch.nn.ModuleList(
+            MyNNStack([h for h in hidden_size for _ in seeds], seeds * len(hidden_size)) for _ in groups
+        )
+        self._groups = [dict(zip(("lr", "momentum", "weight_decay"), g, strict=True)) for g in groups]
+
+    def setting_sizes(self) -> list[int]:
+        """Members per setting, in the order of :attr:`settings` (to split per-member tensors)."""
+        return [len(self.seeds)] * len(self.settings)
+
+    def member_index(self) -> list[dict[str, Any]]:
+        """One dict per member, in the order of :meth:`forward`: its setting and its seed."""
+        return [{**s, "seed": seed} for s in self.settings for seed in self.seeds]
+
+    def member(self, i: int) -> MyNN:
+        """Member ``i`` (in the order of :meth:`member_index`) as a lone ``MyNN``."""
+        per_stack = len(self.stacks[0])
+        return self.stacks[i // per_stack].member(i % per_stack)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's prediction, settings one after another: x (N, 1) gives (M, N, 1)."""
+        return torch.cat([stack(x) for stack in self.stacks])
+
+    predict_members = forward
+
+    def diverged(self) -> torch.Tensor:
+        """Which members diverged, shape (M,)."""
+        return torch.cat([stack.diverged for stack in self.stacks])
+
+    def active_units(self, x: torch.Tensor) -> torch.Tensor:
+        """Per member, the hidden units on for at least one input of ``x``, shape (M,)."""
+        return torch.cat([stack.active_units(x) for stack in self.stacks])
+
+    def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's MSE (M,), and the mean over the healthy ones (inf if none is: never a
+        flattering 0)."""
+        x, y = batch
+        losses = ((self(x) - y) ** 2).mean(dim=(1, 2))
+        healthy = torch.isfinite(losses) & ~self.diverged()
+        mean = torch.where(healthy, losses, 0.0).sum() / healthy.sum().clamp(min=1)
+        return losses, torch.where(healthy.any(), mean, torch.inf)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        losses, mean = self._losses(batch)
+        # A member whose loss is not finite is out: marked here (no host sync), zeroed after the
+        # step (optimizer_step); the sum, and so every other member's gradient, skips it.
+        bad = ~torch.isfinite(losses)
+        for stack, flags in zip(self.stacks, bad.split([len(s) for s in self.stacks]), strict=True):
+            stack.diverged |= flags
+        # Summed in float64: thousands of large finite losses cannot overflow to inf and stop the
+        # fit; each member's gradient is still exactly its own.
+        loss = torch.where(self.diverged(), 0.0, losses).double().sum()
+        self.log("train/loss", mean, prog_bar=True, batch_size=len(batch[0]))
+        return {"loss": loss, "member_losses": losses.detach()}
+
+    def on_train_batch_end(self, outputs: dict[str, torch.Tensor], batch: Any, batch_idx: int) -> None:
+        # The members pictured, not drawn as M curves: each setting's 10th, 50th and 90th
+        # percentile of the training loss, at the steps whose loss is written anyway.
+        step = self.trainer.global_step
+        if self.logger is None or step % max(1, self.trainer.log_every_n_steps):
+            return
+        losses = torch.where(self.diverged(), torch.nan, outputs["member_losses"])
+        q = torch.tensor(QUANTILES, dtype=losses.dtype, device=losses.device)
+        rows = torch.stack([torch.nanquantile(part, q) for part in losses.split(self.setting_sizes())]).tolist()
+        self.logger.log_metrics(
+            {f"train_loss_percentiles/{setting_name(s)}/p{round(100 * level)}": v
+             for s, row in zip(self.settings, rows, strict=True) for level, v in zip(QUANTILES, row, strict=True)
+             if math.isfinite(v)},
+            step=step,
+        )  # fmt: skip
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Right after the step, before any callback or checkpoint sees the weights: a member
+        # whose step overflowed is retired (zeroed) before it can be saved or used.
+        for stack in self.stacks:
+            stack.retire()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self._losses(batch)[1], batch_size=len(batch[0]))
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.log("test/loss", self._losses(batch)[1], batch_size=len(batch[0]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # One parameter group per stack: torch's own SGD, each group with its own settings.
+        groups = [{"params": stack.parameters(), **g} for stack, g in zip(self.stacks, self._groups, strict=True)]
+        return torch.optim.SGD(groups, lr=self._groups[0]["lr"])
+
+    def check_memory(self, datamodule: Any) -> None:
+        """Refuse data this ensemble's activations cannot fit in (see :func:`check_memory`); the
+        final metrics see whole splits at once, so the largest counts, whatever the batch size."""
+        samples = max(split[0] for split in datamodule.splits.values())
+        check_memory(sum(len(s) for s in self.stacks), max(self.hparams.hidden_size), samples)
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.datamodule is not None:
+            self.check_memory(self.trainer.datamodule)
+
+
+def _values(name: str, value: Any, check: Any) -> list:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise UsageError(f"model.{name} is empty: give at least one value")
+    if len(set(values)) < len(values):
+        raise UsageError(f"model.{name} repeats a value: {values}")
+    return [check(f"model.{name}", v) for v in values]
+
+
+def regression_model(
+    hidden_size: int | list[int] = 5,
+    lr: float | list[float] = 0.01,
+    momentum: float | list[float] = 0.0,
+    weight_decay: float | list[float] = 0.0,
+    probe_x: float = 10.0,
+    num_seeds: int = 1,
+    first_seed: int | None = None,
+    seeds: list[int] | None = None,
+) -> L.LightningModule:
+    """The lab's model for ``regression-lab fit``: one ``MyNN``, or an ensemble of them.
+
+    One setting and ``num_seeds`` 1 give a :class:`RegressionModule` (seeded by
+    ``seed_everything``); more seeds, explicit ``seeds`` or lists of settings give an
+    :class:`EnsembleRegressionModule` of every combination.
+
+    Args:
+        hidden_size: ReLU units of MyNN's hidden layer (the lab's best: 5); a list for an ensemble.
+        lr: SGD learning rate (the lab's 0.01); a list for an ensemble.
+        momentum: SGD momentum (0 as in the lab); a list for an ensemble.
+        weight_decay: SGD L2 penalty (0 as in the lab); a list for an ensemble.
+        probe_x: the input whose prediction is reported after training (the lab asks for 10).
+        num_seeds: members per setting; above 1 trains an ensemble seeded ``seed_everything``,
+            ``seed_everything + 1``, ... (at most 1,000,000 members in all).
+        first_seed: an ensemble's first seed (default: ``seed_everything``).
+        seeds: an ensemble's explicit seeds.
+    """
+    positive = lambda name, v: check_float(name, v, 0.0, strict=True)  # noqa: E731
+    non_negative = lambda name, v: check_float(name, v, 0.0)  # noqa: E731
+    settings = {
+        "hidden_size": _values("hidden_size", hidden_size, lambda name, v: check_int(name, v, 1)),
+        "lr": _values("lr", lr, positive),
+        "momentum": _values("momentum", momentum, non_negative),
+        "weight_decay": _values("weight_decay", weight_decay, non_negative),
+    }
+    probe_x = check_float("model.probe_x", probe_x)
+    lists = any(isinstance(v, (list, tuple)) for v in (hidden_size, lr, momentum, weight_decay))
+    if not lists and seeds is None and num_seeds == 1 and first_seed is None:
+        return RegressionModule(**{k: v[0] for k, v in settings.items()}, probe_x=probe_x)
+    if seeds is None:
+        check_int("model.num_seeds", num_seeds, 1, MAX_MEMBERS)
+        if first_seed is None:
+            first_seed = torch.initial_seed()  # the seed seed_everything set
+        check_int("model.first_seed", first_seed, 0, MAX_SEED - num_seeds + 1)
+    else:
+        num_seeds, first_seed = len(check_seeds(seeds, "model.seeds")), 0
+    members = num_seeds * len(list(itertools.product(*settings.values())))
+    check_memory(members, max(settings["hidden_size"]), 1)
+    return EnsembleRegressionModule(
+        **settings, probe_x=probe_x, num_seeds=num_seeds, first_seed=first_seed, seeds=seeds
+    )

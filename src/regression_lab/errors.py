@@ -1,0 +1,117 @@
+"""How a command ends when it does not succeed: bad input (exit 2), a failed run (exit 1), or
+SIGINT/SIGTERM (exit 128 + the signal's number). No torch, no Lightning.
+
+:func:`regression_lab.cli.main` installs :func:`handle_signals` once, for every command, and
+turns each of these into one line on stderr::
+
+    from regression_lab.errors import UsageError
+    raise UsageError("hidden_size must be >= 1")       # error: hidden_size must be >= 1, exit 2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+#: The largest finite float32: an input beyond it overflows the model's arithmetic to inf.
+FLOAT32_MAX = 3.4028234663852886e38
+#: How much of a bad value an error message quotes: a megabyte-long line must not come back
+#: as a megabyte-long error.
+QUOTE_CHARS = 40
+
+
+class UsageError(ValueError):
+    """Something the user typed or gave is wrong: one ``error:`` line, exit 2."""
+
+
+class TrainingFailed(RuntimeError):
+    """A run failed for another reason than bad input (it diverged): one ``error:`` line, exit 1."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the command: one line saying what is on disk, exit 128 + n."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def quote(text: str) -> str:
+    """``text`` as an error message quotes it: stripped, at most :data:`QUOTE_CHARS` characters."""
+    # Cut after repr: control characters and astral symbols grow fourfold or more in it.
+    shown = repr(text.strip())
+    return shown if len(shown) <= QUOTE_CHARS + 2 else shown[: QUOTE_CHARS + 1] + "..." + shown[0]
+
+
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """``value`` if it is an int in ``[minimum, maximum]``, else :class:`UsageError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"{name} must be <= {maximum:,}, got {value:,}")
+    return value
+
+
+def check_float(name: str, value: object, low: float = -math.inf, *, strict: bool = False) -> float:
+    """``value`` as a finite float ``>= low`` (``> low`` with ``strict``), else :class:`UsageError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value!r}")
+    if value < low or (strict and value == low):
+        raise UsageError(f"{name} must be {'>' if strict else '>='} {low:g}, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- signals
+
+_signal: dict[str, int | bool | None] = {"signum": None, "deferred": False, "pid": None}
+
+
+def _handler(signum: int, frame: object) -> None:
+    if os.getpid() != _signal["pid"]:
+        # A process forked with the handler (LitServe's HTTP server): it has shut down on its
+        # own, and the process that installed the handler says what happened.
+        sys.exit(0)
+    first = _signal["signum"] is None
+    _signal["signum"] = signum
+    # While a fit runs, the first signal is a request (the fit stops at its next batch end, see
+    # callbacks.StopOnSignal): an exception raised at an arbitrary bytecode can land between a
+    # lock's acquire and its release in a writer thread's code, and the shutdown then waits on
+    # that lock forever. A second signal interrupts at once.
+    if not (first and _signal["deferred"]):
+        raise Interrupted(signum)
+
+
+def handle_signals() -> dict[int, Any]:
+    """Make SIGINT and SIGTERM raise :class:`Interrupted` in this process (its main thread);
+    returns the handlers they had, for a caller in-process to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    _signal.update(signum=None, deferred=False, pid=os.getpid())
+    return {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def requested() -> int | None:
+    """The signal that asked this process to stop, if one did."""
+    return _signal["signum"]  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block the first signal is only recorded (see :func:`requested`); it is raised
+    as :class:`Interrupted` when the block ends, however it ends."""
+    _signal["deferred"] = True
+    try:
+        yield
+    except BaseException:
+        if requested() is None:
+            raise
+    finally:
+        _signal["deferred"] = False
+    if requested() is not None:
+        raise Interrupted(requested())  # type: ignore[arg-type]

@@ -1,0 +1,93 @@
+"""The ``export`` command: a checkpoint's model as ONNX, torch.export or TorchScript, written
+atomically. Every format takes x of shape (N, 1), any N, and gives predictions (N, 1). An ensemble
+checkpoint is refused (neither exporter captures ``vmap`` yet). No Lightning. Run it::
+
+    regression-lab export --format onnx --out model.onnx                 # the newest checkpoint
+    regression-lab export --ckpt_path run.ckpt --format exported_program --out model.pt2
+    python -c "import onnxruntime as ort, numpy as np; s = ort.InferenceSession('model.onnx'); \\
+        print(s.run(None, {'x': np.array([[10.0]], dtype=np.float32)}))"
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+from jsonargparse import ArgumentParser, Namespace
+
+from regression_lab.errors import UsageError
+from regression_lab.files import atomic_write, newest_checkpoint
+from regression_lab.predict import Predictor
+
+
+def export_bytes(model: torch.nn.Module, fmt: str) -> bytes:
+    """The model (x (N, 1) to (N, 1)) in format ``fmt``, as the file's bytes."""
+    example, buffer = torch.zeros(4, 1), io.BytesIO()
+    batch = {"x": {0: torch.export.Dim("batch", min=1)}}
+    if fmt == "onnx":
+        import onnx  # the exporter needs it: a clear error early if the serve extra is missing
+
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on its progress
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # and its notices about operators this model has none of
+            program = torch.onnx.export(
+                model,
+                (example,),
+                input_names=["x"],
+                output_names=["prediction"],
+                dynamo=True,
+                dynamic_shapes=batch,
+                verbose=False,
+            )
+        onnx.save_model(program.model_proto, buffer)
+    elif fmt == "exported_program":
+        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=batch), buffer)
+    else:
+        # TorchScript is deprecated by torch (torch.export replaces it): kept for runtimes that
+        # still load it, without its deprecation notices on every export.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w*` is deprecated")
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.trace(model, example), buffer)
+    return buffer.getvalue()
+
+
+def build_parser() -> ArgumentParser:
+    """The ``export`` command's options."""
+    parser = ArgumentParser(prog="regression-lab export", description=__doc__.split("\n")[0], exit_on_error=False)
+    parser.add_argument("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
+    parser.add_argument(
+        "--format", type=Literal["onnx", "exported_program", "torchscript"], required=True,
+        help="onnx (runs in onnxruntime), exported_program (torch.export.load), torchscript (deprecated by torch)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=str, required=True, help="the file to write (replaced atomically)")
+    return parser
+
+
+def run(args: Namespace) -> int:
+    """Run ``export``: load the checkpoint, export its model, write the file."""
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out is a directory: {out}")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out's directory does not exist: {out.parent}")
+    ckpt = args.ckpt_path or newest_checkpoint()
+    predictor = Predictor(ckpt)
+    if predictor.ensemble:
+        raise UsageError(f"{ckpt} holds an ensemble: export takes a single-model checkpoint")
+    try:
+        data = export_bytes(predictor.model, args.format)
+    except ImportError as err:
+        raise UsageError(f"--format {args.format} needs: pip install 'regression-lab[serve]' ({err})") from None
+    try:
+        with atomic_write(out, "wb") as fh:
+            fh.write(data)
+    except OSError as err:
+        raise UsageError(f"cannot write {out}: {err.strerror or err}") from None
+    print(f"exported {ckpt} as {args.format} to {out}: input x (N, 1) float32, output (N, 1)", file=sys.stderr)
+    return 0

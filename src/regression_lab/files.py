@@ -1,0 +1,141 @@
+"""Files and directories the project writes: atomic writes, numbered run directories, locks.
+
+A reader of anything this project writes (checkpoints, tables, figures, exports) sees the old
+file or the new one, never half of one: :func:`atomic_write` writes beside the target, flushes
+and renames. No torch, no Lightning. Use it::
+
+    from regression_lab.files import atomic_write
+    with atomic_write("results.csv", "w") as fh:
+        fh.write("a,b\\n")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from regression_lab.errors import UsageError
+
+#: Where runs go by default (relative to the working directory), as Lightning's own logger does.
+LOG_ROOT = Path("lightning_logs")
+
+
+def _umask() -> int:
+    # The only portable way to read the umask is to set it and put it back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; when the block succeeds it replaces ``path``.
+
+    If the block raises (or the process dies) ``path`` is untouched. A symbolic link is followed
+    (its target is replaced); a device or a named pipe is written in place, since renaming over
+    it would replace the device itself with a plain file.
+    """
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file() and not target.is_dir():
+        with open(target, mode, **kwargs) as fh:  # noqa: PTH123
+            yield fh
+        return
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        # mkstemp makes the file private; the result gets what open() would give it under the
+        # user's umask, so others (a shared TensorBoard) can read it.
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def check_writable_dir(path: str | os.PathLike, what: str) -> None:
+    """Refuse (:class:`UsageError`) a directory no file can be created in, before the work.
+
+    A directory that does not exist yet is judged by its nearest existing parent.
+    """
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{what} {path}: {probe} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise UsageError(f"cannot write {what} in {probe}: {err.strerror or err}") from None
+
+
+def lock_dir(path: str | os.PathLike, wait: bool = False) -> int:
+    """An exclusive ``flock`` on the directory itself; close the returned descriptor to release it.
+
+    The kernel releases it when the process dies, even by SIGKILL. Without ``wait`` a lock held
+    elsewhere raises :class:`BlockingIOError` at once.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def numbered_dirs(root: str | os.PathLike, prefix: str = "version_") -> list[Path]:
+    """The ``{prefix}N`` directories under ``root`` (``version_0``, ``sweep_3``), lowest N first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    pattern = re.compile(re.escape(prefix) + r"(\d+)$")
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := pattern.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def reserve_numbered_dir(root: str | os.PathLike, prefix: str = "version_") -> Path:
+    """Create the next ``{prefix}N`` under ``root`` and return it. ``mkdir`` is atomic: of two
+    processes reserving at once, the second takes the next number."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        existing = numbered_dirs(root, prefix)
+        n = int(existing[-1].name[len(prefix) :]) + 1 if existing else 0
+        for n in range(n, n + 10_000):
+            with contextlib.suppress(FileExistsError):  # taken by another process, or a file
+                (root / f"{prefix}{n}").mkdir()
+                return root / f"{prefix}{n}"
+    except (NotADirectoryError, FileExistsError):
+        raise UsageError(f"{root} is not a directory") from None
+    except OSError as err:
+        raise UsageError(f"cannot write under {root}: {err.strerror or err}") from None
+    raise UsageError(f"cannot find a free {prefix}N name under {root}")
+
+
+def newest_checkpoint(root: str | os.PathLike = LOG_ROOT, name: str | None = None) -> Path:
+    """The newest run's ``last.ckpt``, else its newest ``.ckpt`` (runs without one are skipped);
+    ``name`` asks for that file name only. :class:`UsageError` if there is none."""
+    for run in reversed(numbered_dirs(root)):
+        folder = run / "checkpoints"
+        found = [folder / name] if name else [folder / "last.ckpt"]
+        if not name and folder.is_dir():
+            found += sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in found:
+            if path.is_file():
+                return path
+    raise UsageError(
+        f"no {name or 'checkpoint'} found under {Path(root)}/version_*/checkpoints/: "
+        "train one with 'regression-lab fit' or pass --ckpt_path"
+    )

@@ -1,0 +1,317 @@
+"""Loss landscapes: the lab's 1D sweep, the (w, b) surface, and the trained network's loss along
+random directions and from its initial weights; the ``landscape`` command.
+
+Every landscape is one call of :func:`grid_losses`: the loss at ``start + sum_i a_i d_i`` over a
+grid of coefficients ``a``, evaluated by ``torch.func.functional_call`` under ``vmap`` in chunks
+of bounded memory, never point by point. The data is the checkpoint's own training data,
+rebuilt by its ``RegressionDataModule``. Figures, TensorBoard events and files:
+:mod:`regression_lab.landscape_plots`. Run it::
+
+    regression-lab landscape                                  # the newest checkpoint under ./lightning_logs
+    regression-lab landscape --ckpt_path run.ckpt --resolution 201 --out landscape/
+    regression-lab landscape --config landscape.yaml          # the same keys in YAML
+
+- ``lab_1d``: MSE of ``y = w x + b0`` over w, on the lab's data exactly ``11 (w - 3)^2``;
+- ``linear_2d``: MSE of ``y = w x + b`` over (w, b), beside the closed-form least squares;
+- ``random_2d``, ``random_1d``: the trained network at theta* + a d1 (+ b d2), d Gaussian with
+  filter normalization (Li et al., 2018, "Visualizing the Loss Landscape of Neural Nets");
+- ``interpolation``: the loss from the initial (a = 0) to the trained weights (a = 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from torch import nn
+from torch.func import functional_call, vmap
+
+from regression_lab.errors import UsageError, check_float, check_int
+
+Params = dict[str, torch.Tensor]
+#: Points per grid axis: 4001^2 = 16M losses is far past what a plot or a person can use.
+MAX_RESOLUTION = 4001
+MAX_POINTS_1D = 10_000_000
+#: Training samples a landscape is evaluated on: more (up to the DataModule's limit) are thinned
+#: to every k-th sample, so each grid point's activations stay small.
+MAX_LANDSCAPE_SAMPLES = 100_000
+#: Memory the batched evaluation may use at once (activations of one chunk of grid points).
+CHUNK_BYTES = 256 * 2**20
+
+
+@dataclass
+class Landscape:
+    """``loss[i, j, ...]`` at the coordinates ``axes[0][i], axes[1][j], ...`` (named ``names``)."""
+
+    name: str
+    names: tuple[str, ...]
+    axes: list[torch.Tensor]
+    loss: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def argmin(self) -> tuple[float, ...]:
+        """The coordinates of the grid point with the lowest loss."""
+        index = torch.unravel_index(torch.argmin(self.loss), self.loss.shape)
+        return tuple(float(axis[i]) for axis, i in zip(self.axes, index, strict=True))
+
+    def summary(self) -> dict[str, float]:
+        """The minimum, where it is, the loss at the grid's centre, and max - min within the grid."""
+        centre = self.loss[tuple(len(a) // 2 for a in self.axes)]
+        where = {f"argmin_{n}": v for n, v in zip(self.names, self.argmin(), strict=True)}
+        return {"min": float(self.loss.min()), **where, "center": float(centre),
+                "sharpness": float(self.loss.max() - self.loss.min())}  # fmt: skip
+
+
+def grid_losses(
+    module: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: Params,
+    directions: list[Params],
+    axes: list[torch.Tensor],
+) -> torch.Tensor:
+    """The MSE of ``module`` on (x, y) with the parameters ``start + sum_i a_i directions[i]``, for
+    every point ``a`` of the grid ``axes[0] x axes[1] x ...``; shape ``(len(axes[0]), ...)``."""
+    shape = tuple(len(a) for a in axes)
+    coefs = torch.stack([m.flatten() for m in torch.meshgrid(*axes, indexing="ij")], dim=1)  # (K, len(axes))
+    width = max(t.shape[0] for t in start.values())
+    chunk = max(1, CHUNK_BYTES // max(1, 3 * len(x) * (width + 2) * x.element_size()))
+
+    def loss(p: Params) -> torch.Tensor:
+        return torch.mean((functional_call(module, p, (x,)) - y) ** 2)
+
+    out = []
+    with torch.no_grad():
+        for part in coefs.split(chunk):
+            params = {
+                n: s + sum(c.reshape(-1, *[1] * s.dim()) * d[n] for c, d in zip(part.T, directions, strict=True))
+                for n, s in start.items()
+            }
+            out.append(vmap(loss)(params))
+    return torch.cat(out).reshape(shape)
+
+
+def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """The closed-form least-squares line (w, b) through (x, y)."""
+    a = torch.cat([x, torch.ones_like(x)], dim=1).double().cpu()
+    w, b = torch.linalg.lstsq(a, y.double().cpu()).solution.flatten().tolist()
+    return w, b
+
+
+def filter_normalized_direction(params: Params, generator: torch.Generator, include_bias: bool = False) -> Params:
+    """A Gaussian direction with filter normalization (Li et al., 2018): each row (one unit's
+    incoming weights) of each weight matrix is rescaled to the norm of the same row of
+    ``params``; bias directions are zero unless ``include_bias`` (then scaled to the bias's norm)."""
+    out = {}
+    for name, p in params.items():
+        # Drawn on the CPU generator (the same direction on any device), then moved to the parameters.
+        g = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+        if p.dim() > 1:
+            rows = g.reshape(len(g), -1)
+            scale = p.reshape(len(p), -1).norm(dim=1, keepdim=True) / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            out[name] = (rows * scale).reshape(p.shape)
+        else:
+            out[name] = g * (p.norm() / g.norm().clamp_min(1e-12)) if include_bias else torch.zeros_like(p)
+    return out
+
+
+@dataclass
+class Settings:
+    """What ``landscape`` computes (the command's options, see :func:`build_parser`)."""
+
+    w_range: tuple[float, float] = (-1.0, 5.0)
+    w_points: int = 1000
+    b0: float = 2.0
+    linear_w_range: tuple[float, float] | None = None
+    linear_b_range: tuple[float, float] | None = None
+    resolution: int = 51
+    span: tuple[float, float] = (-1.0, 1.0)
+    interp_range: tuple[float, float] = (-0.5, 1.5)
+    interp_points: int = 101
+    seed: int = 0
+    include_bias: bool = False
+    device: str = "auto"
+
+    def check(self) -> None:
+        """Refuse (:class:`UsageError`) any setting that cannot give a landscape."""
+        check_int("--resolution", self.resolution, 2, MAX_RESOLUTION)
+        check_int("--w_points", self.w_points, 2, MAX_POINTS_1D)
+        check_int("--interp_points", self.interp_points, 2, MAX_POINTS_1D)
+        check_int("--seed", self.seed, 0, 2**63 - 1)
+        check_float("--b0", self.b0)
+        for name in ("w_range", "linear_w_range", "linear_b_range", "span", "interp_range"):
+            pair = getattr(self, name)
+            if pair is not None and not check_float(f"--{name}", pair[0]) < check_float(f"--{name}", pair[1]):
+                raise UsageError(f"--{name} must be an increasing range MIN MAX, got {pair[0]:g} {pair[1]:g}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda, but torch sees no CUDA device")
+
+
+@dataclass
+class Results:
+    """What one ``landscape`` run computed, by name (``lab_1d``, ``linear_2d``, ``random_2d`` ...)."""
+
+    settings: Settings
+    landscapes: dict[str, Landscape]
+    least_squares: tuple[float, float]
+    trained_loss: float | None = None
+    notes: list[str] = field(default_factory=list)
+    step: int = 0  #: the checkpoint's training step: its landscape belongs there in the run's curves
+
+
+def _line(w: float, b: float) -> Params:
+    return {"weight": torch.tensor([[w]]), "bias": torch.tensor([b])}
+
+
+def compute_for(settings: Settings, x: torch.Tensor, y: torch.Tensor, net: nn.Module | None = None,
+                initial: Params | None = None) -> Results:  # fmt: skip
+    """Every landscape on data (x, y): the linear families, and ``net``'s when one is given."""
+    settings.check()
+    device = torch.device("cuda" if settings.device != "cpu" and torch.cuda.is_available() else "cpu")
+    x, y, s = x.to(device), y.to(device), settings
+    axis = lambda lo_hi, n: torch.linspace(*lo_hi, n, device=device)  # noqa: E731
+    on = lambda p: {k: v.to(device) for k, v in p.items()}  # noqa: E731
+    line, (w_ls, b_ls) = nn.Linear(1, 1).to(device), least_squares(x, y)
+    w_axis = axis(s.linear_w_range or (w_ls - 2.0, w_ls + 2.0), s.resolution)
+    b_axis = axis(s.linear_b_range or (b_ls - 4.0, b_ls + 4.0), s.resolution)
+    grids = {
+        "lab_1d": (line, _line(0, s.b0), [_line(1, 0)], [axis(s.w_range, s.w_points)], ("w",)),
+        "linear_2d": (line, _line(0, 0), [_line(1, 0), _line(0, 1)], [w_axis, b_axis], ("w", "b")),
+    }
+    results = Results(settings, {}, (w_ls, b_ls))
+    if net is None:
+        results.notes.append(
+            "no checkpoint: the trained network's landscape is skipped (train one with 'regression-lab fit')"
+        )
+    else:
+        net = copy.deepcopy(net).to(device).eval()
+        trained = {n: p.detach() for n, p in net.named_parameters()}
+        gen = torch.Generator().manual_seed(s.seed)
+        d1, d2 = (filter_normalized_direction(trained, gen, s.include_bias) for _ in range(2))
+        span = axis(s.span, s.resolution)
+        grids["random_2d"] = (net, trained, [d1, d2], [span, span], ("alpha", "beta"))
+        grids["random_1d"] = (net, trained, [d1], [span], ("alpha",))
+        if initial is not None and set(initial) >= set(trained):
+            start = {n: initial[n].to(trained[n]) for n in trained}
+            step = {n: trained[n] - start[n] for n in trained}
+            grids["interpolation"] = (net, start, [step], [axis(s.interp_range, s.interp_points)], ("alpha",))
+        else:
+            results.notes.append("no initial weights: the initial-to-trained interpolation is skipped")
+        with torch.no_grad():
+            results.trained_loss = float(torch.mean((net(x) - y) ** 2))
+    for name, (module, start, directions, axes, names) in grids.items():
+        loss = grid_losses(module, x, y, on(start), [on(d) for d in directions], axes)
+        results.landscapes[name] = Landscape(name, names, [a.cpu() for a in axes], loss.cpu())
+    results.landscapes["lab_1d"].info["b0"] = s.b0
+    return results
+
+
+def compute(settings: Settings, ckpt_path: str | Path | None) -> Results:
+    """Every landscape of a checkpoint's network on its own training data (the lab's data and
+    the linear families alone without a checkpoint)."""
+    from regression_lab.checkpoint import INITIAL_STATE_KEY, load_model
+    from regression_lab.data import RegressionDataModule
+
+    net, ckpt = (None, {}) if ckpt_path is None else load_model(ckpt_path)
+    if isinstance(net, list):
+        raise UsageError(f"{ckpt_path} holds an ensemble: landscape takes a single-model checkpoint")
+    data = ckpt.get("datamodule_hyper_parameters", {})
+    if not isinstance(data, dict):
+        raise UsageError(f"{ckpt_path}: the saved data settings are a {type(data).__name__}, not a mapping")
+    try:  # the settings come from a file: checked as the DataModule checks its arguments
+        dm = RegressionDataModule(**{k: v for k, v in data.items() if not k.startswith("_")})
+    except (UsageError, TypeError) as err:
+        raise UsageError(f"{ckpt_path} (saved data settings): {err}") from None
+    n = dm.splits["train"][0]
+    stride = -(-n // MAX_LANDSCAPE_SAMPLES)  # rank 0 of `stride` shards: every stride-th sample
+    x, y = dm.samples("train", 0, stride)
+    initial = ckpt.get(INITIAL_STATE_KEY)
+    results = compute_for(settings, x, y, net, initial if isinstance(initial, dict) else None)
+    if stride > 1:
+        results.notes.append(f"the run trained on {n:,} samples; the landscape uses every {stride:,}th ({len(x):,})")
+    step = ckpt.get("global_step", 0)
+    results.step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
+    return results
+
+
+#: The options that are :class:`Settings` fields: (name, kind, help); ranges take MIN MAX.
+OPTIONS = (
+    ("w_range", "range", "the lab's sweep over w"),
+    ("w_points", int, "points of the lab's sweep"),
+    ("b0", float, "the fixed bias of the lab's sweep y = w x + b0"),
+    ("linear_w_range", "range", "w axis of the (w, b) grid (default: least squares w +- 2)"),
+    ("linear_b_range", "range", "b axis of the (w, b) grid (default: least squares b +- 4)"),
+    ("resolution", int, "points per axis of each 2D grid and of the random 1D line"),
+    ("span", "range", "coefficients along the random directions"),
+    ("interp_range", "range", "alpha of the initial-to-trained line"),
+    ("interp_points", int, "points of the initial-to-trained line"),
+    ("seed", int, "seed of the random directions"),
+    ("include_bias", bool, "give the random directions bias components (zero by default)"),
+    ("device", str, "auto (GPU when there is one), cpu or cuda"),
+)
+
+
+def build_parser() -> ArgumentParser:
+    """The ``landscape`` command's options: :class:`Settings`, and where things go."""
+    parser = ArgumentParser(prog="regression-lab landscape", description=__doc__.split("\n")[0], exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of the options below")
+    parser.add_argument("--ckpt_path", type=str | None, help="checkpoint (default: the newest under --logdir)")
+    parser.add_argument("--out", type=str | None, help="also write CSV/NPZ results and PNG figures to this directory")
+    parser.add_argument("--logdir", default="lightning_logs", help="where runs are (a new one for a lone checkpoint)")
+    parser.add_argument("--no_tensorboard", action="store_true", help="skip the TensorBoard export")
+    defaults = Settings()
+    for name, kind, text in OPTIONS:
+        default = getattr(defaults, name)
+        if kind == "range":
+            parser.add_argument(f"--{name}", type=float, nargs=2, metavar=("MIN", "MAX"), help=text,
+                                default=list(default) if default else None)  # fmt: skip
+        elif kind is bool:
+            parser.add_argument(f"--{name}", action="store_true", help=text)
+        else:
+            parser.add_argument(f"--{name}", type=kind, default=default, help=text)
+    return parser
+
+
+def run(args: Namespace) -> int:
+    """Compute, write to TensorBoard (and ``--out``), print a summary."""
+    from regression_lab.files import check_writable_dir, newest_checkpoint
+    from regression_lab.landscape_plots import run_dir_of, thinning_notes, write_files, write_tensorboard
+
+    ranges = {name for name, kind, _ in OPTIONS if kind == "range"}
+    settings = Settings(**{k: tuple(args[k]) if k in ranges and args[k] else args[k] for k in asdict(Settings())})
+    settings.check()  # before any file is read or written
+    root = Path(args.logdir)
+    ckpt = args.ckpt_path
+    if ckpt is None:
+        try:
+            ckpt = newest_checkpoint(root)
+        except UsageError:
+            pass  # the lab's data alone
+    if args.out:  # unwritable destinations are refused before the work
+        check_writable_dir(args.out, "--out")
+    if not args.no_tensorboard:
+        check_writable_dir(run_dir_of(ckpt) or root, "TensorBoard events")
+    results = compute(settings, ckpt)
+    for note in [*results.notes, *thinning_notes(results)]:
+        print(f"note: {note}", file=sys.stderr)
+    lab, linear = results.landscapes["lab_1d"].summary(), results.landscapes["linear_2d"]
+    print(f"lab 1D: minimum MSE {lab['min']:.4g} at w = {lab['argmin_w']:.4f} (y = w x + {settings.b0:g})")
+    print("linear 2D: grid minimum at w = {:.4f}, b = {:.4f}; least squares w = {:.4f}, b = {:.4f}".format(
+        *linear.argmin(), *results.least_squares))  # fmt: skip
+    for name in ("random_2d", "random_1d", "interpolation"):
+        if name in results.landscapes:
+            s = results.landscapes[name].summary()
+            print(f"{name}: min {s['min']:.4g}, at the centre {s['center']:.4g}, sharpness {s['sharpness']:.4g}")
+    if args.out:
+        print(f"wrote {len(write_files(results, Path(args.out)))} files to {args.out}")
+    if not args.no_tensorboard:
+        logdir = write_tensorboard(results, root, ckpt)
+        print(f"TensorBoard: {logdir}  (tensorboard --logdir {logdir.parent})")
+    return 0

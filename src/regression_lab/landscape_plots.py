@@ -1,0 +1,203 @@
+"""Landscape results as matplotlib figures, TensorBoard events (figures, meshes, scalars, text)
+and CSV/NPZ/PNG files, for the ``landscape`` command and the ``LandscapeLogger`` callback::
+
+    from regression_lab import landscape as ls, landscape_plots as lp
+    lp.write_files(ls.compute(ls.Settings(), None), Path("out"))     # lab_1d.csv, linear_2d.png, ...
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from regression_lab.errors import UsageError
+from regression_lab.files import atomic_write, check_writable_dir, reserve_numbered_dir
+from regression_lab.landscape import Landscape, Results
+
+#: What the pictures show at most: a figure is about 600 pixels wide and TensorBoard's mesh viewer
+#: crawls past a few hundred thousand vertices, so finer grids are drawn thinned evenly (ends
+#: kept); the summaries and the --out files keep every point.
+MAX_DRAWN_AXIS = 401
+MAX_DRAWN_CURVE = 10_000
+TITLES = {
+    "lab_1d": "MSE of y = w x + {b0:g} over w",
+    "linear_2d": "MSE of y = w x + b",
+    "random_2d": "Trained network, filter-normalized random plane",
+    "random_1d": "Trained network along a random direction",
+    "interpolation": "From the initial (0) to the trained (1) weights",
+}
+
+
+def thinned(n: int, limit: int) -> torch.Tensor:
+    """At most ``limit`` indices of ``range(n)``, evenly spaced, first and last included."""
+    return torch.arange(n) if n <= limit else torch.linspace(0, n - 1, limit).round().long().unique()
+
+
+def thinning_notes(results: Results) -> list[str]:
+    """One line per kind of picture that shows fewer points than were computed."""
+    notes = []
+    axis = max(len(ls.axes[0]) for ls in results.landscapes.values() if len(ls.axes) == 2)
+    curve = max(len(ls.axes[0]) for ls in results.landscapes.values() if len(ls.axes) == 1)
+    if axis > MAX_DRAWN_AXIS:
+        notes.append(
+            f"the figures and 3D meshes show {MAX_DRAWN_AXIS} of the {axis} points per axis (every point is in --out)"
+        )
+    if curve > MAX_DRAWN_CURVE:
+        notes.append(
+            f"the 1D figures and curves show {MAX_DRAWN_CURVE:,} of {curve:,} points (every point is in --out)"
+        )
+    return notes
+
+
+def _num(value: float) -> str:
+    return "0" if abs(value) < 1e-6 else f"{value:.4g}"  # zero up to float32 rounding reads as 0
+
+
+def figure(ls: Landscape, results: Results) -> Any:
+    """A landscape's figure: a curve with its minimum marked, or log-spaced contours."""
+    from matplotlib.colors import BoundaryNorm
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4 if len(ls.axes) == 1 else 5), dpi=100)
+    ax = fig.add_subplot()
+    title = TITLES.get(ls.name, ls.name).format(b0=results.settings.b0)
+    marks = {"random_1d": {"trained": 0.0}, "interpolation": {"initial": 0.0, "trained": 1.0}}.get(ls.name, {})
+    if len(ls.axes) == 1:
+        keep = thinned(len(ls.loss), MAX_DRAWN_CURVE)
+        ax.plot(ls.axes[0][keep].numpy(), ls.loss[keep].numpy(), lw=1.5)
+        (where,), low = ls.argmin(), float(ls.loss.min())
+        ax.plot([where], [low], "o", color="C3", label=f"minimum {low:.3g} at {ls.names[0]} = {_num(where)}")
+        for (label, at), style in zip(marks.items(), ("--", ":"), strict=False):
+            ax.axvline(at, color="0.4", ls=style, lw=1, label=label)
+        ax.set(title=title, xlabel=ls.names[0], ylabel="MSE loss")
+    else:
+        ix, iy = thinned(len(ls.axes[0]), MAX_DRAWN_AXIS), thinned(len(ls.axes[1]), MAX_DRAWN_AXIS)
+        z = ls.loss[ix][:, iy].numpy().T.astype(np.float64)
+        # Log-spaced levels show the valley floor and the walls at once (the floor within six
+        # decades of the top, so an exact zero does not spend every level near zero).
+        zmin, zmax = float(z.min()), float(z.max())
+        levels, norm = 10, None
+        if zmax > zmin:
+            floor = max(zmin, zmax * 1e-6, 1e-12)
+            levels = (
+                np.concatenate([[zmin], np.geomspace(floor, zmax, 25)])
+                if zmin < floor
+                else np.geomspace(floor, zmax, 25)
+            )
+            norm = BoundaryNorm(levels, ncolors=256)
+        cs = ax.contourf(ls.axes[0][ix].numpy(), ls.axes[1][iy].numpy(), z, levels=levels, cmap="viridis", norm=norm)
+        fig.colorbar(cs, ax=ax, label="MSE loss", format="%.2g")
+        mx, my = ls.argmin()
+        ax.plot([mx], [my], "r*", ms=12, label=f"grid minimum ({_num(mx)}, {_num(my)})")
+        point = {"linear_2d": ("least squares", results.least_squares), "random_2d": ("trained", (0.0, 0.0))}[ls.name]
+        ax.plot(
+            *point[1], "wo", mfc="none", ms=10, mew=2, label=f"{point[0]} ({_num(point[1][0])}, {_num(point[1][1])})"
+        )
+        ax.set(title=title, xlabel=ls.names[0], ylabel=ls.names[1])
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _mesh(ls: Landscape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Vertices (x, loss, y), faces and colours of a surface for TensorBoard's mesh plugin, each
+    axis scaled to [-1, 1] so a steep loss does not flatten the others."""
+    ix, iy = thinned(len(ls.axes[0]), MAX_DRAWN_AXIS), thinned(len(ls.axes[1]), MAX_DRAWN_AXIS)
+    gx, gy = torch.meshgrid(ls.axes[0][ix], ls.axes[1][iy], indexing="ij")
+    unit = lambda t: 2 * (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12) - 1  # noqa: E731
+    z = unit(ls.loss[ix][:, iy])
+    vertices = torch.stack([unit(gx), z, unit(gy)], dim=-1).reshape(1, -1, 3).float()
+    idx = torch.arange(len(ix) * len(iy)).reshape(len(ix), len(iy))
+    a, b, c, d = idx[:-1, :-1], idx[1:, :-1], idx[:-1, 1:], idx[1:, 1:]
+    faces = torch.cat([torch.stack([a, b, c], -1).reshape(-1, 3), torch.stack([b, d, c], -1).reshape(-1, 3)])
+    t = (z.flatten() + 1) / 2
+    colors = torch.stack([255 * t, 80 + 0 * t, 255 * (1 - t)], dim=-1).round().to(torch.uint8)
+    return vertices, faces.int().unsqueeze(0), colors.unsqueeze(0)
+
+
+def settings_text(results: Results, ckpt_path: Any) -> str:
+    """The run's settings and summary as a Markdown table (TensorBoard's Text tab)."""
+    s, linear = results.settings, results.landscapes["linear_2d"]
+    (w_lo, w_hi), (b_lo, b_hi) = ((float(a[0]), float(a[-1])) for a in linear.axes)
+    rows = [
+        ("checkpoint", str(ckpt_path) if ckpt_path else "none"),
+        ("lab 1D", f"y = w x + {s.b0:g}, w in [{s.w_range[0]:g}, {s.w_range[1]:g}], {s.w_points} points"),
+        ("linear 2D", f"w in [{w_lo:.4g}, {w_hi:.4g}], b in [{b_lo:.4g}, {b_hi:.4g}], {s.resolution}x{s.resolution}"),
+        ("least squares (closed form)", "w = {:.6g}, b = {:.6g}".format(*results.least_squares)),
+        ("grid minimum", "w = {:.6g}, b = {:.6g}".format(*linear.argmin())),
+        (
+            "random directions",
+            f"Gaussian, filter-normalized, seed {s.seed}, biases {'included' if s.include_bias else 'zeroed'}",
+        ),
+        ("random span", f"[{s.span[0]:g}, {s.span[1]:g}], {s.resolution} points per axis"),
+        ("interpolation", f"alpha in [{s.interp_range[0]:g}, {s.interp_range[1]:g}], {s.interp_points} points"),
+    ]
+    if results.trained_loss is not None:
+        rows.append(("trained loss (training data)", f"{results.trained_loss:.6g}"))
+    rows += [("note", n) for n in results.notes]
+    return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) -> None:
+    """Figures, 3D meshes, curves, summary scalars and the settings text, through a SummaryWriter."""
+    for name, ls in results.landscapes.items():
+        writer.add_figure(f"landscape/{name}", figure(ls, results), global_step=step)
+        if len(ls.axes) == 2:
+            vertices, faces, colors = _mesh(ls)
+            writer.add_mesh(f"landscape/{name}_surface", vertices, colors=colors, faces=faces, global_step=step)
+        else:  # TensorBoard's scalar charts plot against an integer step: the point's index
+            keep = thinned(len(ls.loss), MAX_DRAWN_CURVE)
+            for i, value in zip(keep.tolist(), ls.loss[keep].tolist(), strict=True):
+                writer.add_scalar(f"landscape/{name}/curve", value, global_step=i)
+        for key, value in ls.summary().items():
+            writer.add_scalar(f"landscape/{name}/{key}", value, global_step=step)
+    writer.add_text("landscape/settings", settings_text(results, ckpt_path), global_step=step)
+
+
+def run_dir_of(ckpt_path: Any) -> Path | None:
+    """The training run a checkpoint belongs to (``version_N/checkpoints/x.ckpt``), else None."""
+    ckpt = Path(ckpt_path).resolve() if ckpt_path else None
+    if ckpt is not None and ckpt.parent.name == "checkpoints" and ckpt.parent.parent.name.startswith("version_"):
+        return ckpt.parent.parent
+    return None
+
+
+def write_tensorboard(results: Results, root: Path, ckpt_path: Any) -> Path:
+    """The results as TensorBoard events in the checkpoint's own run, at its step (beside the end
+    of its training curves), else in a new ``version_N`` under ``root``; returns that directory."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    logdir = run_dir_of(ckpt_path) or reserve_numbered_dir(root)
+    check_writable_dir(logdir, "TensorBoard events")  # SummaryWriter's thread fails with a traceback
+    with SummaryWriter(log_dir=str(logdir)) as writer:
+        log_to_writer(results, writer, ckpt_path, results.step)
+    return logdir
+
+
+def write_files(results: Results, out: Path) -> list[Path]:
+    """Every point in ``out``: a CSV per curve (``lab_1d.csv``: ``w,loss``), an NPZ per surface
+    (``linear_2d.npz``: ``w``, ``b``, ``loss``) and a PNG per figure, each written atomically."""
+    check_writable_dir(out, "--out")
+    written = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, ls in results.landscapes.items():
+            if len(ls.axes) == 1:
+                with atomic_write(out / f"{name}.csv", "w", newline="") as fh:
+                    csv.writer(fh).writerows([[ls.names[0], "loss"], *zip(ls.axes[0].tolist(), ls.loss.tolist())])
+                written.append(out / f"{name}.csv")
+            else:
+                arrays = {ls.names[0]: ls.axes[0].numpy(), ls.names[1]: ls.axes[1].numpy(), "loss": ls.loss.numpy()}
+                with atomic_write(out / f"{name}.npz", "wb") as fh:
+                    np.savez(fh, **arrays)
+                written.append(out / f"{name}.npz")
+            with atomic_write(out / f"{name}.png", "wb") as fh:
+                figure(ls, results).savefig(fh, format="png")
+            written.append(out / f"{name}.png")
+    except OSError as err:  # a directory named like one of the files, a full disk
+        raise UsageError(f"cannot write the results in --out {out}: {err.strerror or err} ({err.filename})") from None
+    return written

@@ -1,0 +1,188 @@
+"""The lab's plain PyTorch models: ``MyNN`` (the regressor), ``TinyModel`` (the classifier demo)
+and ``MyNNStack``, many ``MyNN`` members evaluated at once with ``torch.func``. No Lightning, so
+``predict``, ``serve`` and ``export`` build them with nothing but torch imported. Try it::
+
+    python -c "from regression_lab.models import MyNN, MyNNStack; import torch; \\
+        print(MyNN(5), MyNNStack(5, range(3))(torch.ones(2, 1)).shape)"     # (3 members, 2 inputs, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from regression_lab.errors import UsageError, check_int
+
+#: The widest hidden layer accepted, from options and checkpoints alike: far beyond what the
+#: lab needs, and small enough that a crafted checkpoint cannot ask for a model of gigabytes.
+MAX_HIDDEN_SIZE = 10_000
+#: The most members one ensemble may hold.
+MAX_MEMBERS = 1_000_000
+#: The largest seed (``seed_everything`` seeds NumPy too, which takes 32 bits).
+MAX_SEED = 2**32 - 1
+
+
+class MyNN(nn.Module):
+    """The lab's regressor: Linear(1, h) -> ReLU -> Linear(h, 1), no output activation."""
+
+    def __init__(self, hidden_size: int = 5) -> None:
+        """Build the network.
+
+        Args:
+            hidden_size: ReLU units of the single hidden layer, 1 to :data:`MAX_HIDDEN_SIZE`.
+        """
+        super().__init__()
+        self.hidden_size = check_int("hidden_size", hidden_size, 1, MAX_HIDDEN_SIZE)
+        self.linear1 = nn.Linear(1, hidden_size)
+        self.activation = nn.ReLU()
+        # Regression outputs any real number, so the output layer has no activation.
+        self.linear2 = nn.Linear(hidden_size, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map inputs of shape (N, 1) to predictions of shape (N, 1)."""
+        return self.linear2(self.activation(self.linear1(x)))
+
+
+class TinyModel(nn.Module):
+    """The lab's classifier demo: Linear(100, 200) -> ReLU -> Linear(200, 10) -> Softmax."""
+
+    def __init__(self, in_features: int = 100, hidden_size: int = 200, num_classes: int = 10) -> None:
+        """Build the network.
+
+        Args:
+            in_features: size of each input sample.
+            hidden_size: width of the hidden layer.
+            num_classes: number of output probabilities.
+        """
+        super().__init__()
+        self.linear1 = nn.Linear(in_features, hidden_size)
+        self.activation = nn.ReLU()
+        self.linear2 = nn.Linear(hidden_size, num_classes)
+        # The lab's nn.Softmax() had no dim; the class scores are the last dimension.
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map inputs of shape (..., in_features) to class probabilities of shape (..., num_classes)."""
+        return self.softmax(self.linear2(self.activation(self.linear1(x))))
+
+
+def check_seeds(seeds: Iterable[int], what: str = "seeds") -> list[int]:
+    """The seeds as a list of distinct ints in ``[0, MAX_SEED]``, or :class:`UsageError`."""
+    seeds = list(seeds)
+    if not seeds:
+        raise UsageError(f"{what} is empty: give at least one seed")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
+            raise UsageError(f"{what} must be integers in [0, {MAX_SEED}], got {s!r}")
+    if len(set(seeds)) < len(seeds):
+        raise UsageError(f"{what} repeats a seed")
+    return seeds
+
+
+class MyNNStack(nn.Module):
+    """M members of ``MyNN``, possibly of different hidden sizes; x (N, 1) gives (M, N, 1).
+
+    All weights are one parameter ``weights`` (M, 3H + 1), a row per member padded to the largest
+    hidden size H: ``linear1.weight`` (H), ``linear1.bias`` (H), ``linear2.weight`` (H),
+    ``linear2.bias`` (1). Padding is exact for SGD, with momentum and weight decay too: a padding
+    unit has zero weights and bias, so its ReLU is off, it adds 0 to the output, gets zero
+    gradient and stays zero. The buffers ``seeds`` and ``hidden_sizes`` name the members;
+    ``diverged`` marks those whose loss or weights went non-finite (zeroed: :meth:`retire`).
+    """
+
+    def __init__(
+        self, hidden_sizes: int | Sequence[int], seeds: Iterable[int], weights: torch.Tensor | None = None
+    ) -> None:
+        """Build the members.
+
+        Args:
+            hidden_sizes: ReLU units of every member, or one hidden size per member.
+            seeds: one member per seed, initialised as ``torch.manual_seed(seed); MyNN(h)`` is.
+            weights: the members' stacked weights (M, 3H + 1) instead of initialising them (a
+                checkpoint's, already checked for shape).
+        """
+        super().__init__()
+        seeds = list(seeds)
+        sizes = [hidden_sizes] * len(seeds) if isinstance(hidden_sizes, int) else list(hidden_sizes)
+        if len(sizes) != len(seeds):
+            raise UsageError(f"got {len(sizes)} hidden sizes for {len(seeds)} seeds")
+        for h in set(sizes):
+            check_int("hidden_size", h, 1, MAX_HIDDEN_SIZE)
+        self.width = width = max(sizes)
+        if weights is None:
+            weights = self._initial_weights(sizes, seeds, width)
+        self.weights = nn.Parameter(weights)
+        self.register_buffer("seeds", torch.tensor(seeds, dtype=torch.int64))
+        self.register_buffer("hidden_sizes", torch.tensor(sizes, dtype=torch.int64))
+        self.register_buffer("diverged", torch.zeros(len(seeds), dtype=torch.bool))
+        # A MyNN on the meta device that functional_call fills with each member's weights (no
+        # weights drawn); a tuple keeps it out of the state dict.
+        with torch.device("meta"):
+            self._skeleton = (MyNN(width),)
+
+    @staticmethod
+    def _initial_weights(sizes: list[int], seeds: list[int], width: int) -> torch.Tensor:
+        weights = torch.zeros(len(seeds), 3 * width + 1)
+        # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws: one MyNN per size,
+        # re-initialised in construction order after each seed, the global RNG restored after.
+        state = torch.get_rng_state()
+        try:
+            nets = {h: MyNN(h) for h in set(sizes)}
+            with torch.no_grad():
+                for row, h, seed in zip(weights, sizes, seeds, strict=True):
+                    # The CPU generator only (MyNN's init draws from it): torch.manual_seed also
+                    # seeds every CUDA device, a cost per member.
+                    torch.default_generator.manual_seed(seed)
+                    net = nets[h]
+                    net.linear1.reset_parameters()
+                    net.linear2.reset_parameters()
+                    for start, p in zip(range(0, 4 * width, width), net.parameters(), strict=True):
+                        row[start : start + p.numel()] = p.flatten()
+        finally:
+            torch.set_rng_state(state)
+        return weights
+
+    def __len__(self) -> int:
+        return int(self.seeds.numel())
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """The members' weights as views with MyNN's names and shapes, behind a member axis."""
+        w, h = self.weights, self.width
+        return {
+            "linear1.weight": w[:, :h].unsqueeze(2),
+            "linear1.bias": w[:, h : 2 * h],
+            "linear2.weight": w[:, 2 * h : 3 * h].unsqueeze(1),
+            "linear2.bias": w[:, 3 * h :],
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's prediction: x of shape (N, 1) gives (M, N, 1)."""
+        skeleton = self._skeleton[0]
+        return vmap(lambda p, inputs: functional_call(skeleton, p, (inputs,)), in_dims=(0, None))(self.params(), x)
+
+    def member(self, i: int) -> MyNN:
+        """Member ``i`` as a lone ``MyNN`` of its own hidden size (a copy of its weights)."""
+        net, row, h = MyNN(int(self.hidden_sizes[i])), self.weights[i].detach(), self.width
+        starts = (0, h, 2 * h, 3 * h)
+        net.load_state_dict(
+            {n: row[s : s + p.numel()].reshape(p.shape).clone() for s, (n, p) in zip(starts, net.named_parameters())}
+        )
+        return net
+
+    @torch.no_grad()
+    def active_units(self, x: torch.Tensor) -> torch.Tensor:
+        """Per member, the hidden units on for at least one input of ``x``, shape (M,); padding
+        units are never on (their pre-activation is 0)."""
+        p = self.params()
+        pre = torch.baddbmm(p["linear1.bias"].unsqueeze(2), p["linear1.weight"], x.T.expand(len(self), 1, -1))
+        return (pre > 0).any(dim=2).sum(dim=1)
+
+    @torch.no_grad()
+    def retire(self) -> None:
+        """Mark members with a non-finite weight diverged and zero every diverged member: a zero
+        member predicts 0, gets no gradient through its ReLUs and stays zero. No host sync."""
+        self.diverged |= ~torch.isfinite(self.weights).all(dim=1)
+        self.weights.masked_fill_(self.diverged.unsqueeze(1), 0.0)

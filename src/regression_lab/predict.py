@@ -1,0 +1,170 @@
+"""The ``predict`` command: y for given x from a checkpoint, as CSV ``x,prediction``; an ensemble
+checkpoint (``fit --model.num_seeds N``) gives ``x,prediction,std``, the members' mean and spread.
+Torch only: ``serve`` and ``export`` predict through the same :class:`Predictor`. Run it::
+
+    regression-lab predict --x 10                    # the newest checkpoint under ./lightning_logs
+    regression-lab predict --ckpt_path run.ckpt --x 10 --x 11
+    printf '10\\n11\\n' | regression-lab predict --input -
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from jsonargparse import ArgumentParser, Namespace
+from torch import nn
+
+from regression_lab.checkpoint import load_model
+from regression_lab.errors import FLOAT32_MAX, UsageError, quote
+from regression_lab.files import newest_checkpoint
+from regression_lab.models import MyNN, MyNNStack
+
+#: The longest line of an input: an x is a few dozen characters, and an endless input
+#: (``< /dev/zero``) must end with an error, not fill the memory.
+MAX_LINE_CHARS = 1000
+#: The most x values one input may hold.
+MAX_INPUT_VALUES = 10_000_000
+
+
+def parse_number(text: str, where: str = "") -> float:
+    """A finite float32-range number from text, or :class:`UsageError` naming where it came from."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"not a number{where}: {quote(text)}") from None
+    if not math.isfinite(value):
+        raise UsageError(f"not a finite number{where}: {quote(text)}")
+    if abs(value) > FLOAT32_MAX:
+        raise UsageError(f"out of float32's range (|x| <= {FLOAT32_MAX:.4g}){where}: {quote(text)}")
+    return value
+
+
+def read_inputs(stream: TextIO, name: str, texts: list[str] | None = None) -> list[float]:
+    """x values from a text stream: one per line, or the first column of a CSV with an ``x`` header.
+
+    Blank lines and ``#`` comments are skipped, the header (``x`` or ``"x"``) may follow them, a
+    UTF-8 byte-order mark is ignored; ``texts`` receives each value as written. A line over
+    :data:`MAX_LINE_CHARS` or more than :data:`MAX_INPUT_VALUES` values end it (an endless input ends).
+    """
+    values: list[float] = []
+    lineno, header_possible = 0, True
+    while line := stream.readline(MAX_LINE_CHARS + 1):
+        lineno += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise UsageError(f"{name} line {lineno} is longer than {MAX_LINE_CHARS} characters: not an x value")
+        text = line.strip().lstrip("\ufeff")
+        if not text or text.startswith("#"):
+            continue
+        first = text.split(",")[0].strip()
+        if header_possible and first.strip('"').lower() == "x":
+            header_possible = False
+            continue
+        header_possible = False
+        values.append(parse_number(first, f" in {name} line {lineno}"))
+        if texts is not None:
+            texts.append(first)
+        if len(values) > MAX_INPUT_VALUES:
+            raise UsageError(f"{name} holds more than {MAX_INPUT_VALUES:,} x values")
+    if not values:
+        raise UsageError(f"no x values in {name}")
+    return values
+
+
+class EnsembleMean(nn.Module):
+    """An ensemble setting's healthy members as one model: x (N, 1) gives their mean and std, (N, 2)."""
+
+    def __init__(self, stack: MyNNStack) -> None:
+        """Args: stack: the members of an ensemble checkpoint's one setting."""
+        super().__init__()
+        if not bool((~stack.diverged).any()):
+            raise UsageError("every member of the ensemble diverged: nothing to predict with")
+        self.stack = stack
+        self.register_buffer("healthy", ~stack.diverged)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        preds = self.stack(x)[self.healthy, :, 0]  # (healthy members, N)
+        std = preds.std(dim=0) if len(preds) > 1 else torch.zeros_like(preds[0])
+        return torch.stack([preds.mean(dim=0), std], dim=1)
+
+
+class Predictor:
+    """A checkpoint's model, ready to predict on ``device`` without gradients."""
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
+        """Load the checkpoint (refused with :class:`UsageError` if it cannot predict).
+
+        Args:
+            path: the checkpoint file.
+            device: where the model runs.
+        """
+        model, _ = load_model(path)
+        self.ensemble = not isinstance(model, MyNN)
+        if self.ensemble:
+            settings = sum(len(set(s.hidden_sizes.tolist())) for s in model)
+            if len(model) > 1 or settings > 1:
+                raise UsageError(
+                    f"{path} holds an ensemble of {max(settings, len(model))} settings (a sweep's); predictions "
+                    "need one setting (regression-lab fit --model.num_seeds N)"
+                )
+            model = EnsembleMean(model[0])
+        self.model, self.device = model.to(device).eval(), torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, xs: list[float]) -> tuple[list[float], list[float] | None]:
+        """Predictions for a list of x (and, for an ensemble, the members' spread)."""
+        out = self.model(torch.tensor(xs, dtype=torch.float32, device=self.device).unsqueeze(1))
+        return out[:, 0].tolist(), (out[:, 1].tolist() if self.ensemble else None)
+
+
+def build_parser() -> ArgumentParser:
+    """The ``predict`` command's options."""
+    parser = ArgumentParser(prog="regression-lab predict", description=__doc__.split("\n")[0], exit_on_error=False)
+    parser.add_argument("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    # Untyped: each value goes through parse_number, which names a bad one exactly.
+    src.add_argument("--x", action="append", metavar="X", help="an input value; repeat for more")
+    src.add_argument("--input", metavar="FILE", help="one x per line (or a CSV with an x column); '-' reads stdin")
+    return parser
+
+
+def _read(source: str, texts: list[str]) -> list[float]:
+    if source == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise UsageError("--input -: standard input is closed, there is nothing to read")
+        try:
+            return read_inputs(sys.stdin, "stdin", texts)
+        except UnicodeDecodeError:
+            raise UsageError("stdin is not UTF-8 text") from None
+    # Any readable file but a directory: a regular file, a named pipe, /dev/stdin, <(...).
+    path = Path(source)
+    if path.is_dir():
+        raise UsageError(f"--input is a directory, not a file: {path}")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return read_inputs(fh, str(path), texts)
+    except FileNotFoundError:
+        raise UsageError(f"input file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"input file is not text: {path}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def run(args: Namespace) -> int:
+    """Run ``predict``: read the inputs, load the checkpoint, print CSV to stdout."""
+    texts: list[str] = []  # each x as the user wrote it, echoed as is (1234567, not 1.23457e+06)
+    if args.x is not None:
+        xs, texts = [parse_number(v, " in --x") for v in args.x], [v.strip() for v in args.x]
+    else:
+        xs = _read(args.input, texts)
+    preds, stds = Predictor(args.ckpt_path or newest_checkpoint())(xs)
+    if stds is None:
+        rows = ["x,prediction", *(f"{x},{p:.6f}" for x, p in zip(texts, preds, strict=True))]
+    else:
+        rows = ["x,prediction,std", *(f"{x},{p:.6f},{d:.6f}" for x, p, d in zip(texts, preds, stds, strict=True))]
+    sys.stdout.write("\n".join(rows) + "\n")
+    return 0

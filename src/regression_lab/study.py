@@ -1,0 +1,249 @@
+"""The sweep's Optuna study: its storage, sampler and pruner, the objective (one ensemble fit per
+trial, built as Python objects), a worker's loop, and the report. Used by :mod:`regression_lab.sweep`::
+
+    python -c "from regression_lab.study import mask; print(mask('postgresql://u:pw@h/db'))"
+"""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+import logging
+import math
+import re
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from optuna.trial import TrialState
+from optuna_integration import PyTorchLightningPruningCallback
+
+from regression_lab import errors
+from regression_lab.callbacks import Guard
+from regression_lab.data import RegressionDataModule
+from regression_lab.ensemble import regression_model
+from regression_lab.errors import UsageError
+from regression_lab.files import atomic_write
+from regression_lab.metrics import FinalMetrics
+from regression_lab.sweep import StudySpec, parse_seeds
+from regression_lab.sweep_report import DEFINITION_ATTR, members_of, summarize, table, verdict, write_outputs
+from regression_lab.train import TRAINER_DEFAULTS, quiet_notices
+
+#: The lab's question, from the model's and the data's own defaults: the prediction at probe_x
+#: against the true line there.
+PROBE_X = inspect.signature(regression_model).parameters["probe_x"].default
+
+
+def mask(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs, tables and error messages)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _scrub(text: str, url: str) -> str:
+    """An error message with the storage's password taken out wherever it appears (whole words
+    only: a password "p" must not turn "psycopg" into "***sycopg")."""
+    found = re.search(r"://[^:/@]*:([^@/]*)@", url)
+    text = " ".join(text.replace(url, mask(url)).split())[:300]
+    return (
+        re.sub(rf"(?<![A-Za-z0-9]){re.escape(found.group(1))}(?![A-Za-z0-9])", "***", text)
+        if found and found.group(1)
+        else text
+    )
+
+
+def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
+    """The study ``spec.study_name`` in ``spec.storage``: created if new (and ``create``), continued
+    if it searches the same space; anything else is refused before it is changed. An RDB storage
+    gets heartbeats, so a trial whose worker died is failed and retried; a path is a journal file."""
+    where, name = mask(spec.storage), spec.study_name
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep says what it does itself
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats and retries
+            if "://" not in spec.storage:
+                storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(spec.storage))
+            else:
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+                storage = optuna.storages.RDBStorage(spec.storage, heartbeat_interval=spec.heartbeat_interval,
+                                                     grace_period=2 * spec.heartbeat_interval, heartbeat_stale_trial_callback=retry)  # fmt: skip
+        if spec.sampler == "grid":
+            sampler = optuna.samplers.GridSampler({"hidden_size": spec.hidden_sizes, "lr": spec.lrs}, seed=spec.seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=spec.seed)
+        if not create:
+            return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        top = max(spec.epochs) if spec.sampler == "grid" else spec.epochs_range[1]
+        pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2),  # a grid is often small
+                  "hyperband": optuna.pruners.HyperbandPruner(min_resource=20, max_resource=top)}.get(spec.pruner)  # fmt: skip
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler,
+                                    pruner=pruner or optuna.pruners.NopPruner(), load_if_exists=True)  # fmt: skip
+    except ImportError as err:
+        raise UsageError(f"storage {where} needs a driver: {err} (pip install 'regression-lab[postgres]')") from None
+    except KeyError:
+        raise UsageError(f"no study named {name!r} in {where}") from None
+    except Exception as err:  # noqa: BLE001 (SQLAlchemy, drivers, the OS: all say "cannot use it")
+        raise UsageError(f"cannot open the storage {where}: {_scrub(str(err), spec.storage)}") from None
+    wanted = {**spec.definition(), "probe_x": PROBE_X, "truth": RegressionDataModule().line_at(PROBE_X)}
+    saved = study.user_attrs.get(DEFINITION_ATTR)
+    if saved is None and study.get_trials(deepcopy=False):
+        raise UsageError(f"study {name!r} in {where} is not a regression-lab sweep: choose another --study_name")
+    if saved is not None and saved != wanted:
+        searched = ", ".join(f"{k} {v}" for k, v in saved.items())
+        raise UsageError(f"study {name!r} in {where} searches another space ({searched}): choose another "
+                         "--study_name, or the same options as the study's")  # fmt: skip
+    if saved is None:
+        study.set_user_attr(DEFINITION_ATTR, wanted)
+    return study
+
+
+def _floats(values: torch.Tensor) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.double().tolist()]
+
+
+def objective(spec: StudySpec, trial: optuna.Trial) -> float:
+    """Train the trial's setting over every seed in one ensemble fit; return its mean val loss."""
+    if spec.sampler == "grid":
+        hidden, lr = (
+            trial.suggest_categorical("hidden_size", spec.hidden_sizes),
+            trial.suggest_categorical("lr", spec.lrs),
+        )
+        epochs = sorted(spec.epochs)
+    else:
+        hidden, lr = (
+            trial.suggest_int("hidden_size", *spec.hidden_range),
+            trial.suggest_float("lr", *spec.lr_range, log=spec.log),
+        )
+        epochs = [trial.suggest_int("epochs", *spec.epochs_range)]
+    seeds, start = parse_seeds(spec.seeds), time.perf_counter()
+    contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    given = {"first_seed": seeds[0], "num_seeds": len(seeds)} if contiguous else {"seeds": seeds}
+    model = regression_model(hidden_size=[hidden], lr=[lr], **given)
+    metrics = FinalMetrics(snapshot_epochs=epochs[:-1])
+    trainer = L.Trainer(
+        **{**TRAINER_DEFAULTS, "accelerator": spec.accelerator, "devices": 1, "max_epochs": epochs[-1]},
+        logger=TensorBoardLogger(spec.out_dir, name="", version=f"trial_{trial.number}", default_hp_metric=False),
+        callbacks=[metrics, Guard(), PyTorchLightningPruningCallback(trial, monitor="val/loss")],
+        enable_checkpointing=False, enable_progress_bar=not spec.quiet, enable_model_summary=False,
+    )  # fmt: skip
+    with quiet_notices():
+        trainer.fit(model, datamodule=RegressionDataModule())
+    if errors.requested() is not None:  # stopped early by a signal: not a result, the trial fails
+        raise errors.Interrupted(errors.requested())
+    members = {str(e): {"prediction": _floats(m["prediction"]), "val_loss": _floats(m["val_loss"]),
+                        "train_loss": _floats(m["train_loss"]), "active_units": m["active_units"].tolist(),
+                        "diverged": m["diverged"].tolist()}
+               for e, m in ((e, metrics.snapshots[e]) for e in epochs)}  # fmt: skip
+    final = members[str(epochs[-1])]
+    healthy = [v for v, d in zip(final["val_loss"], final["diverged"], strict=True) if not d and v is not None]
+    value = sum(healthy) / len(healthy) if healthy else math.inf
+    seconds = time.perf_counter() - start
+    for key, v in (("members", members), ("seconds", seconds), ("diverged", len(seeds) - len(healthy))):
+        trial.set_user_attr(key, v)
+    print(f"trial {trial.number}: hidden_size={hidden}, lr={lr:g}, epochs {', '.join(map(str, epochs))}: mean val "
+          f"loss {value:.4g} over {len(seeds)} seeds ({seconds:.1f} s)", file=sys.stderr)  # fmt: skip
+    return value
+
+
+def _next(study: optuna.Study, spec: StudySpec) -> str:
+    """``run`` when a trial is left to start here, ``wait`` while only other workers' trials run,
+    ``done`` when the study is complete. A grid setting whose every attempt failed (an interrupted
+    run) is queued again; Optuna's heartbeats queue those of dead workers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # Optuna does it itself only when a new trial starts
+    trials = study.get_trials(deepcopy=False)
+    busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    if any(t.state == TrialState.WAITING for t in trials):
+        return "run"
+    if spec.sampler == "tpe":
+        started = sum(t.state != TrialState.FAIL for t in trials)
+        return "run" if started < spec.n_trials else "wait" if busy else "done"
+    states: dict[tuple, set] = {}
+    for t in trials:
+        if {"hidden_size", "lr"} <= set(t.params):
+            states.setdefault((t.params["hidden_size"], float(t.params["lr"])), set()).add(t.state)
+    for h in spec.hidden_sizes:
+        for lr in spec.lrs:
+            if states.get((h, float(lr))) == {TrialState.FAIL}:
+                study.enqueue_trial({"hidden_size": h, "lr": lr})
+            if states.get((h, float(lr)), {TrialState.FAIL}) == {TrialState.FAIL}:
+                return "run"
+    return "wait" if busy else "done"
+
+
+def work(spec: StudySpec, study: optuna.Study) -> None:
+    """Run trials of the study until it is complete, waiting for other workers' last trials, so
+    every worker ends with the whole table."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its start-up lines, per trial
+    while (step := _next(study, spec)) != "done":
+        if step == "wait":
+            time.sleep(min(2.0, spec.heartbeat_interval))
+        else:
+            study.optimize(lambda trial: objective(spec, trial), n_trials=1)
+
+
+def worker_main(spec: dict[str, Any], threads: int) -> None:
+    """A spawned worker process of ``--workers N``: join the study and run trials."""
+    if sys.platform == "linux":  # a worker whose parent dies (even by SIGKILL) gets SIGTERM
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    errors.handle_signals()
+    torch.set_num_threads(threads)
+    try:
+        with errors.deferred():
+            work(StudySpec(**spec), open_study(StudySpec(**spec)))
+    except UsageError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
+    except errors.Interrupted as err:
+        sys.exit(128 + err.signum)
+
+
+def report(study: optuna.Study, out: Path | None) -> None:
+    """Print the ranked table and verdict of a study; with ``out``, write its files there too."""
+    members, unfinished, truth = members_of(study)
+    if not members and not unfinished:
+        raise UsageError("the study has no finished trial yet")
+    rows, probe_x = summarize(members, unfinished), study.user_attrs.get(DEFINITION_ATTR, {}).get("probe_x", PROBE_X)
+    if out is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(log_dir=str(out / "summary")) as writer:
+            write_outputs(rows, members, truth, probe_x, out, writer)
+            _optuna_outputs(study, out, writer)
+    print(table(rows, truth, probe_x))
+    print(verdict(rows, truth, probe_x))
+    if out is not None:
+        print(f"results: {out / 'results.csv'}  (tensorboard --logdir {out})")
+
+
+def _optuna_outputs(study: optuna.Study, out: Path, writer: Any) -> None:
+    """trials.csv (Optuna's dataframe, one row per trial) and Optuna's plots as PNGs and figures."""
+    frame = study.trials_dataframe()
+    with atomic_write(out / "trials.csv", "w", newline="") as fh:
+        frame.drop(columns=[c for c in frame.columns if c == "user_attrs_members"]).to_csv(fh, index=False)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    plots = ["optimization_history"] + (["slice"] if len(complete) > 1 else [])
+    if len(complete) > 1 and sum(len({t.params.get(k) for t in complete}) > 1 for k in complete[0].params) > 1:
+        plots.append("param_importances")
+    for name in plots:
+        with warnings.catch_warnings():
+            # Optuna marks its matplotlib plots experimental, and a parameter of one value gives
+            # matplotlib's notice of a singular axis: the plots are still right.
+            warnings.simplefilter("ignore")
+            try:
+                axes = getattr(optuna.visualization.matplotlib, f"plot_{name}")(study)
+            except (ValueError, RuntimeError) as err:  # too few trials for this plot
+                print(f"note: no {name} plot ({err})", file=sys.stderr)
+                continue
+            fig = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+            fig.set_size_inches(7, 4.5)
+            with atomic_write(out / f"optuna_{name}.png", "wb") as fh:
+                fig.savefig(fh, format="png", bbox_inches="tight")
+        writer.add_figure(f"optuna/{name}", fig)

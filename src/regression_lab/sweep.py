@@ -1,0 +1,243 @@
+"""The ``sweep`` command: the lab's epochs x hidden-size questions over many seeds, as an Optuna study
+(:mod:`regression_lab.study`) that any number of workers and machines share. Run it::
+
+    regression-lab sweep                       # hidden {4,5,8} x epochs {100,200,400} x lr {0.01} x seeds 0-999
+    regression-lab sweep --hidden_sizes 4 8 --epochs 100 400 --seeds 0-99 --workers 2
+    regression-lab sweep --sampler tpe --n_trials 30 --lr_range 1e-3 0.3 --log --pruner median
+    regression-lab sweep --storage postgresql+psycopg://user@db/optuna --study_name lab     # on every machine
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from regression_lab import errors
+from regression_lab.errors import UsageError, check_float, check_int
+from regression_lab.files import LOG_ROOT, atomic_write, lock_dir, numbered_dirs, reserve_numbered_dir
+from regression_lab.models import MAX_SEED, check_seeds
+
+SETTINGS_FILE = "sweep.json"
+#: A sweep keeps every member's numbers in its study: this many seeds at most.
+MAX_SWEEP_SEEDS = 100_000
+
+
+def parse_seeds(values: list[str | int]) -> list[int]:
+    """Seeds from integers and inclusive ranges: ``["0-999"]``, ``[0, 1, 7]``."""
+    seeds: list[int] = []
+    for value in values:
+        first, sep, last = str(value).strip().partition("-")
+        try:
+            lo, hi = int(first), int(last if sep else first)
+        except ValueError:
+            raise UsageError(f"--seeds takes integers >= 0 or ranges like 0-999, got {str(value)!r}") from None
+        if hi < lo:
+            raise UsageError(f"--seeds range {str(value)!r} is reversed: write {hi}-{lo}")
+        if not 0 <= lo <= hi <= MAX_SEED or len(seeds) + hi - lo >= MAX_SWEEP_SEEDS:
+            raise UsageError(
+                f"--seeds must lie in [0, {MAX_SEED}], at most {MAX_SWEEP_SEEDS:,} (a sweep keeps every member's "
+                f"numbers in its study), got {str(value)!r}"
+            )
+        seeds.extend(range(lo, hi + 1))
+    return check_seeds(seeds, "--seeds")
+
+
+def seed_ranges(seeds: list[int]) -> list[str]:
+    """Seeds written compactly as ranges, in order: ``[0, 1, 2, 7]`` gives ``["0-2", "7"]``."""
+    runs: list[list[int]] = []
+    for s in seeds:
+        if runs and runs[-1][1] + 1 == s:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    return [f"{a}-{b}" if a != b else str(a) for a, b in runs]
+
+
+@dataclass
+class StudySpec:
+    """Everything a worker needs to join the study and run its trials: the command's options (plain
+    values, handed to spawned workers), with the command's defaults."""
+
+    storage: str = ""
+    study_name: str = "sweep"
+    out_dir: str = ""
+    sampler: str = "grid"
+    hidden_sizes: list[int] = field(default_factory=lambda: [4, 5, 8])
+    epochs: list[int] = field(default_factory=lambda: [100, 200, 400])
+    lrs: list[float] = field(default_factory=lambda: [0.01])
+    n_trials: int = 20
+    hidden_range: list[int] = field(default_factory=lambda: [1, 16])
+    lr_range: list[float] = field(default_factory=lambda: [1e-3, 0.3])
+    log: bool = False
+    epochs_range: list[int] = field(default_factory=lambda: [50, 800])
+    seed: int | None = None
+    seeds: list[str] = field(default_factory=lambda: ["0-999"])
+    pruner: str = "none"
+    workers: int = 1
+    heartbeat_interval: int = 10
+    accelerator: str = "cpu"
+    quiet: bool = False
+
+    def check(self) -> None:
+        """Refuse options that cannot make a study (:class:`UsageError`), before anything is written."""
+        for name in ("hidden_sizes", "epochs", "lrs"):
+            values = getattr(self, name)
+            if len(set(values)) < len(values):
+                raise UsageError(f"--{name} repeats a value: {values}")
+            for v in values:
+                check_float(f"--{name} values", v, 0.0, strict=True) if name == "lrs" else check_int(f"--{name} values", v, 1)
+        for name, low in (("hidden_range", 1), ("lr_range", 0.0), ("epochs_range", 1)):
+            lo, hi = getattr(self, name)
+            check_float(f"--{name} values", lo, low, strict=not low)
+            if not lo <= hi:
+                raise UsageError(f"--{name} takes LOW HIGH with LOW <= HIGH, got {[lo, hi]}")
+        for name in ("n_trials", "workers", "heartbeat_interval"):
+            check_int(f"--{name}", getattr(self, name), 1)
+        if self.seed is not None:
+            check_int("--seed", self.seed, 0, MAX_SEED)
+        self.seeds = seed_ranges(parse_seeds(self.seeds))
+
+    def definition(self) -> dict[str, Any]:
+        """What the study searches: a study is continued only with the same."""
+        grid = self.sampler == "grid"
+        keys = ("hidden_sizes", "epochs", "lrs") if grid else ("hidden_range", "lr_range", "log", "epochs_range")
+        return {"sampler": self.sampler, "seeds": self.seeds, **{k: getattr(self, k) for k in keys}}
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_out(out: str | None, spec: StudySpec) -> Path:
+    """``--out``; with ``--storage``, ``lightning_logs/sweep_<study_name>``; else the newest
+    ``sweep_N`` of the same search (its study continues) or a new one, chosen under a lock, so
+    identical sweeps started together join one study."""
+    if out is not None or spec.storage:
+        return Path(out) if out is not None else LOG_ROOT / f"sweep_{spec.study_name}"
+    try:
+        LOG_ROOT.mkdir(parents=True, exist_ok=True)
+        lock = lock_dir(LOG_ROOT, wait=True)  # held for milliseconds, never over training
+    except OSError as err:
+        raise UsageError(f"cannot write the sweep directory under {LOG_ROOT}: {err.strerror or err}") from None
+    try:
+        for found in numbered_dirs(LOG_ROOT, "sweep_")[-1:]:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                if json.loads((found / SETTINGS_FILE).read_text()).get("definition") == spec.definition():
+                    return found
+        new = reserve_numbered_dir(LOG_ROOT, "sweep_")
+        with atomic_write(new / SETTINGS_FILE, "w") as fh:
+            json.dump({"definition": spec.definition()}, fh, indent=2)
+        return new
+    finally:
+        os.close(lock)
+
+
+def run_workers(spec: StudySpec) -> None:
+    """``spec.workers`` spawned processes (a clean interpreter each) joining the study; waits for them."""
+    from regression_lab.study import worker_main
+
+    threads = max(1, cores() // spec.workers)
+    procs = [mp.get_context("spawn").Process(target=worker_main, args=(asdict(spec), threads)) for _ in range(spec.workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except errors.Interrupted:
+        for p in procs:
+            p.terminate()  # SIGTERM: each worker fails its running trial and exits
+            p.join()
+        raise
+    if 2 in (codes := [p.exitcode for p in procs]):
+        raise UsageError("a worker stopped on bad input (its error is above)")
+    if lost := [f"{i} ({c})" for i, c in enumerate(codes) if c != 0]:
+        print(f"warning: worker(s) {', '.join(lost)} ended early; a trial left running is retried by the other "
+              "workers (with heartbeats) or by the next run of this command", file=sys.stderr)  # fmt: skip
+
+
+def build_parser() -> ArgumentParser:
+    """The ``sweep`` command's options (``--config FILE`` takes the same keys in YAML)."""
+    d, parser = StudySpec(), ArgumentParser(prog="regression-lab sweep", exit_on_error=False, description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--config", action=ActionConfigFile, help="a YAML file of the options below")
+    add("--sampler", type=str, default=d.sampler, choices=["grid", "tpe"], help="grid, or TPE over ranges")
+    add("--hidden_sizes", type=int, nargs="+", default=d.hidden_sizes, help="grid: hidden sizes")
+    add("--epochs", type=int, nargs="+", default=d.epochs, help="grid: epoch counts (snapshots of one fit)")
+    add("--lrs", type=float, nargs="+", default=d.lrs, help="grid: learning rates")
+    add("--n_trials", type=int, default=d.n_trials, help="tpe: trials in the study")
+    add("--hidden_range", type=int, nargs=2, default=d.hidden_range, help="tpe: hidden sizes LOW HIGH")
+    add("--lr_range", type=float, nargs=2, default=d.lr_range, help="tpe: learning rates LOW HIGH")
+    add("--log", action="store_true", help="tpe: search the learning rate on a log scale")
+    add("--epochs_range", type=int, nargs=2, default=d.epochs_range, help="tpe: epoch counts LOW HIGH")
+    add("--seed", type=int | None, help="the sampler's seed (a TPE sweep is reproducible with one worker)")
+    add("--seeds", type=str, nargs="+", default=d.seeds, help="training seeds: integers and inclusive ranges (0-999)")
+    add("--pruner", type=str, default=d.pruner, choices=["none", "median", "hyperband"],
+        help="stop trials whose mean validation loss is behind the others' at the same epoch")  # fmt: skip
+    add("--storage", type=str | None, help="an Optuna storage URL or journal file (default: SQLite in --out)")
+    add("--study_name", type=str, default=d.study_name, help="the study's name in the storage")
+    add("--workers", type=int, default=d.workers, help="local worker processes joining the study")
+    add("--heartbeat_interval", type=int, default=d.heartbeat_interval,
+        help="seconds between a running trial's heartbeats; a trial silent for twice that is retried")  # fmt: skip
+    add("--report", action="store_true", help="print the table of an existing study, train nothing")
+    add("--accelerator", type=str, default=d.accelerator, choices=["cpu", "gpu", "auto"], help="where ensembles train")
+    add("--out", type=str | None, help="sweep directory (default: lightning_logs/sweep_N)")
+    add("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def run(args: Namespace) -> int:
+    """Create or join the study, run its trials, print and write the ranked table."""
+    from regression_lab import study as studies
+
+    spec = StudySpec(**{k: args[k] for k in asdict(StudySpec()) if k in args and k != "out_dir"})
+    spec.storage = spec.storage or ""
+    spec.check()
+    if args.report:
+        if not spec.storage and not args.out:
+            raise UsageError("--report needs the study's --storage (or the --out of a sweep with the default storage)")
+        spec.storage = spec.storage or f"sqlite:///{Path(args.out) / 'study.db'}"
+        studies.report(studies.open_study(spec, create=False), None)
+        return 0
+    if spec.accelerator == "auto":
+        import torch
+
+        spec.accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    if spec.workers > cores():  # more processes than cores train no faster, and each holds Lightning
+        print(f"note: --workers {spec.workers} capped at this machine's {cores()} cores", file=sys.stderr)
+        spec.workers = cores()
+    spec.quiet = spec.quiet or spec.workers > 1
+    # A given storage is opened first: one that cannot be reached, or holds another search space,
+    # is refused before anything is made here.
+    study = studies.open_study(spec) if spec.storage else None
+    out = resolve_out(args.out, spec)
+    if out.is_dir() and any(out.iterdir()) and not (out / SETTINGS_FILE).is_file():
+        raise UsageError(f"{out} exists and is not a sweep directory: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot write the sweep directory {out}: {err.strerror or err}") from None
+    spec.out_dir, spec.storage = str(out), spec.storage or f"sqlite:///{out / 'study.db'}"
+    study = study or studies.open_study(spec)
+    with atomic_write(out / SETTINGS_FILE, "w") as fh:
+        json.dump({"definition": spec.definition(), "storage": studies.mask(spec.storage),
+                   "study_name": spec.study_name}, fh, indent=2)  # fmt: skip
+    grid = f"{len(spec.hidden_sizes) * len(spec.lrs)} settings" if spec.sampler == "grid" else f"{spec.n_trials} TPE trials"
+    workers = f", {spec.workers} workers" if spec.workers > 1 else ""
+    seeds = len(parse_seeds(spec.seeds))
+    print(f"sweep: study {spec.study_name!r} in {studies.mask(spec.storage)}: {grid} x {seeds:,} seeds{workers}; "
+          f"runs in {out}", file=sys.stderr)  # fmt: skip
+    if spec.workers > 1:
+        run_workers(spec)  # a signal interrupts the wait at once, and stops the workers
+    else:
+        with errors.deferred():  # a signal stops the running trial at its next batch end
+            studies.work(spec, study)
+    studies.report(study, out)
+    return 0

@@ -1,0 +1,232 @@
+"""The sweep's report, made from the study's storage alone: every member's numbers, statistics over
+the seeds, the ranked table, the verdict, and the CSV files and figures. Used by
+:mod:`regression_lab.sweep`; try it::
+
+    python -c "from regression_lab.sweep_report import mean_ci; print(mean_ci([1.0, 2.0, 3.0]))"
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from regression_lab.files import atomic_write
+
+#: The study user attribute that records what the sweep searches (and the probe's truth).
+DEFINITION_ATTR = "regression_lab_sweep"
+CSV_COLUMNS = [
+    "hidden_size", "epochs", "lr", "n_seeds", "val_loss_mean", "val_loss_std", "err10_mean", "err10_std",
+    "val_loss_ci_low", "val_loss_ci_high", "err10_ci_low", "err10_ci_high", "val_loss_median", "err10_median",
+    "train_loss_mean", "all_dead_share", "dead_unit_share", "diverged_share", "best_share", "state",
+]  # fmt: skip
+MEMBER_COLUMNS = [
+    "name", "hidden_size", "epochs", "lr", "seed", "prediction", "val_loss", "train_loss", "abs_error",
+    "active_units", "diverged",
+]  # fmt: skip
+#: Student's t at 97.5% for 1..30 degrees of freedom; beyond, the normal 1.96 is within 2%.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)  # fmt: skip
+
+
+def trial_name(hidden: int, epochs: int, lr: float, seed: int | None = None) -> str:
+    """A member's name, e.g. ``h5_e400_lr0.01_s0`` (a setting's without the seed); repr, not %g:
+    0.01 and 0.0100001 are two settings and keep two names."""
+    return f"h{hidden}_e{epochs}_lr{float(lr)!r}" + (f"_s{seed}" if seed is not None else "")
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float, float]:
+    """Mean, sample standard deviation and the 95% confidence interval of the mean (Student's t)."""
+    n = len(values)
+    if n == 0:
+        return math.inf, math.nan, math.inf, math.inf
+    mean = statistics.fmean(values)
+    if n == 1:
+        return mean, 0.0, -math.inf, math.inf
+    std = statistics.stdev(values)
+    half = (_T975[n - 2] if n - 1 <= len(_T975) else 1.96) * std / math.sqrt(n)
+    return mean, std, mean - half, mean + half
+
+
+def members_of(study: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None]:
+    """From the storage: one row per member and epoch count of the finished settings, one row per
+    pruned, failed or running setting that never finished, and the truth at the probe."""
+    from optuna.trial import TrialState
+
+    from regression_lab.sweep import parse_seeds
+
+    definition = study.user_attrs.get(DEFINITION_ATTR, {})
+    seeds, truth = parse_seeds(definition.get("seeds", [])), definition.get("truth")
+    rows, unfinished, done = [], {}, set()
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: (t.state != TrialState.COMPLETE, t.number)):
+        if not {"hidden_size", "lr"} <= set(t.params):
+            continue
+        h, lr = t.params["hidden_size"], float(t.params["lr"])
+        epochs = [t.params["epochs"]] if "epochs" in t.params else list(definition.get("epochs", []))
+        if (h, lr, tuple(epochs)) in done:
+            continue  # a copy, or a retried trial: the first finished one counts
+        if t.state == TrialState.COMPLETE and "members" in t.user_attrs:
+            done.add((h, lr, tuple(epochs)))
+            for e, m in t.user_attrs["members"].items():
+                for i, seed in enumerate(seeds):
+                    dead = bool(m["diverged"][i])
+                    number = lambda key, default=math.nan: default if dead or m[key][i] is None else float(m[key][i])  # noqa: E731
+                    rows.append({
+                        "name": trial_name(h, int(e), lr, seed), "hidden_size": h, "epochs": int(e), "lr": lr,
+                        "seed": seed, "diverged": int(dead), "prediction": number("prediction"),
+                        "val_loss": number("val_loss", math.inf), "train_loss": number("train_loss", math.inf),
+                        "active_units": 0 if dead else int(m["active_units"][i]),
+                    })  # fmt: skip
+                    rows[-1]["abs_error"] = (
+                        abs(rows[-1]["prediction"] - truth) if truth is not None and not dead else math.inf
+                    )
+        elif t.state in (TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING):
+            last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else math.inf
+            for e in epochs:
+                unfinished.setdefault((h, e, lr), {"hidden_size": h, "epochs": e, "lr": lr, "n_seeds": len(seeds),
+                                                   "state": t.state.name, "val_loss_mean": last})  # fmt: skip
+    left = [u for (h, e, lr), u in unfinished.items() if not any(d[:2] == (h, lr) for d in done)]
+    return rows, left, truth
+
+
+def summarize(results: list[dict[str, Any]], unfinished: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per setting, best first by the mean validation loss over its healthy seeds; the
+    unfinished settings after them."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["hidden_size"], r["epochs"], r["lr"]), []).append(r)
+    # How often each setting is the best one: per seed, the setting of lowest validation loss.
+    by_seed: dict[int, tuple[float, tuple]] = {}
+    for key, group in groups.items():
+        for r in group:
+            if r["seed"] not in by_seed or r["val_loss"] < by_seed[r["seed"]][0]:
+                by_seed[r["seed"]] = (r["val_loss"], key)
+    wins = Counter(key for _, key in by_seed.values())
+    rows = []
+    for (h, e, lr), group in groups.items():
+        healthy = [r for r in group if not r["diverged"]]
+        vl, er = mean_ci([r["val_loss"] for r in healthy]), mean_ci([r["abs_error"] for r in healthy])
+        units, n = [int(r["active_units"]) for r in healthy], len(group)
+        rows.append({
+            "hidden_size": h, "epochs": e, "lr": lr, "n_seeds": n, "val_loss_mean": vl[0], "val_loss_std": vl[1],
+            "err10_mean": er[0], "err10_std": er[1], "val_loss_ci_low": vl[2], "val_loss_ci_high": vl[3],
+            "err10_ci_low": er[2], "err10_ci_high": er[3],
+            "val_loss_median": statistics.median([r["val_loss"] for r in group]),
+            "err10_median": statistics.median([r["abs_error"] for r in group]),
+            "train_loss_mean": statistics.fmean([r["train_loss"] for r in healthy]) if healthy else math.inf,
+            "all_dead_share": sum(u == 0 for u in units) / n, "dead_unit_share": sum(u < h for u in units) / n,
+            "diverged_share": (n - len(healthy)) / n, "best_share": wins[(h, e, lr)] / max(1, len(by_seed)),
+            "state": "COMPLETE", "_group": group,
+        })  # fmt: skip
+    rows.sort(key=lambda r: (r["val_loss_mean"], r["err10_mean"]))
+    for u in sorted(unfinished or [], key=lambda u: (u["state"], u["val_loss_mean"])):
+        rows.append({**dict.fromkeys(CSV_COLUMNS, math.nan), "err10_mean": math.inf, "_group": [], **u})
+    return rows
+
+
+def table(rows: list[dict[str, Any]], truth: float | None, probe_x: float, markdown: bool = False) -> str:
+    """The ranked table, fixed-width for the terminal or as Markdown (TensorBoard's Text tab)."""
+    err = f"|pred({probe_x:g}) - {truth:g}|, mean [95% CI]" if truth is not None else None
+    head = ["rank", "hidden", "epochs", "lr", "seeds", "val loss, mean [95% CI]", "median", err, "dead all/some",
+            "diverged", "best"]  # fmt: skip
+    widths = [4, 6, 6, 7, 5, -27, 8, -31, 13, 8, 5]
+    lines = []
+    for i, r in enumerate(rows, start=1):
+        cells = [i, r["hidden_size"], r["epochs"], f"{r['lr']:g}", r["n_seeds"]]
+        if r["state"] != "COMPLETE":
+            last = r["val_loss_mean"]
+            cells.append(r["state"].lower() + (f" (val loss {last:.3g} when stopped)" if math.isfinite(last) else ""))
+        else:
+            cells += [
+                f"{r['val_loss_mean']:.3g} [{r['val_loss_ci_low']:.3g}, {r['val_loss_ci_high']:.3g}]",
+                f"{r['val_loss_median']:.3g}",
+                f"{r['err10_mean']:.4f} [{r['err10_ci_low']:.4f}, {r['err10_ci_high']:.4f}]",
+                f"{r['all_dead_share']:.1%}/{r['dead_unit_share']:.1%}", f"{r['diverged_share']:.1%}",
+                f"{r['best_share']:.0%}",
+            ]  # fmt: skip
+        lines.append(cells)
+    keep = [j for j, h in enumerate(head) if h is not None]
+    if markdown:
+        rows_md = ["| " + " | ".join(str(c[j]) if j < len(c) else "" for j in keep) + " |" for c in lines]
+        return "\n".join(["| " + " | ".join(head[j] for j in keep) + " |", "|" + "---|" * len(keep), *rows_md])
+    fmt = lambda cells: "  ".join(f"{c:<{-widths[j]}}" if widths[j] < 0 else f"{c:>{widths[j]}}"  # noqa: E731
+                                  for j, c in ((j, cells[j]) for j in keep if j < len(cells))).rstrip()  # fmt: skip
+    return "\n".join([fmt(head), *(fmt(c) for c in lines)])
+
+
+def verdict(rows: list[dict[str, Any]], truth: float | None, probe_x: float) -> str:
+    """One line naming the best setting and whether it is clearly ahead of the runner-up: the 95%
+    interval of the paired (by seed) difference in validation loss lies above zero."""
+    b = rows[0]
+    if b["state"] != "COMPLETE":
+        return "best: none yet (no setting has finished)"
+    err = f", |pred({probe_x:g}) - {truth:g}| {b['err10_mean']:.4f}" if truth is not None else ""
+    line = (
+        f"best: hidden_size={b['hidden_size']}, epochs={b['epochs']}, lr={b['lr']:g} (val loss "
+        f"{b['val_loss_mean']:.3g} [{b['val_loss_ci_low']:.3g}, {b['val_loss_ci_high']:.3g}]{err}, best for "
+        f"{b['best_share']:.0%} of {b['n_seeds']} seeds)"
+    )
+    if len(rows) < 2 or rows[1]["state"] != "COMPLETE":
+        return line
+    r = rows[1]
+    theirs = {t["seed"]: t["val_loss"] for t in r["_group"] if not t["diverged"]}
+    diffs = [theirs[t["seed"]] - t["val_loss"] for t in b["_group"] if not t["diverged"] and t["seed"] in theirs]
+    mean, _, low, high = mean_ci(diffs)
+    runner, paired = f"hidden_size={r['hidden_size']}, epochs={r['epochs']}, lr={r['lr']:g}", ""
+    paired = f"(paired difference {mean:.3g} [{low:.3g}, {high:.3g}] over {len(diffs)} seeds)"
+    if len(diffs) > 1 and low > 0:
+        return f"{line}; clearly ahead of {runner} {paired}"
+    return f"{line}; within the noise of {runner} {paired}: more seeds would be needed to tell them apart"
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    with atomic_write(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def error_figure(rows: list[dict[str, Any]], truth: float, probe_x: float) -> Any:
+    """|pred(probe_x) - truth| against epochs, one line per hidden size (and lr), with 95% CI bars."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.2), dpi=100)
+    ax = fig.add_subplot()
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    lines: dict[tuple, list[dict[str, Any]]] = {}
+    for r in sorted(done, key=lambda r: r["epochs"]):
+        lines.setdefault((r["hidden_size"], r["lr"]), []).append(r)
+    for (h, lr), group in sorted(lines.items()):
+        means = [r["err10_mean"] for r in group]
+        bars = [[max(0.0, m - r["err10_ci_low"]) for m, r in zip(means, group, strict=True)],
+                [max(0.0, r["err10_ci_high"] - m) for m, r in zip(means, group, strict=True)]]  # fmt: skip
+        bars = [[b if math.isfinite(b) else 0.0 for b in side] for side in bars]
+        label = f"hidden {h}" + (f", lr {lr:g}" if len({r["lr"] for r in done}) > 1 else "")
+        ax.errorbar([r["epochs"] for r in group], means, yerr=bars, marker="o", capsize=3, label=label)
+    ylabel = f"|prediction({probe_x:g}) - {truth:g}|, mean and 95% CI over seeds"
+    ax.set(xlabel="epochs", ylabel=ylabel, title=f"Error at x = {probe_x:g}")
+    if done and all(0 < r["err10_mean"] < math.inf for r in done):
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_outputs(rows: list, members: list, truth: float | None, probe_x: float, out_dir: Path, writer: Any) -> None:
+    """results.csv, members.csv and the error figure as PNG; the table, verdict and figure into
+    the TensorBoard ``writer``."""
+    write_csv(out_dir / "results.csv", rows, CSV_COLUMNS)
+    ordered = sorted(members, key=lambda r: (r["hidden_size"], r["epochs"], r["lr"], r["seed"]))
+    write_csv(out_dir / "members.csv", ordered, MEMBER_COLUMNS)
+    if truth is not None:
+        fig = error_figure(rows, truth, probe_x)
+        with atomic_write(out_dir / "error_vs_epochs.png", "wb") as fh:
+            fig.savefig(fh, format="png")
+        writer.add_figure("sweep/error_vs_epochs", fig)
+    writer.add_text(
+        "sweep/results", table(rows, truth, probe_x, markdown=True) + "\n\n" + verdict(rows, truth, probe_x)
+    )
