@@ -1,9 +1,7 @@
-"""regression-lab: the first-neural-network lab as a PyTorch Lightning project.
-
-Importing the package is light (no torch, no Lightning); each module imports what it needs::
+"""regression-lab: the first-neural-network lab as a PyTorch Lightning project. Importing the package is light (no
+torch, no Lightning); each module imports what it needs::
 
     from regression_lab.models import MyNN                 # torch only
-    from regression_lab.module import RegressionModule     # Lightning
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,4 @@
-"""``python -m regression_lab`` is the ``regression-lab`` command::
-
-python -m regression_lab fit
-"""
+"""``python -m regression_lab`` is the ``regression-lab`` command: ``python -m regression_lab fit``."""
 
 from regression_lab.cli import entry
 

@@ -1,11 +1,7 @@
-"""The few Lightning callbacks ``fit`` needs beyond Lightning's own, and the checkpoint writer.
-
-- :class:`Guard` stops training when it must: at a non-finite loss (exit 1, no bad checkpoint
-  written) or on SIGINT/SIGTERM (at the next batch end, exit 130/143);
-- :class:`LandscapeLogger` logs the trained network's loss landscape when training ends;
-- :class:`AtomicCheckpointIO` writes each checkpoint beside its final name and renames it.
-
-``regression-lab fit`` adds the guard and the writer; any of them works with a plain Trainer::
+"""The Lightning callbacks ``fit`` needs beyond Lightning's own, and the checkpoint writer: :class:`Guard`
+stops at a non-finite loss (exit 1) or a signal (exit 130/143), :class:`RunProgressBar` draws one bar per run,
+:class:`LandscapeLogger` logs the loss landscape when training ends, :class:`AtomicCheckpointIO` writes checkpoints
+atomically. Each works with a plain Trainer::
 
     regression-lab fit --trainer.callbacks+=LandscapeLogger --trainer.callbacks.resolution 101
     L.Trainer(callbacks=[Guard()], plugins=[AtomicCheckpointIO()])
@@ -19,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from regression_lab import errors
@@ -28,13 +25,12 @@ from regression_lab.files import atomic_write
 
 
 def divergence_advice(model: L.LightningModule, datamodule: Any) -> str:
-    """What to change after a divergence or dead units: the learning rate, or the data when they
-    are large enough to be the cause (their squares overflow float32 whatever the rate)."""
+    """What to change after a divergence or dead units: the learning rate, or the data when they are the cause."""
     lr = model.hparams.get("lr")
     lower_lr = f"lower --model.lr (now {lr:g})" if isinstance(lr, (int, float)) else "lower --model.lr"
     size = datamodule.largest_magnitude() if hasattr(datamodule, "largest_magnitude") else 0.0
     scale = "scale the data down (--data.x_min/x_max, --data.slope, --data.intercept, --data.noise_std)"
-    if size > FLOAT32_MAX**0.5:
+    if size > FLOAT32_MAX**0.5:  # their squares overflow float32 whatever the rate
         return f"the training data reach about {size:.3g}, whose squares overflow float32 whatever the rate: {scale}"
     if size > LARGE_DATA:
         return f"{lower_lr}, or {scale}: the data reach about {size:.3g} and a step grows with their square"
@@ -42,14 +38,10 @@ def divergence_advice(model: L.LightningModule, datamodule: Any) -> str:
 
 
 class Guard(L.Callback):
-    """Stop training when it must: :class:`~regression_lab.errors.TrainingFailed` at a non-finite
-    training loss, and a clean stop (``trainer.should_stop``) at the batch end after SIGINT or
-    SIGTERM, which :func:`regression_lab.errors.deferred` then reports as the interruption.
+    """Stop at a non-finite loss (:class:`~regression_lab.errors.TrainingFailed`), and at the batch end after a signal.
 
-    Each step folds ``isfinite(loss)`` into a flag on the training device, read (a host sync on a
-    GPU) only every ``check_every_n_steps`` steps and at each epoch's last batch. Every checkpoint
-    passes :meth:`on_save_checkpoint`, which refuses non-finite weights before anything is written.
-    """
+    ``isfinite(loss)`` folds into an on-device flag, read (a host sync on a GPU) only every ``check_every_n_steps``
+    steps and at each epoch's last batch; non-finite weights are never checkpointed."""
 
     def __init__(self, check_every_n_steps: int | None = None) -> None:
         """Configure the cadence of the divergence check.
@@ -107,9 +99,34 @@ class Guard(L.Callback):
         )
 
 
+class RunProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar with one training bar over the whole run (``Epoch 120/400`` in front),
+    redrawn at most every ``mininterval`` seconds: the stock bar restarts and redraws at every
+    epoch, which the lab's 400 one-batch epochs pay for on every one. Validation and test bars are
+    the stock ones."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        per_epoch, epochs = self.total_train_batches, trainer.max_epochs
+        finite = epochs is not None and epochs > 0 and per_epoch != float("inf")
+        self.train_progress_bar.total = int(per_epoch) * epochs if finite else None
+        self.train_progress_bar.initial = self.train_progress_bar.n = trainer.global_step  # a resumed run
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self.train_progress_bar.set_description(
+            f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", refresh=False
+        )
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        self.train_progress_bar.update(1)  # tqdm redraws only once mininterval has passed
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.train_progress_bar.disable:
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+
+
 class LandscapeLogger(L.Callback):
-    """Log the trained network's loss landscapes (see ``regression-lab landscape``) into the
-    run's TensorBoard events when training ends, at its last step. Rank 0 only."""
+    """Log the trained network's loss landscapes (``regression-lab landscape``) to TensorBoard at the end, rank 0."""
 
     def __init__(self, resolution: int = 51, seed: int = 0, include_bias: bool = False) -> None:
         """Configure the landscape.
@@ -126,8 +143,7 @@ class LandscapeLogger(L.Callback):
         self.settings.check()  # at start-up, not after training
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = getattr(trainer.logger, "experiment", None)
-        dm = trainer.datamodule
+        writer, dm = getattr(trainer.logger, "experiment", None), trainer.datamodule
         if trainer.is_global_zero and hasattr(writer, "add_figure") and hasattr(pl_module, "net"):
             from regression_lab.landscape import compute_for
             from regression_lab.landscape_plots import log_to_writer
@@ -138,12 +154,8 @@ class LandscapeLogger(L.Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoint writes that a crash cannot leave half-done.
-
-    Lightning's own writer moves a temporary file from the system's temp directory into place;
-    when that is another file system the move is a copy, and a kill during it leaves a truncated
-    checkpoint under the final name. This one writes beside the target and renames.
-    """
+    """Checkpoint writes that a crash cannot leave half-done: written beside the target, then renamed (Lightning's own
+    moves a file from the temp directory, a copy across file systems that a kill can leave truncated)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:

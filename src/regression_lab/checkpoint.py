@@ -1,6 +1,5 @@
-"""The one checkpoint reader: ``torch.load(..., weights_only=True)``, then every value checked
-before use. ``predict``, ``serve``, ``export``, ``landscape``, ``validate``, ``test`` and resume
-read checkpoints here; torch only, so the light commands start as fast as ``import torch``::
+"""The one checkpoint reader: ``torch.load(..., weights_only=True)``, then every value checked before use, for
+``predict``, ``serve``, ``export``, ``landscape``, ``validate``, ``test`` and resume. Torch only::
 
     from regression_lab.checkpoint import load_model
     model, ckpt = load_model("lightning_logs/version_0/checkpoints/last.ckpt")   # MyNN, or stacks
@@ -19,8 +18,7 @@ import torch
 from regression_lab.errors import UsageError
 from regression_lab.models import MAX_HIDDEN_SIZE, MAX_MEMBERS, MyNN, MyNNStack
 
-#: The checkpoint key under which ``fit`` keeps the weights from before training (the
-#: landscape's interpolation starts there).
+#: Where ``fit`` keeps the weights from before training (the landscape's interpolation starts there).
 INITIAL_STATE_KEY = "initial_state_dict"
 #: MyNN's parameters with their shapes for ``h`` hidden units.
 MYNN_SHAPES = {"linear1.weight": ("h", 1), "linear1.bias": ("h",), "linear2.weight": (1, "h"), "linear2.bias": (1,)}
@@ -58,8 +56,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _tensor(state: dict, key: str, shape: tuple[int, ...], source: Path, real: bool = True) -> torch.Tensor:
-    """``state[key]``, refused unless it is a plain CPU tensor of this shape (checked before any
-    copy: a crafted file can view a tiny storage as a huge shape) with finite real values."""
+    """``state[key]`` if a plain CPU tensor of this shape (checked first: a crafted file can view a tiny storage as a
+    huge shape) with finite real values."""
     t = state.get(key)
     name = key.removeprefix("net.")
     if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.device.type != "cpu":
@@ -106,8 +104,7 @@ def _stack(state: dict[str, Any], i: int, source: Path) -> MyNNStack:
 
 
 def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]]:
-    """A checkpoint's model in eval mode on the CPU: a ``MyNN``, or an ensemble's settings as
-    ``MyNNStack``s; and the checkpoint. Anything that is not what ``fit`` writes is refused."""
+    """A checkpoint's model (a ``MyNN``, or ``MyNNStack``s) in eval mode on the CPU, and the checkpoint itself."""
     path = Path(path)
     ckpt = read_checkpoint(path)
     state = ckpt["state_dict"]

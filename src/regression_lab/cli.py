@@ -1,12 +1,8 @@
-"""The ``regression-lab`` command: one entry point, one signal handler, one way to fail.
-
-``fit``, ``validate`` and ``test`` go through LightningCLI (:mod:`regression_lab.train`); the
-other commands are modules with ``build_parser()`` and ``run(args)``, and ``predict``, ``demo``,
-``export`` and ``serve`` never import Lightning. Whatever the command, bad input ends with one
-``error:`` line and exit 2, a failed run exit 1, and SIGINT/SIGTERM one line and 130/143::
+"""The ``regression-lab`` command: one entry point, one signal handler, one way to fail. ``fit``, ``validate`` and
+``test`` go through LightningCLI (:mod:`regression_lab.train`); the other commands are modules with ``build_parser()``
+and ``run(args)``. Bad input ends with one ``error:`` line and exit 2, a failed run exit 1, a signal 130/143::
 
     regression-lab --help
-    regression-lab fit
     regression-lab predict --x 10
 """
 
@@ -14,12 +10,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from regression_lab.errors import Interrupted, TrainingFailed, UsageError, handle_signals
+from regression_lab.errors import Interrupted, TrainingFailed, UsageError, handle_signals, restore_signals
 
 USAGE = """\
 usage: regression-lab <command> [options]
@@ -62,8 +57,7 @@ def one_line(message: object) -> str:
 
 
 def no_aliases(loader: Any) -> Any:
-    """jsonargparse's YAML loader, refusing YAML aliases: a 1 kB "billion laughs" file of nested
-    aliases expands to billions of values, and no setting of this project needs one."""
+    """jsonargparse's YAML loader, refusing aliases: a 1 kB "billion laughs" file expands to billions of values."""
     import yaml
 
     def load(text: str) -> Any:
@@ -76,10 +70,8 @@ def no_aliases(loader: Any) -> Any:
 
 
 def bound_configs(argv: list[str]) -> list[str]:
-    """``argv`` with every ``--config``/``-c`` file read here, at most :data:`MAX_CONFIG_BYTES`,
-    and passed on as its YAML text (jsonargparse takes either), so a giant or endless file
-    (``/dev/zero``) ends at the limit and a pipe is read once; every YAML value, from a file or
-    an option, goes through :func:`no_aliases`."""
+    """``argv`` with each ``--config``/``-c`` file read here (at most :data:`MAX_CONFIG_BYTES`: ``/dev/zero`` ends)
+    and passed on as its YAML text, so a pipe is read once; every YAML value goes through :func:`no_aliases`."""
     import yaml
     from jsonargparse import get_loader, set_loader
 
@@ -96,20 +88,20 @@ def bound_configs(argv: list[str]) -> list[str]:
         try:
             with open(path, "rb") as fh:  # noqa: PTH123
                 text = fh.read(MAX_CONFIG_BYTES + 1).decode("utf-8", errors="replace")
-            yaml.safe_load(text) if len(text) <= MAX_CONFIG_BYTES else None
         except OSError as err:
             raise UsageError(f"cannot read --config {path}: {err.strerror or err}") from None
-        except yaml.YAMLError as err:
-            raise UsageError(f"--config {path} is not valid YAML: {one_line(err)}") from None
         if len(text) > MAX_CONFIG_BYTES:
             raise UsageError(f"--config {path} is larger than {MAX_CONFIG_BYTES:,} bytes: not a config file")
+        try:  # named here: passed on as text, jsonargparse could not say which file it was
+            yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise UsageError(f"--config {path} is not valid YAML: {one_line(err)}") from None
         out[j] = f"{flag}={text}" if eq else text
     return out
 
 
 def run_command(command: str, argv: Sequence[str]) -> int:
-    """Parse ``argv`` with the command's parser and run it; the training commands through
-    LightningCLI (which Lightning and its parser load only for)."""
+    """Parse ``argv`` with the command's parser and run it; the training commands through LightningCLI."""
     from jsonargparse import ArgumentError
 
     try:
@@ -125,7 +117,10 @@ def run_command(command: str, argv: Sequence[str]) -> int:
             except ModuleNotFoundError as err:  # a setting needs a package this machine lacks
                 raise UsageError(f"a setting needs a missing package: {one_line(err)}") from None
             return 0
-        module = importlib.import_module(f"regression_lab.{command}")
+        try:
+            module = importlib.import_module(f"regression_lab.{command}")
+        except ImportError as err:  # an extra not installed (serve: LitServe)
+            raise UsageError(f"{command} needs {err.name}: pip install 'regression-lab[serve]'") from None
         return module.run(module.build_parser().parse_args(list(argv)))
     except ArgumentError as err:
         message = one_line(err)
@@ -145,12 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command not in (*TRAINING, *COMMANDS):
             raise UsageError(f"unknown command {command!r}: choose from {', '.join((*TRAINING, *COMMANDS))}")
         return run_command(command, bound_configs(argv[1:]))
-    except UsageError as err:
+    except (UsageError, TrainingFailed) as err:  # bad input exits 2, a failed run 1
         print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except TrainingFailed as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, UsageError) else 1
     except Interrupted as err:
         after = AFTER_INTERRUPT.get(command, f"{command} wrote nothing that a rerun does not write again")
         print(f"interrupted by {err} ({after})", file=sys.stderr)
@@ -160,8 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        restore_signals(previous)
 
 
 def entry() -> None:

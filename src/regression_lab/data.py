@@ -1,14 +1,8 @@
-"""The LightningDataModule of the lab: samples of ``y = slope * x + intercept``, served as
-tensor-indexed batches on the training device.
-
-The defaults are the lab's data: training x = 1, 2, 3, 4, 5 (float32, shape (N, 1)), y = 3x + 2,
-no noise, one full batch per epoch; validation on the unseen x = 6..10, where the lab asks its
-question; a test set over x = 0..10 in steps of 0.5. Try it::
+"""The LightningDataModule of the lab: samples of ``y = slope * x + intercept`` as tensor-indexed batches on the
+training device (each rank its own shard). The defaults are the lab's data: training x = 1..5, y = 3x + 2, one full
+batch per epoch; validation on the unseen x = 6..10, where the lab asks its question; a test set over x = 0..10::
 
     python -c "from regression_lab.data import RegressionDataModule as D; d = D(); d.setup(); print(d.train_x.T)"
-
-Batches are cut from the tensors by indexing (:class:`TensorBatches`), not gathered sample by
-sample by a ``DataLoader``. Under a distributed strategy each rank keeps only its own shard.
 """
 
 from __future__ import annotations
@@ -26,14 +20,12 @@ from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, check_in
 MAX_SAMPLES = 100_000_000
 #: Noise draws counted as possible, in standard deviations (100 million normal draws stay within 6).
 NOISE_SIGMAS = 8.0
-#: Data beyond this size are named beside the learning rate when training diverges: the lab's
-#: reach 17, and an SGD step grows with the square of the inputs.
+#: Data beyond this size (the lab's reach 17) are named beside the lr after a divergence: a step grows with x^2.
 LARGE_DATA = 100.0
 
 
 class TensorBatches:
-    """``(x, y)`` batches cut from two tensors by indexing; Lightning takes any iterable with a
-    ``len`` as a dataloader. Shuffling draws a new permutation each epoch from ``generator``."""
+    """``(x, y)`` batches cut from two tensors by indexing, not gathered sample by sample as a DataLoader does."""
 
     def __init__(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None, generator: torch.Generator | None = None
@@ -54,12 +46,10 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, bs = len(self.x), self.batch_size
-        if self.generator is None or n < 2:
-            # Contiguous slices are views: no copy at all.
+        if self.generator is None or n < 2:  # contiguous slices are views: no copy at all
             yield from ((self.x[s : s + bs], self.y[s : s + bs]) for s in range(0, n, bs))
             return
-        # Drawn on the CPU generator, so the order does not depend on the device; int32 draws the
-        # same permutation as int64 and halves the copy to a GPU.
+        # On the CPU generator: the same order on any device (int32 draws the same permutation as int64, half the copy).
         dtype = torch.int32 if n <= torch.iinfo(torch.int32).max else torch.int64
         order = torch.randperm(n, generator=self.generator, dtype=dtype).to(self.x.device)
         yield from ((self.x[idx], self.y[idx]) for idx in order.split(bs))
@@ -113,12 +103,19 @@ class RegressionDataModule(L.LightningDataModule):
             "val": (val_samples, val_x_min, val_x_max),
             "test": (test_samples, test_x_min, test_x_max),
         }
-        check_float("data.slope", slope)
-        check_float("data.intercept", intercept)
-        check_float("data.noise_std", noise_std, 0.0)
-        check_int("data.seed", seed, 0)
-        if batch_size is not None:
-            check_int("data.batch_size", batch_size, 1)
+        self.check()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
+
+    def check(self) -> None:
+        """Refuse (:class:`UsageError`) settings that give no data, or data beyond float32's range."""
+        hp = self.hparams
+        check_float("data.slope", hp.slope)
+        check_float("data.intercept", hp.intercept)
+        check_float("data.noise_std", hp.noise_std, 0.0)
+        check_int("data.seed", hp.seed, 0)
+        if hp.batch_size is not None:
+            check_int("data.batch_size", hp.batch_size, 1)
         for split, (num, lo, hi) in self.splits.items():
             prefix = "" if split == "train" else f"{split}_"
             check_int(f"data.{split if prefix else 'num'}_samples", num, 1, MAX_SAMPLES)
@@ -132,8 +129,6 @@ class RegressionDataModule(L.LightningDataModule):
                 f"the data settings give samples beyond float32's range {FLOAT32_MAX:.3g}{about}: "
                 "scale --data.x_*, --data.slope, --data.intercept or --data.noise_std down"
             )
-        self.generator = torch.Generator().manual_seed(seed)
-        self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
 
     def line_at(self, x: float) -> float:
         """The true line's value at ``x`` (what a perfect model predicts)."""
@@ -143,20 +138,16 @@ class RegressionDataModule(L.LightningDataModule):
         """The largest |x| or |y| the data can hold (noise counted to :data:`NOISE_SIGMAS`)."""
         hp, largest = self.hparams, 0.0
         for split, (_, lo, hi) in self.splits.items():
-            if train_only and split != "train":
-                continue
-            noise = NOISE_SIGMAS * hp.noise_std if split == "train" else 0.0
-            x = max(abs(lo), abs(hi))
-            largest = max(largest, x, abs(hp.slope) * x + abs(hp.intercept) + noise)
+            if split == "train" or not train_only:
+                x, noise = max(abs(lo), abs(hi)), (NOISE_SIGMAS * hp.noise_std if split == "train" else 0.0)
+                largest = max(largest, x, abs(hp.slope) * x + abs(hp.intercept) + noise)
         return largest
 
     def samples(self, split: str, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """One split's samples, rank ``rank``'s shard only (every ``world_size``-th sample), as
-        float32 tensors of shape (n, 1) on the CPU. Only the training targets get noise."""
+        """Rank ``rank``'s shard of a split (every ``world_size``-th sample) as (n, 1) float32 CPU tensors."""
         num, lo, hi = self.splits[split]
-        # Training shards are padded to equal length by wrapping around (equal step counts keep
-        # DDP in step); evaluation shards are exact, so metrics reduced across ranks count each
-        # sample once.
+        # Training shards are padded to equal length by wrapping around (equal step counts keep DDP in step);
+        # evaluation shards are exact, so metrics reduced across ranks count each sample once.
         if split != "train" and num >= world_size:
             idx = torch.arange(rank, num, world_size)
         else:
@@ -164,8 +155,7 @@ class RegressionDataModule(L.LightningDataModule):
         step = (hi - lo) / (num - 1) if num > 1 else 0.0
         x = (lo + idx.to(torch.float64) * step).to(torch.float32).unsqueeze(1)
         y = self.hparams.slope * x + self.hparams.intercept
-        if split == "train" and self.hparams.noise_std > 0:
-            # Drawn for the whole set, so a sample's noise does not depend on the number of ranks.
+        if split == "train" and self.hparams.noise_std > 0:  # drawn for the whole set, whatever the ranks
             gen = torch.Generator().manual_seed(self.hparams.seed + 1)
             y = y + self.hparams.noise_std * torch.randn(num, 1, generator=gen)[idx]
         return x, y
@@ -182,7 +172,7 @@ class RegressionDataModule(L.LightningDataModule):
             setattr(self, f"{split}_y", y.to(device))
 
     def state_dict(self) -> dict[str, Any]:
-        """The shuffle generator's state (a ByteTensor), so a resumed run draws the same orders."""
+        """The shuffle generator's state, so a resumed run draws the same orders."""
         return {"shuffle_generator": self.generator.get_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -191,10 +181,9 @@ class RegressionDataModule(L.LightningDataModule):
             self.generator.set_state(state_dict["shuffle_generator"])
 
     def train_dataloader(self) -> TensorBatches:
-        """Training batches, reshuffled each epoch when ``shuffle`` is on."""
+        """Training batches, reshuffled each epoch with ``shuffle``."""
         bs, world = self.hparams.batch_size, self.trainer.world_size if self.trainer else 1
-        # batch_size is the global batch: each rank takes its part, so DDP steps through the
-        # data as one process with the same batch_size does.
+        # batch_size is the global batch: each rank takes its part, so DDP steps as one process does.
         per_rank = max(1, bs // world) if bs else None
         return TensorBatches(self.train_x, self.train_y, per_rank, self.generator if self.hparams.shuffle else None)
 

@@ -1,11 +1,8 @@
-"""The ``demo`` command: the lab's part A and model walk-throughs, forward passes by hand, with
-NumPy and with torch. Each section is a function returning its values; one printer shows any
-section as text, ``--json`` as JSON. No Lightning import: it starts fast. Run it::
+"""The ``demo`` command: the lab's part A, forward passes by hand, with NumPy and with torch, and
+walk-throughs of ``TinyModel``, ``nn.Linear`` and ``MyNN``. No Lightning: it starts fast. Run it::
 
-    regression-lab demo                 # every section
-    regression-lab demo forward         # perceptron ... the ReLU exercise
-    regression-lab demo tinymodel --logdir lightning_logs/graphs   # and the model graph for TensorBoard
-    regression-lab demo linear --json
+    regression-lab demo                 # every section (forward, tinymodel, linear, mynn)
+    regression-lab demo tinymodel --seed 3 --json --logdir lightning_logs/graphs   # and its graph for TensorBoard
 """
 
 from __future__ import annotations
@@ -13,16 +10,15 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from jsonargparse import ArgumentParser, Namespace
 from torch import nn
 
-from regression_lab.errors import UsageError, check_int
+from regression_lab.errors import UsageError, check_int, summary
 from regression_lab.models import MAX_SEED, MyNN, TinyModel
 
 # The lab's numbers: one sample of four features, three neurons, and a batch of three samples.
@@ -32,25 +28,22 @@ BIASES = [2.0, 3.0, 0.5]
 BATCH = [[0.8, 1.3, 2.5, 2.0], [2.3, 1.5, 3.8, 4.5], [-1.5, 2.7, 3.3, -0.8]]
 
 
-@dataclass
-class Section:
+class Section(NamedTuple):
     """What a demo section computed: a title, its teaching point, and named values."""
 
     title: str
     note: str
-    values: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any]
 
 
 def perceptron(seed: int = 0) -> Section:
     """One neuron with three inputs, a bias, and a step function."""
     inputs, weights, bias = [0.8, 1.3, 2.5], [2.5, 1.7, -0.5], 2.0
-    weighted_sum = inputs[0] * weights[0] + inputs[1] * weights[1] + inputs[2] * weights[2] + bias
-    return Section(
-        "The perceptron (one neuron)",
-        "Each input is scaled by its weight, the neuron adds its one bias, and a step function turns the sum "
-        "into 0 or 1 (1 when the sum is >= 0).",
-        dict(inputs=inputs, weights=weights, bias=bias, weighted_sum=weighted_sum, step_output=int(weighted_sum >= 0)),
-    )
+    total = inputs[0] * weights[0] + inputs[1] * weights[1] + inputs[2] * weights[2] + bias
+    note = ("Each input is scaled by its weight, the neuron adds its one bias, and a step function turns the sum "
+            "into 0 or 1 (1 when the sum is >= 0).")  # fmt: skip
+    values = dict(inputs=inputs, weights=weights, bias=bias, weighted_sum=total, step_output=int(total >= 0))
+    return Section("The perceptron (one neuron)", note, values)
 
 
 def three_neurons(seed: int = 0) -> Section:
@@ -61,12 +54,8 @@ def three_neurons(seed: int = 0) -> Section:
         x[0] * w2[0] + x[1] * w2[1] + x[2] * w2[2] + x[3] * w2[3] + b2,
         x[0] * w3[0] + x[1] * w3[1] + x[2] * w3[2] + x[3] * w3[3] + b3,
     ]
-    return Section(
-        "Three neurons, written out",
-        "Every neuron has its own weight for each input and one bias of its own: three neurons, three biases, "
-        "three outputs.",
-        dict(inputs=x, outputs=outputs),
-    )
+    note = "Every neuron has its own weight for each input and one bias: three neurons, three biases, three outputs."
+    return Section("Three neurons, written out", note, dict(inputs=x, outputs=outputs))
 
 
 def loops_and_dot(seed: int = 0) -> Section:
@@ -77,128 +66,84 @@ def loops_and_dot(seed: int = 0) -> Section:
         for x, w in zip(INPUTS, weights, strict=True):
             total += x * w
         looped.append(total + bias)
-    return Section(
-        "Loops, then NumPy dot products",
-        "A loop over (weights, bias) pairs gives the same layer; np.dot(weights, inputs) does it at once "
-        "(weights first: matrix . vector), like y = w x + b for each neuron.",
-        dict(
-            looped=looped,
-            numpy_one_neuron=float(np.dot(np.array(WEIGHTS[0]), np.array(INPUTS)) + BIASES[0]),
-            numpy_layer=np.dot(np.array(WEIGHTS), np.array(INPUTS)) + np.array(BIASES),
-        ),  # fmt: skip
-    )
+    note = ("A loop over (weights, bias) pairs gives the same layer; np.dot(weights, inputs) does it at once "
+            "(weights first: matrix . vector), like y = w x + b for each neuron.")  # fmt: skip
+    one = float(np.dot(np.array(WEIGHTS[0]), np.array(INPUTS)) + BIASES[0])
+    layer = np.dot(np.array(WEIGHTS), np.array(INPUTS)) + np.array(BIASES)
+    return Section("Loops, then NumPy dot products", note, dict(looped=looped, numpy_one_neuron=one, numpy_layer=layer))
 
 
 def batch_of_samples(seed: int = 0) -> Section:
     """A batch of three samples through the layer: inputs @ weights.T + biases."""
     out = np.array(BATCH) @ np.array(WEIGHTS).T + np.array(BIASES)
-    return Section(
-        "A batch: inputs @ weights.T + biases",
-        "Each row of the input is a sample and each row of the output that sample's three neuron outputs; the "
-        "weights are transposed so the inner sizes (4) match.",
-        dict(outputs=out, shape=list(out.shape)),
-    )
+    note = ("Each row of the input is a sample and each row of the output that sample's three neuron outputs; the "
+            "weights are transposed so the inner sizes (4) match.")  # fmt: skip
+    return Section("A batch: inputs @ weights.T + biases", note, dict(outputs=out, shape=list(out.shape)))
 
 
 def tensors(seed: int = 0) -> Section:
     """torch's dot, mm, matmul and @, and how torch.dot differs from np.dot."""
     a, b = torch.tensor([[0, 1, 2], [1, 2, 3]]), torch.tensor([[0, 1], [1, 1], [1, 3]])
     x, w, bias = torch.tensor(BATCH), torch.tensor(WEIGHTS), torch.tensor(BIASES)
-    via_matmul, via_mm, via_at = torch.matmul(x, torch.transpose(w, 0, 1)) + bias, x.mm(w.T) + bias, x @ w.T + bias
+    matmul, mm, at = torch.matmul(x, torch.transpose(w, 0, 1)) + bias, x.mm(w.T) + bias, x @ w.T + bias
     try:  # np.dot multiplies 2-D arrays as matrices; torch.dot only takes 1-D vectors
         torch.dot(a, b)
-        torch_2d = "no error"
+        refused = "no error"
     except RuntimeError as err:
-        torch_2d = f"RuntimeError: {str(err).splitlines()[0]}"
-    return Section(
-        "Tensors: dot, mm, matmul and @",
-        "torch.dot is the inner product of two 1-D vectors; for matrices use torch.mm, torch.matmul, .mm or @, "
-        "which all give the same batch output. np.dot on 2-D arrays is a matrix product; torch.dot refuses them.",
-        dict(
-            torch_dot=torch.dot(torch.tensor([1, 2]), torch.tensor([3, 2])),
-            torch_mm=torch.mm(a, b),
-            batch_matmul=via_matmul,
-            batch_mm=via_mm,
-            batch_at=via_at,
-            all_three_equal=bool(torch.equal(via_matmul, via_mm) and torch.equal(via_mm, via_at)),
-            np_dot_2d=np.dot(a.numpy(), b.numpy()),
-            torch_dot_2d=torch_2d,
-        ),  # fmt: skip
-    )
+        refused = f"RuntimeError: {str(err).splitlines()[0]}"
+    note = ("torch.dot is the inner product of two 1-D vectors; for matrices use torch.mm, torch.matmul, .mm or @, "
+            "which all give the same batch output. np.dot on 2-D arrays is a matrix product; "
+            "torch.dot refuses them.")  # fmt: skip
+    same = bool(torch.equal(matmul, mm) and torch.equal(mm, at))
+    values = dict(torch_dot=torch.dot(torch.tensor([1, 2]), torch.tensor([3, 2])), torch_mm=torch.mm(a, b),
+                  batch_matmul=matmul, batch_mm=mm, batch_at=at, all_three_equal=same,
+                  np_dot_2d=np.dot(a.numpy(), b.numpy()), torch_dot_2d=refused)  # fmt: skip
+    return Section("Tensors: dot, mm, matmul and @", note, values)
 
 
 def relu_exercise(seed: int = 0) -> Section:
     """The lab's exercise done right: 5 random inputs, 2 ReLU neurons, one matmul."""
     gen = torch.Generator().manual_seed(seed)
-    inputs, weights, biases = (
-        torch.rand(5, generator=gen),
-        torch.randn(2, 5, generator=gen),
-        torch.randn(2, generator=gen),
-    )
-    weighted = weights @ inputs + biases
-    return Section(
-        "Exercise: 5 inputs, 2 ReLU neurons",
-        "Inputs from torch.rand (0..1), weights and biases from torch.randn; one matrix product for both neurons, "
-        "then ReLU: a negative weighted sum becomes 0, a positive one passes unchanged.",
-        dict(
-            seed=seed,
-            inputs=inputs,
-            weights=weights,
-            biases=biases,
-            weighted_sum=weighted,
-            outputs=torch.relu(weighted),
-        ),
-    )
+    inputs = torch.rand(5, generator=gen)
+    weights, biases = torch.randn(2, 5, generator=gen), torch.randn(2, generator=gen)
+    total = weights @ inputs + biases
+    note = ("Inputs from torch.rand (0..1), weights and biases from torch.randn; one matrix product for both "
+            "neurons, then ReLU: a negative weighted sum becomes 0, a positive one passes unchanged.")  # fmt: skip
+    values = dict(seed=seed, inputs=inputs, weights=weights, biases=biases, weighted_sum=total,
+                  outputs=torch.relu(total))  # fmt: skip
+    return Section("Exercise: 5 inputs, 2 ReLU neurons", note, values)
 
 
 def tinymodel(seed: int = 0) -> Section:
-    """TinyModel inspected: architecture, one layer, the last layer's parameters, counts, a forward pass."""
+    """TinyModel inspected: its layers, the last layer's parameters, counts, a forward pass."""
     torch.manual_seed(seed)  # nn.Linear initialises from the global generator
     model = TinyModel()
     with torch.no_grad():
         probs = model(torch.rand(4, 100, generator=torch.Generator().manual_seed(seed)))
     counts = {name: p.numel() for name, p in model.named_parameters()}
-    return Section(
-        "TinyModel: 100 -> 200 -> 10, softmax",
-        "print(model) shows the layers; each Linear holds a weight (out, in) and a bias (out). Parameters have "
-        "requires_grad=True so training can follow their gradients. Softmax over the last dimension turns each "
-        "row of 10 scores into probabilities.",
-        dict(
-            architecture=str(model),
-            one_layer=str(model.linear2),
-            linear2_weight_shape=list(model.linear2.weight.shape),
-            linear2_bias=model.linear2.bias.detach(),
-            requires_grad=all(p.requires_grad for p in model.parameters()),
-            parameter_counts=counts,
-            total_parameters=sum(counts.values()),
-            batch_output_shape=list(probs.shape),
-            row_sums=probs.sum(dim=-1),
-        ),  # fmt: skip
-    )
+    note = ("print(model) shows the layers; each Linear holds a weight (out, in) and a bias (out). Parameters have "
+            "requires_grad=True so training can follow their gradients. Softmax over the last dimension turns each "
+            "row of 10 scores into probabilities.")  # fmt: skip
+    values = dict(architecture=str(model), one_layer=str(model.linear2),
+                  linear2_weight_shape=list(model.linear2.weight.shape), linear2_bias=model.linear2.bias.detach(),
+                  requires_grad=all(p.requires_grad for p in model.parameters()), parameter_counts=counts,
+                  total_parameters=sum(counts.values()), batch_output_shape=list(probs.shape),
+                  row_sums=probs.sum(dim=-1))  # fmt: skip
+    return Section("TinyModel: 100 -> 200 -> 10, softmax", note, values)
 
 
 def linear_layer(seed: int = 0) -> Section:
     """nn.Linear(3, 2) on a (1, 3) input, checked against x @ W.T + b."""
     torch.manual_seed(seed)
-    lin = nn.Linear(3, 2)
-    x = torch.rand(1, 3)
+    lin, x = nn.Linear(3, 2), torch.rand(1, 3)
     with torch.no_grad():
         y, by_hand = lin(x), x @ lin.weight.T + lin.bias
-    return Section(
-        "nn.Linear(3, 2)",
-        "The weight is stored as (out_features, in_features) = (2, 3), so the layer computes x @ W.T + b; weights "
-        "scale the inputs, the biases shift the outputs.",
-        dict(
-            input=x,
-            weight=lin.weight.detach(),
-            bias=lin.bias.detach(),
-            weight_shape=list(lin.weight.shape),
-            output=y,
-            x_WT_plus_b=by_hand,
-            identity_holds=bool(torch.allclose(y, by_hand)),
-            requires_grad=lin.weight.requires_grad and lin.bias.requires_grad,
-        ),  # fmt: skip
-    )
+    note = ("The weight is stored as (out_features, in_features) = (2, 3), so the layer computes x @ W.T + b; "
+            "weights scale the inputs, the biases shift the outputs.")  # fmt: skip
+    values = dict(input=x, weight=lin.weight.detach(), bias=lin.bias.detach(), weight_shape=list(lin.weight.shape),
+                  output=y, x_WT_plus_b=by_hand, identity_holds=bool(torch.allclose(y, by_hand)),
+                  requires_grad=lin.weight.requires_grad and lin.bias.requires_grad)  # fmt: skip
+    return Section("nn.Linear(3, 2)", note, values)
 
 
 def mynn(seed: int = 0) -> Section:
@@ -206,12 +151,10 @@ def mynn(seed: int = 0) -> Section:
     torch.manual_seed(seed)
     model = MyNN(5)
     counts = {name: p.numel() for name, p in model.named_parameters()}
-    return Section(
-        "MyNN(5): 1 -> 5 -> 1",
-        "One input, one output, a ReLU hidden layer and no output activation: a regression network. "
-        "`regression-lab fit` trains it on y = 3x + 2.",
-        dict(architecture=str(model), parameter_counts=counts, total_parameters=sum(counts.values())),
-    )
+    note = ("One input, one output, a ReLU hidden layer and no output activation: a regression network. "
+            "`regression-lab fit` trains it on y = 3x + 2.")  # fmt: skip
+    values = dict(architecture=str(model), parameter_counts=counts, total_parameters=sum(counts.values()))
+    return Section("MyNN(5): 1 -> 5 -> 1", note, values)
 
 
 #: Sections per demo name; ``all`` runs every one in this order.
@@ -221,7 +164,7 @@ DEMOS = {
     "linear": [linear_layer],
     "mynn": [mynn],
 }
-#: The model (and an example input) whose graph ``--logdir`` writes, per demo.
+#: The model (and the shape of an example input) whose graph ``--logdir`` writes, per demo.
 GRAPHS = {"tinymodel": (TinyModel, (1, 100)), "mynn": (MyNN, (1, 1))}
 
 
@@ -246,10 +189,10 @@ def format_section(section: Section) -> str:
     lines = [f"== {section.title} ==", section.note, ""]
     for key, value in section.values.items():
         # Six significant digits hide float noise (6.960000000000001) yet keep the lab's 1.867.
-        if isinstance(value, float):
-            text = f"{value:.6g}"
-        elif isinstance(value, (torch.Tensor, np.ndarray)):
+        if isinstance(value, (torch.Tensor, np.ndarray)):
             text = np.array2string(np.asarray(value.tolist()), precision=4, suppress_small=True, floatmode="maxprec")
+        elif isinstance(value, float):
+            text = f"{value:.6g}"
         elif isinstance(value, list) and value and all(isinstance(v, float) for v in value):
             text = "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
         else:
@@ -259,7 +202,7 @@ def format_section(section: Section) -> str:
 
 
 def write_graphs(logdir: Path, names: list[str], seed: int = 0) -> list[Path]:
-    """The model graphs of the named demos' models, one TensorBoard run each under ``logdir``."""
+    """The graphs of the named demos' models, a TensorBoard run each under ``logdir``."""
     from torch.utils.tensorboard import SummaryWriter
 
     written = []
@@ -268,8 +211,7 @@ def write_graphs(logdir: Path, names: list[str], seed: int = 0) -> list[Path]:
         model, shape = GRAPHS[name]
         try:
             with SummaryWriter(log_dir=str(logdir / name)) as writer, warnings.catch_warnings():
-                # add_graph traces with torch.jit.trace, which torch deprecates: the graph is still
-                # what the Graphs tab shows.
+                # add_graph traces with torch.jit.trace, which torch deprecates: the graph is still right.
                 warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace\w*` is deprecated")
                 writer.add_graph(model(), torch.rand(shape))
         except OSError as err:
@@ -280,18 +222,17 @@ def write_graphs(logdir: Path, names: list[str], seed: int = 0) -> list[Path]:
 
 def build_parser() -> ArgumentParser:
     """The ``demo`` command's options."""
-    parser = ArgumentParser(prog="regression-lab demo", description=__doc__.split("\n")[0], exit_on_error=False)
-    parser.add_argument("section", nargs="?", default="all", help="forward, tinymodel, linear, mynn or all (default)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random parts (the exercise, models)")
-    parser.add_argument("--json", action="store_true", help="print the values as JSON instead of text")
-    parser.add_argument(
-        "--logdir", type=str | None, help="also write the model graphs (tinymodel, mynn) for TensorBoard"
-    )
+    parser = ArgumentParser(prog="regression-lab demo", description=summary(__doc__), exit_on_error=False)
+    add = parser.add_argument
+    add("section", nargs="?", default="all", help="forward, tinymodel, linear, mynn or all (default)")
+    add("--seed", type=int, default=0, help="seed for the random parts (the exercise, models)")
+    add("--json", action="store_true", help="print the values as JSON instead of text")
+    add("--logdir", type=str | None, help="also write the model graphs (tinymodel, mynn) for TensorBoard")
     return parser
 
 
 def run(args: Namespace) -> int:
-    """Run ``demo``: compute the sections, print them, and write the graphs with ``--logdir``."""
+    """Compute the sections, print them, and write the graphs with ``--logdir``."""
     sections = run_demo(args.section, check_int("--seed", args.seed, 0, MAX_SEED))
     graphs: list[Path] = []
     if args.logdir:
@@ -304,8 +245,8 @@ def run(args: Namespace) -> int:
         payload = {"sections": [{"title": s.title, "note": s.note, "values": to_plain(s.values)} for s in sections]}
         json.dump({**payload, **({"graphs": [str(p) for p in graphs]} if graphs else {})}, sys.stdout, indent=2)
         sys.stdout.write("\n")
-    else:
-        sys.stdout.write("\n".join(format_section(s) for s in sections))
-        for path in graphs:
-            sys.stdout.write(f"\nModel graph written to {path} (tensorboard --logdir {path.parent}, Graphs tab)\n")
+        return 0
+    sys.stdout.write("\n".join(format_section(s) for s in sections))
+    for path in graphs:
+        sys.stdout.write(f"\nModel graph written to {path} (tensorboard --logdir {path.parent}, Graphs tab)\n")
     return 0

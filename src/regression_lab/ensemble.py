@@ -1,18 +1,12 @@
-"""Many ``MyNN`` members in one fit: seeds x settings, one ``Trainer``, and the lab's model factory.
+"""Many ``MyNN`` members in one fit (seeds x settings, one ``Trainer``), and the lab's model factory. Each optimizer
+setting is a :class:`MyNNStack` of every hidden size and seed under ``torch.func.vmap`` and its own SGD parameter group;
+the loss sums the members' MSE, so member ``(h, lr, s)`` trains as ``fit --seed_everything s --model.hidden_size h
+--model.lr lr`` would. A member whose loss goes non-finite is marked diverged and zeroed; the others train on::
 
-Each optimizer setting (learning rate, momentum, weight decay) is a :class:`MyNNStack` of every
-hidden size and seed, evaluated with ``torch.func.vmap``, and its own SGD parameter group. The
-loss is the sum of the members' MSE, so each member gets exactly its own gradient: member
-``(h, lr, s)`` trains as ``regression-lab fit --seed_everything s --model.hidden_size h
---model.lr lr`` would, on the same batches. A member whose loss goes non-finite is marked
-diverged and zeroed; the others train on. ``regression_model`` picks the class::
-
-    regression-lab fit --model.num_seeds 1000            # seeds 0..999 of the lab's model
     regression-lab fit --model.num_seeds 100 --model.hidden_size [4,8] --seed_everything 7
 """
 
-# No `from __future__ import annotations`: LightningCLI reads regression_model's return
-# annotation as a class, and postponed annotations would make it a string.
+# No `from __future__ import annotations`: LightningCLI reads regression_model's return annotation as a class.
 import itertools
 import math
 import os
@@ -26,15 +20,13 @@ from regression_lab.metrics import setting_name
 from regression_lab.models import MAX_MEMBERS, MAX_SEED, MyNN, MyNNStack, check_seeds
 from regression_lab.module import RegressionModule
 
-
 #: The training-loss percentiles drawn per setting, over the seeds.
 QUANTILES = (0.1, 0.5, 0.9)
 
 
 def check_memory(members: int, hidden_size: int, samples: int) -> None:
-    """Refuse an ensemble whose training would need more than half of this machine's memory:
-    weights, gradients, momentum and initial weights (4 x (3h + 1) floats a member) and the
-    activations of the largest split kept for the backward pass (about 4 x samples x h)."""
+    """Refuse an ensemble that would need over half of this machine's memory: weights, gradients, momentum and
+    initial weights (4 x (3h + 1) floats a member) and the activations kept for the backward pass (~4 x samples x h)."""
     if members > MAX_MEMBERS:
         raise UsageError(f"the ensemble has {members:,} members, more than the {MAX_MEMBERS:,} allowed")
     need = 4 * members * (4 * (3 * hidden_size + 1) + 4 * samples * hidden_size + 2 * samples)
@@ -60,8 +52,7 @@ class EnsembleRegressionModule(L.LightningModule):
         first_seed: int,
         seeds: list[int] | None = None,
     ) -> None:
-        """One stack of members per optimizer setting (built by :func:`regression_model`, which
-        checks the values).
+        """One stack of members per optimizer setting (built by :func:`regression_model`, which checks the values).
 
         Args:
             hidden_size: hidden sizes, each trained with every seed and optimizer setting.
@@ -75,18 +66,14 @@ class EnsembleRegressionModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        seeds = list(seeds) if seeds is not None else list(range(first_seed, first_seed + num_seeds))
-        groups = list(itertools.product(lr, momentum, weight_decay))
-        #: One dict per setting, in the members' order; each setting's members are its seeds.
-        self.settings = [
-            dict(hidden_size=h, lr=g[0], momentum=g[1], weight_decay=g[2]) for g in groups for h in hidden_size
-        ]
-        self.seeds = seeds
-        # The hidden sizes share a stack, padded to the largest, so one vmap call evaluates them.
-        self.stacks = torch.nn.ModuleList(
-            MyNNStack([h for h in hidden_size for _ in seeds], seeds * len(hidden_size)) for _ in groups
-        )
+        self.seeds = list(seeds) if seeds is not None else list(range(first_seed, first_seed + num_seeds))
+        groups = itertools.product(lr, momentum, weight_decay)  # one SGD parameter group per stack
         self._groups = [dict(zip(("lr", "momentum", "weight_decay"), g, strict=True)) for g in groups]
+        #: One dict per setting, in the members' order; each setting's members are its seeds.
+        self.settings = [{"hidden_size": h, **g} for g in self._groups for h in hidden_size]
+        # The hidden sizes share a stack, padded to the largest, so one vmap call evaluates them.
+        sizes, stack_seeds = [h for h in hidden_size for _ in self.seeds], self.seeds * len(hidden_size)
+        self.stacks = torch.nn.ModuleList(MyNNStack(sizes, stack_seeds) for _ in self._groups)
 
     def setting_sizes(self) -> list[int]:
         """Members per setting, in the order of :attr:`settings` (to split per-member tensors)."""
@@ -116,8 +103,7 @@ class EnsembleRegressionModule(L.LightningModule):
         return torch.cat([stack.active_units(x) for stack in self.stacks])
 
     def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each member's MSE (M,), and the mean over the healthy ones (inf if none is: never a
-        flattering 0)."""
+        """Each member's MSE (M,), and the mean over the healthy ones (inf if none is: never a flattering 0)."""
         x, y = batch
         losses = ((self(x) - y) ** 2).mean(dim=(1, 2))
         healthy = torch.isfinite(losses) & ~self.diverged()
@@ -126,20 +112,17 @@ class EnsembleRegressionModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         losses, mean = self._losses(batch)
-        # A member whose loss is not finite is out: marked here (no host sync), zeroed after the
-        # step (optimizer_step); the sum, and so every other member's gradient, skips it.
+        # A member whose loss is not finite is out: marked here (no host sync), zeroed in optimizer_step.
         bad = ~torch.isfinite(losses)
         for stack, flags in zip(self.stacks, bad.split([len(s) for s in self.stacks]), strict=True):
             stack.diverged |= flags
-        # Summed in float64: thousands of large finite losses cannot overflow to inf and stop the
-        # fit; each member's gradient is still exactly its own.
+        # Summed in float64: thousands of large finite losses cannot overflow to inf and stop the fit.
         loss = torch.where(self.diverged(), 0.0, losses).double().sum()
         self.log("train/loss", mean, prog_bar=True, batch_size=len(batch[0]))
         return {"loss": loss, "member_losses": losses.detach()}
 
     def on_train_batch_end(self, outputs: dict[str, torch.Tensor], batch: Any, batch_idx: int) -> None:
-        # The members pictured, not drawn as M curves: each setting's 10th, 50th and 90th
-        # percentile of the training loss, at the steps whose loss is written anyway.
+        # Not M curves: each setting's percentiles of the training loss, at the steps whose loss is written anyway.
         step = self.trainer.global_step
         if self.logger is None or step % max(1, self.trainer.log_every_n_steps):
             return
@@ -155,8 +138,7 @@ class EnsembleRegressionModule(L.LightningModule):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        # Right after the step, before any callback or checkpoint sees the weights: a member
-        # whose step overflowed is retired (zeroed) before it can be saved or used.
+        # Right after the step, before any callback or checkpoint sees the weights: overflowed members are zeroed.
         for stack in self.stacks:
             stack.retire()
 
@@ -167,13 +149,11 @@ class EnsembleRegressionModule(L.LightningModule):
         self.log("test/loss", self._losses(batch)[1], batch_size=len(batch[0]))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # One parameter group per stack: torch's own SGD, each group with its own settings.
         groups = [{"params": stack.parameters(), **g} for stack, g in zip(self.stacks, self._groups, strict=True)]
         return torch.optim.SGD(groups, lr=self._groups[0]["lr"])
 
     def check_memory(self, datamodule: Any) -> None:
-        """Refuse data this ensemble's activations cannot fit in (see :func:`check_memory`); the
-        final metrics see whole splits at once, so the largest counts, whatever the batch size."""
+        """Refuse data too large for this ensemble's activations: the final metrics see whole splits at once."""
         samples = max(split[0] for split in datamodule.splits.values())
         check_memory(sum(len(s) for s in self.stacks), max(self.hparams.hidden_size), samples)
 
@@ -201,11 +181,8 @@ def regression_model(
     first_seed: int | None = None,
     seeds: list[int] | None = None,
 ) -> L.LightningModule:
-    """The lab's model for ``regression-lab fit``: one ``MyNN``, or an ensemble of them.
-
-    One setting and ``num_seeds`` 1 give a :class:`RegressionModule` (seeded by
-    ``seed_everything``); more seeds, explicit ``seeds`` or lists of settings give an
-    :class:`EnsembleRegressionModule` of every combination.
+    """The lab's model for ``regression-lab fit``: one ``MyNN`` (a :class:`RegressionModule`, seeded by
+    ``seed_everything``), or with more seeds or lists of settings an :class:`EnsembleRegressionModule` of them all.
 
     Args:
         hidden_size: ReLU units of MyNN's hidden layer (the lab's best: 5); a list for an ensemble.

@@ -1,8 +1,5 @@
-"""How a command ends when it does not succeed: bad input (exit 2), a failed run (exit 1), or
-SIGINT/SIGTERM (exit 128 + the signal's number). No torch, no Lightning.
-
-:func:`regression_lab.cli.main` installs :func:`handle_signals` once, for every command, and
-turns each of these into one line on stderr::
+"""How a command ends when it does not succeed: bad input (exit 2), a failed run (exit 1), or SIGINT/SIGTERM
+(exit 128 + the signal's number); :func:`regression_lab.cli.main` turns each into one line on stderr. No torch::
 
     from regression_lab.errors import UsageError
     raise UsageError("hidden_size must be >= 1")       # error: hidden_size must be >= 1, exit 2
@@ -21,8 +18,7 @@ from typing import Any
 
 #: The largest finite float32: an input beyond it overflows the model's arithmetic to inf.
 FLOAT32_MAX = 3.4028234663852886e38
-#: How much of a bad value an error message quotes: a megabyte-long line must not come back
-#: as a megabyte-long error.
+#: How much of a bad value an error message quotes: a megabyte-long line must not come back as a long error.
 QUOTE_CHARS = 40
 
 
@@ -38,8 +34,14 @@ class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped the command: one line saying what is on disk, exit 128 + n."""
 
     def __init__(self, signum: int) -> None:
+        """Args: signum: the signal's number (``signal.SIGINT``, ``signal.SIGTERM``)."""
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def summary(doc: str | None) -> str:
+    """A module docstring's first sentence as one line: a command's ``--help`` description."""
+    return " ".join((doc or "").replace("``", "").split(". ")[0].split()).rstrip(":.") + "."
 
 
 def quote(text: str) -> str:
@@ -67,33 +69,34 @@ def check_float(name: str, value: object, low: float = -math.inf, *, strict: boo
     return float(value)
 
 
-# --------------------------------------------------------------------------- signals
-
 _signal: dict[str, int | bool | None] = {"signum": None, "deferred": False, "pid": None}
 
 
 def _handler(signum: int, frame: object) -> None:
-    if os.getpid() != _signal["pid"]:
-        # A process forked with the handler (LitServe's HTTP server): it has shut down on its
-        # own, and the process that installed the handler says what happened.
+    if os.getpid() != _signal["pid"]:  # a forked process (LitServe's server): its parent reports
         sys.exit(0)
     first = _signal["signum"] is None
     _signal["signum"] = signum
-    # While a fit runs, the first signal is a request (the fit stops at its next batch end, see
-    # callbacks.StopOnSignal): an exception raised at an arbitrary bytecode can land between a
-    # lock's acquire and its release in a writer thread's code, and the shutdown then waits on
-    # that lock forever. A second signal interrupts at once.
+    # While a fit runs, the first signal is a request (the fit stops at its next batch end, see callbacks.Guard):
+    # an exception raised at an arbitrary bytecode can land between a lock's acquire and release in a writer
+    # thread's code, and the shutdown then waits on that lock forever. A second signal interrupts at once.
     if not (first and _signal["deferred"]):
         raise Interrupted(signum)
 
 
 def handle_signals() -> dict[int, Any]:
-    """Make SIGINT and SIGTERM raise :class:`Interrupted` in this process (its main thread);
-    returns the handlers they had, for a caller in-process to put back."""
+    """Make SIGINT and SIGTERM raise :class:`Interrupted` here (main thread); returns the handlers they had."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     _signal.update(signum=None, deferred=False, pid=os.getpid())
     return {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_signals(previous: dict[int, Any]) -> None:
+    """Put back the handlers :func:`handle_signals` replaced, and forget any signal it recorded."""
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+    _signal.update(signum=None, deferred=False)
 
 
 def requested() -> int | None:
@@ -103,15 +106,15 @@ def requested() -> int | None:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Within the block the first signal is only recorded (see :func:`requested`); it is raised
-    as :class:`Interrupted` when the block ends, however it ends."""
-    _signal["deferred"] = True
+    """Within the block the first signal is only recorded; it is raised as :class:`Interrupted` when the block ends,
+    whatever it ended with (Lightning's own SIGTERMException, say). Blocks nest."""
+    previous, _signal["deferred"] = _signal["deferred"], True
     try:
         yield
     except BaseException:
         if requested() is None:
             raise
     finally:
-        _signal["deferred"] = False
+        _signal["deferred"] = previous
     if requested() is not None:
         raise Interrupted(requested())  # type: ignore[arg-type]

@@ -1,11 +1,9 @@
 """The ``export`` command: a checkpoint's model as ONNX, torch.export or TorchScript, written
-atomically. Every format takes x of shape (N, 1), any N, and gives predictions (N, 1). An ensemble
-checkpoint is refused (neither exporter captures ``vmap`` yet). No Lightning. Run it::
+atomically; each takes x (N, 1), any N, and gives predictions (N, 1). Ensembles are refused (no exporter captures
+``vmap`` yet). No Lightning. Run it (and the ONNX file with ``onnxruntime.InferenceSession("model.onnx")``)::
 
     regression-lab export --format onnx --out model.onnx                 # the newest checkpoint
     regression-lab export --ckpt_path run.ckpt --format exported_program --out model.pt2
-    python -c "import onnxruntime as ort, numpy as np; s = ort.InferenceSession('model.onnx'); \\
-        print(s.run(None, {'x': np.array([[10.0]], dtype=np.float32)}))"
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import Literal
 import torch
 from jsonargparse import ArgumentParser, Namespace
 
-from regression_lab.errors import UsageError
+from regression_lab.errors import UsageError, summary
 from regression_lab.files import atomic_write, newest_checkpoint
 from regression_lab.predict import Predictor
 
@@ -35,21 +33,13 @@ def export_bytes(model: torch.nn.Module, fmt: str) -> bytes:
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on its progress
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # and its notices about operators this model has none of
-            program = torch.onnx.export(
-                model,
-                (example,),
-                input_names=["x"],
-                output_names=["prediction"],
-                dynamo=True,
-                dynamic_shapes=batch,
-                verbose=False,
-            )
+            names = dict(input_names=["x"], output_names=["prediction"])
+            program = torch.onnx.export(model, (example,), **names, dynamo=True, dynamic_shapes=batch, verbose=False)
         onnx.save_model(program.model_proto, buffer)
     elif fmt == "exported_program":
         torch.export.save(torch.export.export(model, (example,), dynamic_shapes=batch), buffer)
     else:
-        # TorchScript is deprecated by torch (torch.export replaces it): kept for runtimes that
-        # still load it, without its deprecation notices on every export.
+        # TorchScript, deprecated by torch for torch.export, is kept for runtimes that still load it; notices hidden.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w*` is deprecated")
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -59,13 +49,12 @@ def export_bytes(model: torch.nn.Module, fmt: str) -> bytes:
 
 def build_parser() -> ArgumentParser:
     """The ``export`` command's options."""
-    parser = ArgumentParser(prog="regression-lab export", description=__doc__.split("\n")[0], exit_on_error=False)
-    parser.add_argument("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
-    parser.add_argument(
-        "--format", type=Literal["onnx", "exported_program", "torchscript"], required=True,
-        help="onnx (runs in onnxruntime), exported_program (torch.export.load), torchscript (deprecated by torch)",
-    )  # fmt: skip
-    parser.add_argument("--out", type=str, required=True, help="the file to write (replaced atomically)")
+    parser = ArgumentParser(prog="regression-lab export", description=summary(__doc__), exit_on_error=False)
+    add, formats = parser.add_argument, Literal["onnx", "exported_program", "torchscript"]
+    add("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
+    add("--format", type=formats, required=True, help="onnx (runs in onnxruntime), exported_program "
+        "(torch.export.load), torchscript (deprecated by torch)")  # fmt: skip
+    add("--out", type=str, required=True, help="the file to write (replaced atomically)")
     return parser
 
 

@@ -1,8 +1,5 @@
-"""Files and directories the project writes: atomic writes, numbered run directories, locks.
-
-A reader of anything this project writes (checkpoints, tables, figures, exports) sees the old
-file or the new one, never half of one: :func:`atomic_write` writes beside the target, flushes
-and renames. No torch, no Lightning. Use it::
+"""Files and directories the project writes: atomic writes, numbered run directories, locks. A reader of anything
+written here sees the old file or the new one, never half of one. No torch, no Lightning. Use it::
 
     from regression_lab.files import atomic_write
     with atomic_write("results.csv", "w") as fh:
@@ -25,21 +22,9 @@ from regression_lab.errors import UsageError
 LOG_ROOT = Path("lightning_logs")
 
 
-def _umask() -> int:
-    # The only portable way to read the umask is to set it and put it back.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; when the block succeeds it replaces ``path``.
-
-    If the block raises (or the process dies) ``path`` is untouched. A symbolic link is followed
-    (its target is replaced); a device or a named pipe is written in place, since renaming over
-    it would replace the device itself with a plain file.
-    """
+    """A temporary file beside ``path``, renamed over it if the block succeeds; a device or pipe is written in place."""
     target = Path(os.path.realpath(path))
     if target.exists() and not target.is_file() and not target.is_dir():
         with open(target, mode, **kwargs) as fh:  # noqa: PTH123
@@ -47,9 +32,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> It
         return
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        # mkstemp makes the file private; the result gets what open() would give it under the
-        # user's umask, so others (a shared TensorBoard) can read it.
-        os.chmod(tmp, 0o666 & ~_umask())
+        # mkstemp makes the file private; it gets what open() would give it under the user's umask, so others (a
+        # shared TensorBoard) can read it. The only portable way to read the umask is to set it and put it back.
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
@@ -62,10 +49,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> It
 
 
 def check_writable_dir(path: str | os.PathLike, what: str) -> None:
-    """Refuse (:class:`UsageError`) a directory no file can be created in, before the work.
-
-    A directory that does not exist yet is judged by its nearest existing parent.
-    """
+    """Refuse (:class:`UsageError`) a directory no file can be created in (one not there yet: its nearest parent)."""
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -79,11 +63,8 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
 
 
 def lock_dir(path: str | os.PathLike, wait: bool = False) -> int:
-    """An exclusive ``flock`` on the directory itself; close the returned descriptor to release it.
-
-    The kernel releases it when the process dies, even by SIGKILL. Without ``wait`` a lock held
-    elsewhere raises :class:`BlockingIOError` at once.
-    """
+    """An exclusive ``flock`` on the directory until the descriptor is closed or the process dies (even by SIGKILL);
+    without ``wait`` a lock held elsewhere raises :class:`BlockingIOError` at once."""
     import fcntl
 
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -106,14 +87,13 @@ def numbered_dirs(root: str | os.PathLike, prefix: str = "version_") -> list[Pat
 
 
 def reserve_numbered_dir(root: str | os.PathLike, prefix: str = "version_") -> Path:
-    """Create the next ``{prefix}N`` under ``root`` and return it. ``mkdir`` is atomic: of two
-    processes reserving at once, the second takes the next number."""
+    """Create the next ``{prefix}N`` under ``root`` and return it (``mkdir`` is atomic: two processes get two)."""
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         existing = numbered_dirs(root, prefix)
-        n = int(existing[-1].name[len(prefix) :]) + 1 if existing else 0
-        for n in range(n, n + 10_000):
+        first = int(existing[-1].name[len(prefix) :]) + 1 if existing else 0
+        for n in range(first, first + 10_000):
             with contextlib.suppress(FileExistsError):  # taken by another process, or a file
                 (root / f"{prefix}{n}").mkdir()
                 return root / f"{prefix}{n}"
@@ -125,8 +105,7 @@ def reserve_numbered_dir(root: str | os.PathLike, prefix: str = "version_") -> P
 
 
 def newest_checkpoint(root: str | os.PathLike = LOG_ROOT, name: str | None = None) -> Path:
-    """The newest run's ``last.ckpt``, else its newest ``.ckpt`` (runs without one are skipped);
-    ``name`` asks for that file name only. :class:`UsageError` if there is none."""
+    """The newest run's ``last.ckpt``, else its newest ``.ckpt`` (or only ``name``); :class:`UsageError` if none."""
     for run in reversed(numbered_dirs(root)):
         folder = run / "checkpoints"
         found = [folder / name] if name else [folder / "last.ckpt"]

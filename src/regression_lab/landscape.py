@@ -1,44 +1,32 @@
-"""Loss landscapes: the lab's 1D sweep, the (w, b) surface, and the trained network's loss along
-random directions and from its initial weights; the ``landscape`` command.
+"""The ``landscape`` command: the lab's 1D sweep (``lab_1d``, on the lab's data ``11 (w - 3)^2``), the
+(w, b) surface beside closed-form least squares (``linear_2d``), and the trained network's loss on filter-normalized
+random directions (``random_2d``, ``random_1d``; Li et al., 2018) and from its initial to its trained weights
+(``interpolation``), each one vectorized :func:`grid_losses` call; pictures: :mod:`regression_lab.landscape_plots`::
 
-Every landscape is one call of :func:`grid_losses`: the loss at ``start + sum_i a_i d_i`` over a
-grid of coefficients ``a``, evaluated by ``torch.func.functional_call`` under ``vmap`` in chunks
-of bounded memory, never point by point. The data is the checkpoint's own training data,
-rebuilt by its ``RegressionDataModule``. Figures, TensorBoard events and files:
-:mod:`regression_lab.landscape_plots`. Run it::
-
-    regression-lab landscape                                  # the newest checkpoint under ./lightning_logs
-    regression-lab landscape --ckpt_path run.ckpt --resolution 201 --out landscape/
-    regression-lab landscape --config landscape.yaml          # the same keys in YAML
-
-- ``lab_1d``: MSE of ``y = w x + b0`` over w, on the lab's data exactly ``11 (w - 3)^2``;
-- ``linear_2d``: MSE of ``y = w x + b`` over (w, b), beside the closed-form least squares;
-- ``random_2d``, ``random_1d``: the trained network at theta* + a d1 (+ b d2), d Gaussian with
-  filter normalization (Li et al., 2018, "Visualizing the Loss Landscape of Neural Nets");
-- ``interpolation``: the loss from the initial (a = 0) to the trained weights (a = 1).
+    regression-lab landscape --ckpt_path run.ckpt --resolution 201 --out landscape/   # default: the newest checkpoint
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-from torch import nn
+from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from regression_lab.errors import UsageError, check_float, check_int
+from regression_lab.errors import UsageError, check_float, check_int, summary
+from regression_lab.models import MAX_SEED
 
-Params = dict[str, torch.Tensor]
+Params = dict[str, Tensor]
 #: Points per grid axis: 4001^2 = 16M losses is far past what a plot or a person can use.
 MAX_RESOLUTION = 4001
 MAX_POINTS_1D = 10_000_000
-#: Training samples a landscape is evaluated on: more (up to the DataModule's limit) are thinned
-#: to every k-th sample, so each grid point's activations stay small.
+#: Training samples a landscape is evaluated on: more are thinned to every k-th, so activations stay small.
 MAX_LANDSCAPE_SAMPLES = 100_000
 #: Memory the batched evaluation may use at once (activations of one chunk of grid points).
 CHUNK_BYTES = 256 * 2**20
@@ -50,9 +38,8 @@ class Landscape:
 
     name: str
     names: tuple[str, ...]
-    axes: list[torch.Tensor]
-    loss: torch.Tensor
-    info: dict[str, Any] = field(default_factory=dict)
+    axes: list[Tensor]
+    loss: Tensor
 
     def argmin(self) -> tuple[float, ...]:
         """The coordinates of the grid point with the lowest loss."""
@@ -68,21 +55,15 @@ class Landscape:
 
 
 def grid_losses(
-    module: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    start: Params,
-    directions: list[Params],
-    axes: list[torch.Tensor],
-) -> torch.Tensor:
-    """The MSE of ``module`` on (x, y) with the parameters ``start + sum_i a_i directions[i]``, for
-    every point ``a`` of the grid ``axes[0] x axes[1] x ...``; shape ``(len(axes[0]), ...)``."""
-    shape = tuple(len(a) for a in axes)
+    module: nn.Module, x: Tensor, y: Tensor, start: Params, directions: list[Params], axes: list[Tensor]
+) -> Tensor:
+    """The MSE of ``module`` on (x, y) at ``start + sum_i a_i directions[i]`` for every point ``a`` of the grid
+    ``axes[0] x axes[1] x ...``: ``functional_call`` under ``vmap``, in chunks of bounded memory."""
     coefs = torch.stack([m.flatten() for m in torch.meshgrid(*axes, indexing="ij")], dim=1)  # (K, len(axes))
     width = max(t.shape[0] for t in start.values())
     chunk = max(1, CHUNK_BYTES // max(1, 3 * len(x) * (width + 2) * x.element_size()))
 
-    def loss(p: Params) -> torch.Tensor:
+    def loss(p: Params) -> Tensor:
         return torch.mean((functional_call(module, p, (x,)) - y) ** 2)
 
     out = []
@@ -93,10 +74,10 @@ def grid_losses(
                 for n, s in start.items()
             }
             out.append(vmap(loss)(params))
-    return torch.cat(out).reshape(shape)
+    return torch.cat(out).reshape(tuple(len(a) for a in axes))
 
 
-def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def least_squares(x: Tensor, y: Tensor) -> tuple[float, float]:
     """The closed-form least-squares line (w, b) through (x, y)."""
     a = torch.cat([x, torch.ones_like(x)], dim=1).double().cpu()
     w, b = torch.linalg.lstsq(a, y.double().cpu()).solution.flatten().tolist()
@@ -104,9 +85,8 @@ def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 
 
 def filter_normalized_direction(params: Params, generator: torch.Generator, include_bias: bool = False) -> Params:
-    """A Gaussian direction with filter normalization (Li et al., 2018): each row (one unit's
-    incoming weights) of each weight matrix is rescaled to the norm of the same row of
-    ``params``; bias directions are zero unless ``include_bias`` (then scaled to the bias's norm)."""
+    """A Gaussian direction, each weight row rescaled to the norm of that row of ``params`` (filter normalization);
+    bias directions zero unless ``include_bias`` (then scaled to the bias's)."""
     out = {}
     for name, p in params.items():
         # Drawn on the CPU generator (the same direction on any device), then moved to the parameters.
@@ -142,7 +122,7 @@ class Settings:
         check_int("--resolution", self.resolution, 2, MAX_RESOLUTION)
         check_int("--w_points", self.w_points, 2, MAX_POINTS_1D)
         check_int("--interp_points", self.interp_points, 2, MAX_POINTS_1D)
-        check_int("--seed", self.seed, 0, 2**63 - 1)
+        check_int("--seed", self.seed, 0, MAX_SEED)
         check_float("--b0", self.b0)
         for name in ("w_range", "linear_w_range", "linear_b_range", "span", "interp_range"):
             pair = getattr(self, name)
@@ -166,11 +146,7 @@ class Results:
     step: int = 0  #: the checkpoint's training step: its landscape belongs there in the run's curves
 
 
-def _line(w: float, b: float) -> Params:
-    return {"weight": torch.tensor([[w]]), "bias": torch.tensor([b])}
-
-
-def compute_for(settings: Settings, x: torch.Tensor, y: torch.Tensor, net: nn.Module | None = None,
+def compute_for(settings: Settings, x: Tensor, y: Tensor, net: nn.Module | None = None,
                 initial: Params | None = None) -> Results:  # fmt: skip
     """Every landscape on data (x, y): the linear families, and ``net``'s when one is given."""
     settings.check()
@@ -178,18 +154,17 @@ def compute_for(settings: Settings, x: torch.Tensor, y: torch.Tensor, net: nn.Mo
     x, y, s = x.to(device), y.to(device), settings
     axis = lambda lo_hi, n: torch.linspace(*lo_hi, n, device=device)  # noqa: E731
     on = lambda p: {k: v.to(device) for k, v in p.items()}  # noqa: E731
+    line_params = lambda w, b: {"weight": torch.tensor([[w]]), "bias": torch.tensor([b])}  # noqa: E731
     line, (w_ls, b_ls) = nn.Linear(1, 1).to(device), least_squares(x, y)
     w_axis = axis(s.linear_w_range or (w_ls - 2.0, w_ls + 2.0), s.resolution)
     b_axis = axis(s.linear_b_range or (b_ls - 4.0, b_ls + 4.0), s.resolution)
     grids = {
-        "lab_1d": (line, _line(0, s.b0), [_line(1, 0)], [axis(s.w_range, s.w_points)], ("w",)),
-        "linear_2d": (line, _line(0, 0), [_line(1, 0), _line(0, 1)], [w_axis, b_axis], ("w", "b")),
+        "lab_1d": (line, line_params(0, s.b0), [line_params(1, 0)], [axis(s.w_range, s.w_points)], ("w",)),
+        "linear_2d": (line, line_params(0, 0), [line_params(1, 0), line_params(0, 1)], [w_axis, b_axis], ("w", "b")),
     }
     results = Results(settings, {}, (w_ls, b_ls))
     if net is None:
-        results.notes.append(
-            "no checkpoint: the trained network's landscape is skipped (train one with 'regression-lab fit')"
-        )
+        results.notes.append("no checkpoint: the trained network's landscape is skipped (train one with fit)")
     else:
         net = copy.deepcopy(net).to(device).eval()
         trained = {n: p.detach() for n, p in net.named_parameters()}
@@ -209,13 +184,11 @@ def compute_for(settings: Settings, x: torch.Tensor, y: torch.Tensor, net: nn.Mo
     for name, (module, start, directions, axes, names) in grids.items():
         loss = grid_losses(module, x, y, on(start), [on(d) for d in directions], axes)
         results.landscapes[name] = Landscape(name, names, [a.cpu() for a in axes], loss.cpu())
-    results.landscapes["lab_1d"].info["b0"] = s.b0
     return results
 
 
 def compute(settings: Settings, ckpt_path: str | Path | None) -> Results:
-    """Every landscape of a checkpoint's network on its own training data (the lab's data and
-    the linear families alone without a checkpoint)."""
+    """Every landscape of a checkpoint's network on its training data (without one, the lab's data)."""
     from regression_lab.checkpoint import INITIAL_STATE_KEY, load_model
     from regression_lab.data import RegressionDataModule
 
@@ -260,22 +233,22 @@ OPTIONS = (
 
 def build_parser() -> ArgumentParser:
     """The ``landscape`` command's options: :class:`Settings`, and where things go."""
-    parser = ArgumentParser(prog="regression-lab landscape", description=__doc__.split("\n")[0], exit_on_error=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of the options below")
-    parser.add_argument("--ckpt_path", type=str | None, help="checkpoint (default: the newest under --logdir)")
-    parser.add_argument("--out", type=str | None, help="also write CSV/NPZ results and PNG figures to this directory")
-    parser.add_argument("--logdir", default="lightning_logs", help="where runs are (a new one for a lone checkpoint)")
-    parser.add_argument("--no_tensorboard", action="store_true", help="skip the TensorBoard export")
-    defaults = Settings()
+    parser = ArgumentParser(prog="regression-lab landscape", description=summary(__doc__), exit_on_error=False)
+    add, defaults = parser.add_argument, Settings()
+    add("--config", action=ActionConfigFile, help="a YAML file of the options below")
+    add("--ckpt_path", type=str | None, help="checkpoint (default: the newest under --logdir)")
+    add("--out", type=str | None, help="also write CSV/NPZ results and PNG figures to this directory")
+    add("--logdir", default="lightning_logs", help="where runs are (a new one for a lone checkpoint)")
+    add("--no_tensorboard", action="store_true", help="skip the TensorBoard export")
     for name, kind, text in OPTIONS:
         default = getattr(defaults, name)
         if kind == "range":
-            parser.add_argument(f"--{name}", type=float, nargs=2, metavar=("MIN", "MAX"), help=text,
-                                default=list(default) if default else None)  # fmt: skip
+            default = list(default) if default else None
+            add(f"--{name}", type=float, nargs=2, metavar=("MIN", "MAX"), default=default, help=text)
         elif kind is bool:
-            parser.add_argument(f"--{name}", action="store_true", help=text)
+            add(f"--{name}", action="store_true", help=text)
         else:
-            parser.add_argument(f"--{name}", type=kind, default=default, help=text)
+            add(f"--{name}", type=kind, default=default, help=text)
     return parser
 
 
@@ -287,13 +260,9 @@ def run(args: Namespace) -> int:
     ranges = {name for name, kind, _ in OPTIONS if kind == "range"}
     settings = Settings(**{k: tuple(args[k]) if k in ranges and args[k] else args[k] for k in asdict(Settings())})
     settings.check()  # before any file is read or written
-    root = Path(args.logdir)
-    ckpt = args.ckpt_path
-    if ckpt is None:
-        try:
-            ckpt = newest_checkpoint(root)
-        except UsageError:
-            pass  # the lab's data alone
+    root, ckpt = Path(args.logdir), args.ckpt_path
+    with contextlib.suppress(UsageError):  # without any checkpoint: the lab's data alone
+        ckpt = ckpt or newest_checkpoint(root)
     if args.out:  # unwritable destinations are refused before the work
         check_writable_dir(args.out, "--out")
     if not args.no_tensorboard:

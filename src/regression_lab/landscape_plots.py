@@ -18,9 +18,8 @@ from regression_lab.errors import UsageError
 from regression_lab.files import atomic_write, check_writable_dir, reserve_numbered_dir
 from regression_lab.landscape import Landscape, Results
 
-#: What the pictures show at most: a figure is about 600 pixels wide and TensorBoard's mesh viewer
-#: crawls past a few hundred thousand vertices, so finer grids are drawn thinned evenly (ends
-#: kept); the summaries and the --out files keep every point.
+#: What the pictures show at most: a figure is about 600 pixels wide and TensorBoard's mesh viewer crawls past a few
+#: hundred thousand vertices, so finer grids are drawn thinned evenly; the summaries and --out keep every point.
 MAX_DRAWN_AXIS = 401
 MAX_DRAWN_CURVE = 10_000
 TITLES = {
@@ -39,17 +38,13 @@ def thinned(n: int, limit: int) -> torch.Tensor:
 
 def thinning_notes(results: Results) -> list[str]:
     """One line per kind of picture that shows fewer points than were computed."""
-    notes = []
+    notes, every = [], "(every point is in --out)"
     axis = max(len(ls.axes[0]) for ls in results.landscapes.values() if len(ls.axes) == 2)
     curve = max(len(ls.axes[0]) for ls in results.landscapes.values() if len(ls.axes) == 1)
     if axis > MAX_DRAWN_AXIS:
-        notes.append(
-            f"the figures and 3D meshes show {MAX_DRAWN_AXIS} of the {axis} points per axis (every point is in --out)"
-        )
+        notes.append(f"the figures and 3D meshes show {MAX_DRAWN_AXIS} of the {axis} points per axis {every}")
     if curve > MAX_DRAWN_CURVE:
-        notes.append(
-            f"the 1D figures and curves show {MAX_DRAWN_CURVE:,} of {curve:,} points (every point is in --out)"
-        )
+        notes.append(f"the 1D figures and curves show {MAX_DRAWN_CURVE:,} of {curve:,} points {every}")
     return notes
 
 
@@ -77,26 +72,20 @@ def figure(ls: Landscape, results: Results) -> Any:
     else:
         ix, iy = thinned(len(ls.axes[0]), MAX_DRAWN_AXIS), thinned(len(ls.axes[1]), MAX_DRAWN_AXIS)
         z = ls.loss[ix][:, iy].numpy().T.astype(np.float64)
-        # Log-spaced levels show the valley floor and the walls at once (the floor within six
-        # decades of the top, so an exact zero does not spend every level near zero).
+        # Log-spaced levels show the floor and the walls at once (floor within 6 decades of the top: not all near 0).
         zmin, zmax = float(z.min()), float(z.max())
         levels, norm = 10, None
         if zmax > zmin:
             floor = max(zmin, zmax * 1e-6, 1e-12)
-            levels = (
-                np.concatenate([[zmin], np.geomspace(floor, zmax, 25)])
-                if zmin < floor
-                else np.geomspace(floor, zmax, 25)
-            )
+            levels = np.geomspace(floor, zmax, 25)
+            levels = np.concatenate([[zmin], levels]) if zmin < floor else levels
             norm = BoundaryNorm(levels, ncolors=256)
         cs = ax.contourf(ls.axes[0][ix].numpy(), ls.axes[1][iy].numpy(), z, levels=levels, cmap="viridis", norm=norm)
         fig.colorbar(cs, ax=ax, label="MSE loss", format="%.2g")
         mx, my = ls.argmin()
         ax.plot([mx], [my], "r*", ms=12, label=f"grid minimum ({_num(mx)}, {_num(my)})")
-        point = {"linear_2d": ("least squares", results.least_squares), "random_2d": ("trained", (0.0, 0.0))}[ls.name]
-        ax.plot(
-            *point[1], "wo", mfc="none", ms=10, mew=2, label=f"{point[0]} ({_num(point[1][0])}, {_num(point[1][1])})"
-        )
+        what, at = {"linear_2d": ("least squares", results.least_squares), "random_2d": ("trained", (0, 0))}[ls.name]
+        ax.plot(*at, "wo", mfc="none", ms=10, mew=2, label=f"{what} ({_num(at[0])}, {_num(at[1])})")
         ax.set(title=title, xlabel=ls.names[0], ylabel=ls.names[1])
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -104,8 +93,8 @@ def figure(ls: Landscape, results: Results) -> Any:
 
 
 def _mesh(ls: Landscape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Vertices (x, loss, y), faces and colours of a surface for TensorBoard's mesh plugin, each
-    axis scaled to [-1, 1] so a steep loss does not flatten the others."""
+    """Vertices (x, loss, y), faces and colours for TensorBoard's mesh plugin, each axis scaled to [-1, 1] so a steep
+    loss does not flatten the others."""
     ix, iy = thinned(len(ls.axes[0]), MAX_DRAWN_AXIS), thinned(len(ls.axes[1]), MAX_DRAWN_AXIS)
     gx, gy = torch.meshgrid(ls.axes[0][ix], ls.axes[1][iy], indexing="ij")
     unit = lambda t: 2 * (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12) - 1  # noqa: E731
@@ -122,6 +111,7 @@ def _mesh(ls: Landscape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def settings_text(results: Results, ckpt_path: Any) -> str:
     """The run's settings and summary as a Markdown table (TensorBoard's Text tab)."""
     s, linear = results.settings, results.landscapes["linear_2d"]
+    biases = "included" if s.include_bias else "zeroed"
     (w_lo, w_hi), (b_lo, b_hi) = ((float(a[0]), float(a[-1])) for a in linear.axes)
     rows = [
         ("checkpoint", str(ckpt_path) if ckpt_path else "none"),
@@ -129,10 +119,7 @@ def settings_text(results: Results, ckpt_path: Any) -> str:
         ("linear 2D", f"w in [{w_lo:.4g}, {w_hi:.4g}], b in [{b_lo:.4g}, {b_hi:.4g}], {s.resolution}x{s.resolution}"),
         ("least squares (closed form)", "w = {:.6g}, b = {:.6g}".format(*results.least_squares)),
         ("grid minimum", "w = {:.6g}, b = {:.6g}".format(*linear.argmin())),
-        (
-            "random directions",
-            f"Gaussian, filter-normalized, seed {s.seed}, biases {'included' if s.include_bias else 'zeroed'}",
-        ),
+        ("random directions", f"Gaussian, filter-normalized, seed {s.seed}, biases {biases}"),
         ("random span", f"[{s.span[0]:g}, {s.span[1]:g}], {s.resolution} points per axis"),
         ("interpolation", f"alpha in [{s.interp_range[0]:g}, {s.interp_range[1]:g}], {s.interp_points} points"),
     ]
@@ -161,14 +148,12 @@ def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) 
 def run_dir_of(ckpt_path: Any) -> Path | None:
     """The training run a checkpoint belongs to (``version_N/checkpoints/x.ckpt``), else None."""
     ckpt = Path(ckpt_path).resolve() if ckpt_path else None
-    if ckpt is not None and ckpt.parent.name == "checkpoints" and ckpt.parent.parent.name.startswith("version_"):
-        return ckpt.parent.parent
-    return None
+    found = ckpt is not None and ckpt.parent.name == "checkpoints" and ckpt.parent.parent.name.startswith("version_")
+    return ckpt.parent.parent if found else None
 
 
 def write_tensorboard(results: Results, root: Path, ckpt_path: Any) -> Path:
-    """The results as TensorBoard events in the checkpoint's own run, at its step (beside the end
-    of its training curves), else in a new ``version_N`` under ``root``; returns that directory."""
+    """The results as TensorBoard events in the checkpoint's own run at its step, else in a new run under ``root``."""
     from torch.utils.tensorboard import SummaryWriter
 
     logdir = run_dir_of(ckpt_path) or reserve_numbered_dir(root)
@@ -179,16 +164,16 @@ def write_tensorboard(results: Results, root: Path, ckpt_path: Any) -> Path:
 
 
 def write_files(results: Results, out: Path) -> list[Path]:
-    """Every point in ``out``: a CSV per curve (``lab_1d.csv``: ``w,loss``), an NPZ per surface
-    (``linear_2d.npz``: ``w``, ``b``, ``loss``) and a PNG per figure, each written atomically."""
+    """Every point in ``out``: a CSV per curve (``w,loss``), an NPZ per surface (``w``, ``b``, ``loss``), a PNG each."""
     check_writable_dir(out, "--out")
     written = []
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, ls in results.landscapes.items():
             if len(ls.axes) == 1:
+                points = zip(ls.axes[0].tolist(), ls.loss.tolist(), strict=True)
                 with atomic_write(out / f"{name}.csv", "w", newline="") as fh:
-                    csv.writer(fh).writerows([[ls.names[0], "loss"], *zip(ls.axes[0].tolist(), ls.loss.tolist())])
+                    csv.writer(fh).writerows([[ls.names[0], "loss"], *points])
                 written.append(out / f"{name}.csv")
             else:
                 arrays = {ls.names[0]: ls.axes[0].numpy(), ls.names[1]: ls.axes[1].numpy(), "loss": ls.loss.numpy()}

@@ -1,8 +1,6 @@
-"""What a fit measures when it ends: every member's final numbers (one member for ``MyNN``, all
-of them for an ensemble), snapshots after chosen epochs, and their pictures in TensorBoard.
-
-``regression-lab fit`` adds :class:`FinalMetrics` to every Trainer; the sweep brings one with
-snapshot epochs, so its 100- and 200-epoch results are read off the 400-epoch fit::
+"""What a fit measures when it ends: every member's final numbers (one for ``MyNN``, all of an ensemble's), snapshots
+after chosen epochs, and their pictures in TensorBoard. ``fit`` adds :class:`FinalMetrics` to every Trainer; the sweep
+brings one with snapshot epochs, so its 100- and 200-epoch results are read off the 400-epoch fit::
 
     regression-lab fit --model.num_seeds 1000 \\
         --trainer.callbacks+=FinalMetrics --trainer.callbacks.snapshot_epochs [100,200]
@@ -23,21 +21,17 @@ from regression_lab.errors import check_int
 def setting_name(setting: dict[str, Any], epochs: int | None = None) -> str:
     """A setting's short name, e.g. ``h5_e400_lr0.01`` (momentum and weight decay only if set)."""
     # repr, not %g: two settings that differ in the 7th digit must not share a name.
-    name = f"h{setting['hidden_size']}" + (f"_e{epochs}" if epochs is not None else "")
-    name += f"_lr{float(setting['lr'])!r}"
-    if setting.get("momentum"):
-        name += f"_m{float(setting['momentum'])!r}"
-    if setting.get("weight_decay"):
-        name += f"_wd{float(setting['weight_decay'])!r}"
+    name = f"h{setting['hidden_size']}" + (f"_e{epochs}" if epochs is not None else "") + f"_lr{float(setting['lr'])!r}"
+    for key, short in (("momentum", "m"), ("weight_decay", "wd")):
+        if setting.get(key):
+            name += f"_{short}{float(setting[key])!r}"
     return name
 
 
 @torch.no_grad()
 def member_numbers(module: L.LightningModule, dm: Any, strategy: Any = None) -> dict[str, torch.Tensor]:
-    """Per member, CPU tensors of shape (M,): ``prediction`` at the module's ``probe_x``,
-    ``train_loss`` and ``val_loss`` on the DataModule's splits (summed over the ranks' shards when a
-    ``strategy`` is given), ``active_units`` on the training inputs and ``diverged``; a diverged
-    member's numbers are NaN."""
+    """Per member, (M,) CPU tensors: ``prediction`` at ``probe_x``, ``train_loss`` and ``val_loss`` (over the ranks'
+    shards with a ``strategy``), ``active_units`` on the training inputs and ``diverged`` (its numbers NaN)."""
     probe = torch.tensor([[float(module.hparams.probe_x)]], device=module.device)
     out = {"prediction": module.predict_members(probe)[:, 0, 0]}
     for split in ("train", "val"):
@@ -56,8 +50,7 @@ def member_numbers(module: L.LightningModule, dm: Any, strategy: Any = None) -> 
 
 
 def summary(members: dict[str, torch.Tensor], truth: float | None) -> dict[str, float]:
-    """The healthy members' mean numbers (and, for an ensemble, the prediction's spread and how
-    many diverged); ``abs_error`` is the mean prediction's distance from ``truth``."""
+    """The healthy members' mean numbers, ``abs_error`` from ``truth`` (an ensemble's spread and divergences too)."""
     healthy = ~members["diverged"]
     out: dict[str, float] = {}
     for key in ("prediction", "train_loss", "val_loss"):
@@ -73,15 +66,10 @@ def summary(members: dict[str, torch.Tensor], truth: float | None) -> dict[str, 
 
 
 class FinalMetrics(L.Callback):
-    """Every member's numbers after chosen epochs and when training ends, and their pictures.
-
-    - :attr:`snapshots` maps an epoch count to :func:`member_numbers` (members in the module's
-      order), kept in checkpoints so a resumed fit keeps them;
-    - :attr:`metrics` is the :func:`summary` of the last epoch;
-    - into TensorBoard: a single model's numbers beside its hyperparameters (HParams, ``hp/...``);
-      for an ensemble, per setting and snapshot, histograms of the validation loss and of the
-      prediction, one HParams row with its means, and a box plot of the prediction's error.
-    """
+    """Every member's numbers after chosen epochs and at the end: :attr:`snapshots` (epochs to :func:`member_numbers`,
+    kept in checkpoints) and :attr:`metrics` (the last :func:`summary`). In TensorBoard: a single model's numbers beside
+    its hyperparameters (``hp/...``); an ensemble's per setting and snapshot as histograms of the validation loss and of
+    the prediction, one HParams row of their means, and a box plot of the prediction's error."""
 
     def __init__(self, snapshot_epochs: list[int] | None = None) -> None:
         """Configure what is recorded.
@@ -115,7 +103,7 @@ class FinalMetrics(L.Callback):
             self._write_ensemble(trainer, pl_module)
             return
         params = {k: v for k, v in pl_module.hparams.items() if not k.startswith("_")}  # not _instantiator
-        params.update({f"data.{k}": v for k, v in trainer.datamodule.hparams.items()})
+        params.update({f"data.{k}": v for k, v in getattr(trainer.datamodule, "hparams", {}).items()})
         seed = getattr(trainer.logger, "hparams", {}).get("seed_everything")
         if seed is not None:
             params["seed_everything"] = seed
@@ -161,9 +149,8 @@ class FinalMetrics(L.Callback):
                 "hp/abs_error_mean": float(err.mean()),
                 "hp/diverged_share": float((~healthy).double().mean()),
             }
-            writer.add_hparams(
-                {**setting, "epochs": epochs, "seeds": len(healthy)}, metrics, run_name=f"hparams/{name}"
-            )
+            hparams = {**setting, "epochs": epochs, "seeds": len(healthy)}
+            writer.add_hparams(hparams, metrics, run_name=f"hparams/{name}")
             errors.append(err.numpy())
             labels.append(name)
         if errors:

@@ -1,6 +1,6 @@
-"""The lab's plain PyTorch models: ``MyNN`` (the regressor), ``TinyModel`` (the classifier demo)
-and ``MyNNStack``, many ``MyNN`` members evaluated at once with ``torch.func``. No Lightning, so
-``predict``, ``serve`` and ``export`` build them with nothing but torch imported. Try it::
+"""The lab's plain PyTorch models: ``MyNN`` (the regressor), ``TinyModel`` (the classifier demo) and ``MyNNStack``,
+many ``MyNN`` members evaluated at once with ``torch.func``. No Lightning, so ``predict``, ``serve`` and ``export``
+build them with nothing but torch imported. Try it::
 
     python -c "from regression_lab.models import MyNN, MyNNStack; import torch; \\
         print(MyNN(5), MyNNStack(5, range(3))(torch.ones(2, 1)).shape)"     # (3 members, 2 inputs, 1)
@@ -16,8 +16,7 @@ from torch.func import functional_call, vmap
 
 from regression_lab.errors import UsageError, check_int
 
-#: The widest hidden layer accepted, from options and checkpoints alike: far beyond what the
-#: lab needs, and small enough that a crafted checkpoint cannot ask for a model of gigabytes.
+#: The widest hidden layer accepted (options and checkpoints): ample for the lab, too small for a crafted huge model.
 MAX_HIDDEN_SIZE = 10_000
 #: The most members one ensemble may hold.
 MAX_MEMBERS = 1_000_000
@@ -85,13 +84,10 @@ def check_seeds(seeds: Iterable[int], what: str = "seeds") -> list[int]:
 class MyNNStack(nn.Module):
     """M members of ``MyNN``, possibly of different hidden sizes; x (N, 1) gives (M, N, 1).
 
-    All weights are one parameter ``weights`` (M, 3H + 1), a row per member padded to the largest
-    hidden size H: ``linear1.weight`` (H), ``linear1.bias`` (H), ``linear2.weight`` (H),
-    ``linear2.bias`` (1). Padding is exact for SGD, with momentum and weight decay too: a padding
-    unit has zero weights and bias, so its ReLU is off, it adds 0 to the output, gets zero
-    gradient and stays zero. The buffers ``seeds`` and ``hidden_sizes`` name the members;
-    ``diverged`` marks those whose loss or weights went non-finite (zeroed: :meth:`retire`).
-    """
+    All weights are one parameter ``weights`` (M, 3H + 1): per member ``linear1.weight``, ``linear1.bias``,
+    ``linear2.weight`` (H each, padded to the largest hidden size H) and ``linear2.bias``. Padding is exact for SGD,
+    momentum and weight decay too: a padding unit's ReLU is off, so it adds 0 and gets zero gradient. The buffers
+    ``seeds`` and ``hidden_sizes`` name the members; ``diverged`` marks those gone non-finite (:meth:`retire`)."""
 
     def __init__(
         self, hidden_sizes: int | Sequence[int], seeds: Iterable[int], weights: torch.Tensor | None = None
@@ -101,8 +97,7 @@ class MyNNStack(nn.Module):
         Args:
             hidden_sizes: ReLU units of every member, or one hidden size per member.
             seeds: one member per seed, initialised as ``torch.manual_seed(seed); MyNN(h)`` is.
-            weights: the members' stacked weights (M, 3H + 1) instead of initialising them (a
-                checkpoint's, already checked for shape).
+            weights: the members' stacked weights (M, 3H + 1) instead of initialising them (a checkpoint's, checked).
         """
         super().__init__()
         seeds = list(seeds)
@@ -112,29 +107,25 @@ class MyNNStack(nn.Module):
         for h in set(sizes):
             check_int("hidden_size", h, 1, MAX_HIDDEN_SIZE)
         self.width = width = max(sizes)
-        if weights is None:
-            weights = self._initial_weights(sizes, seeds, width)
-        self.weights = nn.Parameter(weights)
+        self.weights = nn.Parameter(weights if weights is not None else self._initial_weights(sizes, seeds, width))
         self.register_buffer("seeds", torch.tensor(seeds, dtype=torch.int64))
         self.register_buffer("hidden_sizes", torch.tensor(sizes, dtype=torch.int64))
         self.register_buffer("diverged", torch.zeros(len(seeds), dtype=torch.bool))
-        # A MyNN on the meta device that functional_call fills with each member's weights (no
-        # weights drawn); a tuple keeps it out of the state dict.
+        # A MyNN on the meta device for functional_call (no weights drawn); a tuple keeps it out of the state dict.
         with torch.device("meta"):
             self._skeleton = (MyNN(width),)
 
     @staticmethod
     def _initial_weights(sizes: list[int], seeds: list[int], width: int) -> torch.Tensor:
         weights = torch.zeros(len(seeds), 3 * width + 1)
-        # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws: one MyNN per size,
-        # re-initialised in construction order after each seed, the global RNG restored after.
+        # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws: one MyNN per size, re-initialised
+        # in construction order after each seed, the global RNG restored after.
         state = torch.get_rng_state()
         try:
             nets = {h: MyNN(h) for h in set(sizes)}
             with torch.no_grad():
                 for row, h, seed in zip(weights, sizes, seeds, strict=True):
-                    # The CPU generator only (MyNN's init draws from it): torch.manual_seed also
-                    # seeds every CUDA device, a cost per member.
+                    # The CPU generator only (MyNN's init draws from it): torch.manual_seed seeds every GPU too.
                     torch.default_generator.manual_seed(seed)
                     net = nets[h]
                     net.linear1.reset_parameters()
@@ -166,23 +157,19 @@ class MyNNStack(nn.Module):
     def member(self, i: int) -> MyNN:
         """Member ``i`` as a lone ``MyNN`` of its own hidden size (a copy of its weights)."""
         net, row, h = MyNN(int(self.hidden_sizes[i])), self.weights[i].detach(), self.width
-        starts = (0, h, 2 * h, 3 * h)
-        net.load_state_dict(
-            {n: row[s : s + p.numel()].reshape(p.shape).clone() for s, (n, p) in zip(starts, net.named_parameters())}
-        )
+        parts = zip((0, h, 2 * h, 3 * h), net.named_parameters(), strict=True)
+        net.load_state_dict({n: row[s : s + p.numel()].reshape(p.shape).clone() for s, (n, p) in parts})
         return net
 
     @torch.no_grad()
     def active_units(self, x: torch.Tensor) -> torch.Tensor:
-        """Per member, the hidden units on for at least one input of ``x``, shape (M,); padding
-        units are never on (their pre-activation is 0)."""
+        """Per member, the hidden units on for at least one input of ``x``, shape (M,) (never a padding unit)."""
         p = self.params()
         pre = torch.baddbmm(p["linear1.bias"].unsqueeze(2), p["linear1.weight"], x.T.expand(len(self), 1, -1))
         return (pre > 0).any(dim=2).sum(dim=1)
 
     @torch.no_grad()
     def retire(self) -> None:
-        """Mark members with a non-finite weight diverged and zero every diverged member: a zero
-        member predicts 0, gets no gradient through its ReLUs and stays zero. No host sync."""
+        """Mark members with a non-finite weight diverged and zero them all (they get no gradient). No host sync."""
         self.diverged |= ~torch.isfinite(self.weights).all(dim=1)
         self.weights.masked_fill_(self.diverged.unsqueeze(1), 0.0)

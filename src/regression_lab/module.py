@@ -1,13 +1,8 @@
-"""The LightningModule that trains ``MyNN`` on the line with MSE and SGD.
+"""The LightningModule that trains ``MyNN`` on the line with MSE and SGD: one :meth:`RegressionModule.model_step` for
+train, validation and test; torchmetrics under ``val/loss``, ``val/mae``, ``val/r2`` (and ``test/...``); primitive
+hyperparameters, so a checkpoint loads with ``weights_only=True``. Use it through ``regression-lab fit``, or::
 
-One shared :meth:`RegressionModule.model_step` serves train, validation and test; torchmetrics
-compute MSE, MAE and R^2 under ``val/loss``, ``val/mae``, ``val/r2`` (and ``test/...``).
-Hyperparameters are primitives saved with ``save_hyperparameters()``, so a checkpoint loads
-with ``torch.load(path, weights_only=True)``. Use it through ``regression-lab fit``, or::
-
-    import lightning as L
     from regression_lab.data import RegressionDataModule
-    from regression_lab.module import RegressionModule
     L.Trainer(max_epochs=400).fit(RegressionModule(hidden_size=5, lr=0.01), RegressionDataModule())
 """
 
@@ -17,8 +12,8 @@ from typing import Any
 
 import lightning as L
 import torch
-import torchmetrics
 from torch.nn import functional as F
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from regression_lab.checkpoint import INITIAL_STATE_KEY
 from regression_lab.models import MyNN
@@ -30,8 +25,7 @@ class RegressionModule(L.LightningModule):
     def __init__(
         self, hidden_size: int, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, probe_x: float = 10.0
     ) -> None:
-        """Build the model and its metrics (``regression-lab fit`` builds it through
-        :func:`regression_lab.ensemble.regression_model`, which checks the values).
+        """Build the model and its metrics (``fit`` builds it with ``ensemble.regression_model``, which checks values).
 
         Args:
             hidden_size: ReLU units in MyNN's hidden layer.
@@ -47,13 +41,7 @@ class RegressionModule(L.LightningModule):
         self.initial_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         # Lets the TensorBoard logger trace the model graph (the Graphs tab).
         self.example_input_array = torch.zeros(1, 1)
-        metrics = torchmetrics.MetricCollection(
-            {
-                "loss": torchmetrics.MeanSquaredError(),
-                "mae": torchmetrics.MeanAbsoluteError(),
-                "r2": torchmetrics.R2Score(),
-            }
-        )
+        metrics = MetricCollection({"loss": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
@@ -87,20 +75,18 @@ class RegressionModule(L.LightningModule):
         hp = self.hparams
         return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
 
-    # The ensemble's interface (regression_lab.ensemble), for one member: the final metrics and
-    # the closing report read every model through it.
+    # The ensemble's interface for one member: the final metrics and the closing report read every model through it.
     def predict_members(self, x: torch.Tensor) -> torch.Tensor:
         """The prediction for x (N, 1) as (1 member, N, 1)."""
         return self(x).unsqueeze(0)
 
     @torch.no_grad()
     def active_units(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden ReLU units on for at least one input of ``x``, shape (1,). A unit off on every
-        training input gets no gradient and stays off: it is dead."""
+        """Hidden ReLU units on for at least one input of ``x``, shape (1,) (one off on all gets no gradient: dead)."""
         return (self.net.activation(self.net.linear1(x)) > 0).any(dim=0).sum().reshape(1)
 
     def diverged(self) -> torch.Tensor:
-        """Whether the member diverged: never, as a finished run (the guard stops the run first)."""
+        """Whether the member diverged: never in a finished run (the guard stops it first)."""
         return torch.zeros(1, dtype=torch.bool, device=self.device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,9 +1,7 @@
 """The ``predict`` command: y for given x from a checkpoint, as CSV ``x,prediction``; an ensemble
-checkpoint (``fit --model.num_seeds N``) gives ``x,prediction,std``, the members' mean and spread.
-Torch only: ``serve`` and ``export`` predict through the same :class:`Predictor`. Run it::
+gives ``x,prediction,std``, the members' mean and spread. Torch only; ``serve`` and ``export`` use :class:`Predictor`::
 
-    regression-lab predict --x 10                    # the newest checkpoint under ./lightning_logs
-    regression-lab predict --ckpt_path run.ckpt --x 10 --x 11
+    regression-lab predict --ckpt_path run.ckpt --x 10 --x 11     # default: the newest under ./lightning_logs
     printf '10\\n11\\n' | regression-lab predict --input -
 """
 
@@ -16,15 +14,13 @@ from typing import TextIO
 
 import torch
 from jsonargparse import ArgumentParser, Namespace
-from torch import nn
 
 from regression_lab.checkpoint import load_model
-from regression_lab.errors import FLOAT32_MAX, UsageError, quote
+from regression_lab.errors import FLOAT32_MAX, UsageError, quote, summary
 from regression_lab.files import newest_checkpoint
-from regression_lab.models import MyNN, MyNNStack
+from regression_lab.models import MyNN
 
-#: The longest line of an input: an x is a few dozen characters, and an endless input
-#: (``< /dev/zero``) must end with an error, not fill the memory.
+#: The longest line of an input: an x is a few dozen characters, and an endless input (``< /dev/zero``) must end.
 MAX_LINE_CHARS = 1000
 #: The most x values one input may hold.
 MAX_INPUT_VALUES = 10_000_000
@@ -44,12 +40,8 @@ def parse_number(text: str, where: str = "") -> float:
 
 
 def read_inputs(stream: TextIO, name: str, texts: list[str] | None = None) -> list[float]:
-    """x values from a text stream: one per line, or the first column of a CSV with an ``x`` header.
-
-    Blank lines and ``#`` comments are skipped, the header (``x`` or ``"x"``) may follow them, a
-    UTF-8 byte-order mark is ignored; ``texts`` receives each value as written. A line over
-    :data:`MAX_LINE_CHARS` or more than :data:`MAX_INPUT_VALUES` values end it (an endless input ends).
-    """
+    """x values from a text stream: one per line, or the first column of a CSV with an ``x`` header (``x`` or
+    ``"x"``, after any blank lines and ``#`` comments); ``texts`` receives each value as written."""
     values: list[float] = []
     lineno, header_possible = 0, True
     while line := stream.readline(MAX_LINE_CHARS + 1):
@@ -74,25 +66,8 @@ def read_inputs(stream: TextIO, name: str, texts: list[str] | None = None) -> li
     return values
 
 
-class EnsembleMean(nn.Module):
-    """An ensemble setting's healthy members as one model: x (N, 1) gives their mean and std, (N, 2)."""
-
-    def __init__(self, stack: MyNNStack) -> None:
-        """Args: stack: the members of an ensemble checkpoint's one setting."""
-        super().__init__()
-        if not bool((~stack.diverged).any()):
-            raise UsageError("every member of the ensemble diverged: nothing to predict with")
-        self.stack = stack
-        self.register_buffer("healthy", ~stack.diverged)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        preds = self.stack(x)[self.healthy, :, 0]  # (healthy members, N)
-        std = preds.std(dim=0) if len(preds) > 1 else torch.zeros_like(preds[0])
-        return torch.stack([preds.mean(dim=0), std], dim=1)
-
-
 class Predictor:
-    """A checkpoint's model, ready to predict on ``device`` without gradients."""
+    """A checkpoint's model on ``device``: a ``MyNN``, or an ensemble setting's healthy members (mean and spread)."""
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
         """Load the checkpoint (refused with :class:`UsageError` if it cannot predict).
@@ -102,27 +77,31 @@ class Predictor:
             device: where the model runs.
         """
         model, _ = load_model(path)
-        self.ensemble = not isinstance(model, MyNN)
+        self.ensemble, self.device = not isinstance(model, MyNN), torch.device(device)
         if self.ensemble:
             settings = sum(len(set(s.hidden_sizes.tolist())) for s in model)
             if len(model) > 1 or settings > 1:
-                raise UsageError(
-                    f"{path} holds an ensemble of {max(settings, len(model))} settings (a sweep's); predictions "
-                    "need one setting (regression-lab fit --model.num_seeds N)"
-                )
-            model = EnsembleMean(model[0])
-        self.model, self.device = model.to(device).eval(), torch.device(device)
+                raise UsageError(f"{path} holds an ensemble of {max(settings, len(model))} settings (a sweep's); "
+                                 "predictions need one setting (regression-lab fit --model.num_seeds N)")  # fmt: skip
+            model, self.healthy = model[0], ~model[0].diverged
+            if not bool(self.healthy.any()):
+                raise UsageError(f"every member of the ensemble in {path} diverged: nothing to predict with")
+        self.model = model.to(self.device).eval()
 
     @torch.no_grad()
     def __call__(self, xs: list[float]) -> tuple[list[float], list[float] | None]:
-        """Predictions for a list of x (and, for an ensemble, the members' spread)."""
-        out = self.model(torch.tensor(xs, dtype=torch.float32, device=self.device).unsqueeze(1))
-        return out[:, 0].tolist(), (out[:, 1].tolist() if self.ensemble else None)
+        """Predictions for a list of x (and, for an ensemble, the members' standard deviation)."""
+        x = torch.tensor(xs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        if not self.ensemble:
+            return self.model(x)[:, 0].tolist(), None
+        preds = self.model(x)[self.healthy.to(self.device), :, 0].double()  # (healthy members, N)
+        std = preds.std(dim=0) if len(preds) > 1 else torch.zeros_like(preds[0])
+        return preds.mean(dim=0).tolist(), std.tolist()
 
 
 def build_parser() -> ArgumentParser:
     """The ``predict`` command's options."""
-    parser = ArgumentParser(prog="regression-lab predict", description=__doc__.split("\n")[0], exit_on_error=False)
+    parser = ArgumentParser(prog="regression-lab predict", description=summary(__doc__), exit_on_error=False)
     parser.add_argument("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
     src = parser.add_mutually_exclusive_group(required=True)
     # Untyped: each value goes through parse_number, which names a bad one exactly.

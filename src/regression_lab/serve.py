@@ -1,94 +1,184 @@
 """The ``serve`` command: a checkpoint's predictions over HTTP with LitServe (no Lightning Trainer).
+``POST /predict`` with ``{"x": 10}`` or ``{"x": [10, 11]}`` answers ``{"prediction": ...}`` in the same shape (and
+``std`` for an ensemble); ``GET /health`` answers ``ok``; concurrent requests are batched into one forward pass::
 
-``POST /predict`` with ``{"x": 10}`` or ``{"x": [10, 11]}`` answers ``{"prediction": ...}`` in the
-same shape (and ``std`` for an ensemble checkpoint); ``GET /health`` answers ``ok`` once the model
-is loaded. Concurrent requests are batched into one forward pass (see
-:mod:`regression_lab.serve_api`); LitServe checks the API key. Run it::
-
-    regression-lab serve                                   # the newest checkpoint, on 127.0.0.1:8000
-    REGRESSION_LAB_API_KEY=secret regression-lab serve --host 0.0.0.0 --port 9000
-    curl -s -X POST localhost:8000/predict -H 'Content-Type: application/json' -d '{"x": 10}'
+    REGRESSION_LAB_API_KEY=secret regression-lab serve --host 0.0.0.0 --port 9000    # default: 127.0.0.1:8000
+    curl -s -X POST localhost:9000/predict -H 'Content-Type: application/json' -H 'X-API-Key: secret' -d '{"x": 10}'
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: LitServe reads decode_request's annotation as the request model.
 import math
 import os
+import secrets
 import socket
 import sys
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+import litserve as ls
+from fastapi import Header, HTTPException
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from jsonargparse import ArgumentParser, Namespace
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from regression_lab import errors
-from regression_lab.errors import UsageError, check_int
+from regression_lab.errors import FLOAT32_MAX, UsageError, check_int, summary
 from regression_lab.files import newest_checkpoint
+from regression_lab.predict import Predictor
 
-#: The environment variable that may hold the API key instead of ``--api_key`` (out of the
-#: process list that way).
+#: The environment variable that may hold the API key instead of ``--api_key`` (out of the process list).
 API_KEY_ENV = "REGRESSION_LAB_API_KEY"
-#: Where LitServe binds (it refuses other addresses).
-HOSTS = ("127.0.0.1", "0.0.0.0", "::")
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+
+
+class PredictRequest(BaseModel):
+    """``{"x": number}`` or ``{"x": [numbers]}``: finite, within float32's range, no other field. FastAPI validates
+    it before LitServe queues it (LitServe answers an error raised for one request to its whole batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_items: ClassVar[int] = 10_000  #: the longest list of x (``--max_items``)
+    x: Number | list[Number]
+
+    @field_validator("x")
+    @classmethod
+    def _length(cls, x: float | list[float]) -> float | list[float]:
+        if isinstance(x, list) and not 1 <= len(x) <= cls.max_items:
+            raise ValueError(f"x must hold 1 to {cls.max_items} values, got {len(x)}")
+        return x
+
+
+def one_line_errors(request: Any, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's validation errors as one line: 400 for a body that is not JSON, 422 for JSON that is not a request."""
+    found, parts = exc.errors(), []
+    for e in found[:2]:
+        where = [f"[{p}]" if isinstance(p, int) else p for p in e.get("loc", ()) if p == "x" or isinstance(p, int)]
+        parts.append(f"{''.join(where) or 'body'}: {e.get('msg')}")  # x, x[2], or the body itself
+    status = 400 if found and found[0].get("type") == "json_invalid" else 422
+    return JSONResponse({"detail": errors.quote("; ".join(parts))[1:-1]}, status_code=status)
+
+
+class BodyLimits:
+    """ASGI middleware for what FastAPI does not check: 415 for a body not declared JSON, 413 for one
+    over ``max_bytes`` (counted as it arrives, so a huge body is never held whole)."""
+
+    def __init__(self, app: Any, max_bytes: int = 1_000_000, path: str = "/predict") -> None:
+        """Args: app: the ASGI app. max_bytes: the largest body. path: the checked path."""
+        self.app, self.max_bytes, self.path = app, max_bytes, path
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        if dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
+            return await self._reject(send, 415, 'send JSON with Content-Type: application/json, e.g. {"x": 10}')
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._reject(send, 413, f"body over {self.max_bytes} bytes")
+        sent = [False]
+
+        async def replay() -> dict:
+            if sent[0]:
+                return await receive()
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _reject(send: Any, status: int, detail: str) -> None:
+        body = JSONResponse({"detail": detail}).body
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class RegressionAPI(ls.LitAPI):
+    """Predictions of a checkpoint's model for :class:`PredictRequest` bodies, batched."""
+
+    def __init__(self, ckpt_path: str, api_key: str | None = None, **kwargs: Any) -> None:
+        """Args: ckpt_path: the checkpoint, loaded by each worker. api_key: the key every request
+        must carry as ``X-API-Key`` (None: none). kwargs: ``LitAPI``'s (batching)."""
+        super().__init__(**kwargs)
+        self.ckpt_path, self.api_key = ckpt_path, api_key
+
+    def authorize(self, x_api_key: str | None = Header(None)) -> None:
+        # The header's latin-1 bytes against the key's UTF-8, in constant time: any byte in either is a 401, not a 500.
+        given = (x_api_key or "").encode("latin-1")
+        if self.api_key is not None and not secrets.compare_digest(given, self.api_key.encode()):
+            raise HTTPException(401, "missing or wrong X-API-Key header")
+
+    def setup(self, device: str) -> None:
+        self.predictor = Predictor(self.ckpt_path, device)
+
+    def decode_request(self, request: PredictRequest) -> PredictRequest:
+        return request
+
+    def batch(self, inputs: list[PredictRequest]) -> list[PredictRequest]:
+        return inputs  # requests stay whole; predict runs all their x in one forward pass
+
+    def predict(self, inputs: Any) -> Any:
+        requests = [inputs] if isinstance(inputs, PredictRequest) else inputs  # max_batch_size 1: one request
+        xs = [r.x if isinstance(r.x, list) else [r.x] for r in requests]
+        pred, std = self.predictor([x for part in xs for x in part])
+        out, start = [], 0
+        for r, part in zip(requests, xs, strict=True):
+            got, start = slice(start, start + len(part)), start + len(part)
+            one = (lambda v: v) if isinstance(r.x, list) else (lambda v: v[0])  # noqa: E731
+            out.append({"prediction": one(pred[got]), **({"std": one(std[got])} if std is not None else {})})
+        return out[0] if isinstance(inputs, PredictRequest) else out
+
+    def unbatch(self, output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return output
+
+    def encode_response(self, output: dict[str, Any]) -> dict[str, Any]:
+        return output
 
 
 def build_parser() -> ArgumentParser:
     """The ``serve`` command's options."""
-    parser = ArgumentParser(prog="regression-lab serve", description=__doc__.split("\n")[0], exit_on_error=False)
-    parser.add_argument("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
-    parser.add_argument("--host", type=Literal[HOSTS], default="127.0.0.1", help="address (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port, 1024 to 65535")
-    parser.add_argument("--workers", type=int, default=1, help="inference worker processes per device")
-    parser.add_argument("--max_batch_size", type=int, default=64, help="requests batched into one forward pass")
-    parser.add_argument("--batch_timeout", type=float, default=0.005, help="seconds a batch waits to fill")
-    parser.add_argument("--api_key", type=str | None, help=f"require this X-API-Key header (or set ${API_KEY_ENV})")
-    parser.add_argument("--max_items", type=int, default=10_000, help="most x values in one request")
-    parser.add_argument("--max_body_bytes", type=int, default=1_000_000, help="largest request body accepted")
-    parser.add_argument(
-        "--accelerator", type=Literal["auto", "cpu", "cuda"], default="auto", help="where the model runs"
-    )
+    parser = ArgumentParser(prog="regression-lab serve", description=summary(__doc__), exit_on_error=False)
+    add = parser.add_argument
+    add("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
+    add("--host", type=Literal["127.0.0.1", "0.0.0.0", "::"], default="127.0.0.1", help="address (0.0.0.0: all)")
+    add("--port", type=int, default=8000, help="TCP port, 1024 to 65535")
+    add("--workers", type=int, default=1, help="inference worker processes per device")
+    add("--max_batch_size", type=int, default=64, help="requests batched into one forward pass")
+    add("--batch_timeout", type=float, default=0.005, help="seconds a batch waits to fill")
+    add("--api_key", type=str | None, help=f"require this X-API-Key header (or set ${API_KEY_ENV})")
+    add("--max_items", type=int, default=10_000, help="most x values in one request")
+    add("--max_body_bytes", type=int, default=1_000_000, help="largest request body accepted")
+    add("--accelerator", type=Literal["auto", "cpu", "cuda"], default="auto", help="where the model runs")
     return parser
 
 
 def run(args: Namespace) -> int:
     """Check everything, load the checkpoint once here, then serve until SIGINT or SIGTERM."""
-    from regression_lab.predict import Predictor
-
     check_int("--port", args.port, 1024, 65535)
     for name in ("workers", "max_batch_size", "max_items", "max_body_bytes"):
         check_int(f"--{name}", args[name], 1)
     if not math.isfinite(args.batch_timeout) or args.batch_timeout < 0:
         raise UsageError(f"--batch_timeout must be a finite number >= 0, got {args.batch_timeout}")
-    key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    ckpt = args.ckpt_path or newest_checkpoint()
+    key, ckpt = args.api_key or os.environ.get(API_KEY_ENV) or None, args.ckpt_path or newest_checkpoint()
     predictor = Predictor(ckpt)  # a bad or missing checkpoint stops here, in one line
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     try:
-        with socket.create_server(
-            (args.host, args.port), family=socket.AF_INET6 if ":" in args.host else socket.AF_INET
-        ):
+        with socket.create_server((args.host, args.port), family=family):
             pass  # the port is free (LitServe would fail later, in a worker, with a traceback)
     except OSError as err:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
     if args.host != "127.0.0.1" and key is None:
         print(f"warning: serving on {args.host} without an API key: anyone who can reach this machine can use it "
               f"(--api_key or ${API_KEY_ENV})", file=sys.stderr)  # fmt: skip
-    if key is not None:
-        os.environ["LIT_SERVER_API_KEY"] = key  # LitServe reads its key when it is imported
-    try:
-        import litserve as ls
-        from fastapi.exceptions import RequestValidationError
-
-        from regression_lab.serve_api import BodyLimits, PredictRequest, RegressionAPI, one_line_errors
-    except ImportError as err:
-        raise UsageError(f"serve needs LitServe: pip install 'regression-lab[serve]' ({err})") from None
     PredictRequest.max_items = args.max_items  # the HTTP processes are forked from this one
-    api = RegressionAPI(str(ckpt), max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
+    api = RegressionAPI(str(ckpt), key, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
     server = ls.LitServer(api, accelerator=args.accelerator, workers_per_device=args.workers, timeout=30,
                           middlewares=[(BodyLimits, {"max_bytes": args.max_body_bytes})])  # fmt: skip
     server.app.add_exception_handler(RequestValidationError, one_line_errors)
     kind = "an ensemble (mean and std)" if predictor.ensemble else "MyNN"
     print(f"serving {ckpt} ({kind}) on http://{args.host}:{args.port}/predict", file=sys.stderr, flush=True)
-    # SIGINT and SIGTERM raise errors.Interrupted here, which LitServe's graceful shutdown takes
-    # as the KeyboardInterrupt it is: the requests in flight are answered first.
+    # A signal raises errors.Interrupted, a KeyboardInterrupt: LitServe answers the requests in flight, then stops.
     server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")
     if errors.requested() is not None:
         raise errors.Interrupted(errors.requested())

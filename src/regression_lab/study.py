@@ -1,5 +1,5 @@
-"""The sweep's Optuna study: its storage, sampler and pruner, the objective (one ensemble fit per
-trial, built as Python objects), a worker's loop, and the report. Used by :mod:`regression_lab.sweep`::
+"""The sweep's Optuna study: its storage, sampler and pruner, the objective (one ensemble fit per trial, built as
+Python objects), a worker's loop, and the report. Used by :mod:`regression_lab.sweep`::
 
     python -c "from regression_lab.study import mask; print(mask('postgresql://u:pw@h/db'))"
 """
@@ -36,8 +36,7 @@ from regression_lab.sweep import StudySpec, parse_seeds
 from regression_lab.sweep_report import DEFINITION_ATTR, members_of, summarize, table, verdict, write_outputs
 from regression_lab.train import TRAINER_DEFAULTS, quiet_notices
 
-#: The lab's question, from the model's and the data's own defaults: the prediction at probe_x
-#: against the true line there.
+#: The lab's question, from the model's and the data's own defaults: the prediction at probe_x against the true line.
 PROBE_X = inspect.signature(regression_model).parameters["probe_x"].default
 
 
@@ -47,49 +46,67 @@ def mask(url: str) -> str:
 
 
 def _scrub(text: str, url: str) -> str:
-    """An error message with the storage's password taken out wherever it appears (whole words
-    only: a password "p" must not turn "psycopg" into "***sycopg")."""
+    """An error message with the storage's password taken out wherever it appears (whole words only: a password "p"
+    must not turn "psycopg" into "***sycopg")."""
     found = re.search(r"://[^:/@]*:([^@/]*)@", url)
     text = " ".join(text.replace(url, mask(url)).split())[:300]
-    return (
-        re.sub(rf"(?<![A-Za-z0-9]){re.escape(found.group(1))}(?![A-Za-z0-9])", "***", text)
-        if found and found.group(1)
-        else text
-    )
+    if not (found and found.group(1)):
+        return text
+    return re.sub(rf"(?<![A-Za-z0-9]){re.escape(found.group(1))}(?![A-Za-z0-9])", "***", text)
 
 
 def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
-    """The study ``spec.study_name`` in ``spec.storage``: created if new (and ``create``), continued
-    if it searches the same space; anything else is refused before it is changed. An RDB storage
-    gets heartbeats, so a trial whose worker died is failed and retried; a path is a journal file."""
+    """The study ``spec.study_name`` in ``spec.storage``: created if new (and ``create``), continued if it searches the
+    same space, else refused. An RDB storage gets heartbeats (a dead worker's trial is retried); a path is a journal."""
     where, name = mask(spec.storage), spec.study_name
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep says what it does itself
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats and retries
-            if "://" not in spec.storage:
-                storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(spec.storage))
-            else:
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-                storage = optuna.storages.RDBStorage(spec.storage, heartbeat_interval=spec.heartbeat_interval,
-                                                     grace_period=2 * spec.heartbeat_interval, heartbeat_stale_trial_callback=retry)  # fmt: skip
-        if spec.sampler == "grid":
-            sampler = optuna.samplers.GridSampler({"hidden_size": spec.hidden_sizes, "lr": spec.lrs}, seed=spec.seed)
+    for attempt in range(3):  # sweeps started together on a new database race to create its tables
+        try:
+            return _checked(_create(spec, create), spec, create)
+        except UsageError:
+            raise
+        except ImportError as err:
+            raise UsageError(
+                f"storage {where} needs a driver: {err} (pip install 'regression-lab[postgres]')"
+            ) from None
+        except KeyError:
+            raise UsageError(f"no study named {name!r} in {where}") from None
+        except Exception as err:  # noqa: BLE001 (SQLAlchemy, drivers, the OS: all say "cannot use it")
+            if attempt == 2 or not any(word in str(err) for word in ("UNIQUE", "already exists", "Duplicate")):
+                raise UsageError(f"cannot open the storage {where}: {_scrub(str(err), spec.storage)}") from None
+            time.sleep(0.5)  # the loser's next attempt finds them made
+    raise AssertionError("unreachable")
+
+
+def _create(spec: StudySpec, create: bool) -> optuna.Study:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats and retries
+        if "://" not in spec.storage:
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(spec.storage))
         else:
-            sampler = optuna.samplers.TPESampler(seed=spec.seed)
-        if not create:
-            return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        top = max(spec.epochs) if spec.sampler == "grid" else spec.epochs_range[1]
-        pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2),  # a grid is often small
-                  "hyperband": optuna.pruners.HyperbandPruner(min_resource=20, max_resource=top)}.get(spec.pruner)  # fmt: skip
-        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler,
-                                    pruner=pruner or optuna.pruners.NopPruner(), load_if_exists=True)  # fmt: skip
-    except ImportError as err:
-        raise UsageError(f"storage {where} needs a driver: {err} (pip install 'regression-lab[postgres]')") from None
-    except KeyError:
-        raise UsageError(f"no study named {name!r} in {where}") from None
-    except Exception as err:  # noqa: BLE001 (SQLAlchemy, drivers, the OS: all say "cannot use it")
-        raise UsageError(f"cannot open the storage {where}: {_scrub(str(err), spec.storage)}") from None
+            beats = dict(heartbeat_interval=spec.heartbeat_interval, grace_period=2 * spec.heartbeat_interval)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+            storage = optuna.storages.RDBStorage(spec.storage, **beats, heartbeat_stale_trial_callback=retry)
+    if spec.sampler == "grid":
+        sampler = optuna.samplers.GridSampler({"hidden_size": spec.hidden_sizes, "lr": spec.lrs}, seed=spec.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=spec.seed)
+    if not create:
+        return optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler)
+    top = max(spec.epochs) if spec.sampler == "grid" else spec.epochs_range[1]
+    pruner = {
+        "median": optuna.pruners.MedianPruner(n_startup_trials=2),  # a grid is often small
+        "hyperband": optuna.pruners.HyperbandPruner(min_resource=20, max_resource=top),
+    }.get(spec.pruner, optuna.pruners.NopPruner())
+    return optuna.create_study(storage=storage, study_name=spec.study_name, direction="minimize", sampler=sampler,
+                               pruner=pruner, load_if_exists=True)  # fmt: skip
+
+
+def _checked(study: optuna.Study, spec: StudySpec, create: bool) -> optuna.Study:
+    """The study, if it is this sweep's (or new: then made so); refused before it is changed otherwise."""
+    where, name = mask(spec.storage), spec.study_name
+    if not create:
+        return study
     wanted = {**spec.definition(), "probe_x": PROBE_X, "truth": RegressionDataModule().line_at(PROBE_X)}
     saved = study.user_attrs.get(DEFINITION_ATTR)
     if saved is None and study.get_trials(deepcopy=False):
@@ -103,23 +120,15 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     return study
 
 
-def _floats(values: torch.Tensor) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in values.double().tolist()]
-
-
 def objective(spec: StudySpec, trial: optuna.Trial) -> float:
     """Train the trial's setting over every seed in one ensemble fit; return its mean val loss."""
     if spec.sampler == "grid":
-        hidden, lr = (
-            trial.suggest_categorical("hidden_size", spec.hidden_sizes),
-            trial.suggest_categorical("lr", spec.lrs),
-        )
+        hidden = trial.suggest_categorical("hidden_size", spec.hidden_sizes)
+        lr = trial.suggest_categorical("lr", spec.lrs)
         epochs = sorted(spec.epochs)
     else:
-        hidden, lr = (
-            trial.suggest_int("hidden_size", *spec.hidden_range),
-            trial.suggest_float("lr", *spec.lr_range, log=spec.log),
-        )
+        hidden = trial.suggest_int("hidden_size", *spec.hidden_range)
+        lr = trial.suggest_float("lr", *spec.lr_range, log=spec.log)
         epochs = [trial.suggest_int("epochs", *spec.epochs_range)]
     seeds, start = parse_seeds(spec.seeds), time.perf_counter()
     contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
@@ -132,12 +141,12 @@ def objective(spec: StudySpec, trial: optuna.Trial) -> float:
         callbacks=[metrics, Guard(), PyTorchLightningPruningCallback(trial, monitor="val/loss")],
         enable_checkpointing=False, enable_progress_bar=not spec.quiet, enable_model_summary=False,
     )  # fmt: skip
-    with quiet_notices():
+    # Stopped early by a signal (however Lightning ended the fit), the trial is interrupted: Optuna marks it failed.
+    with quiet_notices(), errors.deferred():
         trainer.fit(model, datamodule=RegressionDataModule())
-    if errors.requested() is not None:  # stopped early by a signal: not a result, the trial fails
-        raise errors.Interrupted(errors.requested())
-    members = {str(e): {"prediction": _floats(m["prediction"]), "val_loss": _floats(m["val_loss"]),
-                        "train_loss": _floats(m["train_loss"]), "active_units": m["active_units"].tolist(),
+    floats = lambda t: [v if math.isfinite(v) else None for v in t.double().tolist()]  # noqa: E731  (JSON: no NaN)
+    members = {str(e): {"prediction": floats(m["prediction"]), "val_loss": floats(m["val_loss"]),
+                        "train_loss": floats(m["train_loss"]), "active_units": m["active_units"].tolist(),
                         "diverged": m["diverged"].tolist()}
                for e, m in ((e, metrics.snapshots[e]) for e in epochs)}  # fmt: skip
     final = members[str(epochs[-1])]
@@ -152,9 +161,8 @@ def objective(spec: StudySpec, trial: optuna.Trial) -> float:
 
 
 def _next(study: optuna.Study, spec: StudySpec) -> str:
-    """``run`` when a trial is left to start here, ``wait`` while only other workers' trials run,
-    ``done`` when the study is complete. A grid setting whose every attempt failed (an interrupted
-    run) is queued again; Optuna's heartbeats queue those of dead workers."""
+    """``run`` when a trial is left to start here, ``wait`` while only other workers' trials run, ``done`` when the
+    study is complete. A grid setting whose every attempt failed (an interrupted run) is queued again."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # Optuna does it itself only when a new trial starts
@@ -172,15 +180,20 @@ def _next(study: optuna.Study, spec: StudySpec) -> str:
     for h in spec.hidden_sizes:
         for lr in spec.lrs:
             if states.get((h, float(lr))) == {TrialState.FAIL}:
-                study.enqueue_trial({"hidden_size": h, "lr": lr})
+                # Optuna's own retry (as for a dead worker's trial): the copy keeps the trial's grid point.
+                failed = next(
+                    t for t in reversed(trials) if t.params.get("hidden_size") == h and t.params.get("lr") == lr
+                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, failed)
             if states.get((h, float(lr)), {TrialState.FAIL}) == {TrialState.FAIL}:
                 return "run"
     return "wait" if busy else "done"
 
 
 def work(spec: StudySpec, study: optuna.Study) -> None:
-    """Run trials of the study until it is complete, waiting for other workers' last trials, so
-    every worker ends with the whole table."""
+    """Run trials until the study is complete, waiting for other workers' last ones (each ends with the whole table)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its start-up lines, per trial
     while (step := _next(study, spec)) != "done":
         if step == "wait":
@@ -234,8 +247,7 @@ def _optuna_outputs(study: optuna.Study, out: Path, writer: Any) -> None:
         plots.append("param_importances")
     for name in plots:
         with warnings.catch_warnings():
-            # Optuna marks its matplotlib plots experimental, and a parameter of one value gives
-            # matplotlib's notice of a singular axis: the plots are still right.
+            # Optuna's matplotlib plots are experimental, a one-value parameter gives a singular axis: still right.
             warnings.simplefilter("ignore")
             try:
                 axes = getattr(optuna.visualization.matplotlib, f"plot_{name}")(study)

@@ -2,8 +2,7 @@
 (:mod:`regression_lab.study`) that any number of workers and machines share. Run it::
 
     regression-lab sweep                       # hidden {4,5,8} x epochs {100,200,400} x lr {0.01} x seeds 0-999
-    regression-lab sweep --hidden_sizes 4 8 --epochs 100 400 --seeds 0-99 --workers 2
-    regression-lab sweep --sampler tpe --n_trials 30 --lr_range 1e-3 0.3 --log --pruner median
+    regression-lab sweep --sampler tpe --n_trials 30 --lr_range 1e-3 0.3 --log --pruner median --workers 2
     regression-lab sweep --storage postgresql+psycopg://user@db/optuna --study_name lab     # on every machine
 """
 
@@ -21,7 +20,7 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from regression_lab import errors
-from regression_lab.errors import UsageError, check_float, check_int
+from regression_lab.errors import UsageError, check_float, check_int, summary
 from regression_lab.files import LOG_ROOT, atomic_write, lock_dir, numbered_dirs, reserve_numbered_dir
 from regression_lab.models import MAX_SEED, check_seeds
 
@@ -63,8 +62,7 @@ def seed_ranges(seeds: list[int]) -> list[str]:
 
 @dataclass
 class StudySpec:
-    """Everything a worker needs to join the study and run its trials: the command's options (plain
-    values, handed to spawned workers), with the command's defaults."""
+    """Everything a worker needs to join the study: the command's options and defaults, as plain values."""
 
     storage: str = ""
     study_name: str = "sweep"
@@ -93,7 +91,9 @@ class StudySpec:
             if len(set(values)) < len(values):
                 raise UsageError(f"--{name} repeats a value: {values}")
             for v in values:
-                check_float(f"--{name} values", v, 0.0, strict=True) if name == "lrs" else check_int(f"--{name} values", v, 1)
+                check_float(f"--{name} values", v, 0.0, strict=True) if name == "lrs" else check_int(
+                    f"--{name} values", v, 1
+                )
         for name, low in (("hidden_range", 1), ("lr_range", 0.0), ("epochs_range", 1)):
             lo, hi = getattr(self, name)
             check_float(f"--{name} values", lo, low, strict=not low)
@@ -117,9 +117,8 @@ def cores() -> int:
 
 
 def resolve_out(out: str | None, spec: StudySpec) -> Path:
-    """``--out``; with ``--storage``, ``lightning_logs/sweep_<study_name>``; else the newest
-    ``sweep_N`` of the same search (its study continues) or a new one, chosen under a lock, so
-    identical sweeps started together join one study."""
+    """``--out``; with ``--storage``, ``lightning_logs/sweep_<study_name>``; else the newest ``sweep_N`` of the same
+    search (its study continues) or a new one, chosen under a lock, so identical sweeps started together join one."""
     if out is not None or spec.storage:
         return Path(out) if out is not None else LOG_ROOT / f"sweep_{spec.study_name}"
     try:
@@ -145,7 +144,8 @@ def run_workers(spec: StudySpec) -> None:
     from regression_lab.study import worker_main
 
     threads = max(1, cores() // spec.workers)
-    procs = [mp.get_context("spawn").Process(target=worker_main, args=(asdict(spec), threads)) for _ in range(spec.workers)]
+    spawn = mp.get_context("spawn")
+    procs = [spawn.Process(target=worker_main, args=(asdict(spec), threads)) for _ in range(spec.workers)]
     for p in procs:
         p.start()
     try:
@@ -165,8 +165,8 @@ def run_workers(spec: StudySpec) -> None:
 
 def build_parser() -> ArgumentParser:
     """The ``sweep`` command's options (``--config FILE`` takes the same keys in YAML)."""
-    d, parser = StudySpec(), ArgumentParser(prog="regression-lab sweep", exit_on_error=False, description=__doc__.split("\n")[0])
-    add = parser.add_argument
+    parser = ArgumentParser(prog="regression-lab sweep", exit_on_error=False, description=summary(__doc__))
+    d, add = StudySpec(), parser.add_argument
     add("--config", action=ActionConfigFile, help="a YAML file of the options below")
     add("--sampler", type=str, default=d.sampler, choices=["grid", "tpe"], help="grid, or TPE over ranges")
     add("--hidden_sizes", type=int, nargs="+", default=d.hidden_sizes, help="grid: hidden sizes")
@@ -214,8 +214,7 @@ def run(args: Namespace) -> int:
         print(f"note: --workers {spec.workers} capped at this machine's {cores()} cores", file=sys.stderr)
         spec.workers = cores()
     spec.quiet = spec.quiet or spec.workers > 1
-    # A given storage is opened first: one that cannot be reached, or holds another search space,
-    # is refused before anything is made here.
+    # A given storage is opened first: one unreachable, or holding another search, is refused before anything is made.
     study = studies.open_study(spec) if spec.storage else None
     out = resolve_out(args.out, spec)
     if out.is_dir() and any(out.iterdir()) and not (out / SETTINGS_FILE).is_file():
@@ -229,7 +228,8 @@ def run(args: Namespace) -> int:
     with atomic_write(out / SETTINGS_FILE, "w") as fh:
         json.dump({"definition": spec.definition(), "storage": studies.mask(spec.storage),
                    "study_name": spec.study_name}, fh, indent=2)  # fmt: skip
-    grid = f"{len(spec.hidden_sizes) * len(spec.lrs)} settings" if spec.sampler == "grid" else f"{spec.n_trials} TPE trials"
+    settings = len(spec.hidden_sizes) * len(spec.lrs)
+    grid = f"{settings} settings" if spec.sampler == "grid" else f"{spec.n_trials} TPE trials"
     workers = f", {spec.workers} workers" if spec.workers > 1 else ""
     seeds = len(parse_seeds(spec.seeds))
     print(f"sweep: study {spec.study_name!r} in {studies.mask(spec.storage)}: {grid} x {seeds:,} seeds{workers}; "

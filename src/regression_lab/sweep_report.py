@@ -1,6 +1,5 @@
-"""The sweep's report, made from the study's storage alone: every member's numbers, statistics over
-the seeds, the ranked table, the verdict, and the CSV files and figures. Used by
-:mod:`regression_lab.sweep`; try it::
+"""The sweep's report, made from the study's storage alone: every member's numbers, statistics over the seeds, the
+ranked table, the verdict, and the CSV files and figures. Used by :mod:`regression_lab.sweep`; try it::
 
     python -c "from regression_lab.sweep_report import mean_ci; print(mean_ci([1.0, 2.0, 3.0]))"
 """
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from regression_lab.files import atomic_write
+from regression_lab.metrics import setting_name
 
 #: The study user attribute that records what the sweep searches (and the probe's truth).
 DEFINITION_ATTR = "regression_lab_sweep"
@@ -27,16 +27,17 @@ MEMBER_COLUMNS = [
     "name", "hidden_size", "epochs", "lr", "seed", "prediction", "val_loss", "train_loss", "abs_error",
     "active_units", "diverged",
 ]  # fmt: skip
+#: A diverged member's numbers, and a missing one's: no prediction, an infinite loss.
+MISSING = {"prediction": math.nan, "val_loss": math.inf, "train_loss": math.inf}
 #: Student's t at 97.5% for 1..30 degrees of freedom; beyond, the normal 1.96 is within 2%.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)  # fmt: skip
 
 
-def trial_name(hidden: int, epochs: int, lr: float, seed: int | None = None) -> str:
-    """A member's name, e.g. ``h5_e400_lr0.01_s0`` (a setting's without the seed); repr, not %g:
-    0.01 and 0.0100001 are two settings and keep two names."""
-    return f"h{hidden}_e{epochs}_lr{float(lr)!r}" + (f"_s{seed}" if seed is not None else "")
+def trial_name(hidden: int, epochs: int, lr: float, seed: int) -> str:
+    """A member's name in members.csv, e.g. ``h5_e400_lr0.01_s0``: its setting's name and its seed."""
+    return f"{setting_name({'hidden_size': hidden, 'lr': lr}, epochs)}_s{seed}"
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float, float]:
@@ -53,8 +54,8 @@ def mean_ci(values: list[float]) -> tuple[float, float, float, float]:
 
 
 def members_of(study: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None]:
-    """From the storage: one row per member and epoch count of the finished settings, one row per
-    pruned, failed or running setting that never finished, and the truth at the probe."""
+    """From the storage: a row per member and epoch count of the finished settings, a row per pruned, failed or
+    running setting that never finished, and the truth at the probe."""
     from optuna.trial import TrialState
 
     from regression_lab.sweep import parse_seeds
@@ -74,16 +75,11 @@ def members_of(study: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], 
             for e, m in t.user_attrs["members"].items():
                 for i, seed in enumerate(seeds):
                     dead = bool(m["diverged"][i])
-                    number = lambda key, default=math.nan: default if dead or m[key][i] is None else float(m[key][i])  # noqa: E731
-                    rows.append({
-                        "name": trial_name(h, int(e), lr, seed), "hidden_size": h, "epochs": int(e), "lr": lr,
-                        "seed": seed, "diverged": int(dead), "prediction": number("prediction"),
-                        "val_loss": number("val_loss", math.inf), "train_loss": number("train_loss", math.inf),
-                        "active_units": 0 if dead else int(m["active_units"][i]),
-                    })  # fmt: skip
-                    rows[-1]["abs_error"] = (
-                        abs(rows[-1]["prediction"] - truth) if truth is not None and not dead else math.inf
-                    )
+                    numbers = {k: no if dead or m[k][i] is None else float(m[k][i]) for k, no in MISSING.items()}
+                    error = abs(numbers["prediction"] - truth) if truth is not None and not dead else math.inf
+                    rows.append({"name": trial_name(h, int(e), lr, seed), "hidden_size": h, "epochs": int(e), "lr": lr,
+                                 "seed": seed, "diverged": int(dead), **numbers, "abs_error": error,
+                                 "active_units": 0 if dead else int(m["active_units"][i])})  # fmt: skip
         elif t.state in (TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING):
             last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else math.inf
             for e in epochs:
@@ -94,8 +90,7 @@ def members_of(study: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], 
 
 
 def summarize(results: list[dict[str, Any]], unfinished: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """One row per setting, best first by the mean validation loss over its healthy seeds; the
-    unfinished settings after them."""
+    """One row per setting, best first by the mean validation loss over its healthy seeds; the unfinished after them."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["hidden_size"], r["epochs"], r["lr"]), []).append(r)
@@ -159,8 +154,7 @@ def table(rows: list[dict[str, Any]], truth: float | None, probe_x: float, markd
 
 
 def verdict(rows: list[dict[str, Any]], truth: float | None, probe_x: float) -> str:
-    """One line naming the best setting and whether it is clearly ahead of the runner-up: the 95%
-    interval of the paired (by seed) difference in validation loss lies above zero."""
+    """One line naming the best setting and whether it is clearly ahead of the runner-up (paired, 95% CI > 0)."""
     b = rows[0]
     if b["state"] != "COMPLETE":
         return "best: none yet (no setting has finished)"
@@ -176,7 +170,7 @@ def verdict(rows: list[dict[str, Any]], truth: float | None, probe_x: float) -> 
     theirs = {t["seed"]: t["val_loss"] for t in r["_group"] if not t["diverged"]}
     diffs = [theirs[t["seed"]] - t["val_loss"] for t in b["_group"] if not t["diverged"] and t["seed"] in theirs]
     mean, _, low, high = mean_ci(diffs)
-    runner, paired = f"hidden_size={r['hidden_size']}, epochs={r['epochs']}, lr={r['lr']:g}", ""
+    runner = f"hidden_size={r['hidden_size']}, epochs={r['epochs']}, lr={r['lr']:g}"
     paired = f"(paired difference {mean:.3g} [{low:.3g}, {high:.3g}] over {len(diffs)} seeds)"
     if len(diffs) > 1 and low > 0:
         return f"{line}; clearly ahead of {runner} {paired}"
@@ -217,8 +211,7 @@ def error_figure(rows: list[dict[str, Any]], truth: float, probe_x: float) -> An
 
 
 def write_outputs(rows: list, members: list, truth: float | None, probe_x: float, out_dir: Path, writer: Any) -> None:
-    """results.csv, members.csv and the error figure as PNG; the table, verdict and figure into
-    the TensorBoard ``writer``."""
+    """results.csv, members.csv and the error figure as PNG; the table, verdict and figure into TensorBoard."""
     write_csv(out_dir / "results.csv", rows, CSV_COLUMNS)
     ordered = sorted(members, key=lambda r: (r["hidden_size"], r["epochs"], r["lr"], r["seed"]))
     write_csv(out_dir / "members.csv", ordered, MEMBER_COLUMNS)
@@ -227,6 +220,5 @@ def write_outputs(rows: list, members: list, truth: float | None, probe_x: float
         with atomic_write(out_dir / "error_vs_epochs.png", "wb") as fh:
             fig.savefig(fh, format="png")
         writer.add_figure("sweep/error_vs_epochs", fig)
-    writer.add_text(
-        "sweep/results", table(rows, truth, probe_x, markdown=True) + "\n\n" + verdict(rows, truth, probe_x)
-    )
+    text = table(rows, truth, probe_x, markdown=True) + "\n\n" + verdict(rows, truth, probe_x)
+    writer.add_text("sweep/results", text)

@@ -1,11 +1,9 @@
-"""Training through ``LightningCLI``: ``fit``, ``validate`` and ``test`` with the lab's defaults, which
-live in the typed signatures (``regression_model``, ``RegressionDataModule``) and the few Trainer
-and checkpoint settings below; ``configs/default.yaml`` is their ``--print_config``. Run it::
+"""Training through ``LightningCLI``: ``fit``, ``validate`` and ``test`` with the lab's defaults, which live in the
+typed signatures (``regression_model``, ``RegressionDataModule``) and the few Trainer and checkpoint settings below;
+``configs/default.yaml`` is their ``--print_config``. Run it::
 
     regression-lab fit                                   # the lab: hidden 5, lr 0.01, 400 epochs
-    regression-lab fit --model.hidden_size 8 --trainer.max_epochs 200
     regression-lab fit --ckpt_path last                  # resume the newest run
-    regression-lab test --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -21,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from regression_lab import errors
-from regression_lab.callbacks import AtomicCheckpointIO, Guard, divergence_advice
+from regression_lab.callbacks import AtomicCheckpointIO, Guard, RunProgressBar, divergence_advice
 from regression_lab.checkpoint import load_model
 from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import EnsembleRegressionModule, regression_model
@@ -37,12 +35,10 @@ from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_
 from regression_lab.metrics import FinalMetrics
 from regression_lab.models import MAX_SEED
 
-#: Trainer settings that differ from Lightning's own: the lab's 400 epochs, a GPU when there is one,
-#: and every 20th epoch a point of the validation curve and of the training loss.
+#: Trainer settings unlike Lightning's: the lab's 400 epochs, a GPU if any, validation and loss every 20th epoch.
 TRAINER_DEFAULTS = {"accelerator": "auto", "devices": "auto", "max_epochs": 400, "check_val_every_n_epoch": 20,
                     "log_every_n_steps": 20}  # fmt: skip
-#: ``--checkpoint.*``: the best by val/loss, considered every 100 epochs; a resumed run refreshes
-#: its files (no best-v1.ckpt beside them).
+#: ``--checkpoint.*``: the best by val/loss, every 100 epochs; a resumed run refreshes its files (no best-v1.ckpt).
 CHECKPOINT_DEFAULTS = {"monitor": "val/loss", "mode": "min", "save_top_k": 1, "every_n_epochs": 100,
                        "filename": "best-epoch={epoch}-step={step}", "auto_insert_metric_name": False,
                        "enable_version_counter": False}  # fmt: skip
@@ -50,16 +46,17 @@ CHECKPOINT_DEFAULTS = {"monitor": "val/loss", "mode": "min", "save_top_k": 1, "e
 LAST_CHECKPOINT_DEFAULTS = {"save_top_k": 0, "save_last": True, "train_time_interval": timedelta(seconds=5),
                             "enable_version_counter": False}  # fmt: skip
 LOGGER_DEFAULT = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                  "init_args": {"save_dir": ".", "name": str(LOG_ROOT), "log_graph": True, "default_hp_metric": False}}  # fmt: skip
-#: Notices that say nothing about this project's settings, hidden where a fit raises them: one-batch
-#: epochs are fewer than log_every_n_steps (which counts steps across epochs); Lightning 2.6 calls a
-#: pytree API torch deprecates; the graph is traced with the deprecated torch.jit.trace, and an
-#: ensemble has none (torch.jit cannot trace vmap); a resumed run's checkpoint directory is not
-#: empty; an evaluation logs elsewhere than its checkpoint's run; the console script passes its
-#: arguments on.
+                  "init_args": {"save_dir": ".", "name": str(LOG_ROOT), "log_graph": True,
+                                "default_hp_metric": False}}  # fmt: skip
+#: Notices that say nothing about this project's settings, hidden where a fit raises them: one-batch epochs are fewer
+#: than log_every_n_steps (which counts steps across epochs); Lightning 2.6 calls a pytree API torch deprecates; the
+#: graph is traced with the deprecated torch.jit.trace, and an ensemble has none (torch.jit cannot trace vmap); a
+#: resumed run's checkpoint directory is not empty; an evaluation logs elsewhere than its checkpoint's run; the
+#: console script passes its arguments on.
 NOTICES = (
-    r".*smaller than the logging interval.*", r".*isinstance\(treespec, LeafSpec\).*", r"`torch\.jit\.trace\w*` is deprecated",
-    r"Could not log computational graph", r"Checkpoint directory .* exists and is not empty", r"The dirpath has changed from",
+    r".*smaller than the logging interval.*", r".*isinstance\(treespec, LeafSpec\).*",
+    r"`torch\.jit\.trace\w*` is deprecated", r"Could not log computational graph",
+    r"Checkpoint directory .* exists and is not empty", r"The dirpath has changed from",
     r"LightningCLI's args parameter is intended to run from within Python",
 )  # fmt: skip
 
@@ -74,8 +71,7 @@ def quiet_notices() -> Iterator[None]:
 
 
 class RegressionLabCLI(LightningCLI):
-    """LightningCLI with the lab's defaults, checked settings, run directories of its own, atomic
-    checkpoints and a closing report; :attr:`final_metrics` holds the model's numbers after ``fit``."""
+    """LightningCLI with the lab's defaults, checked settings, its own run directories, atomic checkpoints, a report."""
 
     final_metrics: dict[str, float]
 
@@ -93,8 +89,7 @@ class RegressionLabCLI(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "validate", "test")}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Both checkpoint callbacks are option groups (--checkpoint.every_n_epochs 10), added to
-        # the Trainer in instantiate_trainer unless checkpointing is off.
+        # Both checkpoint callbacks are option groups (--checkpoint.every_n_epochs 10), added in instantiate_trainer.
         for group, defaults in (("checkpoint", CHECKPOINT_DEFAULTS), ("last_checkpoint", LAST_CHECKPOINT_DEFAULTS)):
             parser.add_class_arguments(ModelCheckpoint, group)
             parser.set_defaults({f"{group}.{k}": v for k, v in defaults.items()})
@@ -104,9 +99,7 @@ class RegressionLabCLI(LightningCLI):
         # Checked right after parsing: a bad setting is one line before any file is touched.
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
-        cfg = self.config[sub] if sub else None
-        if cfg is None:
-            return
+        cfg = self.config[sub] if sub else self.config  # run=False: fit's options at the top
         if cfg.trainer.get("max_epochs") is not None and cfg.trainer.max_epochs < 1:
             raise UsageError(f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}")
         seed = cfg.get("seed_everything")
@@ -121,8 +114,7 @@ class RegressionLabCLI(LightningCLI):
         if "weights_only" in cfg:  # whatever Lightning's default, never unpickle objects
             cfg.weights_only = True
         logger = self._logger_args(cfg)
-        # --trainer.default_root_dir DIR puts the runs in DIR/lightning_logs, as with Lightning's own
-        # default logger (a save_dir the user set wins, as there).
+        # --trainer.default_root_dir DIR: runs in DIR/lightning_logs, as Lightning's default logger (a save_dir wins).
         if logger is not None and cfg.trainer.get("default_root_dir") and logger.save_dir == ".":
             logger.save_dir = str(cfg.trainer.default_root_dir)
         ckpt = cfg.get("ckpt_path")
@@ -132,30 +124,29 @@ class RegressionLabCLI(LightningCLI):
                 self._lock(ckpt.parent.parent)  # before its config.yaml or events are touched
                 if logger is not None and logger.get("version") is None:
                     logger.version = int(ckpt.parent.parent.name.removeprefix("version_"))  # its curves go on
-        elif sub != "fit" and not ckpt:
+        elif sub in ("validate", "test") and not ckpt:
             ckpt = newest_checkpoint(self._log_root(cfg))
             print(f"{sub}: using the newest checkpoint {ckpt}", file=sys.stderr)
         if ckpt:
             _, checkpoint = load_model(ckpt)  # a missing, corrupt, foreign or crafted file, by name
             cfg.ckpt_path = str(ckpt)
-            if sub == "fit":
-                self._check_resume(cfg, checkpoint, ckpt)
+            self._check_against(cfg, checkpoint, ckpt, sub)
 
     @staticmethod
-    def _check_resume(cfg: Any, checkpoint: dict[str, Any], ckpt: Any) -> None:
-        """Refuse a resume that cannot run, or that would not do what was asked."""
+    def _check_against(cfg: Any, checkpoint: dict[str, Any], ckpt: Any, sub: str) -> None:
+        """Refuse a run on a checkpoint that cannot run, or that would not do what was asked."""
         epoch, max_epochs = checkpoint.get("epoch"), cfg.trainer.get("max_epochs")
-        if isinstance(epoch, int) and max_epochs is not None and max_epochs < epoch:
+        if sub == "fit" and isinstance(epoch, int) and max_epochs is not None and max_epochs < epoch:
             raise UsageError(f"{ckpt} has trained {epoch} epochs: --trainer.max_epochs must be >= {epoch} to "
                              f"resume it (now {max_epochs})")  # fmt: skip
-        # LightningCLI rebuilds the model from the checkpoint's hyperparameters whatever --model.*
-        # says: a setting changed from its default that the checkpoint contradicts is refused.
+        # LightningCLI rebuilds the model from the checkpoint whatever --model.* says: a contradicting change fails.
         saved = checkpoint.get("hyper_parameters") or {}
         default = {k: p.default for k, p in inspect.signature(regression_model).parameters.items()}
         for key, value in (cfg.get("model") or {}).items():
             if key in saved and value not in (saved[key], default.get(key)) and key != "first_seed":
+                what = "a resumed run: start a new one without --ckpt_path" if sub == "fit" else "its model"
                 raise UsageError(f"{ckpt} was trained with model.{key}={saved[key]!r}; --model.{key} {value!r} "
-                                 "cannot change a resumed run: start a new one without --ckpt_path")  # fmt: skip
+                                 f"cannot change {what}")  # fmt: skip
 
     @staticmethod
     def _logger_args(cfg: Any) -> Any:
@@ -169,8 +160,7 @@ class RegressionLabCLI(LightningCLI):
         return Path(init.save_dir or ".") / (init.name or "") if init is not None else LOG_ROOT
 
     def _lock(self, run_dir: Path) -> None:
-        """Hold ``run_dir`` while this process writes there (rank 0 only): a second ``fit
-        --ckpt_path last`` of a run that is training is refused instead of writing into it."""
+        """Hold ``run_dir`` while writing there (rank 0): another ``fit --ckpt_path last`` of it is refused."""
         if rank_zero_only.rank == 0 and self._run_lock is None:
             try:
                 self._run_lock = lock_dir(run_dir)
@@ -179,11 +169,10 @@ class RegressionLabCLI(LightningCLI):
                                  "it ends") from None  # fmt: skip
 
     def instantiate_classes(self) -> None:
-        # This run's version_N is reserved now (an atomic mkdir), so runs started together get
-        # their own; by rank 0, the one that logs.
+        # This run's version_N is reserved now (an atomic mkdir), so runs started together get their own; by rank 0.
         cfg, reserved = self.config[self.subcommand] if self.subcommand else self.config, None
         init = self._logger_args(cfg)
-        if self.subcommand and init is not None and init.get("version") is None and rank_zero_only.rank == 0:
+        if init is not None and init.get("version") is None and rank_zero_only.rank == 0:
             check_writable_dir(self._log_root(cfg), "logs")
             reserved = reserve_numbered_dir(self._log_root(cfg))
             init.version = int(reserved.name.removeprefix("version_"))
@@ -205,6 +194,10 @@ class RegressionLabCLI(LightningCLI):
         callbacks += [Guard()] + ([self._final] if self._final not in callbacks else [])
         self._last = cfg["last_checkpoint"] if cfg["trainer"].get("enable_checkpointing") is not False else None
         callbacks += [cfg["checkpoint"], self._last] if self._last is not None else []
+        if cfg["trainer"].get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            callbacks.append(RunProgressBar())
         plugins = cfg["trainer"].get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         plugins += [] if any(isinstance(p, CheckpointIO) for p in plugins) else [AtomicCheckpointIO()]
@@ -224,16 +217,14 @@ class RegressionLabCLI(LightningCLI):
         self.final_metrics = self._final.metrics or self._final.compute(self.trainer, self.model)
         last = os.path.join(self._last.dirpath, "last.ckpt") if self._last is not None and self._last.dirpath else None
         if last is not None:
-            # Timed saves can be up to an interval old. weights_only=False is the save flag: the
-            # optimizer and loop states too, so it resumes.
+            # Timed saves can be an interval old; weights_only=False is the save flag (optimizer and loop states too).
             self.trainer.save_checkpoint(last, weights_only=False)
         if self.trainer.is_global_zero:
             report(self.model, self.trainer, self.datamodule, self.final_metrics, last)
 
 
 def report(model: Any, trainer: Trainer, datamodule: Any, metrics: dict[str, float], last: str | None) -> None:
-    """The closing lines of ``fit``: the prediction the lab asks for, dead or diverged members, the
-    checkpoints and the TensorBoard directory."""
+    """The closing lines of ``fit``: the lab's prediction, dead or diverged members, checkpoints, TensorBoard run."""
     probe, advice = f"{model.hparams.probe_x:g}", divergence_advice(model, datamodule)
     members, diverged = int(metrics.get("members", 1)), int(metrics.get("diverged", 0))
     if members == 1:
@@ -245,10 +236,10 @@ def report(model: Any, trainer: Trainer, datamodule: Any, metrics: dict[str, flo
         print(f"warning: {diverged} of {members} members diverged and were left out; {advice}", file=sys.stderr)
     dead = int(((model.active_units(datamodule.train_x) == 0) & ~model.diverged()).sum())
     if dead and members == 1:
-        # A too-large step can push every ReLU unit off all the data: the loss stops falling,
-        # nothing diverges, and the fit is flat.
+        # A too-large step can push every ReLU unit off all the data: the loss stops falling, nothing diverges.
         print("warning: every hidden ReLU unit is off on all training inputs (dead): no gradient reaches them and "
-              f"the fit is flat over the training data; {advice}; or try another --seed_everything", file=sys.stderr)  # fmt: skip
+              f"the fit is flat over the training data; {advice}; or try another --seed_everything",
+              file=sys.stderr)  # fmt: skip
     elif dead:
         print(f"warning: {dead} of {members} members have every hidden ReLU unit dead (a flat fit)", file=sys.stderr)
     if last is not None:
@@ -256,23 +247,21 @@ def report(model: Any, trainer: Trainer, datamodule: Any, metrics: dict[str, flo
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
         print(f"Best checkpoint ({trainer.checkpoint_callback.monitor}): {trainer.checkpoint_callback.best_model_path}")
     if isinstance(trainer.logger, TensorBoardLogger):
-        print(
-            f"TensorBoard logs: {trainer.logger.log_dir}  (tensorboard --logdir {Path(trainer.logger.log_dir).parent})"
-        )
+        log_dir = trainer.logger.log_dir
+        print(f"TensorBoard logs: {log_dir}  (tensorboard --logdir {Path(log_dir).parent})")
     if diverged == members:
         raise TrainingFailed(f"every member of the ensemble diverged; {advice}")
 
 
 def cli_main(args: ArgsType = None, run: bool = True) -> RegressionLabCLI:
-    """Build the CLI and run its subcommand; ``args`` is a list as on the command line. With
-    ``run=False`` ``args`` are fit's options, and the caller runs ``cli.trainer.fit`` itself."""
+    """Build the CLI and run its subcommand; with ``run=False``, ``args`` are fit's and the caller runs the fit."""
     kwargs = {"exit_on_error": False, "prog": "regression-lab", "allow_abbrev": False}
     with quiet_notices():
         return RegressionLabCLI(
             regression_model,  # one MyNN, or an ensemble of them with --model.num_seeds N
             RegressionDataModule,
-            # With seed 42 the lab's init leaves one ReLU unit off on x <= 5 but on at x = 10: the
-            # prediction for 10 is 32.27 despite a training loss of 3e-8 (README, "Seeds").
+            # With seed 42 the lab's init leaves one ReLU unit off on x <= 5 but on at x = 10: the prediction for 10
+            # is 32.27 despite a training loss of 3e-8 (README, "Seeds").
             seed_everything_default=0,
             trainer_defaults=TRAINER_DEFAULTS,
             auto_configure_optimizers=False,
