@@ -1,18 +1,17 @@
-"""Shared fixtures: the lab's training run, trained once per test session.
+"""Shared fixtures (the lab's training run, trained once per test session), and how ``-n`` deals out the tests.
 
 Run the suite with ``make test`` (or ``pytest -n 2``) from the repository root (see README).
 """
-
-from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import fit_in_process
+from helpers import LAST, fit_in_process
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+SHARED_FIXTURES = ("test_serve.py", "test_sweep.py", "test_ensemble.py")
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +24,19 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def lab_ckpt(lab_run, tmp_path: Path) -> Path:
     """A private copy of the lab run's last checkpoint, in a run directory of its own."""
-    src = lab_run[0] / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    dst = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    dst = tmp_path / LAST
     dst.parent.mkdir(parents=True)
-    shutil.copy2(src, dst)
+    shutil.copy2(lab_run[0] / LAST, dst)
     return dst
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``-n N``: the tests sharing a module's costly fixture (a server, sweeps) run on one worker, others one by one."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFixture(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return module if (module := nodeid.split("::")[0]).endswith(SHARED_FIXTURES) else nodeid
+
+    return ByFixture(config, log) if config.getvalue("dist") == "load" else None  # xdist's own for any other --dist

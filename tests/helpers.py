@@ -1,10 +1,7 @@
-"""Helpers for the tests: run the command as a user does (a subprocess: the slow tier) or
-in-process through its entry point (the fast tier), and compare directories before and after.
+"""Helpers for the tests: run the command as a user does (a subprocess: the slow tier) or in-process through its entry
+point (the fast tier), and compare directories before and after.
 
-Imported by the test modules: ``from helpers import run_cli, run_main, fit_in_process``.
-"""
-
-from __future__ import annotations
+Imported by the test modules: ``from helpers import run_cli, run_main, fit_in_process``."""
 
 import contextlib
 import hashlib
@@ -18,6 +15,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
+RUN = "lightning_logs/version_0"  # a fit's first run directory, and its last checkpoint
+LAST = f"{RUN}/checkpoints/last.ckpt"
 
 
 def cli_command() -> list[str]:
@@ -32,7 +31,7 @@ def start(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
                             text=True, **kwargs)  # fmt: skip
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """``regression-lab ARGS`` as a process, to its end."""
     return subprocess.run([*cli_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})  # fmt: skip
@@ -72,6 +71,15 @@ def fit_in_process(workdir: Path, *args: str, command: str = "fit"):
         os.chdir(old_cwd)
 
 
+def events(path: Path, **guidance: int):
+    """TensorBoard's reader of a run directory or event file, loaded (``scalars=0``: keep every scalar)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path), size_guidance=guidance or None)
+    acc.Reload()
+    return acc
+
+
 def one_error_line(proc: subprocess.CompletedProcess, phrase: str, code: int = 2) -> str:
     """Assert the command failed as promised: exit ``code``, its last line ``error: ...`` holding
     ``phrase``, no traceback; return that line."""
@@ -84,7 +92,8 @@ def one_error_line(proc: subprocess.CompletedProcess, phrase: str, code: int = 2
 
 def fingerprint(root: Path) -> dict[str, str]:
     """Content hashes of every file under ``root``, to show a command changed nothing."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = (p for p in sorted(root.rglob("*")) if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def free_port() -> int:

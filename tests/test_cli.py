@@ -4,8 +4,6 @@ overrides; the table of bad input, each refused in one line with exit 2 and noth
 Run: pytest tests/test_cli.py            (pytest -m "not slow" tests/test_cli.py for the fast part)
 """
 
-from __future__ import annotations
-
 import shutil
 import subprocess
 import sys
@@ -13,7 +11,7 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import REPO, fingerprint, one_error_line, run_cli, run_main
+from helpers import LAST, REPO, fingerprint, one_error_line, run_cli, run_main
 
 
 @pytest.mark.slow
@@ -23,8 +21,8 @@ def test_fit_with_no_arguments_trains_the_lab_reports_and_predict_agrees(tmp_pat
     lines = proc.stdout.splitlines()
     assert "Model prediction for 10 is 31.9979" in lines
     assert "Checkpoint: ./lightning_logs/version_0/checkpoints/last.ckpt" in lines
-    assert (tmp_path / "lightning_logs" / "version_0" / "config.yaml").is_file() and "Traceback" not in proc.stderr
-    pred = run_cli("predict", "--x", "10", "--x", "11", cwd=tmp_path)
+    assert (tmp_path / "lightning_logs/version_0/config.yaml").is_file() and "Traceback" not in proc.stderr
+    pred = run_cli(*"predict --x 10 --x 11".split(), cwd=tmp_path)
     assert pred.returncode == 0, pred.stderr
     rows = [line.split(",") for line in pred.stdout.strip().splitlines()]
     assert rows[0] == ["x", "prediction"] and [r[0] for r in rows[1:]] == ["10", "11"]
@@ -38,23 +36,23 @@ def test_predict_reads_a_file_or_stdin_and_agrees_with_the_weights_by_hand(lab_c
     assert from_file.returncode == 0 and from_file.stdout == from_stdin.stdout, from_file.stderr + from_stdin.stderr
     preds = [float(line.split(",")[1]) for line in from_file.stdout.strip().splitlines()[1:]]
     sd = torch.load(lab_ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    x = torch.tensor([[1.0], [2.5], [10.0]])
-    hidden = torch.relu(x @ sd["net.linear1.weight"].T + sd["net.linear1.bias"])
-    assert preds == pytest.approx((hidden @ sd["net.linear2.weight"].T + sd["net.linear2.bias"]).flatten().tolist(), abs=1e-5)
+    hidden = torch.relu(torch.tensor([[1.0], [2.5], [10.0]]) @ sd["net.linear1.weight"].T + sd["net.linear1.bias"])
+    by_hand = hidden @ sd["net.linear2.weight"].T + sd["net.linear2.bias"]
+    assert preds == pytest.approx(by_hand.flatten().tolist(), abs=1e-5)
 
 
-@pytest.mark.parametrize(
-    "args", [["predict", "--x", "10"], ["demo", "all"], ["export", "--format", "onnx", "--out", "m.onnx"]],
-    ids=lambda a: a[0],
-)  # fmt: skip
-def test_light_commands_do_not_import_lightning(lab_ckpt, args):
+def test_light_commands_do_not_import_lightning(lab_ckpt):
+    # One fresh interpreter runs each command in turn, and looks for Lightning after each.
+    light = [["predict", "--x", "10"], ["demo", "all"], "export --format torchscript --out m.pt".split()]
     code = (
         "import sys, io, contextlib; from regression_lab.cli import main\n"
-        f"with contextlib.redirect_stdout(io.StringIO()): rc = main({args!r})\n"
-        "assert rc == 0, rc; bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]\n"
-        "assert not bad, bad"
+        f"for args in {light!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()): rc = main(args)\n"
+        "    bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]\n"
+        "    assert rc == 0 and not bad, (args, rc, bad)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=lab_ckpt.parents[3], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=lab_ckpt.parents[3], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -63,10 +61,11 @@ def test_default_yaml_is_what_print_config_writes_and_overrides_change_the_model
     assert printed.returncode == 0, printed.stderr
     config = yaml.safe_load(printed.stdout)
     assert config == yaml.safe_load((REPO / "configs" / "default.yaml").read_text())  # regenerate it if not
-    assert config["model"]["hidden_size"] == 5 and config["model"]["lr"] == 0.01 and config["data"]["batch_size"] is None
-    assert config["trainer"]["max_epochs"] == 400 and config["trainer"]["accelerator"] == "auto"
-    overridden = run_main("fit", "--config", str(REPO / "configs" / "default.yaml"), "--model.hidden_size", "8",
-                          "--print_config", cwd=tmp_path)  # fmt: skip
+    model, trainer = config["model"], config["trainer"]
+    assert model["hidden_size"] == 5 and model["lr"] == 0.01 and config["data"]["batch_size"] is None
+    assert trainer["max_epochs"] == 400 and trainer["accelerator"] == "auto"
+    default = str(REPO / "configs" / "default.yaml")
+    overridden = run_main("fit", "--config", default, *"--model.hidden_size 8 --print_config".split(), cwd=tmp_path)
     assert yaml.safe_load(overridden.stdout)["model"]["hidden_size"] == 8
     assert not (tmp_path / "lightning_logs").exists()
 
@@ -76,7 +75,7 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
     """A directory with a trained run and assorted bad files, for the bad-input table."""
     workdir = tmp_path_factory.mktemp("bad_input")
     shutil.copytree(lab_run[0] / "lightning_logs", workdir / "lightning_logs")
-    good = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    good = workdir / LAST
     (workdir / "empty.ckpt").write_bytes(b"")
     (workdir / "text.ckpt").write_text("not a checkpoint\n")
     (workdir / "truncated.ckpt").write_bytes(good.read_bytes()[:2000])
@@ -97,17 +96,17 @@ BAD_INPUT = [
     (["predict", "--x", "nan"], "not a finite number"),
     (["predict", "--x", "1e39"], "out of float32's range (|x| <= 3.403e+38) in --x: '1e39'"),
     (["predict"], "one of the arguments --x --input is required"),
-    (["predict", "--x", "1", "--ckpt_path", "missing.ckpt"], "checkpoint not found"),
-    (["predict", "--x", "1", "--ckpt_path", "a_dir.ckpt"], "is a directory"),
-    (["predict", "--x", "1", "--ckpt_path", "empty.ckpt"], "empty"),
-    (["predict", "--x", "1", "--ckpt_path", "text.ckpt"], "not a readable checkpoint"),
-    (["predict", "--x", "1", "--ckpt_path", "truncated.ckpt"], "not a readable checkpoint"),
-    (["predict", "--x", "1", "--ckpt_path", "other_shape.ckpt"], "not a regression-lab MyNN checkpoint"),
-    (["predict", "--x", "1", "--ckpt_path", "no_state.ckpt"], "no state_dict"),
+    ("predict --x 1 --ckpt_path missing.ckpt".split(), "checkpoint not found"),
+    ("predict --x 1 --ckpt_path a_dir.ckpt".split(), "is a directory"),
+    ("predict --x 1 --ckpt_path empty.ckpt".split(), "empty"),
+    ("predict --x 1 --ckpt_path text.ckpt".split(), "not a readable checkpoint"),
+    ("predict --x 1 --ckpt_path truncated.ckpt".split(), "not a readable checkpoint"),
+    ("predict --x 1 --ckpt_path other_shape.ckpt".split(), "not a regression-lab MyNN checkpoint"),
+    ("predict --x 1 --ckpt_path no_state.ckpt".split(), "no state_dict"),
     (["predict", "--input", "xs_bad.txt"], "not a number in xs_bad.txt line 2: 'abc'"),
     (["predict", "--input", "xs_empty.txt"], "no x values"),
     (["predict", "--input", "missing.txt"], "input file not found"),
-    (["predict", "--x", "1", "--bogus"], "unrecognized arguments: --bogus"),
+    ("predict --x 1 --bogus".split(), "unrecognized arguments: --bogus"),
     (["fit", "--model.hidden_size", "0"], "model.hidden_size must be an integer >= 1"),
     (["fit", "--model.hidden_size", "10001"], "hidden_size must be <= 10,000"),
     (["fit", "--model.hidden_size", "abc"], "model.hidden_size"),
@@ -119,7 +118,7 @@ BAD_INPUT = [
     (["fit", "--data.num_samples", "0"], "data.num_samples"),
     (["fit", "--data.noise_std", "-1"], "data.noise_std must be >= 0"),
     (["fit", "--data.batch_size", "0"], "data.batch_size must be an integer >= 1"),
-    (["fit", "--data.x_min", "5", "--data.x_max", "1"], "data.x_min must be < data.x_max"),
+    ("fit --data.x_min 5 --data.x_max 1".split(), "data.x_min must be < data.x_max"),
     (["fit", "--seed_everything", "4294967296"], "seed_everything must be in [0, 4294967295], got 4294967296"),
     (["fit", "--checkpoint.dirpath", "a_file"], "--checkpoint.dirpath is a file, not a directory: a_file"),
     (["fit", "--trainer.logger.init_args.save_dir", "a_file"], "a_file is a file, not a directory"),

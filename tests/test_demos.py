@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import run_main
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import events, run_main
 
 from regression_lab import demo as demos
 
@@ -18,38 +17,19 @@ LAB_LAYER = [6.96, 1.867, 2.106]
 LAB_BATCH = [[6.96, 1.867, 2.106], [12.9, 1.523, 4.058], [0.39, 1.051, 0.026]]
 
 
-def test_perceptron_sum_is_4_96_and_steps_to_1():
-    values = demos.perceptron().values
-    assert values["weighted_sum"] == pytest.approx(4.96)
-    assert values["step_output"] == 1
-
-
-def test_written_out_loops_and_numpy_give_the_labs_layer():
-    written = demos.three_neurons().values["outputs"]
-    looped = demos.loops_and_dot().values
-    assert written == pytest.approx(LAB_LAYER)
-    assert looped["looped"] == pytest.approx(LAB_LAYER)
-    assert looped["numpy_one_neuron"] == pytest.approx(6.96)
+def test_the_forward_pass_sections_give_the_labs_numbers():
+    perceptron, looped = demos.perceptron().values, demos.loops_and_dot().values
+    batch, t = demos.batch_of_samples().values, demos.tensors().values
+    assert perceptron["weighted_sum"] == pytest.approx(4.96) and perceptron["step_output"] == 1
+    assert demos.three_neurons().values["outputs"] == pytest.approx(LAB_LAYER)
+    assert looped["looped"] == pytest.approx(LAB_LAYER) and looped["numpy_one_neuron"] == pytest.approx(6.96)
     np.testing.assert_allclose(looped["numpy_layer"], LAB_LAYER)
-
-
-def test_batch_is_the_labs_3x3_matrix_in_numpy_and_torch():
-    batch = demos.batch_of_samples().values
     np.testing.assert_allclose(batch["outputs"], LAB_BATCH, atol=1e-12)
-    assert batch["shape"] == [3, 3]
-    t = demos.tensors().values
+    assert batch["shape"] == [3, 3] and t["all_three_equal"] is True
     for key in ("batch_matmul", "batch_mm", "batch_at"):
         np.testing.assert_allclose(t[key].numpy(), LAB_BATCH, atol=1e-5)
-    assert t["all_three_equal"] is True
-    # The first row of the batch is the single sample's layer output.
-    np.testing.assert_allclose(batch["outputs"][0], demos.loops_and_dot().values["numpy_layer"])
-
-
-def test_tensor_products_and_the_dot_difference():
-    t = demos.tensors().values
-    assert t["torch_dot"].item() == 7
-    assert t["torch_mm"].tolist() == [[3, 7], [5, 12]]
-    assert t["np_dot_2d"].tolist() == [[3, 7], [5, 12]]
+    np.testing.assert_allclose(batch["outputs"][0], looped["numpy_layer"])  # row 0: the single sample's layer
+    assert t["torch_dot"].item() == 7 and t["torch_mm"].tolist() == t["np_dot_2d"].tolist() == [[3, 7], [5, 12]]
     assert t["torch_dot_2d"].startswith("RuntimeError") and "1D tensors expected" in t["torch_dot_2d"]
 
 
@@ -57,52 +37,36 @@ def test_tensor_products_and_the_dot_difference():
 def test_relu_exercise_is_vectorised_relu_and_reproducible(seed):
     v = demos.relu_exercise(seed).values
     assert v["inputs"].shape == (5,) and v["weights"].shape == (2, 5) and v["biases"].shape == (2,)
-    assert torch.all((v["inputs"] >= 0) & (v["inputs"] < 1))
-    expected = torch.clamp(v["weights"] @ v["inputs"] + v["biases"], min=0)
-    torch.testing.assert_close(v["outputs"], expected)
-    assert torch.all(v["outputs"] >= 0)
-    # Each neuron by hand: max(0, sum_i w_ji x_i + b_j).
-    for j in range(2):
+    assert torch.all((v["inputs"] >= 0) & (v["inputs"] < 1)) and torch.all(v["outputs"] >= 0)
+    torch.testing.assert_close(v["outputs"], torch.clamp(v["weights"] @ v["inputs"] + v["biases"], min=0))
+    for j in range(2):  # each neuron by hand: max(0, sum_i w_ji x_i + b_j)
         by_hand = max(0.0, sum(float(v["weights"][j, i] * v["inputs"][i]) for i in range(5)) + float(v["biases"][j]))
         assert v["outputs"][j].item() == pytest.approx(by_hand, abs=1e-6)
-    again = demos.relu_exercise(seed).values
-    assert torch.equal(again["outputs"], v["outputs"])
+    assert torch.equal(demos.relu_exercise(seed).values["outputs"], v["outputs"])
 
 
-def test_tinymodel_section_counts_and_probabilities():
+def test_tinymodel_counts_and_probabilities_and_linear_is_x_wt_plus_b():
     v = demos.tinymodel().values
     assert v["total_parameters"] == 22210 == 100 * 200 + 200 + 200 * 10 + 10
-    assert v["parameter_counts"]["linear2.weight"] == 2000
-    assert v["linear2_weight_shape"] == [10, 200]
-    assert v["requires_grad"] is True
-    assert v["batch_output_shape"] == [4, 10]
+    assert v["parameter_counts"]["linear2.weight"] == 2000 and v["linear2_weight_shape"] == [10, 200]
+    assert v["requires_grad"] is True and v["batch_output_shape"] == [4, 10] and "Softmax(dim=-1)" in v["architecture"]
     torch.testing.assert_close(v["row_sums"], torch.ones(4))
-    assert "Softmax(dim=-1)" in v["architecture"]
-
-
-def test_linear_section_checks_x_wt_plus_b():
     v = demos.linear_layer(seed=3).values
-    assert v["weight_shape"] == [2, 3]
+    assert v["weight_shape"] == [2, 3] and v["identity_holds"] is True and v["requires_grad"] is True
     torch.testing.assert_close(v["output"], v["input"] @ v["weight"].T + v["bias"])
-    assert v["identity_holds"] is True and v["requires_grad"] is True
 
 
-def test_text_output_shows_the_labs_numbers():
-    proc = run_main("demo", "forward", cwd=".")
+def test_text_and_json_output_show_the_labs_numbers(tmp_path):
+    proc = run_main("demo", "forward", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    for expected in ("weighted_sum: 4.96", "step_output: 1", "[6.96, 1.867, 2.106]", "torch_dot: 7", "[ 5 12]"):
-        assert expected in out, expected
-    assert "[12.9    1.523  4.058]" in out
-
-
-def test_json_output_parses_and_matches(tmp_path):
-    proc = run_main("demo", "all", "--json", "--seed", "5", cwd=tmp_path)
+    for expected in ("weighted_sum: 4.96", "step_output: 1", "[6.96, 1.867, 2.106]", "torch_dot: 7", "[ 5 12]",
+                     "[12.9    1.523  4.058]"):  # fmt: skip
+        assert expected in proc.stdout, expected
+    proc = run_main(*"demo all --json --seed 5".split(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    payload = json.loads(proc.stdout)
-    titles = [s["title"] for s in payload["sections"]]
-    assert len(titles) == 9 and titles[0].startswith("The perceptron")
-    by_title = {s["title"]: s["values"] for s in payload["sections"]}
+    sections = json.loads(proc.stdout)["sections"]
+    assert len(sections) == 9 and sections[0]["title"].startswith("The perceptron")
+    by_title = {s["title"]: s["values"] for s in sections}
     assert by_title["The perceptron (one neuron)"]["weighted_sum"] == pytest.approx(4.96)
     exercise = by_title["Exercise: 5 inputs, 2 ReLU neurons"]
     assert exercise["seed"] == 5
@@ -113,14 +77,11 @@ def test_json_output_parses_and_matches(tmp_path):
 def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
     proc = run_main("demo", "tinymodel", "--logdir", str(tmp_path / "graphs"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    written = demos.write_graphs(tmp_path / "more", ["mynn", "tinymodel"])
-    for run in [tmp_path / "graphs" / "tinymodel", *written]:
-        (events,) = run.glob("events.out.tfevents.*")
-        acc = EventAccumulator(str(events))
-        acc.Reload()
+    for run in [tmp_path / "graphs" / "tinymodel", *demos.write_graphs(tmp_path / "more", ["mynn", "tinymodel"])]:
+        (file,) = run.glob("events.out.tfevents.*")
+        acc = events(file)
         assert acc.Tags()["graph"] is True
-        graph = acc.Graph()
-        names = " ".join(node.name for node in graph.node)
+        names = " ".join(node.name for node in acc.Graph().node)
         assert "linear1" in names and "linear2" in names
 
 
@@ -128,10 +89,10 @@ def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
     "args, phrase",
     [
         (["demo", "bogus"], "unknown demo 'bogus'"),
-        (["demo", "forward", "--seed", "abc"], 'Parser key "seed"'),
-        (["demo", "forward", "--seed", "-1"], "--seed must be an integer >= 0"),
+        ("demo forward --seed abc".split(), 'Parser key "seed"'),
+        ("demo forward --seed -1".split(), "--seed must be an integer >= 0"),
         (["demo", "forward", "--seed", str(2**64)], "--seed must be <= 4,294,967,295"),
-        (["demo", "forward", "--logdir", "x"], "has no model"),
+        ("demo forward --logdir x".split(), "has no model"),
     ],
 )
 def test_bad_demo_input_is_one_line_exit_2(tmp_path, args, phrase):

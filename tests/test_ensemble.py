@@ -5,12 +5,9 @@ same members, and the TensorBoard pictures hold the members' numbers. In-process
 Run: pytest tests/test_ensemble.py
 """
 
-from __future__ import annotations
-
 import pytest
 import torch
-from helpers import fingerprint, fit_in_process, one_error_line, run_main
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import LAST, QUIET, RUN, events, fingerprint, fit_in_process, one_error_line, run_main
 
 from regression_lab.checkpoint import load_model
 from regression_lab.metrics import FinalMetrics
@@ -35,94 +32,89 @@ def lab_ensemble(tmp_path_factory):
     """The lab's full-batch data: hidden {4, 5} x lr {0.01, 0.02} x seeds {0, 3}, 400 epochs, with
     snapshots after 19 and 100 epochs."""
     workdir = tmp_path_factory.mktemp("ensemble")
-    cli = fit_in_process(workdir, "--model.hidden_size", "[4,5]", "--model.lr", "[0.01,0.02]", "--model.seeds", "[0,3]",
-                         "--trainer.callbacks+=FinalMetrics", "--trainer.callbacks.snapshot_epochs", "[19,100]")  # fmt: skip
-    return workdir, cli
+    grid = "--model.hidden_size [4,5] --model.lr [0.01,0.02] --model.seeds [0,3] --trainer.callbacks+=FinalMetrics"
+    return workdir, fit_in_process(workdir, *grid.split(), *"--trainer.callbacks.snapshot_epochs [19,100]".split())
 
 
 @pytest.mark.parametrize("hidden, lr, seed", [(5, 0.01, 0), (4, 0.02, 3)])
 def test_a_member_equals_the_same_seed_trained_alone(lab_ensemble, tmp_path, hidden, lr, seed):
     _, ens = lab_ensemble
-    lone = fit_in_process(tmp_path, "--model.hidden_size", str(hidden), "--model.lr", str(lr), "--seed_everything", str(seed))
-    i = member(ens, hidden_size=hidden, lr=lr, seed=seed)
+    lone = fit_in_process(tmp_path, *f"--model.hidden_size {hidden} --model.lr {lr} --seed_everything {seed}".split())
+    i, snap = member(ens, hidden_size=hidden, lr=lr, seed=seed), final(ens).snapshots[400]
     assert max_diff(ens.model.member(i).state_dict(), lone.model.net.state_dict()) <= 1e-5
-    assert float(final(ens).snapshots[400]["prediction"][i]) == pytest.approx(lone.final_metrics["prediction"], abs=1e-5)
-    assert float(final(ens).snapshots[400]["val_loss"][i]) == pytest.approx(lone.final_metrics["val_loss"], rel=1e-4, abs=1e-6)
+    assert float(snap["prediction"][i]) == pytest.approx(lone.final_metrics["prediction"], abs=1e-5)
+    assert float(snap["val_loss"][i]) == pytest.approx(lone.final_metrics["val_loss"], rel=1e-4, abs=1e-6)
 
 
 def test_the_100_epoch_snapshot_equals_a_100_epoch_fit(lab_ensemble, tmp_path):
     _, ens = lab_ensemble
-    lone = fit_in_process(tmp_path, "--model.hidden_size", "4", "--model.lr", "0.02", "--seed_everything", "3",
-                          "--trainer.max_epochs", "100")  # fmt: skip
-    snap = final(ens).snapshots[100]
-    i = member(ens, hidden_size=4, lr=0.02, seed=3)
+    setting = "--model.hidden_size 4 --model.lr 0.02 --seed_everything 3 --trainer.max_epochs 100"
+    lone = fit_in_process(tmp_path, *setting.split())
+    snap, i = final(ens).snapshots[100], member(ens, hidden_size=4, lr=0.02, seed=3)
     assert float(snap["prediction"][i]) == pytest.approx(lone.final_metrics["prediction"], abs=1e-5)
     assert float(snap["train_loss"][i]) == pytest.approx(lone.final_metrics["train_loss"], rel=1e-4, abs=1e-7)
 
 
 def test_shuffled_noisy_mini_batches_with_momenta_and_decays_are_exact_too(tmp_path):
-    common = ["--trainer.max_epochs", "40", "--data.batch_size", "2", "--data.shuffle", "true", "--data.noise_std", "0.3",
-              "--data.num_samples", "7"]  # fmt: skip
-    ens = fit_in_process(tmp_path, "--model.hidden_size", "[5,8]", "--model.lr", "[0.005,0.01]", "--model.momentum",
-                         "[0.0,0.5]", "--model.weight_decay", "[0.0,0.01]", "--model.seeds", "[1,2]", *common)  # fmt: skip
+    data = "--trainer.max_epochs 40 --data.batch_size 2 --data.shuffle true --data.noise_std 0.3 --data.num_samples 7"
+    grid = "--model.hidden_size [5,8] --model.lr [0.005,0.01] --model.momentum [0.0,0.5]"
+    ens = fit_in_process(tmp_path, *f"{grid} --model.weight_decay [0.0,0.01] --model.seeds [1,2] {data}".split())
     assert len(ens.model.stacks) == 8  # one SGD parameter group per (lr, momentum, weight decay)
     for hidden, lr, momentum, decay, seed in [(8, 0.01, 0.5, 0.01, 1), (5, 0.005, 0.5, 0.0, 2)]:
-        lone = fit_in_process(tmp_path, "--model.hidden_size", str(hidden), "--model.lr", str(lr), "--model.momentum",
-                              str(momentum), "--model.weight_decay", str(decay), "--seed_everything", str(seed), *common)  # fmt: skip
+        setting = f"--model.hidden_size {hidden} --model.lr {lr} --model.momentum {momentum} --seed_everything {seed}"
+        lone = fit_in_process(tmp_path, *f"{setting} --model.weight_decay {decay} {data}".split())
         assert lone.final_metrics["train_loss"] < 5.0  # it trained: the comparison means something
         i = member(ens, hidden_size=hidden, lr=lr, momentum=momentum, weight_decay=decay, seed=seed)
         assert max_diff(ens.model.member(i).state_dict(), lone.model.net.state_dict()) <= 1e-5
 
 
 def test_a_diverged_member_is_retired_and_the_others_train_on(tmp_path):
-    ens = fit_in_process(tmp_path, "--model.hidden_size", "5", "--model.lr", "[0.01,3.0]", "--model.seeds", "[0,1]",
-                         "--trainer.max_epochs", "60")  # fmt: skip
+    ens = fit_in_process(tmp_path, *"--model.lr [0.01,3.0] --model.seeds [0,1] --trainer.max_epochs 60".split())
     assert ens.model.diverged().tolist() == [False, False, True, True]
     assert ens.final_metrics["diverged"] == 2 and ens.final_metrics["members"] == 4
-    lone = fit_in_process(tmp_path, "--model.lr", "0.01", "--seed_everything", "1", "--trainer.max_epochs", "60")
+    lone = fit_in_process(tmp_path, *"--model.lr 0.01 --seed_everything 1 --trainer.max_epochs 60".split())
     assert max_diff(ens.model.member(member(ens, lr=0.01, seed=1)).state_dict(), lone.model.net.state_dict()) <= 1e-5
-    for ckpt in (tmp_path / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt"):  # nothing non-finite written
+    for ckpt in (tmp_path / RUN / "checkpoints").glob("*.ckpt"):  # nothing non-finite written
         state = torch.load(ckpt, weights_only=True)["state_dict"]
         assert all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
         assert float(state["stacks.1.weights"].abs().sum()) == 0.0  # the lr 3.0 stack
-    proc = run_main("fit", "--model.num_seeds", "3", "--model.lr", "5.0", "--trainer.max_epochs", "30",
-                    "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
+    proc = run_main(*"fit --model.num_seeds 3 --model.lr 5.0 --trainer.max_epochs 30".split(), *QUIET, cwd=tmp_path)
     one_error_line(proc, "every member of the ensemble diverged", code=1)
 
 
 def test_an_ensemble_checkpoint_predicts_the_mean_and_spread_and_resumes_the_same_members(tmp_path):
     (tmp_path / "a").mkdir()
-    cli = fit_in_process(tmp_path / "a", "--model.num_seeds", "6", "--seed_everything", "10", "--trainer.max_epochs", "60")
-    assert cli.model.stacks[0].seeds.tolist() == list(range(10, 16))
-    ckpt = tmp_path / "a" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    proc = run_main("predict", "--ckpt_path", str(ckpt), "--x", "3", "--x", "10", cwd=tmp_path)
+    cli = fit_in_process(tmp_path / "a", *"--model.num_seeds 3 --seed_everything 10 --trainer.max_epochs 60".split())
+    assert cli.model.stacks[0].seeds.tolist() == list(range(10, 13))
+    proc = run_main(*"predict --x 3 --x 10 --ckpt_path".split(), str(tmp_path / "a" / LAST), cwd=tmp_path)
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0 and lines[0] == "x,prediction,std", proc.stderr
     preds = []
-    for seed in range(10, 16):  # each member trained alone gives the same numbers
+    for seed in range(10, 13):  # each member trained alone gives the same numbers
         lone = fit_in_process(tmp_path, "--seed_everything", str(seed), "--trainer.max_epochs", "60").model
         with torch.no_grad():
             preds.append(lone(torch.tensor([[3.0], [10.0]])).flatten().tolist())
     per_x = torch.tensor(preds, dtype=torch.float64).T
     for line, values in zip(lines[1:], per_x, strict=True):
-        assert [float(v) for v in line.split(",")[1:]] == pytest.approx([float(values.mean()), float(values.std())], abs=2e-5)
+        expected = [float(values.mean()), float(values.std())]
+        assert [float(v) for v in line.split(",")[1:]] == pytest.approx(expected, abs=2e-5)
     assert float(lines[2].split(",")[2]) > 10 * float(lines[1].split(",")[2])  # members disagree far out
     (tmp_path / "b").mkdir()
-    fit_in_process(tmp_path / "b", "--model.num_seeds", "6", "--seed_everything", "10", "--trainer.max_epochs", "30")
-    resumed = fit_in_process(tmp_path / "b", "--ckpt_path", "last", "--trainer.max_epochs", "60")  # seed 0 in this process
-    assert resumed.model.stacks[0].seeds.tolist() == list(range(10, 16))
+    fit_in_process(tmp_path / "b", *"--model.num_seeds 3 --seed_everything 10 --trainer.max_epochs 30".split())
+    resumed = fit_in_process(tmp_path / "b", *"--ckpt_path last --trainer.max_epochs 60".split())  # seed 0 here
+    assert resumed.model.stacks[0].seeds.tolist() == list(range(10, 13))
     assert float((cli.model.stacks[0].weights - resumed.model.stacks[0].weights).detach().abs().max()) <= 1e-6
 
 
 def test_tensorboard_holds_the_members_numbers_per_setting(lab_ensemble):
     workdir, ens = lab_ensemble
-    run = workdir / "lightning_logs" / "version_0"
-    acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
-    acc.Reload()
-    sizes = ens.model.setting_sizes()
+    run = workdir / RUN
+    acc, sizes = events(run, scalars=0, histograms=0, images=0), ens.model.setting_sizes()
     for epochs in (19, 100, 400):
         snap = final(ens).snapshots[epochs]
-        for setting, val, pred in zip(ens.model.settings, snap["val_loss"].split(sizes), snap["prediction"].split(sizes)):
+        for setting, val, pred in zip(  # noqa: B905 (one split each, of the same sizes)
+            ens.model.settings, snap["val_loss"].split(sizes), snap["prediction"].split(sizes)
+        ):
             name = f"h{setting['hidden_size']}_e{epochs}_lr{setting['lr']:g}"
             (hist,) = acc.Histograms(f"ensemble_val_loss/{name}")
             assert hist.step == epochs and hist.histogram_value.num == 2
@@ -148,10 +140,10 @@ def test_tensorboard_holds_the_members_numbers_per_setting(lab_ensemble):
         (["--model.seeds", "[]"], "model.seeds is empty"),
         (["--model.seeds", "[-1]"], "model.seeds must be integers in [0, 4294967295]"),
         (["--model.seeds", "[1,1]"], "model.seeds repeats a seed"),
-        (["--model.first_seed", "4294967295", "--model.num_seeds", "2"], "model.first_seed must be <= 4,294,967,294"),
-        (["--model.hidden_size", "[4,0]", "--model.num_seeds", "2"], "model.hidden_size must be an integer >= 1"),
-        (["--model.lr", "[]", "--model.num_seeds", "2"], "model.lr is empty"),
-        (["--model.num_seeds", "1000", "--data.num_samples", "100000000"], "more than half of this machine's memory"),
+        ("--model.first_seed 4294967295 --model.num_seeds 2".split(), "model.first_seed must be <= 4,294,967,294"),
+        ("--model.hidden_size [4,0] --model.num_seeds 2".split(), "model.hidden_size must be an integer >= 1"),
+        ("--model.lr [] --model.num_seeds 2".split(), "model.lr is empty"),
+        ("--model.num_seeds 1000 --data.num_samples 100000000".split(), "more than half of this machine's memory"),
     ],
 )
 def test_bad_ensemble_settings_are_one_line_exit_2(tmp_path, args, phrase):
@@ -160,15 +152,15 @@ def test_bad_ensemble_settings_are_one_line_exit_2(tmp_path, args, phrase):
 
 
 def test_a_sweeps_and_a_crafted_ensemble_checkpoint_are_refused_clearly(lab_ensemble, tmp_path):
-    src = lab_ensemble[0] / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    src = lab_ensemble[0] / LAST
     stacks, _ = load_model(src)
     assert [s.hidden_sizes.tolist() for s in stacks] == [[4, 4, 5, 5]] * 2
     for args, phrase in ((["predict", "--x", "10"], "holds an ensemble of 4 settings (a sweep's)"),
                          (["landscape", "--no_tensorboard"], "holds an ensemble: landscape takes a single-model"),
-                         (["export", "--format", "onnx", "--out", "m.onnx"], "holds an ensemble")):  # fmt: skip
+                         ("export --format onnx --out m.onnx".split(), "holds an ensemble")):  # fmt: skip
         one_error_line(run_main(*args, "--ckpt_path", str(src), cwd=tmp_path), phrase)
     ckpt = torch.load(src, weights_only=True)
     ckpt["state_dict"]["stacks.0.seeds"] = torch.zeros(3, dtype=torch.int64)
     torch.save(ckpt, tmp_path / "bad.ckpt")
-    one_error_line(run_main("predict", "--ckpt_path", "bad.ckpt", "--x", "10", cwd=tmp_path),
+    one_error_line(run_main(*"predict --ckpt_path bad.ckpt --x 10".split(), cwd=tmp_path),
                    "checkpoint's stacks.0.seeds has shape (3,), not (4,)")  # fmt: skip

@@ -5,14 +5,12 @@ left whole. In-process through ``cli.main`` (fast tier).
 Run: pytest tests/test_export.py
 """
 
-from __future__ import annotations
-
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from helpers import fingerprint, fit_in_process, one_error_line, run_main
+from helpers import LAST, fingerprint, fit_in_process, one_error_line, run_main
 
 from regression_lab.predict import Predictor
 
@@ -21,10 +19,8 @@ XS = np.linspace(-50.0, 50.0, 1000, dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def expected(lab_run):
-    workdir, _ = lab_run
-    ckpt = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    preds, _ = Predictor(ckpt)(XS.tolist())
-    return ckpt, np.array(preds, dtype=np.float64)
+    preds, _ = Predictor(lab_run[0] / LAST)(XS.tolist())
+    return lab_run[0] / LAST, np.array(preds, dtype=np.float64)
 
 
 def export(ckpt, fmt: str, out) -> None:
@@ -33,21 +29,16 @@ def export(ckpt, fmt: str, out) -> None:
     assert f"as {fmt} to {out}" in proc.stderr
 
 
-def test_onnx_runs_in_onnxruntime_and_matches_predict(expected, tmp_path):
+def test_onnx_in_onnxruntime_the_exported_program_and_torchscript_match_predict(expected, tmp_path):
     import onnxruntime as ort
 
     ckpt, preds = expected
     export(ckpt, "onnx", tmp_path / "model.onnx")
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"x": XS.reshape(-1, 1)})
-    assert out.shape == (1000, 1)
-    assert np.abs(out[:, 0] - preds).max() <= 1e-5
+    assert out.shape == (1000, 1) and np.abs(out[:, 0] - preds).max() <= 1e-5
     (one,) = session.run(None, {"x": XS[:1].reshape(1, 1)})  # the batch dimension is dynamic
     assert abs(float(one[0, 0]) - preds[0]) <= 1e-5
-
-
-def test_exported_program_and_torchscript_match_predict(expected, tmp_path):
-    ckpt, preds = expected
     x = torch.from_numpy(XS).unsqueeze(1)
     export(ckpt, "exported_program", tmp_path / "model.pt2")
     program = torch.export.load(tmp_path / "model.pt2")
@@ -62,11 +53,11 @@ def test_exported_program_and_torchscript_match_predict(expected, tmp_path):
 @pytest.mark.parametrize(
     "args, phrase",
     [
-        (["--format", "onnx", "--out", "m.onnx", "--ckpt_path", "missing.ckpt"], "checkpoint not found: missing.ckpt"),
-        (["--format", "onnx", "--out", "nodir/m.onnx", "--ckpt_path", "x.ckpt"], "--out's directory does not exist"),
-        (["--format", "onnx", "--out", "adir", "--ckpt_path", "x.ckpt"], "--out is a directory"),
-        (["--format", "pickle", "--out", "m.onnx"], "format"),
-        (["--format", "onnx", "--out", "keep.onnx", "--ckpt_path", "ens.ckpt"], "holds an ensemble"),
+        ("--format onnx --out m.onnx --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
+        ("--format onnx --out nodir/m.onnx --ckpt_path x.ckpt".split(), "--out's directory does not exist"),
+        ("--format onnx --out adir --ckpt_path x.ckpt".split(), "--out is a directory"),
+        ("--format pickle --out m.onnx".split(), "format"),
+        ("--format onnx --out keep.onnx --ckpt_path ens.ckpt".split(), "holds an ensemble"),
     ],
 )
 def test_bad_export_input_is_one_line_exit_2_and_leaves_files_whole(tmp_path, args, phrase, ensemble_ckpt):
@@ -81,5 +72,5 @@ def test_bad_export_input_is_one_line_exit_2_and_leaves_files_whole(tmp_path, ar
 @pytest.fixture(scope="module")
 def ensemble_ckpt(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ensemble")
-    fit_in_process(workdir, "--model.num_seeds", "3", "--trainer.max_epochs", "5")
-    return workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    fit_in_process(workdir, *"--model.num_seeds 3 --trainer.max_epochs 5".split())
+    return workdir / LAST

@@ -1,14 +1,12 @@
-"""Hostile but realistic input, found by probing: endless, closed and odd inputs, numbers past
-float32, crafted checkpoint values, YAML bombs and giant configs, unwritable destinations, devices
-and links as outputs. Every refusal is one line, exit 2, and leaves every file as it was; the
-parsers are property-tested.
+"""Hostile but realistic input, found by probing: endless, closed and odd inputs, numbers past float32, crafted
+checkpoint values, YAML bombs and giant configs, unwritable destinations, devices and links as outputs. Every refusal is
+one line, exit 2, and leaves every file as it was; the parsers are property-tested.
 
 Run: pytest tests/test_hardening.py
 """
 
-from __future__ import annotations
-
 import contextlib
+import io
 import json
 import math
 import os
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import fingerprint, fit_in_process, one_error_line, run_main
+from helpers import RUN, fingerprint, fit_in_process, one_error_line, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,10 +29,11 @@ def test_endless_closed_piped_and_spreadsheet_inputs(lab_ckpt, tmp_path):
     ckpt = ["predict", "--ckpt_path", str(lab_ckpt)]
     with open("/dev/zero", encoding="latin-1") as zeros:  # noqa: PTH123
         proc = run_main(*ckpt, "--input", "-", cwd=tmp_path, stdin=zeros)
-    assert proc.returncode == 2 and proc.stderr == f"error: stdin line 1 is longer than {MAX_LINE_CHARS} characters: not an x value\n"
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"error: stdin line 1 is longer than {MAX_LINE_CHARS} characters: not an x value\n"
     proc = run_main(*ckpt, "--input", "-", cwd=tmp_path, stdin=None)
     assert proc.stderr == "error: --input -: standard input is closed, there is nothing to read\n"
-    plain = run_main(*ckpt, "--x", "10", "--x", "3", cwd=tmp_path)
+    plain = run_main(*ckpt, *"--x 10 --x 3".split(), cwd=tmp_path)
     fifo = tmp_path / "xs.fifo"
     os.mkfifo(fifo)
     writer = threading.Thread(target=lambda: fifo.write_text("10\n3\n"))
@@ -44,8 +43,9 @@ def test_endless_closed_piped_and_spreadsheet_inputs(lab_ckpt, tmp_path):
     (tmp_path / "sheet.csv").write_bytes('\ufeff# exported by a spreadsheet\n"x","y"\n10,32\n3,11\n'.encode())
     assert run_main(*ckpt, "--input", "sheet.csv", cwd=tmp_path).stdout == plain.stdout
     (tmp_path / "bad.txt").write_text("10\n" + "z" * 900 + "\n")
-    assert run_main(*ckpt, "--input", "bad.txt", cwd=tmp_path).stderr == f"error: not a number in bad.txt line 2: '{'z' * QUOTE_CHARS}...'\n"
-    echoed = run_main(*ckpt, "--x", "1234567", "--x", "0.1000", cwd=tmp_path)
+    bad = run_main(*ckpt, "--input", "bad.txt", cwd=tmp_path).stderr
+    assert bad == f"error: not a number in bad.txt line 2: '{'z' * QUOTE_CHARS}...'\n"
+    echoed = run_main(*ckpt, *"--x 1234567 --x 0.1000".split(), cwd=tmp_path)
     assert [line.split(",")[0] for line in echoed.stdout.splitlines()] == ["x", "1234567", "0.1000"]
 
 
@@ -61,24 +61,25 @@ def test_a_stray_file_where_a_run_directory_goes_is_skipped(tmp_path):
 def crafted(lab_ckpt: Path, tmp_path: Path, edit) -> Path:
     ckpt = torch.load(lab_ckpt, weights_only=True)
     edit(ckpt)
-    torch.save(ckpt, tmp_path / "crafted.ckpt")
-    return tmp_path / "crafted.ckpt"
+    torch.save(ckpt, path := tmp_path / "crafted.ckpt")
+    return path
 
 
-def _set(key: str, value: object):
+def put(key: object, value: object):
     return lambda ckpt: ckpt["state_dict"].__setitem__(key, value)
 
 
+W1 = "net.linear1.weight"
 CRAFTED = [
-    (_set("net.linear1.weight", torch.full((5, 1), float("nan"))), "checkpoint's linear1.weight holds NaN or infinite values"),
-    (_set("net.linear1.weight", torch.ones(5, 1, dtype=torch.int64)), "linear1.weight holds torch.int64 values, not real numbers"),
-    (_set("net.linear1.weight", torch.ones(5, 1, dtype=torch.complex64)), "holds torch.complex64 values"),
-    (_set("net.linear2.bias", torch.ones(3)), "checkpoint's linear2.bias has shape (3,), not (1,)"),
+    (put(W1, torch.full((5, 1), math.nan)), "checkpoint's linear1.weight holds NaN or infinite values"),
+    (put(W1, torch.ones(5, 1, dtype=torch.int64)), "linear1.weight holds torch.int64 values, not real numbers"),
+    (put(W1, torch.ones(5, 1, dtype=torch.complex64)), "holds torch.complex64 values"),
+    (put("net.linear2.bias", torch.ones(3)), "checkpoint's linear2.bias has shape (3,), not (1,)"),
     # One stored value viewed as a billion: a 12 kB file that would be 4 GB if copied.
-    (_set("net.linear1.weight", torch.zeros(1, 1).expand(10**9, 1)), "hidden size 1,000,000,000 is outside [1, 10,000]"),
-    (lambda c: c["hyper_parameters"].__setitem__("hidden_size", "5"), "hyper_parameters.hidden_size is not an integer ('5')"),
+    (put(W1, torch.zeros(1, 1).expand(10**9, 1)), "hidden size 1,000,000,000 is outside [1, 10,000]"),
+    (lambda c: c["hyper_parameters"].update(hidden_size="5"), "hyper_parameters.hidden_size is not an integer ('5')"),
     (lambda c: c.__setitem__("hyper_parameters", [1, 2]), "hyper_parameters are a list, not a mapping"),
-    (lambda c: c["state_dict"].__setitem__(3, torch.zeros(1)), "has keys that are not names"),
+    (put(3, torch.zeros(1)), "has keys that are not names"),
 ]
 
 
@@ -87,8 +88,8 @@ def test_crafted_checkpoint_values_are_refused_by_every_reader(lab_ckpt, tmp_pat
     path = crafted(lab_ckpt, tmp_path, edit)
     assert path.stat().st_size < 100_000
     before = fingerprint(tmp_path)
-    for command in (["predict", "--x", "10"], ["validate"], ["landscape", "--resolution", "5", "--out", "o"],
-                    ["export", "--format", "onnx", "--out", "m.onnx"], ["serve", "--port", "8000"]):  # fmt: skip
+    for command in (["predict", "--x", "10"], ["validate"], "landscape --resolution 5 --out o".split(),
+                    "export --format onnx --out m.onnx".split(), ["serve", "--port", "8000"]):  # fmt: skip
         one_error_line(run_main(*command, "--ckpt_path", str(path), cwd=tmp_path), phrase)
     assert fingerprint(tmp_path) == before
 
@@ -118,16 +119,15 @@ def test_landscape_checks_a_checkpoints_data_settings_as_the_datamodule_does(lab
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30)), max_size=20))
 def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(values):
-    import io
-
     text = "\n".join(str(v) for v in values)
     try:
         got = read_inputs(io.StringIO(text), "in")
     except UsageError as err:
-        assert "\n" not in str(err) and len(str(err)) < 200
-        assert str(err).startswith(("not a number in in line", "not a finite number in in line", "out of float32's", "no x values"))
+        starts = ("not a number in in line", "not a finite number in in line", "out of float32's", "no x values")
+        assert "\n" not in str(err) and len(str(err)) < 200 and str(err).startswith(starts)
         return
-    content = [line.strip().split(",")[0].strip() for line in text.split("\n") if line.strip() and not line.strip().startswith("#")]
+    lines = [line.strip() for line in text.split("\n")]
+    content = [line.split(",")[0].strip() for line in lines if line and not line.startswith("#")]
     kept = content[1:] if content and content[0].strip('"').lower() == "x" else content
     assert got == [float(v) for v in kept] and all(math.isfinite(v) for v in got)
 
@@ -157,13 +157,15 @@ JSON = st.recursive(
 def test_the_request_model_accepts_exactly_x_as_finite_float32_numbers(body):
     from pydantic import ValidationError
 
-    from regression_lab.serve_api import PredictRequest
+    from regression_lab.serve import PredictRequest
 
     def number(v: object) -> bool:  # a Python int compares exactly with a float: 400 digits are too large
         return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= FLOAT32_MAX
 
     x = body.get("x") if isinstance(body, dict) and set(body) == {"x"} else None
-    valid = x is not None and (number(x) or (isinstance(x, list) and 0 < len(x) <= PredictRequest.max_items and all(map(number, x))))
+    valid = x is not None and (
+        number(x) or (isinstance(x, list) and 0 < len(x) <= PredictRequest.max_items and all(map(number, x)))
+    )
     try:
         request = PredictRequest.model_validate(json.loads(json.dumps(body)))  # what FastAPI parses
     except (ValidationError, ValueError):
@@ -177,13 +179,14 @@ def test_yaml_bombs_giant_and_endless_configs_are_refused_and_a_piped_one_is_rea
         f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
     )  # 9^10 = 3.5 billion strings once expanded, from 400 bytes
     (tmp_path / "bomb.yaml").write_text(bomb)
-    big = tmp_path / "big.yaml"
-    with big.open("wb") as fh:
+    with (tmp_path / "big.yaml").open("wb") as fh:
         fh.truncate(17 * 2**20)  # sparse: no disk used
     before = fingerprint(tmp_path)
     for command in ("fit", "validate", "landscape", "sweep"):  # those with --config
-        one_error_line(run_main(command, "--config", "bomb.yaml", cwd=tmp_path), "YAML aliases (*name) are not accepted")
-    one_error_line(run_main("fit", "-c", "/dev/zero", cwd=tmp_path), "--config /dev/zero is larger than 16,777,216 bytes")
+        proc = run_main(command, "--config", "bomb.yaml", cwd=tmp_path)
+        one_error_line(proc, "YAML aliases (*name) are not accepted")
+    proc = run_main("fit", "-c", "/dev/zero", cwd=tmp_path)
+    one_error_line(proc, "--config /dev/zero is larger than 16,777,216 bytes")
     one_error_line(run_main("landscape", "--config=big.yaml", cwd=tmp_path), "is larger than 16,777,216 bytes")
     one_error_line(run_main("fit", "--model.hidden_size", "&a [5, *a]", cwd=tmp_path), "YAML aliases")
     assert fingerprint(tmp_path) == before
@@ -201,9 +204,9 @@ def test_unwritable_destinations_are_refused_before_the_work(lab_ckpt, tmp_path)
     (tmp_path / "o" / "lab_1d.csv").mkdir(parents=True)  # a directory where a result file goes
     (tmp_path / "afile").write_text("mine")
     before = fingerprint(tmp_path)
-    one_error_line(run_main("landscape", "--ckpt_path", str(lab_ckpt), "--resolution", "5", "--out", "o", cwd=tmp_path),
+    one_error_line(run_main("landscape", "--ckpt_path", str(lab_ckpt), *"--resolution 5 --out o".split(), cwd=tmp_path),
                    "cannot write the results in --out o: Is a directory")  # fmt: skip
-    one_error_line(run_main("landscape", "--resolution", "5", "--out", "afile/o", "--no_tensorboard", cwd=tmp_path),
+    one_error_line(run_main(*"landscape --resolution 5 --out afile/o --no_tensorboard".split(), cwd=tmp_path),
                    "--out afile/o: afile is a file, not a directory")  # fmt: skip
     one_error_line(run_main("fit", "--trainer.default_root_dir", "afile", cwd=tmp_path), "afile/lightning_logs")
     assert fingerprint(tmp_path) == before and stat.S_ISREG((tmp_path / "afile").stat().st_mode)
@@ -211,17 +214,18 @@ def test_unwritable_destinations_are_refused_before_the_work(lab_ckpt, tmp_path)
     with contextlib.suppress(OSError):
         (read_only / "regression-lab-probe").touch()
         pytest.skip("no read-only directory on this machine")
-    one_error_line(run_main("landscape", "--resolution", "5", "--out", str(read_only), "--no_tensorboard", cwd=tmp_path),
-                   f"cannot write --out in {read_only}")  # fmt: skip
-    one_error_line(run_main("fit", "--trainer.default_root_dir", str(read_only), cwd=tmp_path), f"cannot write logs in {read_only}")
+    proc = run_main("landscape", "--resolution", "5", "--out", str(read_only), "--no_tensorboard", cwd=tmp_path)
+    one_error_line(proc, f"cannot write --out in {read_only}")
+    proc = run_main("fit", "--trainer.default_root_dir", str(read_only), cwd=tmp_path)
+    one_error_line(proc, f"cannot write logs in {read_only}")
 
 
 def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path):
-    fit_in_process(tmp_path, "--trainer.max_epochs", "3", "--trainer.default_root_dir", "runs")
-    run = tmp_path / "runs" / "lightning_logs" / "version_0"
+    fit_in_process(tmp_path, *"--trainer.max_epochs 3 --trainer.default_root_dir runs".split())
+    run = tmp_path / "runs" / RUN
     assert (run / "checkpoints" / "last.ckpt").is_file() and list(run.glob("events.out.tfevents.*"))
     assert not (tmp_path / "lightning_logs").exists()
-    fit_in_process(tmp_path, "--trainer.max_epochs", "5", "--trainer.default_root_dir", "runs", "--ckpt_path", "last")
+    fit_in_process(tmp_path, *"--trainer.max_epochs 5 --trainer.default_root_dir runs --ckpt_path last".split())
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 5
 
 
@@ -230,13 +234,13 @@ def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path):
     [
         # Squares past float32: no learning rate helps, and the advice says so.
         (["--data.x_max", "1e20"], 1, "the training data reach about 3e+20, whose squares overflow float32"),
-        (["--data.slope", "1e30", "--model.num_seeds", "3"], 1, "the training data reach about 5e+30"),
+        ("--data.slope 1e30 --model.num_seeds 3".split(), 1, "the training data reach about 5e+30"),
         (["--data.x_max", "100"], 0, "lower --model.lr (now 0.01), or scale the data down"),  # every unit dies
         (["--model.lr", "3"], 1, "lower --model.lr (now 3)"),  # the lab's data: the learning rate alone
     ],
 )
 def test_divergence_advice_names_the_actual_cause(tmp_path, args, code, advice):
-    proc = run_main("fit", *args, "--trainer.max_epochs", "40", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    proc = run_main("fit", *args, *"--trainer.max_epochs 40 --trainer.enable_progress_bar false".split(), cwd=tmp_path)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == code and advice in last, proc.stderr[-1000:]
     assert ("diverged" if code else "every hidden ReLU unit is off") in last

@@ -11,14 +11,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import fit_in_process, one_error_line, run_main
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import RUN, events, fit_in_process, one_error_line, run_main
 from torch.func import functional_call
 
 from regression_lab import landscape as ls
+from regression_lab import landscape_plots
 from regression_lab.checkpoint import load_model
 from regression_lab.data import RegressionDataModule
-from regression_lab.landscape_plots import MAX_DRAWN_AXIS
 from regression_lab.models import MyNN
 
 LAB = RegressionDataModule().samples("train")
@@ -64,7 +63,8 @@ def test_batched_evaluation_in_chunks_equals_one_by_one(monkeypatch):
     batched = ls.grid_losses(net, x, y, start, [d1, d2], [a, b])
     for i, j in [(0, 0), (3, 4), (6, 2)]:
         p = {n: start[n] + a[i] * d1[n] + b[j] * d2[n] for n in start}
-        assert batched[i, j].item() == pytest.approx(torch.mean((functional_call(net, p, (x,)) - y) ** 2).item(), rel=1e-5)
+        one_by_one = torch.mean((functional_call(net, p, (x,)) - y) ** 2).item()
+        assert batched[i, j].item() == pytest.approx(one_by_one, rel=1e-5)
 
 
 @pytest.mark.parametrize("include_bias", [False, True])
@@ -106,22 +106,20 @@ def test_the_trained_networks_landscapes_from_the_lab_checkpoint(lab_ckpt):
 
 
 def test_the_command_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_path):
-    proc = run_main("landscape", "--ckpt_path", str(lab_ckpt), "--resolution", "21", "--out", "out", cwd=tmp_path)
+    proc = run_main("landscape", "--ckpt_path", str(lab_ckpt), *"--resolution 21 --out out".split(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "lab 1D: minimum MSE 0 at w = 3.0000" in proc.stdout
-    out = tmp_path / "out"
-    curves, surfaces = ("lab_1d", "random_1d", "interpolation"), ("linear_2d", "random_2d")
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{s}.{e}" for s in curves for e in ("csv", "png")] + [f"{s}.{e}" for s in surfaces for e in ("npz", "png")]
-    )
+    out, curves, surfaces = tmp_path / "out", ("lab_1d", "random_1d", "interpolation"), ("linear_2d", "random_2d")
+    files = [f"{n}.csv" for n in curves] + [f"{n}.npz" for n in surfaces] + [f"{n}.png" for n in curves + surfaces]
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
     with (out / "lab_1d.csv").open() as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["w", "loss"] and len(rows) == 1001 and float(rows[1][1]) == pytest.approx(176.0, rel=1e-5)
-    assert np.load(out / "linear_2d.npz")["loss"].shape == (21, 21) and set(np.load(out / "random_2d.npz").files) == {"alpha", "beta", "loss"}
-    (events,) = [e for e in lab_ckpt.parents[1].glob("events.out.tfevents.*")][-1:]  # the training run's own directory
-    acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    acc.Reload()
-    assert {f"landscape/{n}" for n in ("lab_1d", "linear_2d", "random_2d", "random_1d", "interpolation")} <= set(acc.Tags()["images"])
+    assert np.load(out / "linear_2d.npz")["loss"].shape == (21, 21)
+    assert set(np.load(out / "random_2d.npz").files) == {"alpha", "beta", "loss"}
+    (file,) = list(lab_ckpt.parents[1].glob("events.out.tfevents.*"))[-1:]  # the training run's own directory
+    acc = events(file, scalars=0, images=0, tensors=0)
+    assert {f"landscape/{n}" for n in curves + surfaces} <= set(acc.Tags()["images"])
     assert len(acc.Scalars("landscape/lab_1d/curve")) == 1000
     (argmin,) = acc.Scalars("landscape/lab_1d/argmin_w")
     assert argmin.value == pytest.approx(3.0, abs=6 / 999) and argmin.step == 400  # beside the training curves' end
@@ -129,17 +127,18 @@ def test_the_command_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_pat
     assert "landscape/settings/text_summary" in acc.Tags()["tensors"]
 
 
-def test_a_landscape_finer_than_a_picture_is_drawn_thinned_and_kept_whole(lab_ckpt, tmp_path):
+def test_a_landscape_finer_than_a_picture_is_drawn_thinned_and_kept_whole(lab_ckpt, tmp_path, monkeypatch):
     shutil.copy(lab_ckpt, tmp_path / "alone.ckpt")  # outside a run: its events go to a new version_N
-    res = 2 * MAX_DRAWN_AXIS + 1
-    proc = run_main("landscape", "--ckpt_path", "alone.ckpt", "--resolution", str(res), "--out", "o", "--logdir", "tb", cwd=tmp_path)
+    drawn = 41  # a smaller limit than the shipped one: the same thinning, less drawing
+    monkeypatch.setattr(landscape_plots, "MAX_DRAWN_AXIS", drawn)
+    res = 2 * drawn + 1
+    proc = run_main(*f"landscape --ckpt_path alone.ckpt --resolution {res} --out o --logdir tb".split(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert f"the figures and 3D meshes show {MAX_DRAWN_AXIS} of the {res} points per axis" in proc.stderr
+    assert f"the figures and 3D meshes show {drawn} of the {res} points per axis" in proc.stderr
     assert np.load(tmp_path / "o" / "linear_2d.npz")["loss"].shape == (res, res)
-    acc = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"tensors": 0, "scalars": 0})
-    acc.Reload()
+    acc = events(tmp_path / "tb" / "version_0", tensors=0, scalars=0)
     vertices = acc.Tensors("landscape/linear_2d_surface_VERTEX")[0].tensor_proto
-    assert [d.size for d in vertices.tensor_shape.dim] == [1, MAX_DRAWN_AXIS**2, 3]
+    assert [d.size for d in vertices.tensor_shape.dim] == [1, drawn**2, 3]
     assert acc.Scalars("landscape/linear_2d/argmin_w")[0].value == pytest.approx(3.0, abs=4 / (res - 1))  # every point
 
 
@@ -179,12 +178,12 @@ def test_bad_landscape_input_is_one_line_exit_2(tmp_path, args, phrase):
 
 
 def test_fit_can_log_the_landscape_at_the_end_of_training(tmp_path):
-    cli = fit_in_process(tmp_path, "--trainer.max_epochs", "30", "--trainer.callbacks+=LandscapeLogger",
-                         "--trainer.callbacks.resolution", "11")  # fmt: skip
-    acc = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
+    logger = "--trainer.callbacks+=LandscapeLogger --trainer.callbacks.resolution 11"
+    cli = fit_in_process(tmp_path, *f"--trainer.max_epochs 30 {logger}".split())
+    acc = events(tmp_path / RUN, scalars=0, images=0)
     assert "landscape/random_2d" in acc.Tags()["images"] and "train/loss" in acc.Tags()["scalars"]
     (centre,) = acc.Scalars("landscape/random_2d/center")
     x, y = LAB
     with torch.no_grad():
-        assert centre.step == 30 and centre.value == pytest.approx(torch.mean((cli.model.net(x) - y) ** 2).item(), rel=1e-4)
+        mse = torch.mean((cli.model.net(x) - y) ** 2).item()
+    assert centre.step == 30 and centre.value == pytest.approx(mse, rel=1e-4)

@@ -49,7 +49,8 @@ def test_stack_members_start_as_seeded_lone_models_and_leave_the_global_rng_alon
     for i, (h, seed) in enumerate([(5, 0), (8, 42), (5, 7)]):
         torch.manual_seed(seed)
         lone = MyNN(h)
-        assert all(torch.equal(a, b) for a, b in zip(stack.member(i).state_dict().values(), lone.state_dict().values()))
+        pairs = zip(stack.member(i).state_dict().values(), lone.state_dict().values(), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
         x = torch.linspace(-3, 9, 11).unsqueeze(1)
         torch.testing.assert_close(stack(x)[i], lone(x))  # padding units add nothing
     assert stack(torch.ones(4, 1)).shape == (3, 4, 1)

@@ -5,18 +5,16 @@ signals end every command in one line, and concurrent runs keep to their own dir
 Run: pytest tests/test_reliability.py
 """
 
-from __future__ import annotations
-
 import os
 import signal
-import subprocess
+import threading
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from helpers import fingerprint, fit_in_process, one_error_line, run_cli, run_main, start, wait_for
+from helpers import LAST, QUIET, RUN, fingerprint, fit_in_process, one_error_line, run_main, start, wait_for
 
 from regression_lab.errors import TrainingFailed
 from regression_lab.files import lock_dir
@@ -44,8 +42,8 @@ class _Payload:
 @pytest.mark.parametrize(
     "args",
     [
-        ["predict", "--x", "10", "--ckpt_path", "{ckpt}"], ["predict", "--x", "10"],  # the newest is the crafted one
-        ["landscape", "--ckpt_path", "{ckpt}", "--resolution", "5"], ["export", "--format", "onnx", "--out", "m.onnx"],
+        [*"predict --x 10 --ckpt_path".split(), "{ckpt}"], ["predict", "--x", "10"],  # the newest is the crafted one
+        ["landscape", "--ckpt_path", "{ckpt}", "--resolution", "5"], "export --format onnx --out m.onnx".split(),
         ["validate", "--ckpt_path", "{ckpt}"], ["test", "--ckpt_path", "{ckpt}"], ["fit", "--ckpt_path", "last"],
     ],
     ids=lambda a: " ".join(a[:3]),
@@ -66,20 +64,20 @@ def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(lab_ckpt, tmp_p
 
 def test_divergence_stops_at_the_first_non_finite_loss_and_writes_no_bad_checkpoint(tmp_path):
     # Checkpoints every epoch, so a bad one would be written if anything let it through.
-    proc = run_main("fit", "--model.lr", "3.0", "--checkpoint.every_n_epochs", "1", "--trainer.check_val_every_n_epoch",
-                    "1", "--checkpoint.save_top_k", "-1", "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
+    every_epoch = "--checkpoint.every_n_epochs 1 --trainer.check_val_every_n_epoch 1 --checkpoint.save_top_k -1"
+    proc = run_main("fit", *f"--model.lr 3.0 {every_epoch} --trainer.enable_progress_bar false".split(), cwd=tmp_path)
     line = one_error_line(proc, "training diverged: loss inf at epoch", code=1)
     assert "lower --model.lr (now 3)" in line and "Model prediction" not in proc.stdout
     epoch = int(line.split("at epoch ")[1].split(",")[0])
-    assert len(assert_checkpoints_whole(tmp_path / "lightning_logs" / "version_0" / "checkpoints")) >= epoch - 2
+    assert len(assert_checkpoints_whole(tmp_path / RUN / "checkpoints")) >= epoch - 2
 
 
 def _diverge_in_a_long_epoch(workdir: Path, every: int, *extra: str) -> str:
     """Train lr 3 over 200 batches an epoch, the guard reading its flag every ``every`` steps."""
     workdir.mkdir()
+    long_epoch = "--model.lr 3.0 --data.num_samples 2000 --data.batch_size 10 --trainer.log_every_n_steps"
     with pytest.raises(TrainingFailed) as info:
-        fit_in_process(workdir, "--model.lr", "3.0", "--data.num_samples", "2000", "--data.batch_size", "10",
-                       "--trainer.log_every_n_steps", str(every), *extra)  # fmt: skip
+        fit_in_process(workdir, *long_epoch.split(), str(every), *extra)
     return str(info.value)
 
 
@@ -94,18 +92,19 @@ def test_divergence_inside_a_long_epoch_is_caught_within_the_check_interval(tmp_
     # last.ckpt due at every step: some save falls between the overflowing update and the next
     # check, and the save itself refuses it.
     _diverge_in_a_long_epoch(tmp_path / "timed", 50, "--last_checkpoint.train_time_interval", "0:00:00")
-    files = assert_checkpoints_whole(tmp_path / "timed" / "lightning_logs" / "version_0" / "checkpoints")
-    assert [f.name for f in files] == ["last.ckpt"]
+    assert [f.name for f in assert_checkpoints_whole(tmp_path / "timed" / RUN / "checkpoints")] == ["last.ckpt"]
 
 
-LONG_RUN = ["fit", "--trainer.max_epochs", "1000000", "--trainer.enable_progress_bar", "false",
-            "--last_checkpoint.train_time_interval", "0:00:00.05", "--trainer.check_val_every_n_epoch", "100"]  # fmt: skip
+LONG_RUN = (
+    "fit --trainer.max_epochs 1000000 --trainer.enable_progress_bar false "
+    "--last_checkpoint.train_time_interval 0:00:00.05 --trainer.check_val_every_n_epoch 100"
+).split()
 
 
 @pytest.mark.slow
 def test_sigkill_leaves_loadable_checkpoints_and_the_run_resumes(tmp_path):
     proc = start(*LONG_RUN, "--checkpoint.every_n_epochs", "200", cwd=tmp_path)
-    run = tmp_path / "lightning_logs" / "version_0"
+    run = tmp_path / RUN
     wait_for(lambda: len(list((run / "checkpoints").glob("*.ckpt"))) >= 2, proc, "two checkpoints")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -116,9 +115,10 @@ def test_sigkill_leaves_loadable_checkpoints_and_the_run_resumes(tmp_path):
     assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
 
 
-SHUFFLED = ["--data.num_samples", "64", "--data.batch_size", "16", "--data.shuffle", "true", "--data.noise_std",
-            "0.3", "--model.momentum", "0.9", "--model.lr", "0.003", "--seed_everything", "5",
-            "--trainer.check_val_every_n_epoch", "5"]  # fmt: skip
+SHUFFLED = (
+    "--data.num_samples 64 --data.batch_size 16 --data.shuffle true --data.noise_std 0.3 --model.momentum 0.9 "
+    "--model.lr 0.003 --seed_everything 5 --trainer.check_val_every_n_epoch 5"
+).split()
 
 
 def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
@@ -127,10 +127,10 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
     straight = fit_in_process(tmp_path / "straight", *SHUFFLED, "--trainer.max_epochs", "30")
     first = fit_in_process(tmp_path / "resumed", *SHUFFLED, "--trainer.max_epochs", "13")
     initial = {k: v.clone() for k, v in first.model.initial_state.items()}
-    resumed = fit_in_process(tmp_path / "resumed", *SHUFFLED, "--trainer.max_epochs", "30", "--ckpt_path", "last")
+    resumed = fit_in_process(tmp_path / "resumed", *SHUFFLED, *"--trainer.max_epochs 30 --ckpt_path last".split())
     assert resumed.trainer.global_step == straight.trainer.global_step == 30 * 4
     assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in straight.model.state_dict().items())
-    ckpt = torch.load(tmp_path / "resumed/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    ckpt = torch.load(tmp_path / "resumed" / LAST, weights_only=True)
     assert all(torch.equal(ckpt["initial_state_dict"][k], v) for k, v in initial.items())  # the first run's
 
 
@@ -138,7 +138,7 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
     "args, phrase",
     [
         (["--trainer.max_epochs", "3"], "has trained 6 epochs: --trainer.max_epochs must be >= 6 to resume it (now 3)"),
-        (["--trainer.max_epochs", "9", "--model.hidden_size", "8"], "was trained with model.hidden_size=5"),
+        ("--trainer.max_epochs 9 --model.hidden_size 8".split(), "was trained with model.hidden_size=5"),
     ],
 )
 def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
@@ -148,43 +148,59 @@ def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
     assert fingerprint(tmp_path) == before  # config.yaml and the event files too
 
 
-@pytest.mark.slow
+def _signal_when(condition, signum: int) -> None:
+    """Send ``signum`` to this process, from a thread, once ``condition()`` holds (the handler then runs in the main
+    thread, where the command runs)."""
+
+    def wait_and_send() -> None:
+        deadline = time.monotonic() + 120
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=wait_and_send, daemon=True).start()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signalled_fit_says_so_exits_128_plus_n_and_resumes(tmp_path, signum):
-    proc = start(*LONG_RUN, cwd=tmp_path)
-    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    wait_for(last.is_file, proc, "last.ckpt")
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signum, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith(f"interrupted by {signal.Signals(signum).name} (the newest last.ckpt")
-    assert "Traceback" not in err
+    last = tmp_path / LAST
+    _signal_when(last.is_file, signum)
+    proc = run_main(*LONG_RUN, cwd=tmp_path)
+    assert proc.returncode == 128 + signum, proc.stderr[-2000:]
+    name = signal.Signals(signum).name
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"interrupted by {name} (the newest last.ckpt")
+    assert "Traceback" not in proc.stderr
     epoch = torch.load(last, weights_only=True)["epoch"]
     resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 3))
     assert resumed.trainer.current_epoch == epoch + 3
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signalled_light_command_says_so_and_exits_128_plus_n(lab_ckpt, tmp_path, signum):
-    # predict waits on a named pipe that stays open and silent: once its writer end opens,
-    # predict is surely past its start (its handler in place).
+    # predict waits on a named pipe that stays open and silent: signalled while it reads.
     fifo = tmp_path / "xs.fifo"
     os.mkfifo(fifo)
-    proc = start("predict", "--ckpt_path", str(lab_ckpt), "--input", str(fifo), cwd=tmp_path)
-    with fifo.open("w") as writer:  # blocks until predict opens the pipe for reading
-        writer.write("10\n")
-        writer.flush()
-        time.sleep(0.3)
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signum and out == ""
-    assert err == f"interrupted by {signal.Signals(signum).name} (predict wrote nothing that a rerun does not write again)\n"
+    opened, answered = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with fifo.open("w") as fh:  # blocks until predict opens the pipe for reading
+            opened.set()
+            fh.write("10\n")
+            fh.flush()
+            answered.wait(120)  # open until predict has ended
+
+    threading.Thread(target=writer, daemon=True).start()
+    _signal_when(opened.is_set, signum)
+    proc = run_main("predict", "--ckpt_path", str(lab_ckpt), "--input", str(fifo), cwd=tmp_path)
+    answered.set()
+    assert proc.returncode == 128 + signum and proc.stdout == ""
+    name = signal.Signals(signum).name
+    assert proc.stderr == f"interrupted by {name} (predict wrote nothing that a rerun does not write again)\n"
 
 
 @pytest.mark.slow
 def test_two_runs_started_at_once_get_their_own_run_directories(tmp_path):
-    procs = [start("fit", "--trainer.max_epochs", "40", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    procs = [start(*"fit --trainer.max_epochs 40 --trainer.enable_progress_bar false".split(), cwd=tmp_path)
              for _ in range(2)]  # fmt: skip
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
@@ -205,20 +221,20 @@ def _held(run: Path) -> bool:
 
 @pytest.mark.slow
 def test_a_run_being_trained_is_not_resumed_into_by_another_fit(tmp_path):
-    assert run_main("fit", "--trainer.max_epochs", "5", "--trainer.enable_progress_bar", "false", cwd=tmp_path).returncode == 0
-    run = tmp_path / "lightning_logs" / "version_0"
-    config = (run / "config.yaml").read_bytes()
-    resuming = start("fit", "--ckpt_path", "last", "--trainer.max_epochs", "10000000", "--trainer.enable_progress_bar",
-                     "false", cwd=tmp_path)  # fmt: skip
+    assert run_main("fit", "--trainer.max_epochs", "5", *QUIET, cwd=tmp_path).returncode == 0
+    run = tmp_path / RUN
+    resume = "fit --ckpt_path last --trainer.max_epochs 10000000 --last_checkpoint.train_time_interval 0:00:00.2"
+    resuming = start(*resume.split(), "--trainer.enable_progress_bar", "false", cwd=tmp_path)
     try:
-        # The resume holds the run from before it touches it until it ends; its config.yaml
-        # rewritten is the sign it is past its start.
-        wait_for(lambda: _held(run) and (run / "config.yaml").read_bytes() != config, resuming, "the resume")
+        # The resume holds the run from before it touches it until it ends; its first timed
+        # last.ckpt past epoch 5 is the sign that it is training (its config.yaml is written).
+        last = run / "checkpoints" / "last.ckpt"
+        wait_for(lambda: _held(run) and torch.load(last, weights_only=True)["epoch"] > 5, resuming, "the resume")
         before = fingerprint(run)
-        second = run_main("fit", "--ckpt_path", "last", "--trainer.max_epochs", "20", cwd=tmp_path)
+        second = run_main(*"fit --ckpt_path last --trainer.max_epochs 20".split(), cwd=tmp_path)
         one_error_line(second, "lightning_logs/version_0 is in use by another fit (training or resuming it now)")
-        changed = {k for k, v in fingerprint(run).items() if before.get(k) != v}
-        assert changed <= {"checkpoints/last.ckpt"} | {k for k in before if "tfevents" in k}  # the first fit's own
+        changed = {k for k, v in fingerprint(run).items() if before.get(k) != v}  # the resuming fit's own files
+        assert all(k.startswith(("checkpoints/", "events.out.tfevents")) for k in changed), changed
     finally:
         resuming.send_signal(signal.SIGTERM)
         _, err = resuming.communicate(timeout=120)
@@ -230,13 +246,13 @@ def test_a_run_being_trained_is_not_resumed_into_by_another_fit(tmp_path):
 
 @pytest.mark.slow
 def test_two_identical_default_sweeps_started_together_join_one_study(tmp_path):
-    grid = ["--hidden_sizes", "4", "8", "--epochs", "20", "--seeds", "0-9", "--quiet"]
+    grid = "--hidden_sizes 4 8 --epochs 20 --seeds 0-9 --quiet".split()
     procs = [start("sweep", *grid, cwd=tmp_path) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
     assert sorted(d.name for d in (tmp_path / "lightning_logs").iterdir()) == ["sweep_0"]
     study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{tmp_path / 'lightning_logs/sweep_0/study.db'}")
     assert {t.params["hidden_size"] for t in study.trials if "members" in t.user_attrs} == {4, 8}
-    report = run_cli("sweep", *grid, "--report", "--out", "lightning_logs/sweep_0", cwd=tmp_path)
-    assert report.returncode == 0 and [ln.split()[1] for ln in report.stdout.splitlines()[1:3]] in (["4", "8"], ["8", "4"])
-    assert [o.splitlines()[-2] for o, _ in outs][0] == [o.splitlines()[-2] for o, _ in outs][1]  # the same verdict
+    report = run_main("sweep", *grid, "--report", "--out", "lightning_logs/sweep_0", cwd=tmp_path)
+    assert report.returncode == 0 and sorted(ln.split()[1] for ln in report.stdout.splitlines()[1:3]) == ["4", "8"]
+    assert outs[0][0].splitlines()[-2] == outs[1][0].splitlines()[-2]  # the same verdict

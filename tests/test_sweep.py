@@ -5,8 +5,6 @@ fits, the study in its storage, TensorBoard, re-runs, workers, pruning, TPE, SIG
 Run: pytest tests/test_sweep.py
 """
 
-from __future__ import annotations
-
 import csv
 import math
 import os
@@ -16,15 +14,16 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import fingerprint, fit_in_process, one_error_line, run_cli, run_main, start, wait_for
+from helpers import events, fingerprint, fit_in_process, one_error_line, run_main, start, wait_for
 from optuna.trial import TrialState
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from regression_lab.metrics import setting_name
 from regression_lab.study import mask
 from regression_lab.sweep import seed_ranges
 from regression_lab.sweep_report import mean_ci, trial_name
 
-GRID = ["--hidden_sizes", "4", "8", "--epochs", "20", "60", "--seeds", "0-29", "--quiet"]
+GRID = "--hidden_sizes 4 8 --epochs 20 60 --seeds 0-29 --quiet".split()
+PG = "postgresql+psycopg://"
 
 
 def table_of(stdout: str) -> str:
@@ -33,8 +32,7 @@ def table_of(stdout: str) -> str:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
+    return list(csv.DictReader(path.read_text().splitlines()))
 
 
 def study_in(out: Path) -> optuna.Study:
@@ -44,22 +42,23 @@ def study_in(out: Path) -> optuna.Study:
 @pytest.fixture(scope="module")
 def sweep_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sweep")
-    proc = run_cli("sweep", *GRID, cwd=workdir, timeout=600)
+    proc = run_main("sweep", *GRID, cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, workdir / "lightning_logs" / "sweep_0", proc
 
 
 @pytest.mark.slow
-def test_the_table_is_the_statistics_of_members_csv_and_the_study_holds_them(sweep_run):
+def test_the_table_is_the_statistics_of_members_csv_and_the_study_holds_them(sweep_run, tmp_path):
     _, out, proc = sweep_run
     rows, members = read_csv(out / "results.csv"), read_csv(out / "members.csv")
-    assert list(rows[0])[:8] == ["hidden_size", "epochs", "lr", "n_seeds", "val_loss_mean", "val_loss_std", "err10_mean", "err10_std"]
+    assert list(rows[0])[:8] == "hidden_size epochs lr n_seeds val_loss_mean val_loss_std err10_mean err10_std".split()
     assert sorted((r["hidden_size"], r["epochs"]) for r in rows) == [("4", "20"), ("4", "60"), ("8", "20"), ("8", "60")]
     means = [float(r["val_loss_mean"]) for r in rows]
     assert means == sorted(means) and len(members) == 120 and {int(m["seed"]) for m in members} == set(range(30))
     best = rows[0]
     assert f"best: hidden_size={best['hidden_size']}, epochs={best['epochs']}, lr=0.01" in proc.stdout
-    assert ("clearly ahead of" in proc.stdout) != ("within the noise of" in proc.stdout) and "2 settings x 30 seeds" in proc.stderr
+    assert ("clearly ahead of" in proc.stdout) != ("within the noise of" in proc.stdout)
+    assert "2 settings x 30 seeds" in proc.stderr
     best_of_seed: dict[str, tuple[float, tuple]] = {}
     for m in members:
         key = (m["hidden_size"], m["epochs"])
@@ -82,16 +81,13 @@ def test_the_table_is_the_statistics_of_members_csv_and_the_study_holds_them(swe
     assert sorted((t.params["hidden_size"], t.params["lr"]) for t in trials) == [(4, 0.01), (8, 0.01)]
     for t in trials:
         row = next(r for r in rows if r["hidden_size"] == str(t.params["hidden_size"]) and r["epochs"] == "60")
-        assert t.value == pytest.approx(float(row["val_loss_mean"]), rel=1e-9) and set(t.user_attrs["members"]) == {"20", "60"}
-
-
-@pytest.mark.slow
-def test_a_member_equals_the_same_setting_and_seed_fitted_alone(sweep_run, tmp_path):
-    members = {m["name"]: m for m in read_csv(sweep_run[1] / "members.csv")}
+        assert t.value == pytest.approx(float(row["val_loss_mean"]), rel=1e-9)
+        assert set(t.user_attrs["members"]) == {"20", "60"}
+    by_name = {m["name"]: m for m in members}  # and a member is the same setting and seed fitted alone
     for hidden, epochs, seed in [(8, 20, 3), (4, 60, 0)]:
-        lone = fit_in_process(tmp_path, "--model.hidden_size", str(hidden), "--trainer.max_epochs", str(epochs),
-                              "--seed_everything", str(seed)).final_metrics  # fmt: skip
-        m = members[trial_name(hidden, epochs, 0.01, seed)]
+        setting = f"--model.hidden_size {hidden} --trainer.max_epochs {epochs} --seed_everything {seed}"
+        lone = fit_in_process(tmp_path, *setting.split()).final_metrics
+        m = by_name[trial_name(hidden, epochs, 0.01, seed)]
         assert float(m["prediction"]) == pytest.approx(lone["prediction"], abs=1e-5)
         assert float(m["val_loss"]) == pytest.approx(lone["val_loss"], rel=1e-4, abs=1e-6)
 
@@ -103,16 +99,14 @@ def test_tensorboard_runs_per_trial_and_a_summary(sweep_run):
     members = read_csv(out / "members.csv")
     for trial in study_in(out).trials:
         hidden, run = str(trial.params["hidden_size"]), out / f"trial_{trial.number}"
-        acc = EventAccumulator(str(run), size_guidance={"histograms": 0, "scalars": 0})
-        acc.Reload()
+        acc = events(run, histograms=0, scalars=0)
         for epochs in ("20", "60"):
             (hist,) = acc.Histograms(f"ensemble_val_loss/h{hidden}_e{epochs}_lr0.01")
             vals = [float(m["val_loss"]) for m in members if (m["hidden_size"], m["epochs"]) == (hidden, epochs)]
             assert hist.histogram_value.num == 30 and hist.histogram_value.sum == pytest.approx(sum(vals), rel=1e-5)
             assert (run / "hparams" / f"h{hidden}_e{epochs}_lr0.01").is_dir()
         assert len(acc.Scalars(f"train_loss_percentiles/h{hidden}_lr0.01/p50")) == 3  # steps 20, 40, 60
-    acc = EventAccumulator(str(out / "summary"), size_guidance={"images": 0})
-    acc.Reload()
+    acc = events(out / "summary", images=0)
     assert {"sweep/error_vs_epochs", "optuna/optimization_history"} <= set(acc.Tags()["images"])
     assert "sweep/results/text_summary" in acc.Tags()["tensors"]
     assert sorted(t["state"] for t in read_csv(out / "trials.csv")) == ["COMPLETE", "COMPLETE"]  # Optuna's dataframe
@@ -122,21 +116,21 @@ def test_tensorboard_runs_per_trial_and_a_summary(sweep_run):
 def test_running_again_continues_the_study_and_another_space_is_refused(sweep_run):
     workdir, out, first = sweep_run
     before = read_csv(out / "results.csv")
-    again = run_cli("sweep", *GRID, cwd=workdir, timeout=600)
+    again = run_main("sweep", *GRID, cwd=workdir)
     assert again.returncode == 0 and again.stdout == first.stdout, again.stderr[-2000:]
     assert read_csv(out / "results.csv") == before and len(list(out.glob("trial_*"))) == 2  # nothing trained again
-    report = run_cli("sweep", "--report", "--out", str(out), cwd=workdir)
+    report = run_main("sweep", "--report", "--out", str(out), cwd=workdir)
     assert report.returncode == 0 and report.stdout == table_of(first.stdout) + "\n"
     files = fingerprint(out)
-    proc = run_main("sweep", "--hidden_sizes", "5", "--epochs", "20", "--seeds", "0-29", "--out", str(out), cwd=workdir)
+    proc = run_main(*"sweep --hidden_sizes 5 --epochs 20 --seeds 0-29 --out".split(), str(out), cwd=workdir)
     one_error_line(proc, "searches another space (sampler grid, seeds ['0-29'], hidden_sizes [4, 8]")
     assert fingerprint(out) == files
 
 
 @pytest.mark.slow
 def test_a_diverged_setting_is_ranked_last_and_pruning_stops_hopeless_trials(tmp_path):
-    proc = run_main("sweep", "--hidden_sizes", "4", "5", "8", "--epochs", "60", "--lrs", "0.01", "0.5", "--seeds", "0-9",
-                    "--pruner", "median", "--seed", "0", "--quiet", cwd=tmp_path)  # fmt: skip
+    grid = "--hidden_sizes 4 5 8 --epochs 60 --lrs 0.01 0.5 --seeds 0-9 --pruner median --seed 0 --quiet"
+    proc = run_main("sweep", *grid.split(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "lightning_logs" / "sweep_0"
     trials = study_in(out).trials
@@ -151,22 +145,26 @@ def test_a_diverged_setting_is_ranked_last_and_pruning_stops_hopeless_trials(tmp
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     assert pruned >= 1 and [r["state"] for r in rows] == ["COMPLETE"] * (6 - pruned) + ["PRUNED"] * pruned
     assert "pruned (val loss 243 when stopped)" in proc.stdout
-    flat = [r for r in rows if r["lr"] == "0.5" and r["state"] == "COMPLETE"]
-    assert all(float(r["all_dead_share"]) == 1.0 for r in flat) and rows[len(rows) - pruned - len(flat):len(rows) - pruned] == flat
+    flat = [r for r in rows if r["lr"] == "0.5" and r["state"] == "COMPLETE"]  # ranked last of the completed
+    assert all(float(r["all_dead_share"]) == 1.0 for r in flat)
+    assert rows[len(rows) - pruned - len(flat) : len(rows) - pruned] == flat
 
 
 @pytest.mark.slow
 def test_tpe_is_reproducible_with_its_seed_and_a_journal_file_storage_works(tmp_path):
-    args = ["--sampler", "tpe", "--n_trials", "4", "--seed", "3", "--hidden_range", "2", "8", "--lr_range", "0.005", "0.05",
-            "--log", "--epochs_range", "20", "60", "--seeds", "0-4", "--quiet"]  # fmt: skip
+    args = (
+        "--sampler tpe --n_trials 3 --seed 3 --hidden_range 2 8 --lr_range 0.005 0.05 --log --epochs_range 20 60 "
+        "--seeds 0-4 --quiet"
+    ).split()
     first = run_main("sweep", *args, "--out", "a", cwd=tmp_path)
-    second = run_main("sweep", *args, "--storage", "study.log", "--out", "b", cwd=tmp_path)
+    second = run_main("sweep", *args, *"--storage study.log --out b".split(), cwd=tmp_path)
     assert first.returncode == second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
     assert table_of(first.stdout) == table_of(second.stdout)
     assert (tmp_path / "study.log").stat().st_size > 0 and not (tmp_path / "b" / "study.db").exists()
     trials = study_in(tmp_path / "a").trials
-    assert len(trials) == 4 and all(2 <= t.params["hidden_size"] <= 8 and 20 <= t.params["epochs"] <= 60 for t in trials)
-    report = run_main("sweep", "--storage", "study.log", "--report", cwd=tmp_path)
+    assert len(trials) == 3 and all(2 <= t.params["hidden_size"] <= 8 for t in trials)
+    assert all(20 <= t.params["epochs"] <= 60 for t in trials)
+    report = run_main(*"sweep --storage study.log --report".split(), cwd=tmp_path)
     assert report.returncode == 0 and table_of(report.stdout) == table_of(second.stdout)
 
 
@@ -176,61 +174,62 @@ def _workers_of(pid: int) -> list[int]:
     return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
-SLOW_GRID = ["--hidden_sizes", "4", "5", "8", "--epochs", "100", "400", "--seeds", "0-199", "--quiet"]
+SLOW_GRID = "--hidden_sizes 4 5 8 --epochs 50 200 --seeds 0-199 --quiet".split()
 
 
 @pytest.fixture(scope="module")
 def slow_grid_table(tmp_path_factory) -> str:
-    proc = run_cli("sweep", *SLOW_GRID, "--out", "ref", cwd=tmp_path_factory.mktemp("ref"), timeout=600)
+    """The table of an uninterrupted sweep (in this process: the sweeps it is compared with are processes)."""
+    proc = run_main("sweep", *SLOW_GRID, "--out", "ref", cwd=tmp_path_factory.mktemp("ref"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return table_of(proc.stdout)
 
 
 @pytest.mark.slow
 def test_a_sigkilled_sweep_is_retried_through_the_heartbeat_and_ends_with_the_same_table(tmp_path, slow_grid_table):
-    args = [*SLOW_GRID, "--out", "s", "--heartbeat_interval", "1"]
+    args = [*SLOW_GRID, *"--out s --heartbeat_interval 1".split()]
     proc = start("sweep", *args, cwd=tmp_path, start_new_session=True)
     wait_for(lambda: (tmp_path / "s" / "trial_1").is_dir(), proc, "the second trial")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert [t.state for t in study_in(tmp_path / "s").trials].count(TrialState.RUNNING) == 1  # left by the dead process
-    again = run_cli("sweep", *args, cwd=tmp_path, timeout=600)
+    again = run_main("sweep", *args, cwd=tmp_path)
     assert again.returncode == 0 and table_of(again.stdout) == slow_grid_table, again.stderr[-2000:]
     states = [t.state for t in study_in(tmp_path / "s").trials]
     assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 3  # failed, then retried
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_parent_stops_its_workers_in_one_line_and_the_next_run_finishes(tmp_path, slow_grid_table):
-    args = [*SLOW_GRID, "--out", "s", "--workers", "2"]
+def test_workers_share_the_study_a_sigkilled_one_is_retried_and_sigterm_stops_them_all(tmp_path, slow_grid_table):
+    args = [*SLOW_GRID, *"--out w --workers 2 --heartbeat_interval 1".split()]
     proc = start("sweep", *args, cwd=tmp_path, start_new_session=True)
-    wait_for(lambda: (tmp_path / "s" / "trial_1").is_dir() and len(_workers_of(proc.pid)) == 2, proc, "two workers")
-    workers = _workers_of(proc.pid)
+    wait_for(lambda: (tmp_path / "w" / "trial_1").is_dir() and len(_workers_of(proc.pid)) == 2, proc, "two workers")
+    killed, survivor = _workers_of(proc.pid)
+    os.kill(killed, signal.SIGKILL)
+    # Three settings, four trials: the survivor runs the third and, once the dead one's heartbeat is stale, its retry.
+    wait_for(lambda: (tmp_path / "w" / "trial_3").is_dir(), proc, "the fourth trial")
     os.kill(proc.pid, signal.SIGTERM)  # the parent only, not its process group
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and err.strip().splitlines()[-1].startswith("interrupted by SIGTERM (the running trials"), err[-2000:]
-    assert "Traceback" not in err and not any(Path(f"/proc/{pid}").exists() for pid in workers)
-    again = run_cli("sweep", *args, cwd=tmp_path, timeout=600)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 143 and last.startswith("interrupted by SIGTERM (the running trials"), err[-2000:]
+    assert "Traceback" not in err and not Path(f"/proc/{survivor}").exists()
+    trials = study_in(tmp_path / "w").trials
+    assert [t.state for t in trials].count(TrialState.RUNNING) == 0  # the dead one's and the running one marked failed
+    (stale,) = [t for t in trials[:2] if t.state == TrialState.FAIL]
+    assert stale.params in [t.params for t in trials[2:]]  # retried by the survivor
+    again = run_main("sweep", *args, cwd=tmp_path)  # one process finishes what the signal stopped
     assert again.returncode == 0 and table_of(again.stdout) == slow_grid_table, again.stderr[-2000:]
-
-
-@pytest.mark.slow
-def test_workers_share_the_study_and_a_sigkilled_worker_is_retried(tmp_path, slow_grid_table):
-    proc = start("sweep", *SLOW_GRID, "--out", "w", "--workers", "2", "--heartbeat_interval", "1", cwd=tmp_path)
-    wait_for(lambda: (tmp_path / "w" / "trial_1").is_dir() and len(_workers_of(proc.pid)) == 2, proc, "two workers")
-    os.kill(_workers_of(proc.pid)[0], signal.SIGKILL)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0 and "warning: worker(s) 0 (-9) ended early" in err and "Traceback" not in err, err[-2000:]
-    assert table_of(out) == slow_grid_table  # the dead worker's trial was run again by the other
     trained = [t.params["hidden_size"] for t in study_in(tmp_path / "w").trials if t.state == TrialState.COMPLETE]
-    assert sorted(set(trained)) == [4, 5, 8]
+    assert sorted(trained) == [4, 5, 8]
 
 
 def test_names_masks_intervals_and_seed_ranges():
-    assert mask("postgresql+psycopg://user:s3cret@db:5432/optuna") == "postgresql+psycopg://user:***@db:5432/optuna"
-    assert trial_name(5, 400, 0.01, 0) == "h5_e400_lr0.01_s0" and trial_name(5, 400, 0.01) != trial_name(5, 400, 0.0100001)
+    assert mask(f"{PG}user:s3cret@db:5432/optuna") == f"{PG}user:***@db:5432/optuna"
+    assert trial_name(5, 400, 0.01, 0) == "h5_e400_lr0.01_s0"
+    assert setting_name({"hidden_size": 5, "lr": 0.01}) != setting_name({"hidden_size": 5, "lr": 0.0100001})  # repr
     mean, std, low, high = mean_ci([1.0, 2.0, 3.0, 4.0])
-    assert (mean, std) == (2.5, statistics.stdev([1.0, 2.0, 3.0, 4.0])) and high - mean == pytest.approx(3.182 * std / 2)
+    assert (mean, std) == (2.5, statistics.stdev([1.0, 2.0, 3.0, 4.0]))
+    assert high - mean == pytest.approx(3.182 * std / 2)
     assert seed_ranges([0, 1, 2, 7, 9, 10]) == ["0-2", "7", "9-10"]
 
 
@@ -253,10 +252,10 @@ def test_names_masks_intervals_and_seed_ranges():
         (["--epochs", "ten"], "Expected a <class 'int'>. Got value: ten"),
         (["--config", "unknown.yaml"], "hidden"),
         (["--config", "empty_list.yaml"], "--seeds is empty"),
-        (["--storage", "postgresql+psycopg://me:s3cret@127.0.0.1:1/db"], "cannot open the storage postgresql+psycopg://me:***@"),
+        (["--storage", f"{PG}me:s3cret@127.0.0.1:1/db"], f"cannot open the storage {PG}me:***@"),
         (["--storage", "nosuchdb://x"], "cannot open the storage nosuchdb://x"),
         (["--report"], "--report needs the study's --storage"),
-        (["--out", "mine", "--seeds", "0"], "mine exists and is not a sweep directory"),
+        ("--out mine --seeds 0".split(), "mine exists and is not a sweep directory"),
     ],
 )
 def test_bad_sweep_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, phrase):
@@ -272,6 +271,6 @@ def test_bad_sweep_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, 
 
 
 def test_an_unreachable_storage_is_one_line_with_the_password_masked(tmp_path):
-    proc = run_main("sweep", "--storage", "postgresql+psycopg://u:p@127.0.0.1:1/db", cwd=tmp_path)
-    line = one_error_line(proc, "cannot open the storage postgresql+psycopg://u:***@127.0.0.1:1/db: ")
+    proc = run_main("sweep", "--storage", f"{PG}u:p@127.0.0.1:1/db", cwd=tmp_path)
+    line = one_error_line(proc, f"cannot open the storage {PG}u:***@127.0.0.1:1/db: ")
     assert "Connection refused" in line and "port 1" in line and ":p@" not in line  # "psycopg" and "port" stay readable

@@ -4,21 +4,15 @@ resume, and Lightning's own options working with the project's callbacks.
 Run: pytest tests/test_training.py
 """
 
-from pathlib import Path
-
 import pytest
 import torch
-from helpers import fit_in_process
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import LAST, RUN, events, fit_in_process, one_error_line, run_main
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from regression_lab.callbacks import AtomicCheckpointIO
 from regression_lab.checkpoint import INITIAL_STATE_KEY, load_model
 from regression_lab.models import MyNN
 from regression_lab.module import RegressionModule
-
-
-def run_dir(workdir: Path, version: int = 0) -> Path:
-    return workdir / "lightning_logs" / f"version_{version}"
 
 
 def test_lab_training_learns_y_equals_3x_plus_2(lab_run):
@@ -32,13 +26,14 @@ def test_lab_training_learns_y_equals_3x_plus_2(lab_run):
 def test_a_too_large_learning_rate_kills_every_unit_and_says_so(tmp_path, capsys):
     # lr 0.1 pushes every ReLU unit off the five inputs: no gradient reaches them and the net is
     # flat at the output bias, which the loss draws to the mean of the targets (11).
-    cli = fit_in_process(tmp_path, "--model.lr", "0.1", "--trainer.max_epochs", "50")
+    cli = fit_in_process(tmp_path, *"--model.lr 0.1 --trainer.max_epochs 50".split())
     assert int(cli.model.active_units(cli.datamodule.train_x)) == 0
     with torch.no_grad():
         flat = cli.model(torch.arange(1.0, 6.0).unsqueeze(1)).flatten()
     assert torch.all(flat == flat[0]) and flat[0].item() == pytest.approx(11.0, abs=0.2)
     err = capsys.readouterr().err
-    assert "warning: every hidden ReLU unit is off on all training inputs (dead)" in err and "lower --model.lr (now 0.1)" in err
+    assert "warning: every hidden ReLU unit is off on all training inputs (dead)" in err
+    assert "lower --model.lr (now 0.1)" in err
 
 
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):
@@ -46,18 +41,21 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         (tmp_path / name).mkdir()
         runs[name] = fit_in_process(tmp_path / name, "--trainer.max_epochs", "20", "--seed_everything", str(seed)).model
-    assert all(torch.equal(a, b) for a, b in zip(runs["a"].state_dict().values(), runs["b"].state_dict().values()))
+    pairs = zip(runs["a"].state_dict().values(), runs["b"].state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     assert not torch.equal(runs["a"].net.linear1.weight, runs["c"].net.linear1.weight)
-    hparams = (tmp_path / "a" / "lightning_logs" / "version_0" / "hparams.yaml").read_text()
+    hparams = (tmp_path / "a" / RUN / "hparams.yaml").read_text()
     assert "seed_everything: 3" in hparams  # the seed is recorded with the run
 
 
 def test_checkpoints_are_last_and_best_and_load_weights_only(lab_run):
     workdir, cli = lab_run
-    files = sorted(p.name for p in (run_dir(workdir) / "checkpoints").iterdir())
-    assert files == ["best-epoch=399-step=400.ckpt", "last.ckpt"]
-    assert cli.trainer.checkpoint_callback.monitor == "val/loss" and cli.trainer.checkpoint_callback.best_model_score < 1e-3
-    path = run_dir(workdir) / "checkpoints" / "last.ckpt"
+    files = sorted(p.name for p in (workdir / RUN / "checkpoints").iterdir())
+    assert files == ["best-epoch=399-step=400.ckpt", "last.ckpt"]  # written atomically: no temporary files left
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    best = cli.trainer.checkpoint_callback
+    assert best.monitor == "val/loss" and best.best_model_score < 1e-3
+    path = workdir / LAST
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["hidden_size"] == 5 and ckpt["hyper_parameters"]["lr"] == 0.01
     net = MyNN(5)
@@ -75,16 +73,15 @@ def test_checkpoints_are_last_and_best_and_load_weights_only(lab_run):
 
 def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
     workdir, cli = lab_run
-    (events,) = run_dir(workdir).glob("events.out.tfevents.*")
-    acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-    acc.Reload()
+    (file,) = (workdir / RUN).glob("events.out.tfevents.*")
+    acc = events(file, scalars=0)
     assert {"train/loss", "val/loss", "val/mae", "val/r2"} <= set(acc.Tags()["scalars"])
     train = acc.Scalars("train/loss")
     assert [e.step for e in train] == list(range(19, 400, 20)) and train[-1].value < 1e-3 < train[0].value
     assert len(acc.Scalars("val/loss")) == 20 and acc.Scalars("val/r2")[-1].value == pytest.approx(1.0, abs=1e-3)
     assert acc.Tags()["graph"] is True
-    content = acc.PluginTagToContent("hparams")
-    hparams = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
+    start = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
     assert hparams["hidden_size"].number_value == 5 and hparams["lr"].number_value == pytest.approx(0.01)
     assert hparams["data.num_samples"].number_value == 5 and hparams["seed_everything"].number_value == 0
     assert not [k for k in hparams if k.startswith("_")]  # no LightningCLI bookkeeping (_instantiator)
@@ -99,26 +96,40 @@ def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
 
 
 def test_validate_and_test_evaluate_the_checkpoint_with_its_own_hyperparameters(lab_run, tmp_path):
-    ckpt = str(run_dir(lab_run[0]) / "checkpoints" / "last.ckpt")
+    ckpt = str(lab_run[0] / LAST)
     val = fit_in_process(tmp_path, "--ckpt_path", ckpt, command="validate")
-    test = fit_in_process(tmp_path, "--ckpt_path", ckpt, "--model.hidden_size", "8", command="test")
+    test = fit_in_process(tmp_path, "--ckpt_path", ckpt, command="test")
     assert val.trainer.callback_metrics["val/loss"].item() < 1e-3
     assert val.trainer.callback_metrics["val/r2"].item() == pytest.approx(1.0, abs=1e-3)
     assert 0 <= test.trainer.callback_metrics["test/mae"].item() < 0.1 and test.model.hparams.hidden_size == 5
+    proc = run_main("test", "--ckpt_path", ckpt, "--model.hidden_size", "8", cwd=tmp_path)  # never silently ignored
+    one_error_line(proc, "was trained with model.hidden_size=5; --model.hidden_size 8 cannot change its model")
 
 
-def test_last_checkpoint_holds_the_final_weights_between_scheduled_saves(tmp_path):
+def test_last_checkpoint_holds_the_final_weights_between_scheduled_saves_and_checkpoints_can_be_off(tmp_path):
     # Scheduled saves come every 100 epochs: 120 epochs end 20 epochs after the last of them.
     cli = fit_in_process(tmp_path, "--trainer.max_epochs", "120")
-    ckpt = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(tmp_path / LAST, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 120
     assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in cli.model.state_dict().items())
     # Resuming the finished run trains nothing and reports the same numbers.
-    again = fit_in_process(tmp_path, "--trainer.max_epochs", "120", "--ckpt_path", "last")
-    assert again.trainer.global_step == 120 and set(again.final_metrics) == {"prediction", "train_loss", "val_loss", "abs_error"}
+    again = fit_in_process(tmp_path, *"--trainer.max_epochs 120 --ckpt_path last".split())
+    assert again.trainer.global_step == 120
+    assert set(again.final_metrics) == {"prediction", "train_loss", "val_loss", "abs_error"}
     assert again.final_metrics == pytest.approx(cli.final_metrics, rel=1e-6, abs=1e-9)
+    (tmp_path / "off").mkdir()
+    cli = fit_in_process(tmp_path / "off", *"--trainer.max_epochs 5 --trainer.enable_checkpointing false".split())
+    assert cli.trainer.checkpoint_callback is None and not (tmp_path / "off" / RUN / "checkpoints").exists()
 
 
-def test_checkpointing_can_be_turned_off(tmp_path):
-    cli = fit_in_process(tmp_path, "--trainer.max_epochs", "5", "--trainer.enable_checkpointing", "false")
-    assert cli.trainer.checkpoint_callback is None and not (run_dir(tmp_path) / "checkpoints").exists()
+def test_one_progress_bar_counts_the_whole_run_and_validate_shows_progress(tmp_path):
+    from regression_lab.callbacks import RunProgressBar
+
+    on = ("--trainer.enable_progress_bar", "true", "--data.num_samples", "20", "--data.batch_size", "8")
+    cli = fit_in_process(tmp_path, *on, "--trainer.max_epochs", "30")
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, RunProgressBar) and bar.train_progress_bar.total == bar.train_progress_bar.n == 30 * 3
+    resumed = fit_in_process(tmp_path, *on, *"--trainer.max_epochs 40 --ckpt_path last".split())
+    assert resumed.trainer.progress_bar_callback.train_progress_bar.n == 40 * 3  # from where the run was
+    validated = fit_in_process(tmp_path, *on[:2], "--ckpt_path", str(tmp_path / LAST), command="validate")
+    assert validated.trainer.progress_bar_callback
