@@ -1,8 +1,9 @@
 # regression-lab: `make train` and `make test` each set up .venv first (see README).
 #
 #   make train          # set up, train the lab model, print the prediction for x = 10
-#   make test           # set up with the test extras, check the import contract, run every test
+#   make test           # set up with the test extras, check the import contract, run both test tiers
 #   make test-fast      # the fast tier only (no subprocess fits, DDP, SIGKILL or sweeps)
+#   make check-bench    # scripts/gpu_check.sh --cpu and the quick benchmark, checked (CI runs it too)
 #   make lint           # ruff check + format check
 #
 # TORCH pins the torch release the venv gets: 2.13.0 is the release this project is tested
@@ -14,7 +15,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup train test test-fast lint clean
+.PHONY: setup train test test-fast check-bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -30,11 +31,15 @@ test: setup
 	# The layers' import rules (pyproject.toml, [tool.importlinter]), then both test tiers.
 	# Two workers: the suite trains real models and starts real processes, on 2 cores.
 	$(BIN)/lint-imports
-	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -m "not bench"
 
 test-fast: setup
 	$(BIN)/lint-imports
-	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -m "not slow"
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -m "not slow and not bench"
+
+check-bench: setup
+	# A benchmark's smoke run, not a test: every step and row runs, the figures are not judged.
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 -m bench
 
 lint: setup
 	$(BIN)/ruff check src tests scripts benchmarks

@@ -1,1 +1,1 @@
-"""Benchmarks of regression-lab against plain PyTorch: run them with python scripts/benchmark.py."""
+"""Benchmarks of regression-lab against plain baselines and yardsticks: run them with python scripts/benchmark.py."""

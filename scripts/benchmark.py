@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Benchmark regression-lab against plain PyTorch baselines measured in the same run.
+"""Benchmark regression-lab against plain baselines and yardsticks measured in the same run.
 
 The benchmarks live in ``benchmarks/`` beside the package, not in it (they are not shipped).
 
-python scripts/benchmark.py                  # every row, full sizes (a few minutes on 2 cores)
-python scripts/benchmark.py --quick          # tiny sizes
+python scripts/benchmark.py                  # every row, full sizes
+python scripts/benchmark.py --quick --markdown   # tiny sizes, the README's Performance table
 python scripts/benchmark.py --json bench.json --rows lab_epochs landscape
 """
 
