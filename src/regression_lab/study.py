@@ -160,9 +160,30 @@ def objective(spec: StudySpec, trial: optuna.Trial) -> float:
     return value
 
 
+def _grid_states(study: optuna.Study) -> dict[tuple, list]:
+    """The trials of each grid setting, by (hidden_size, lr)."""
+    found: dict[tuple, list] = {}
+    for t in study.get_trials(deepcopy=False):
+        if {"hidden_size", "lr"} <= set(t.params):
+            found.setdefault((t.params["hidden_size"], float(t.params["lr"])), []).append(t)
+    return found
+
+
+def requeue_failed(study: optuna.Study, spec: StudySpec) -> None:
+    """Queue again each grid setting whose every attempt failed (a run stopped by a signal). Called once per run,
+    before its trials start: workers deciding it each for themselves would queue a setting twice."""
+    if spec.sampler != "grid":
+        return
+    for attempts in _grid_states(study).values():
+        if all(t.state == TrialState.FAIL for t in attempts):
+            with warnings.catch_warnings():  # Optuna's own retry (as for a dead worker's): keeps the grid point
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.RetryHeartbeatStaleTrialCallback()(study, attempts[-1])
+
+
 def _next(study: optuna.Study, spec: StudySpec) -> str:
     """``run`` when a trial is left to start here, ``wait`` while only other workers' trials run, ``done`` when the
-    study is complete. A grid setting whose every attempt failed (an interrupted run) is queued again."""
+    study is complete (a setting that failed in this run is retried by the next, see :func:`requeue_failed`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # Optuna does it itself only when a new trial starts
@@ -173,22 +194,9 @@ def _next(study: optuna.Study, spec: StudySpec) -> str:
     if spec.sampler == "tpe":
         started = sum(t.state != TrialState.FAIL for t in trials)
         return "run" if started < spec.n_trials else "wait" if busy else "done"
-    states: dict[tuple, set] = {}
-    for t in trials:
-        if {"hidden_size", "lr"} <= set(t.params):
-            states.setdefault((t.params["hidden_size"], float(t.params["lr"])), set()).add(t.state)
-    for h in spec.hidden_sizes:
-        for lr in spec.lrs:
-            if states.get((h, float(lr))) == {TrialState.FAIL}:
-                # Optuna's own retry (as for a dead worker's trial): the copy keeps the trial's grid point.
-                failed = next(
-                    t for t in reversed(trials) if t.params.get("hidden_size") == h and t.params.get("lr") == lr
-                )
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, failed)
-            if states.get((h, float(lr)), {TrialState.FAIL}) == {TrialState.FAIL}:
-                return "run"
+    tried = _grid_states(study)
+    if any((h, float(lr)) not in tried for h in spec.hidden_sizes for lr in spec.lrs):
+        return "run"
     return "wait" if busy else "done"
 
 

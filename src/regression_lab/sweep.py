@@ -234,6 +234,7 @@ def run(args: Namespace) -> int:
     seeds = len(parse_seeds(spec.seeds))
     print(f"sweep: study {spec.study_name!r} in {studies.mask(spec.storage)}: {grid} x {seeds:,} seeds{workers}; "
           f"runs in {out}", file=sys.stderr)  # fmt: skip
+    studies.requeue_failed(study, spec)
     if spec.workers > 1:
         run_workers(spec)  # a signal interrupts the wait at once, and stops the workers
     else:
