@@ -5,8 +5,11 @@ signals end every command in one line, and concurrent runs keep to their own dir
 Run: pytest tests/test_reliability.py
 """
 
+import contextlib
 import os
+import re
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,10 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from helpers import LAST, QUIET, RUN, fingerprint, fit_in_process, one_error_line, run_main, start, wait_for
+from helpers import LAST, RUN, fingerprint, fit_in_process, one_error_line, run_main, start, wait_for
 
 from regression_lab.errors import TrainingFailed
-from regression_lab.files import lock_dir
 
 
 def assert_checkpoints_whole(ckpt_dir: Path) -> list[Path]:
@@ -99,20 +101,6 @@ LONG_RUN = (
     "fit --trainer.max_epochs 1000000 --trainer.enable_progress_bar false "
     "--last_checkpoint.train_time_interval 0:00:00.05 --trainer.check_val_every_n_epoch 100"
 ).split()
-
-
-@pytest.mark.slow
-def test_sigkill_leaves_loadable_checkpoints_and_the_run_resumes(tmp_path):
-    proc = start(*LONG_RUN, "--checkpoint.every_n_epochs", "200", cwd=tmp_path)
-    run = tmp_path / RUN
-    wait_for(lambda: len(list((run / "checkpoints").glob("*.ckpt"))) >= 2, proc, "two checkpoints")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert run / "checkpoints" / "last.ckpt" in assert_checkpoints_whole(run / "checkpoints")
-    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(step + 20))
-    assert resumed.trainer.global_step == step + 20
-    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
 
 
 SHUFFLED = (
@@ -198,50 +186,48 @@ def test_a_signalled_light_command_says_so_and_exits_128_plus_n(lab_ckpt, tmp_pa
     assert proc.stderr == f"interrupted by {name} (predict wrote nothing that a rerun does not write again)\n"
 
 
+def _run_held_by(proc: subprocess.Popen) -> Path | None:
+    """The run directory a fit process holds: its flock is on an open descriptor of that directory."""
+    for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if re.search(r"/version_\d+$", target := os.readlink(fd)):
+                return Path(target)
+    return None
+
+
 @pytest.mark.slow
-def test_two_runs_started_at_once_get_their_own_run_directories(tmp_path):
-    procs = [start(*"fit --trainer.max_epochs 40 --trainer.enable_progress_bar false".split(), cwd=tmp_path)
-             for _ in range(2)]  # fmt: skip
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
-    printed = sorted(line for out, _ in outs for line in out.splitlines() if line.startswith("Checkpoint:"))
-    assert printed == [f"Checkpoint: ./lightning_logs/version_{i}/checkpoints/last.ckpt" for i in range(2)]
-    for i in range(2):
-        run = tmp_path / "lightning_logs" / f"version_{i}"
+def test_fits_started_together_keep_to_their_runs_refuse_a_resume_of_them_and_survive_sigkill(tmp_path):
+    procs = [start(*LONG_RUN, "--checkpoint.every_n_epochs", "200", cwd=tmp_path) for _ in range(2)]
+    try:
+        # Two checkpoints in each run: both fits hold their run directory and are training.
+        busy = lambda p: (run := _run_held_by(p)) is not None and len(list(run.glob("checkpoints/*.ckpt"))) >= 2  # noqa: E731
+        for proc in procs:
+            wait_for(lambda: busy(proc), proc, "two checkpoints")  # noqa: B023
+        held = {_run_held_by(p).name: p for p in procs}
+        assert sorted(held) == ["version_0", "version_1"]  # an atomic mkdir each
+        # The newest run's last.ckpt, version_1's, is the one "last" resumes: refused while its fit holds it.
+        before = fingerprint(tmp_path / "lightning_logs")
+        second = run_main(*"fit --ckpt_path last --trainer.max_epochs 10000000".split(), cwd=tmp_path)
+        one_error_line(second, "lightning_logs/version_1 is in use by another fit (training or resuming it now)")
+        changed = {k for k, v in fingerprint(tmp_path / "lightning_logs").items() if before.get(k) != v}
+        assert all(re.match(r"version_[01]/(checkpoints/|events\.out\.tfevents)", k) for k in changed), changed
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
+    held["version_1"].send_signal(signal.SIGKILL)
+    held["version_0"].send_signal(signal.SIGTERM)
+    err = held["version_0"].communicate(timeout=120)[1]
+    held["version_1"].communicate(timeout=120)
+    assert held["version_1"].returncode == -signal.SIGKILL and held["version_0"].returncode == 143, err[-2000:]
+    for run in (tmp_path / "lightning_logs" / f"version_{i}" for i in range(2)):
         assert len(list(run.glob("events.out.tfevents.*"))) == 1 and (run / "config.yaml").is_file()
-
-
-def _held(run: Path) -> bool:
-    try:
-        os.close(lock_dir(run))
-    except (BlockingIOError, FileNotFoundError):
-        return run.is_dir()
-    return False
-
-
-@pytest.mark.slow
-def test_a_run_being_trained_is_not_resumed_into_by_another_fit(tmp_path):
-    assert run_main("fit", "--trainer.max_epochs", "5", *QUIET, cwd=tmp_path).returncode == 0
-    run = tmp_path / RUN
-    resume = "fit --ckpt_path last --trainer.max_epochs 10000000 --last_checkpoint.train_time_interval 0:00:00.2"
-    resuming = start(*resume.split(), "--trainer.enable_progress_bar", "false", cwd=tmp_path)
-    try:
-        # The resume holds the run from before it touches it until it ends; its first timed
-        # last.ckpt past epoch 5 is the sign that it is training (its config.yaml is written).
-        last = run / "checkpoints" / "last.ckpt"
-        wait_for(lambda: _held(run) and torch.load(last, weights_only=True)["epoch"] > 5, resuming, "the resume")
-        before = fingerprint(run)
-        second = run_main(*"fit --ckpt_path last --trainer.max_epochs 20".split(), cwd=tmp_path)
-        one_error_line(second, "lightning_logs/version_0 is in use by another fit (training or resuming it now)")
-        changed = {k for k, v in fingerprint(run).items() if before.get(k) != v}  # the resuming fit's own files
-        assert all(k.startswith(("checkpoints/", "events.out.tfevents")) for k in changed), changed
-    finally:
-        resuming.send_signal(signal.SIGTERM)
-        _, err = resuming.communicate(timeout=120)
-    assert resuming.returncode == 143, err[-2000:]
-    epoch = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
-    again = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 2))
-    assert again.trainer.current_epoch == epoch + 2 and not (tmp_path / "lightning_logs" / "version_1").exists()
+        assert run / "checkpoints" / "last.ckpt" in assert_checkpoints_whole(run / "checkpoints")
+    # The kernel released the killed fit's flock: its run resumes, in place.
+    step = torch.load(tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)["global_step"]
+    resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(step + 20))
+    assert resumed.trainer.global_step == step + 20
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0", "version_1"]
 
 
 @pytest.mark.slow
