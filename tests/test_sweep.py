@@ -187,8 +187,8 @@ def slow_grid_table(tmp_path_factory) -> str:
 
 @pytest.mark.slow
 def test_workers_share_the_study_a_sigkilled_one_is_retried_and_sigterm_stops_them_all(tmp_path, slow_grid_table):
-    args = [*SLOW_GRID, *"--out w --workers 2 --heartbeat_interval 1".split()]
-    proc = start("sweep", *args, cwd=tmp_path, start_new_session=True)
+    args = [*SLOW_GRID, *"--out w --heartbeat_interval 1".split()]
+    proc = start("sweep", *args, "--workers", "2", cwd=tmp_path, start_new_session=True)
     started = lambda: list((tmp_path / "w" / "trial_1").glob("events.out.tfevents.*"))  # noqa: E731
     wait_for(lambda: started() and len(_workers_of(proc.pid)) == 2, proc, "the second trial, two workers")
     killed = int(started()[0].name.split(".")[-2])  # the event file's name holds its writer's pid: trial 1's worker
