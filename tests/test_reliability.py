@@ -64,6 +64,27 @@ def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(lab_ckpt, tmp_p
     assert "posix.mkdir" in proc.stderr and not marker.exists() and fingerprint(tmp_path) == before
 
 
+@pytest.mark.parametrize("key", ["best_k_models", "best_model_path", "kth_best_model_path", "last_model_path", None])
+def test_a_resume_never_follows_its_checkpoint_out_of_the_run(lab_ckpt, tmp_path, key):
+    # Lightning removes the files a resumed ModelCheckpoint state names as it saves newer ones.
+    (tmp_path / "victim").write_text("a file beside the run")
+    (tmp_path / "victim_dir").mkdir()
+    ckpt = torch.load(lab_ckpt, weights_only=True)
+    for state in (s for s in ckpt["callbacks"].values() if "dirpath" in s):  # as the run wrote it, so it is restored
+        outside = f"{state['dirpath']}/../../../victim" + ("_dir" if key == "last_model_path" else "")
+        if key:
+            state[key] = {outside: torch.tensor(float("inf"))} if key == "best_k_models" else outside
+    if key is None:  # saved with --checkpoint.save_weights_only true: nothing to resume
+        del ckpt["optimizer_states"], ckpt["loops"]
+    torch.save(ckpt, lab_ckpt)
+    before = fingerprint(tmp_path)
+    every_epoch = "--trainer.max_epochs 420 --checkpoint.every_n_epochs 1 --trainer.check_val_every_n_epoch 1"
+    proc = run_main("fit", "--ckpt_path", "last", *every_epoch.split(), cwd=tmp_path)
+    one_error_line(proc, "refusing to resume from")
+    assert ("outside its checkpoint directory" if key else "holds no training state") in proc.stderr
+    assert fingerprint(tmp_path) == before and (tmp_path / "victim_dir").is_dir()
+
+
 def test_divergence_stops_at_the_first_non_finite_loss_and_writes_no_bad_checkpoint(tmp_path):
     # Checkpoints every epoch, so a bad one would be written if anything let it through.
     every_epoch = "--checkpoint.every_n_epochs 1 --trainer.check_val_every_n_epoch 1 --checkpoint.save_top_k -1"

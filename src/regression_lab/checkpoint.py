@@ -22,6 +22,8 @@ from regression_lab.models import MAX_HIDDEN_SIZE, MAX_MEMBERS, MyNN, MyNNStack
 INITIAL_STATE_KEY = "initial_state_dict"
 #: MyNN's parameters with their shapes for ``h`` hidden units.
 MYNN_SHAPES = {"linear1.weight": ("h", 1), "linear1.bias": ("h",), "linear2.weight": (1, "h"), "linear2.bias": (1,)}
+#: The paths Lightning's ModelCheckpoint keeps in its state; resumed, it removes files by them as it saves new ones.
+CALLBACK_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 #: An ensemble setting's tensors (``stacks.N.<name>``) for M members of width H.
 STACK_SHAPES = {"weights": ("M", "3H+1"), "seeds": ("M",), "hidden_sizes": ("M",), "diverged": ("M",)}
 
@@ -131,3 +133,32 @@ def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
     model = MyNN(h)
     model.load_state_dict(weights)
     return model.eval(), ckpt
+
+
+def _directly_in(path: Any, folder: Any) -> bool:
+    if not (isinstance(path, str) and isinstance(folder, str)):
+        return False
+    try:
+        return Path(path).resolve().parent == Path(folder).resolve()
+    except (OSError, ValueError):  # a NUL byte, a path too long to resolve
+        return False
+
+
+def resume_problem(ckpt: dict[str, Any]) -> str | None:
+    """Why ``fit`` must not resume from this checkpoint, or None. A callback state naming a file outside its own
+    checkpoint directory (``dir/../../victim``) would have Lightning remove that file: it checks the path as written,
+    not where it leads."""
+    if not isinstance(ckpt.get("optimizer_states"), list) or not isinstance(ckpt.get("loops"), dict):
+        return "holds no training state (saved with --checkpoint.save_weights_only?): validate, test or predict from it"
+    callbacks = ckpt.get("callbacks", {})
+    if not isinstance(callbacks, dict):
+        return f"holds callback states as a {type(callbacks).__name__}, not a mapping"
+    for state in callbacks.values():
+        if not isinstance(state, dict) or "dirpath" not in state:
+            continue
+        top_k = state.get("best_k_models")
+        paths = [state.get(k) for k in CALLBACK_PATH_KEYS] + (list(top_k) if isinstance(top_k, dict) else [top_k])
+        for path in (p for p in paths if p not in (None, "")):
+            if not _directly_in(path, state["dirpath"]):
+                return f"names a file outside its checkpoint directory in its callback state ({str(path)[:200]!r})"
+    return None

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from regression_lab import errors
 from regression_lab.callbacks import AtomicCheckpointIO, Guard, RunProgressBar, divergence_advice
-from regression_lab.checkpoint import load_model
+from regression_lab.checkpoint import load_model, resume_problem
 from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import EnsembleRegressionModule, regression_model
 from regression_lab.errors import TrainingFailed, UsageError
@@ -135,6 +135,8 @@ class RegressionLabCLI(LightningCLI):
     @staticmethod
     def _check_against(cfg: Any, checkpoint: dict[str, Any], ckpt: Any, sub: str) -> None:
         """Refuse a run on a checkpoint that cannot run, or that would not do what was asked."""
+        if sub == "fit" and (problem := resume_problem(checkpoint)) is not None:
+            raise UsageError(f"refusing to resume from {ckpt}: it {problem}")
         epoch, max_epochs = checkpoint.get("epoch"), cfg.trainer.get("max_epochs")
         if sub == "fit" and isinstance(epoch, int) and max_epochs is not None and max_epochs < epoch:
             raise UsageError(f"{ckpt} has trained {epoch} epochs: --trainer.max_epochs must be >= {epoch} to "
