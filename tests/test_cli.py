@@ -41,6 +41,19 @@ def test_predict_reads_a_file_or_stdin_and_agrees_with_the_weights_by_hand(lab_c
     assert preds == pytest.approx(by_hand.flatten().tolist(), abs=1e-5)
 
 
+def test_the_range_predict_answers_is_where_the_network_overflows_float32(lab_ckpt):
+    from regression_lab.errors import FLOAT32_MAX
+    from regression_lab.predict import Predictor
+
+    predictor = Predictor(lab_ckpt)
+    w1, w2 = predictor.model.linear1.weight[:, 0].double(), predictor.model.linear2.weight[0].double()
+    # Far out, past every ReLU kink, the network is a line of the slope of its units that are on there; its hidden
+    # layer overflows first where a unit's weight is steeper still.
+    slopes = [(w1 * w2)[w1 > 0].sum().abs(), (w1 * w2)[w1 < 0].sum().abs(), w1.abs().max()]
+    assert predictor.max_abs_x == pytest.approx(FLOAT32_MAX / float(max(slopes)), rel=1e-3)
+    assert predictor([predictor.max_abs_x * 0.999])[0][0] < float("inf")
+
+
 def test_light_commands_do_not_import_lightning(lab_ckpt):
     # One fresh interpreter runs each command in turn, and looks for Lightning after each.
     light = [["predict", "--x", "10"], ["demo", "all"], "export --format torchscript --out m.pt".split()]
@@ -95,6 +108,7 @@ BAD_INPUT = [
     (["predict", "--x", "abc"], "not a number in --x: 'abc'"),
     (["predict", "--x", "nan"], "not a finite number"),
     (["predict", "--x", "1e39"], "out of float32's range (|x| <= 3.403e+38) in --x: '1e39'"),
+    (["predict", "--x", "10", "--x=-3e38"], "further out its prediction overflows float32): -3e+38"),
     (["predict"], "one of the arguments --x --input is required"),
     ("predict --x 1 --ckpt_path missing.ckpt".split(), "checkpoint not found"),
     ("predict --x 1 --ckpt_path a_dir.ckpt".split(), "is a directory"),

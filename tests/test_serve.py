@@ -83,6 +83,7 @@ def test_good_requests_answer_what_predict_answers(server):
 BAD = [
     (b"not json", 400), (b'{"x": 1', 400), ({"y": 1}, 422), ({"x": 1, "extra": 2}, 422), ({"x": "ten"}, 422),
     ({"x": True}, 422), (b'{"x": NaN}', 422), (b'{"x": Infinity}', 422), ({"x": 1e39}, 422), ({"x": []}, 422),
+    ({"x": [10, 3e38]}, 422),  # a float32 x whose prediction overflows
     (b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),  # 200 kB nested 100,000 deep
     ({"x": [1, "a"]}, 422), ({"x": list(range(10_001))}, 422), ([1, 2], 422), (b"{" + b" " * 1_100_000 + b"}", 413),
 ]  # fmt: skip

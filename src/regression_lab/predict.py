@@ -88,15 +88,36 @@ class Predictor:
                 raise UsageError(f"every member of the ensemble in {path} diverged: nothing to predict with")
         self.model = model.to(self.device).eval()
 
+        self.max_abs_x = self._finite_range()
+
     @torch.no_grad()
-    def __call__(self, xs: list[float]) -> tuple[list[float], list[float] | None]:
-        """Predictions for a list of x (and, for an ensemble, the members' standard deviation)."""
+    def _predict(self, xs: list[float]) -> tuple[list[float], list[float] | None]:
         x = torch.tensor(xs, dtype=torch.float32, device=self.device).unsqueeze(1)
         if not self.ensemble:
             return self.model(x)[:, 0].tolist(), None
         preds = self.model(x)[self.healthy.to(self.device), :, 0].double()  # (healthy members, N)
         std = preds.std(dim=0) if len(preds) > 1 else torch.zeros_like(preds[0])
         return preds.mean(dim=0).tolist(), std.tolist()
+
+    def _finite_range(self) -> float:
+        """The largest |x| whose predictions (at +x and -x) stay finite: a ReLU network grows linearly far out, so a
+        valid float32 x can still overflow its hidden layer or its output."""
+        finite = lambda v: all(map(math.isfinite, self._predict([v, -v])[0]))  # noqa: E731
+        low, high = 0.0, FLOAT32_MAX
+        if finite(high):
+            return high
+        for _ in range(160):  # bisection down to float32's resolution
+            mid = (low + high) / 2
+            low, high = (mid, high) if finite(mid) else (low, mid)
+        return low
+
+    def __call__(self, xs: list[float]) -> tuple[list[float], list[float] | None]:
+        """Predictions for a list of x (and, for an ensemble, the members' standard deviation); an x whose
+        prediction would overflow float32 is refused (:class:`UsageError`), like an x past float32 itself."""
+        if too_far := [x for x in xs if abs(x) > self.max_abs_x]:
+            raise UsageError(f"beyond this model's range (|x| <= {self.max_abs_x:.4g}: further out its prediction "
+                             f"overflows float32): {too_far[0]:g}")  # fmt: skip
+        return self._predict(xs)
 
 
 def build_parser() -> ArgumentParser:

@@ -37,6 +37,7 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_items: ClassVar[int] = 10_000  #: the longest list of x (``--max_items``)
+    max_abs_x: ClassVar[float] = FLOAT32_MAX  #: the model's finite range (:attr:`Predictor.max_abs_x`)
     x: Number | list[Number]
 
     @field_validator("x")
@@ -44,6 +45,9 @@ class PredictRequest(BaseModel):
     def _length(cls, x: float | list[float]) -> float | list[float]:
         if isinstance(x, list) and not 1 <= len(x) <= cls.max_items:
             raise ValueError(f"x must hold 1 to {cls.max_items} values, got {len(x)}")
+        if any(abs(v) > cls.max_abs_x for v in (x if isinstance(x, list) else [x])):
+            raise ValueError(f"x must lie within +-{cls.max_abs_x:.4g}: further out this model's prediction "
+                             "overflows float32")  # fmt: skip
         return x
 
 
@@ -171,7 +175,8 @@ def run(args: Namespace) -> int:
     if args.host != "127.0.0.1" and key is None:
         print(f"warning: serving on {args.host} without an API key: anyone who can reach this machine can use it "
               f"(--api_key or ${API_KEY_ENV})", file=sys.stderr)  # fmt: skip
-    PredictRequest.max_items = args.max_items  # the HTTP processes are forked from this one
+    # The HTTP processes are forked from this one: they validate with these.
+    PredictRequest.max_items, PredictRequest.max_abs_x = args.max_items, predictor.max_abs_x
     api = RegressionAPI(str(ckpt), key, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
     server = ls.LitServer(api, accelerator=args.accelerator, workers_per_device=args.workers, timeout=30,
                           middlewares=[(BodyLimits, {"max_bytes": args.max_body_bytes})])  # fmt: skip
