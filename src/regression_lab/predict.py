@@ -87,7 +87,6 @@ class Predictor:
             if not bool(self.healthy.any()):
                 raise UsageError(f"every member of the ensemble in {path} diverged: nothing to predict with")
         self.model = model.to(self.device).eval()
-
         self.max_abs_x = self._finite_range()
 
     @torch.no_grad()
