@@ -47,8 +47,7 @@ def test_the_range_predict_answers_is_where_the_network_overflows_float32(lab_ck
 
     predictor = Predictor(lab_ckpt)
     w1, w2 = predictor.model.linear1.weight[:, 0].double(), predictor.model.linear2.weight[0].double()
-    # Far out, past every ReLU kink, the network is a line of the slope of its units that are on there; its hidden
-    # layer overflows first where a unit's weight is steeper still.
+    # Far out, past every ReLU kink, the network is a line (the units on there); a steeper unit overflows first.
     slopes = [(w1 * w2)[w1 > 0].sum().abs(), (w1 * w2)[w1 < 0].sum().abs(), w1.abs().max()]
     assert predictor.max_abs_x == pytest.approx(FLOAT32_MAX / float(max(slopes)), rel=1e-3)
     assert predictor([predictor.max_abs_x * 0.999])[0][0] < float("inf")
@@ -122,6 +121,7 @@ BAD_INPUT = [
     (["predict", "--input", "missing.txt"], "input file not found"),
     ("predict --x 1 --bogus".split(), "unrecognized arguments: --bogus"),
     (["fit", "--model.hidden_size", "0"], "model.hidden_size must be an integer >= 1"),
+    (["fit", "--model.probe_x", "1e39"], "model.probe_x must be <= 3.403e+38, got 1e+39"),
     (["fit", "--model.hidden_size", "10001"], "hidden_size must be <= 10,000"),
     (["fit", "--model.hidden_size", "abc"], "model.hidden_size"),
     (["fit", "--model.lr", "0"], "model.lr must be > 0"),

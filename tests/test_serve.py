@@ -15,11 +15,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import LAST, cli_command, fit_in_process, free_port, one_error_line, run_main, wait_for
 
 from regression_lab.predict import Predictor
 
 KEY = "test-key-1"
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only where there is no CUDA device")
 
 
 def start(ckpt: Path, port: int) -> subprocess.Popen:
@@ -202,6 +204,8 @@ def test_an_ensemble_checkpoint_answers_the_spread_and_batched_requests_keep_the
         (["--port", "70000"], "--port must be <= 65,535"),
         (["--max_batch_size", "0"], "--max_batch_size must be an integer >= 1"),
         (["--batch_timeout", "-1"], "--batch_timeout must be a finite number >= 0"),
+        (["--batch_timeout", "40"], "below the 30 s a request may wait, got 40"),
+        pytest.param(["--accelerator", "cuda"], "this machine has no CUDA device", marks=NO_CUDA),
     ],
 )
 def test_bad_start_up_is_one_line_exit_2(tmp_path, args, phrase):

@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from regression_lab.errors import UsageError, check_float, check_int
+from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, check_int
 from regression_lab.metrics import setting_name
 from regression_lab.models import MAX_MEMBERS, MAX_SEED, MyNN, MyNNStack, check_seeds
 from regression_lab.module import RegressionModule
@@ -203,7 +203,7 @@ def regression_model(
         "momentum": _values("momentum", momentum, non_negative),
         "weight_decay": _values("weight_decay", weight_decay, non_negative),
     }
-    probe_x = check_float("model.probe_x", probe_x)
+    probe_x = check_float("model.probe_x", probe_x, -FLOAT32_MAX, high=FLOAT32_MAX)
     lists = any(isinstance(v, (list, tuple)) for v in (hidden_size, lr, momentum, weight_decay))
     if not lists and seeds is None and num_seeds == 1 and first_seed is None:
         return RegressionModule(**{k: v[0] for k, v in settings.items()}, probe_x=probe_x)

@@ -60,12 +60,16 @@ def check_int(name: str, value: object, minimum: int, maximum: int | None = None
     return value
 
 
-def check_float(name: str, value: object, low: float = -math.inf, *, strict: bool = False) -> float:
-    """``value`` as a finite float ``>= low`` (``> low`` with ``strict``), else :class:`UsageError`."""
+def check_float(
+    name: str, value: object, low: float = -math.inf, *, strict: bool = False, high: float = math.inf
+) -> float:
+    """``value`` as a finite float in ``[low, high]`` (``low`` excluded with ``strict``), else :class:`UsageError`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UsageError(f"{name} must be a finite number, got {value!r}")
     if value < low or (strict and value == low):
         raise UsageError(f"{name} must be {'>' if strict else '>='} {low:g}, got {value!r}")
+    if value > high:
+        raise UsageError(f"{name} must be <= {high:.4g}, got {value!r}")
     return float(value)
 
 

@@ -15,6 +15,7 @@ import sys
 from typing import Annotated, Any, ClassVar, Literal
 
 import litserve as ls
+import torch
 from fastapi import Header, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -28,6 +29,8 @@ from regression_lab.predict import Predictor
 
 #: The environment variable that may hold the API key instead of ``--api_key`` (out of the process list).
 API_KEY_ENV = "REGRESSION_LAB_API_KEY"
+#: Seconds a request may wait for its answer (LitServe's timeout: a batch must fill well within it).
+REQUEST_TIMEOUT = 30
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 
 
@@ -162,8 +165,11 @@ def run(args: Namespace) -> int:
     check_int("--port", args.port, 1024, 65535)
     for name in ("workers", "max_batch_size", "max_items", "max_body_bytes"):
         check_int(f"--{name}", args[name], 1)
-    if not math.isfinite(args.batch_timeout) or args.batch_timeout < 0:
-        raise UsageError(f"--batch_timeout must be a finite number >= 0, got {args.batch_timeout}")
+    if not math.isfinite(args.batch_timeout) or not 0 <= args.batch_timeout < REQUEST_TIMEOUT:
+        raise UsageError(f"--batch_timeout must be a finite number >= 0 and below the {REQUEST_TIMEOUT} s a request "
+                         f"may wait, got {args.batch_timeout}")  # fmt: skip
+    if args.accelerator == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--accelerator cuda: this machine has no CUDA device (use auto or cpu)")
     key, ckpt = args.api_key or os.environ.get(API_KEY_ENV) or None, args.ckpt_path or newest_checkpoint()
     predictor = Predictor(ckpt)  # a bad or missing checkpoint stops here, in one line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -178,7 +184,7 @@ def run(args: Namespace) -> int:
     # The HTTP processes are forked from this one: they validate with these.
     PredictRequest.max_items, PredictRequest.max_abs_x = args.max_items, predictor.max_abs_x
     api = RegressionAPI(str(ckpt), key, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
-    server = ls.LitServer(api, accelerator=args.accelerator, workers_per_device=args.workers, timeout=30,
+    server = ls.LitServer(api, accelerator=args.accelerator, workers_per_device=args.workers, timeout=REQUEST_TIMEOUT,
                           middlewares=[(BodyLimits, {"max_bytes": args.max_body_bytes})])  # fmt: skip
     server.app.add_exception_handler(RequestValidationError, one_line_errors)
     kind = "an ensemble (mean and std)" if predictor.ensemble else "MyNN"
