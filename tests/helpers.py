@@ -38,8 +38,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
 
 
 def run_main(*args: str, cwd: Path, stdin: object = "") -> subprocess.CompletedProcess:
-    """``regression-lab ARGS`` in this process through ``cli.main``, inside ``cwd``: its exit status,
-    stdout and stderr as a process would give them. ``stdin`` is text, a stream, or None (closed)."""
+    """``regression-lab ARGS`` through ``cli.main`` in ``cwd``, as a process; ``stdin``: text, a stream or None."""
     from regression_lab.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -59,8 +58,7 @@ def run_main(*args: str, cwd: Path, stdin: object = "") -> subprocess.CompletedP
 
 
 def fit_in_process(workdir: Path, *args: str, command: str = "fit"):
-    """``regression-lab fit ARGS`` (or ``validate``/``test``) in this process inside ``workdir``;
-    returns the CLI object (its model, trainer, final_metrics)."""
+    """``regression-lab fit ARGS`` (or ``validate``/``test``) in this process inside ``workdir``: the CLI object."""
     from regression_lab.train import cli_main
 
     old_cwd = Path.cwd()
@@ -81,8 +79,7 @@ def events(path: Path, **guidance: int):
 
 
 def one_error_line(proc: subprocess.CompletedProcess, phrase: str, code: int = 2) -> str:
-    """Assert the command failed as promised: exit ``code``, its last line ``error: ...`` holding
-    ``phrase``, no traceback; return that line."""
+    """Assert exit ``code``, a last line ``error: ...`` holding ``phrase`` and no traceback; return that line."""
     assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and phrase in last, proc.stderr[-2000:]

@@ -29,8 +29,7 @@ def final(cli) -> FinalMetrics:
 
 @pytest.fixture(scope="module")
 def lab_ensemble(tmp_path_factory):
-    """The lab's full-batch data: hidden {4, 5} x lr {0.01, 0.02} x seeds {0, 3}, 400 epochs, with
-    snapshots after 19 and 100 epochs."""
+    """The lab's data: hidden {4, 5} x lr {0.01, 0.02} x seeds {0, 3}, 400 epochs, snapshots at 19 and 100."""
     workdir = tmp_path_factory.mktemp("ensemble")
     grid = "--model.hidden_size [4,5] --model.lr [0.01,0.02] --model.seeds [0,3] --trainer.callbacks+=FinalMetrics"
     return workdir, fit_in_process(workdir, *grid.split(), *"--trainer.callbacks.snapshot_epochs [19,100]".split())

@@ -156,8 +156,7 @@ def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
 
 
 def _signal_when(condition, signum: int) -> None:
-    """Send ``signum`` to this process, from a thread, once ``condition()`` holds (the handler then runs in the main
-    thread, where the command runs)."""
+    """Send ``signum`` to this process from a thread once ``condition()`` holds (handled in the main thread)."""
 
     def wait_and_send() -> None:
         deadline = time.monotonic() + 120

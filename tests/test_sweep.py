@@ -9,6 +9,7 @@ import csv
 import math
 import os
 import signal
+import sqlite3
 import statistics
 from pathlib import Path
 
@@ -240,10 +241,13 @@ def test_names_masks_intervals_and_seed_ranges():
         (["--epochs", "ten"], "Expected a <class 'int'>. Got value: ten"),
         (["--config", "unknown.yaml"], "hidden"),
         (["--config", "empty_list.yaml"], "--seeds is empty"),
-        (["--storage", f"{PG}me:s3cret@127.0.0.1:1/db"], f"cannot open the storage {PG}me:***@"),
         (["--storage", "nosuchdb://x"], "cannot open the storage nosuchdb://x"),
         (["--report"], "--report needs the study's --storage"),
         ("--out mine --seeds 0".split(), "mine exists and is not a sweep directory"),
+        (["--storage", "sqlite:///mine.db"], "mine.db is not an Optuna study (a SQLite database of another schema)"),
+        (["--report", "--storage", "sqlite:///empty.db"], "empty.db is not an Optuna study (an empty file)"),
+        (["--storage", "a.txt"], "a.txt is not an Optuna study (a file that is not an Optuna journal)"),
+        (["--report", "--storage", "sqlite:///a.txt"], "a.txt is not an Optuna study (not a SQLite database)"),
     ],
 )
 def test_bad_sweep_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, phrase):
@@ -251,6 +255,8 @@ def test_bad_sweep_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, 
     (tmp_path / "empty_list.yaml").write_text("seeds: []\n")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "results.csv").write_text("my own results\n")
+    (tmp_path / "empty.db").touch(), (tmp_path / "a.txt").write_text("my notes\n")  # a user's files, not studies
+    sqlite3.connect(tmp_path / "mine.db").execute("CREATE TABLE runs (x REAL)").connection.commit()
     before = fingerprint(tmp_path)
     proc = run_main("sweep", *args, cwd=tmp_path)
     one_error_line(proc, phrase)

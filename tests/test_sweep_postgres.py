@@ -31,8 +31,7 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    """A database on a fresh PostgreSQL cluster; the URL carries a password (trust auth ignores it)
-    so the tests can check it is never shown."""
+    """A database on a fresh PostgreSQL cluster; its URL's password (ignored by trust auth) must never show."""
     initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not initdb:
         _unavailable("no PostgreSQL server binaries (apt-get install postgresql)")
