@@ -8,6 +8,7 @@ import torch
 
 from regression_lab.data import RegressionDataModule, TensorBatches
 from regression_lab.errors import UsageError
+from regression_lab.module import RegressionModule
 
 
 def test_defaults_are_the_labs_data():
@@ -38,11 +39,11 @@ def test_shuffled_batches_cover_every_sample_once_in_the_seeded_order():
     x = torch.arange(1000, dtype=torch.float32).unsqueeze(1)
     loader = TensorBatches(x, 2 * x, batch_size=300, generator=torch.Generator().manual_seed(7))
     assert len(loader) == 4
-    first = torch.cat([bx for bx, _ in loader]).flatten().long()
+    first = torch.cat([bx for bx, _, _ in loader]).flatten().long()
     assert torch.equal(first, torch.randperm(1000, generator=torch.Generator().manual_seed(7)))
-    second = torch.cat([bx for bx, _ in loader]).flatten().long()
+    second = torch.cat([bx for bx, _, _ in loader]).flatten().long()
     assert sorted(second.tolist()) == list(range(1000)) and not torch.equal(first, second)  # a new order
-    assert all(torch.equal(by, 2 * bx) for bx, by in loader)
+    assert all(torch.equal(by, 2 * bx) and share == 1.0 for bx, by, share in loader)
 
 
 def test_shards_rebuild_the_whole_set_and_evaluation_shards_are_exact():
@@ -54,7 +55,20 @@ def test_shards_rebuild_the_whole_set_and_evaluation_shards_are_exact():
     assert torch.equal(torch.cat([p[1] for p in parts]), y[order])
     lab = RegressionDataModule()
     assert [lab.samples("val", r, 2)[0].flatten().tolist() for r in range(2)] == [[6.0, 8.0, 10.0], [7.0, 9.0]]
-    assert [lab.samples("train", r, 2)[0].flatten().tolist() for r in range(2)] == [[1.0, 3.0, 5.0], [2.0, 4.0, 1.0]]
+    assert [lab.samples("train", r, 2)[0].flatten().tolist() for r in range(2)] == [[1.0, 3.0, 5.0], [2.0, 4.0]]
+
+
+@pytest.mark.parametrize("num, batch_size", [(5, None), (7, None), (7, 3), (5, 2)])
+def test_ranks_steps_weigh_into_one_process_loss_and_gradient_for_any_number_of_samples(num, batch_size):
+    dm, module = RegressionDataModule(num_samples=num, noise_std=0.3), RegressionModule(hidden_size=5, lr=0.01)
+    alone = list(TensorBatches(*dm.samples("train"), batch_size))
+    ranks = [list(TensorBatches(*dm.samples("train", r, 2), batch_size, shard=(r, 2, num))) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(alone)  # the ranks step together, as often as one process
+    for k, batch in enumerate(alone):
+        # DDP averages the ranks' gradients: that of the mean of their losses (an empty part adds nothing).
+        ddp, one = sum(module.model_step(r[k])[0] for r in ranks) / 2, module.model_step(batch)[0]
+        grads = [torch.autograd.grad(loss, list(module.parameters())) for loss in (ddp, one)]
+        assert torch.allclose(ddp, one) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
 
 
 def test_a_million_samples_are_generated_without_python_lists():

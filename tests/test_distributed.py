@@ -7,8 +7,11 @@ import pytest
 import torch
 from helpers import LAST, RUN, events, fit_in_process, free_port, run_cli
 
+from regression_lab.data import RegressionDataModule
+from regression_lab.models import MyNN
+
 COMMON = (
-    "--trainer.accelerator cpu --data.num_samples 64 --data.x_min 0 --data.x_max 4 --data.batch_size 16 "
+    "--trainer.accelerator cpu --data.num_samples 7 --data.x_min 0 --data.x_max 4 --data.batch_size 3 "
     "--trainer.max_epochs 10 --trainer.check_val_every_n_epoch 5 --seed_everything 3"
 ).split()
 
@@ -32,9 +35,9 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert sorted(p.name for p in (tmp_path / "ddp" / "lightning_logs").iterdir()) == ["version_0"]
     assert len(list((tmp_path / "ddp" / RUN).glob("events.out.tfevents.*"))) == 1
     ckpt = torch.load(tmp_path / "ddp" / LAST, map_location="cpu", weights_only=True)
-    # Each epoch covers the 64 samples once across the ranks: 4 steps of the global batch 16,
-    # not 4 steps per rank over a copy of everything (which would be 8 steps of 8).
-    assert ckpt["global_step"] == single.trainer.global_step == 40
+    # Each epoch covers the 7 samples once across the ranks (shards of 4 and 3, no sample twice): 3 steps of the
+    # global batch 3 (the last of 1, one rank's part of it empty), weighted to be one process's.
+    assert ckpt["global_step"] == single.trainer.global_step == 30
     for key, value in single.model.state_dict().items():
         torch.testing.assert_close(ckpt["state_dict"][key], value, rtol=1e-4, atol=1e-5)
     # Validation metrics are reduced across the ranks' shards of the 5 validation points.
@@ -44,9 +47,6 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
-    from regression_lab.data import RegressionDataModule
-    from regression_lab.models import MyNN
-
     bf16 = "--trainer.accelerator cpu --trainer.precision bf16-mixed --trainer.max_epochs 50".split()
     cli = fit_in_process(tmp_path, *bf16)
     assert cli.trainer.precision == "bf16-mixed"

@@ -25,34 +25,52 @@ LARGE_DATA = 100.0
 
 
 class TensorBatches:
-    """``(x, y)`` batches cut from two tensors by indexing, not gathered sample by sample as a DataLoader does."""
+    """``(x, y, share)`` batches cut from two tensors by indexing, not gathered sample by sample as a DataLoader does.
+
+    On one of several ranks the tensors are its shard of a split (every ``world_size``-th sample from ``rank``): each
+    batch is its part of the global batch one process would take, and ``share`` that part's weight in the batch's
+    loss (1.0 in one process), so that DDP's mean over the ranks is the global batch's loss whatever the sizes."""
 
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        shard: tuple[int, int, int] | None = None,
     ) -> None:
         """Wrap the tensors.
 
         Args:
-            x: inputs, shape (N, 1).
+            x: inputs, shape (N, 1): the whole split, or a rank's shard of it.
             y: targets, shape (N, 1).
-            batch_size: samples per batch; ``None`` serves the whole tensor as one batch.
+            batch_size: samples per global batch; ``None`` serves the whole split as one batch.
             generator: a CPU generator to shuffle with each epoch; ``None`` keeps the order.
+            shard: ``(rank, world_size, split size)`` when ``x`` is a rank's shard; ``None``: the whole split.
         """
         self.x, self.y, self.generator = x, y, generator
-        self.batch_size = batch_size or max(1, len(x))
+        self.rank, self.world, self.total = shard or (0, 1, len(x))
+        self.batch_size = batch_size or max(1, self.total)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return math.ceil(self.total / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, bs = len(self.x), self.batch_size
-        if self.generator is None or n < 2:  # contiguous slices are views: no copy at all
-            yield from ((self.x[s : s + bs], self.y[s : s + bs]) for s in range(0, n, bs))
-            return
-        # On the CPU generator: the same order on any device (int32 draws the same permutation as int64, half the copy).
-        dtype = torch.int32 if n <= torch.iinfo(torch.int32).max else torch.int64
-        order = torch.randperm(n, generator=self.generator, dtype=dtype).to(self.x.device)
-        yield from ((self.x[idx], self.y[idx]) for idx in order.split(bs))
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+        n, bs, rank, world = len(self.x), self.batch_size, self.rank, self.world
+        order = None
+        if self.generator is not None and n >= 2:
+            # On the CPU generator: the same order on any device (int32 draws the same permutation as int64).
+            dtype = torch.int32 if n <= torch.iinfo(torch.int32).max else torch.int64
+            order = torch.randperm(n, generator=self.generator, dtype=dtype).to(self.x.device)
+        for start in range(0, self.total, bs):
+            stop = min(start + bs, self.total)
+            # The shard's samples among the global batch's [start, stop): its positions ceil((i - rank) / world).
+            lo, hi = (min(n, max(0, -((rank - i) // world))) for i in (start, stop))
+            share = (hi - lo) * world / (stop - start)
+            if order is None:  # contiguous slices are views: no copy at all
+                yield self.x[lo:hi], self.y[lo:hi], share
+            else:
+                yield self.x[order[lo:hi]], self.y[order[lo:hi]], share
 
 
 class RegressionDataModule(L.LightningDataModule):
@@ -146,9 +164,9 @@ class RegressionDataModule(L.LightningDataModule):
     def samples(self, split: str, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Rank ``rank``'s shard of a split (every ``world_size``-th sample) as (n, 1) float32 CPU tensors."""
         num, lo, hi = self.splits[split]
-        # Training shards are padded to equal length by wrapping around (equal step counts keep DDP in step);
-        # evaluation shards are exact, so metrics reduced across ranks count each sample once.
-        if split != "train" and num >= world_size:
+        # Exact shards: each sample on one rank (training batches keep the ranks in step, see TensorBatches). An
+        # evaluation split smaller than the ranks wraps around, as every rank needs a sample to evaluate.
+        if split == "train" or num >= world_size:
             idx = torch.arange(rank, num, world_size)
         else:
             idx = torch.arange(rank, math.ceil(num / world_size) * world_size, world_size) % num
@@ -182,10 +200,10 @@ class RegressionDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatches:
         """Training batches, reshuffled each epoch with ``shuffle``."""
-        bs, world = self.hparams.batch_size, self.trainer.world_size if self.trainer else 1
         # batch_size is the global batch: each rank takes its part, so DDP steps as one process does.
-        per_rank = max(1, bs // world) if bs else None
-        return TensorBatches(self.train_x, self.train_y, per_rank, self.generator if self.hparams.shuffle else None)
+        shard = (self.trainer.global_rank, self.trainer.world_size, self.splits["train"][0]) if self.trainer else None
+        generator = self.generator if self.hparams.shuffle else None
+        return TensorBatches(self.train_x, self.train_y, self.hparams.batch_size, generator, shard)
 
     def val_dataloader(self) -> TensorBatches:
         """The validation set as one batch per rank (it is small)."""

@@ -102,15 +102,17 @@ class EnsembleRegressionModule(L.LightningModule):
         """Per member, the hidden units on for at least one input of ``x``, shape (M,)."""
         return torch.cat([stack.active_units(x) for stack in self.stacks])
 
-    def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each member's MSE (M,), and the mean over the healthy ones (inf if none is: never a flattering 0)."""
-        x, y = batch
-        losses = ((self(x) - y) ** 2).mean(dim=(1, 2))
+    def _losses(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's MSE (M,), weighted by the batch's share (see :class:`~regression_lab.data.TensorBatches`),
+        and the mean over the healthy ones (inf if none is: never a flattering 0)."""
+        x, y, share = batch
+        pred = self(x)
+        losses = ((pred - y) ** 2).mean(dim=(1, 2)) * share if len(x) else pred.sum(dim=(1, 2))
         healthy = torch.isfinite(losses) & ~self.diverged()
         mean = torch.where(healthy, losses, 0.0).sum() / healthy.sum().clamp(min=1)
         return losses, torch.where(healthy.any(), mean, torch.inf)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> dict[str, torch.Tensor]:
         losses, mean = self._losses(batch)
         # A member whose loss is not finite is out: marked here (no host sync), zeroed in optimizer_step.
         bad = ~torch.isfinite(losses)
@@ -118,7 +120,7 @@ class EnsembleRegressionModule(L.LightningModule):
             stack.diverged |= flags
         # Summed in float64: thousands of large finite losses cannot overflow to inf and stop the fit.
         loss = torch.where(self.diverged(), 0.0, losses).double().sum()
-        self.log("train/loss", mean, prog_bar=True, batch_size=len(batch[0]))
+        self.log("train/loss", mean, prog_bar=True, batch_size=len(batch[0]), sync_dist=self.trainer.world_size > 1)
         return {"loss": loss, "member_losses": losses.detach()}
 
     def on_train_batch_end(self, outputs: dict[str, torch.Tensor], batch: Any, batch_idx: int) -> None:
@@ -142,10 +144,10 @@ class EnsembleRegressionModule(L.LightningModule):
         for stack in self.stacks:
             stack.retire()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self.log("val/loss", self._losses(batch)[1], batch_size=len(batch[0]))
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self.log("test/loss", self._losses(batch)[1], batch_size=len(batch[0]))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -49,24 +49,27 @@ class RegressionModule(L.LightningModule):
         """Predict y for inputs of shape (N, 1)."""
         return self.net(x)
 
-    def model_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The step shared by train, validation and test: MSE loss, predictions and targets."""
-        x, y = batch
+    def model_step(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step shared by train, validation and test: MSE loss (weighted by the batch's share, see
+        :class:`~regression_lab.data.TensorBatches`), predictions and targets."""
+        x, y, share = batch
         pred = self(x)
-        return F.mse_loss(pred, y), pred, y
+        # An empty part of a global batch (a rank with fewer samples) adds nothing, yet every rank steps.
+        return (F.mse_loss(pred, y) * share if len(x) else pred.sum()), pred, y
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss, _, _ = self.model_step(batch)
-        self.log("train/loss", loss, prog_bar=True)
+        # Over several ranks each logs its share: their mean is the global batch's loss.
+        self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         _, pred, y = self.model_step(batch)
         # torchmetrics accumulate over batches and reduce across ranks when computed.
         self.val_metrics.update(pred, y)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         _, pred, y = self.model_step(batch)
         self.test_metrics.update(pred, y)
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
