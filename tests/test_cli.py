@@ -13,6 +13,9 @@ import torch
 import yaml
 from helpers import LAST, REPO, fingerprint, one_error_line, run_cli, run_main
 
+from regression_lab.errors import FLOAT32_MAX
+from regression_lab.predict import Predictor
+
 
 @pytest.mark.slow
 def test_fit_with_no_arguments_trains_the_lab_reports_and_predict_agrees(tmp_path):
@@ -42,9 +45,6 @@ def test_predict_reads_a_file_or_stdin_and_agrees_with_the_weights_by_hand(lab_c
 
 
 def test_the_range_predict_answers_is_where_the_network_overflows_float32(lab_ckpt):
-    from regression_lab.errors import FLOAT32_MAX
-    from regression_lab.predict import Predictor
-
     predictor = Predictor(lab_ckpt)
     w1, w2 = predictor.model.linear1.weight[:, 0].double(), predictor.model.linear2.weight[0].double()
     # Far out, past every ReLU kink, the network is a line (the units on there); a steeper unit overflows first.
@@ -104,8 +104,7 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
 
 BAD_INPUT = [
     # (arguments, a phrase the one error line must hold)
-    (["predict", "--x", "abc"], "not a number in --x: 'abc'"),
-    (["predict", "--x", "nan"], "not a finite number"),
+    (["predict", "--x", "abc"], "not a number in --x: 'abc'"), (["predict", "--x", "nan"], "not a finite number"),
     (["predict", "--x", "1e39"], "out of float32's range (|x| <= 3.403e+38) in --x: '1e39'"),
     (["predict", "--x", "10", "--x=-3e38"], "further out its prediction overflows float32): -3e+38"),
     (["predict"], "one of the arguments --x --input is required"),
@@ -123,10 +122,8 @@ BAD_INPUT = [
     (["fit", "--model.hidden_size", "0"], "model.hidden_size must be an integer >= 1"),
     (["fit", "--model.probe_x", "1e39"], "model.probe_x must be <= 3.403e+38, got 1e+39"),
     (["fit", "--model.hidden_size", "10001"], "hidden_size must be <= 10,000"),
-    (["fit", "--model.hidden_size", "abc"], "model.hidden_size"),
-    (["fit", "--model.lr", "0"], "model.lr must be > 0"),
-    (["fit", "--model.lr", "nan"], "model.lr"),
-    (["fit", "--model.lr", "1e999"], "model.lr must be a finite number"),
+    (["fit", "--model.hidden_size", "abc"], "model.hidden_size"), (["fit", "--model.lr", "0"], "model.lr must be > 0"),
+    (["fit", "--model.lr", "nan"], "model.lr"), (["fit", "--model.lr", "1e999"], "model.lr must be a finite number"),
     (["fit", "--model.momentum", "-1"], "model.momentum must be >= 0"),
     (["fit", "--trainer.max_epochs", "0"], "max_epochs must be >= 1"),
     (["fit", "--data.num_samples", "0"], "data.num_samples"),
@@ -138,8 +135,7 @@ BAD_INPUT = [
     (["fit", "--trainer.logger.init_args.save_dir", "a_file"], "a_file is a file, not a directory"),
     (["fit", "--trainer.accelerator", "tpu"], "missing package"),
     (["fit", "--weights_only", "false"], "--weights_only false is not allowed"),
-    (["fit", "--bogus", "1"], "unrecognized arguments"),
-    (["fit", "--config", "missing.yaml"], "does not exist"),
+    (["fit", "--bogus", "1"], "unrecognized arguments"), (["fit", "--config", "missing.yaml"], "does not exist"),
     (["fit", "--config", "bad.yaml"], "--config bad.yaml is not valid YAML"),
     (["fit", "--config", "unknown_key.yaml"], "model.hidden_sizes"),
     (["fit", "--config", "a_file"], "a --config file must be a YAML mapping of settings"),
@@ -149,7 +145,7 @@ BAD_INPUT = [
     (["validate", "--ckpt_path", "."], "is a directory"),
     (["test", "--ckpt_path", "other_shape.ckpt"], "not a regression-lab MyNN checkpoint"),
     (["frobnicate"], "unknown command"),
-]
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("args, phrase", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])

@@ -8,6 +8,7 @@ Run: pytest tests/test_export.py
 import warnings
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from helpers import LAST, fingerprint, fit_in_process, one_error_line, run_main
@@ -30,8 +31,6 @@ def export(ckpt, fmt: str, out) -> None:
 
 
 def test_onnx_in_onnxruntime_the_exported_program_and_torchscript_match_predict(expected, tmp_path):
-    import onnxruntime as ort
-
     ckpt, preds = expected
     export(ckpt, "onnx", tmp_path / "model.onnx")
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -19,10 +19,12 @@ import torch
 from helpers import RUN, fingerprint, fit_in_process, one_error_line, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from regression_lab.errors import FLOAT32_MAX, QUOTE_CHARS, UsageError
 from regression_lab.files import atomic_write, reserve_numbered_dir
 from regression_lab.predict import MAX_LINE_CHARS, parse_number, read_inputs
+from regression_lab.serve import PredictRequest
 
 
 def test_endless_closed_piped_and_spreadsheet_inputs(lab_ckpt, tmp_path):
@@ -155,10 +157,6 @@ JSON = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(JSON, st.fixed_dictionaries({"x": JSON}), st.fixed_dictionaries({"x": st.lists(JSON, max_size=8)})))
 def test_the_request_model_accepts_exactly_x_as_finite_float32_numbers(body):
-    from pydantic import ValidationError
-
-    from regression_lab.serve import PredictRequest
-
     def number(v: object) -> bool:  # a Python int compares exactly with a float: 400 digits are too large
         return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= FLOAT32_MAX
 

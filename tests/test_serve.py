@@ -19,6 +19,7 @@ import torch
 from helpers import LAST, cli_command, fit_in_process, free_port, one_error_line, run_main, wait_for
 
 from regression_lab.predict import Predictor
+from regression_lab.serve import PredictRequest, RegressionAPI
 
 KEY = "test-key-1"
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only where there is no CUDA device")
@@ -181,8 +182,6 @@ def test_sigterm_finishes_the_requests_in_flight_then_says_so_and_exits_143(lab_
 
 
 def test_an_ensemble_checkpoint_answers_the_spread_and_batched_requests_keep_their_shapes(tmp_path):
-    from regression_lab.serve import PredictRequest, RegressionAPI
-
     fit_in_process(tmp_path, *"--model.num_seeds 5 --trainer.max_epochs 100".split())
     ckpt = tmp_path / LAST
     api = RegressionAPI(str(ckpt))  # what each LitServe worker runs, on a batch of two requests

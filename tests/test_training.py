@@ -9,7 +9,7 @@ import torch
 from helpers import LAST, RUN, events, fit_in_process, one_error_line, run_main
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from regression_lab.callbacks import AtomicCheckpointIO
+from regression_lab.callbacks import AtomicCheckpointIO, RunProgressBar
 from regression_lab.checkpoint import INITIAL_STATE_KEY, load_model
 from regression_lab.models import MyNN
 from regression_lab.module import RegressionModule
@@ -123,8 +123,6 @@ def test_last_checkpoint_holds_the_final_weights_between_scheduled_saves_and_che
 
 
 def test_one_progress_bar_counts_the_whole_run_and_validate_shows_progress(tmp_path):
-    from regression_lab.callbacks import RunProgressBar
-
     on = ("--trainer.enable_progress_bar", "true", "--data.num_samples", "20", "--data.batch_size", "8")
     cli = fit_in_process(tmp_path, *on, "--trainer.max_epochs", "30")
     bar = cli.trainer.progress_bar_callback
