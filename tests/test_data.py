@@ -67,6 +67,7 @@ def test_ranks_steps_weigh_into_one_process_loss_and_gradient_for_any_number_of_
     for k, batch in enumerate(alone):
         # DDP averages the ranks' gradients: that of the mean of their losses (an empty part adds nothing).
         ddp, one = sum(module.model_step(r[k])[0] for r in ranks) / 2, module.model_step(batch)[0]
+        assert torch.equal(module.model_step(batch[:2])[0], one)  # a plain (x, y) batch, as a DataLoader's, is whole
         grads = [torch.autograd.grad(loss, list(module.parameters())) for loss in (ddp, one)]
         assert torch.allclose(ddp, one) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
 

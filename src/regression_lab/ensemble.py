@@ -18,7 +18,7 @@ import torch
 from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, check_int
 from regression_lab.metrics import setting_name
 from regression_lab.models import MAX_MEMBERS, MAX_SEED, MyNN, MyNNStack, check_seeds
-from regression_lab.module import RegressionModule
+from regression_lab.module import RegressionModule, batch_parts
 
 #: The training-loss percentiles drawn per setting, over the seeds.
 QUANTILES = (0.1, 0.5, 0.9)
@@ -105,7 +105,7 @@ class EnsembleRegressionModule(L.LightningModule):
     def _losses(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's MSE (M,), weighted by the batch's share (see :class:`~regression_lab.data.TensorBatches`),
         and the mean over the healthy ones (inf if none is: never a flattering 0)."""
-        x, y, share = batch
+        x, y, share = batch_parts(batch)
         pred = self(x)
         losses = ((pred - y) ** 2).mean(dim=(1, 2)) * share if len(x) else pred.sum(dim=(1, 2))
         healthy = torch.isfinite(losses) & ~self.diverged()

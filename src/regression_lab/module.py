@@ -19,6 +19,13 @@ from regression_lab.checkpoint import INITIAL_STATE_KEY
 from regression_lab.models import MyNN
 
 
+def batch_parts(batch: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """A batch's inputs, targets and share of its global batch's loss: 1.0 for a plain ``(x, y)`` batch (a DataLoader's,
+    a user's own data); :class:`~regression_lab.data.TensorBatches` gives each rank's."""
+    x, y, *rest = batch
+    return x, y, (rest[0] if rest else 1.0)
+
+
 class RegressionModule(L.LightningModule):
     """``MyNN`` regressing a line: MSE loss, SGD, TensorBoard-friendly metrics."""
 
@@ -52,7 +59,7 @@ class RegressionModule(L.LightningModule):
     def model_step(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The step shared by train, validation and test: MSE loss (weighted by the batch's share, see
         :class:`~regression_lab.data.TensorBatches`), predictions and targets."""
-        x, y, share = batch
+        x, y, share = batch_parts(batch)
         pred = self(x)
         # An empty part of a global batch (a rank with fewer samples) adds nothing, yet every rank steps.
         return (F.mse_loss(pred, y) * share if len(x) else pred.sum()), pred, y
