@@ -20,8 +20,7 @@ from regression_lab.models import MyNN
 
 
 def batch_parts(batch: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """A batch's inputs, targets and share of its global batch's loss: 1.0 for a plain ``(x, y)`` batch (a DataLoader's,
-    a user's own data); :class:`~regression_lab.data.TensorBatches` gives each rank's."""
+    """A batch's x, y and share of its global batch's loss (see :class:`~regression_lab.data.TensorBatches`; or 1.0)."""
     x, y, *rest = batch
     return x, y, (rest[0] if rest else 1.0)
 

@@ -99,8 +99,7 @@ class Predictor:
         return preds.mean(dim=0).tolist(), std.tolist()
 
     def _finite_range(self) -> float:
-        """The largest |x| whose predictions (at +x and -x) stay finite: a ReLU network grows linearly far out, so a
-        valid float32 x can still overflow its hidden layer or its output."""
+        """The largest |x| whose predictions at ±x stay finite (far out a ReLU net grows linearly: it can overflow)."""
         finite = lambda v: all(map(math.isfinite, self._predict([v, -v])[0]))  # noqa: E731
         low, high = 0.0, FLOAT32_MAX
         if finite(high):
