@@ -75,18 +75,19 @@ class RegressionLabCLI(LightningCLI):
 
     final_metrics: dict[str, float]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, command: str = "fit", **kwargs: Any) -> None:
+        """LightningCLI's arguments, and ``command``: the one subcommand (fit, validate or test) to parse."""
         self._run_lock: int | None = None  # the run directory this process holds until it returns
+        self._command = command
         try:
             super().__init__(*args, **kwargs)
         finally:
             if self._run_lock is not None:
                 os.close(self._run_lock)
 
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        # predict is the light, Lightning-free command of regression_lab.predict.
-        return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "validate", "test")}
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
+        # Only the command being run: `regression-lab` dispatches it, so other parsers would be built for nothing.
+        return {self._command: LightningCLI.subcommands()[self._command]}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Both checkpoint callbacks are option groups (--checkpoint.every_n_epochs 10), added in instantiate_trainer.
@@ -255,9 +256,11 @@ def report(model: Any, trainer: Trainer, datamodule: Any, metrics: dict[str, flo
         raise TrainingFailed(f"every member of the ensemble diverged; {advice}")
 
 
-def cli_main(args: ArgsType = None, run: bool = True) -> RegressionLabCLI:
-    """Build the CLI and run its subcommand; with ``run=False``, ``args`` are fit's and the caller runs the fit."""
+def cli_main(args: list[str], run: bool = True) -> RegressionLabCLI:
+    """Build the CLI for ``args`` (``[command, *options]``) and run it; with ``run=False``, ``args`` are fit's
+    options and the caller runs the fit."""
     kwargs = {"exit_on_error": False, "prog": "regression-lab", "allow_abbrev": False}
+    command = args[0] if run else "fit"
     with quiet_notices():
         return RegressionLabCLI(
             regression_model,  # one MyNN, or an ensemble of them with --model.num_seeds N
@@ -268,7 +271,8 @@ def cli_main(args: ArgsType = None, run: bool = True) -> RegressionLabCLI:
             trainer_defaults=TRAINER_DEFAULTS,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},  # a resumed run writes its config.yaml again
-            parser_kwargs={**kwargs, **{sub: dict(kwargs) for sub in ("fit", "validate", "test")}},
+            parser_kwargs={**kwargs, command: dict(kwargs)},
             args=args,
             run=run,
+            command=command,
         )
