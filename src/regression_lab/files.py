@@ -9,6 +9,7 @@ written here sees the old file or the new one, never half of one. No torch, no L
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import tempfile
@@ -46,6 +47,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> It
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_figure(fig: Any, writer: Any, tag: str, png: Path | None = None, step: int | None = None) -> None:
+    """``fig`` drawn once, cropped to what it shows: into ``writer``'s Images as ``tag`` and, with ``png``, that file
+    (the same pixels)."""
+    from matplotlib.image import imread
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    if png is not None:
+        with atomic_write(png, "wb") as fh:
+            fh.write(buffer.getvalue())
+    if writer is not None:
+        buffer.seek(0)
+        writer.add_image(tag, imread(buffer, format="png")[..., :3], global_step=step, dataformats="HWC")
 
 
 def check_writable_dir(path: str | os.PathLike, what: str) -> None:

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from regression_lab.errors import check_int
+from regression_lab.files import write_figure
 
 
 def setting_name(setting: dict[str, Any], epochs: int | None = None) -> str:
@@ -154,7 +155,7 @@ class FinalMetrics(L.Callback):
             errors.append(err.numpy())
             labels.append(name)
         if errors:
-            writer.add_figure(f"ensemble/abs_error_at_{probe_x:g}", _box_figure(errors, labels, probe_x, truth))
+            write_figure(_box_figure(errors, labels, probe_x, truth), writer, f"ensemble/abs_error_at_{probe_x:g}")
         writer.flush()
 
 
@@ -169,5 +170,4 @@ def _box_figure(errors: list, labels: list[str], probe_x: float, truth: float) -
     ax.set(ylabel=f"|prediction({probe_x:g}) - {truth:g}|", title="Error over the seeds, per setting")
     if all(float(e.min()) > 0 for e in errors):
         ax.set_yscale("log")
-    fig.tight_layout()
     return fig

@@ -34,7 +34,7 @@ from regression_lab.callbacks import Guard
 from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import regression_model
 from regression_lab.errors import UsageError
-from regression_lab.files import atomic_write
+from regression_lab.files import atomic_write, write_figure
 from regression_lab.metrics import FinalMetrics
 from regression_lab.sweep import StudySpec, parse_seeds
 from regression_lab.sweep_report import DEFINITION_ATTR, members_of, summarize, table, verdict, write_outputs
@@ -276,6 +276,8 @@ def report(study: optuna.Study, out: Path | None) -> None:
 
 def _optuna_outputs(study: optuna.Study, out: Path, writer: Any) -> None:
     """trials.csv (Optuna's dataframe, one row per trial) and Optuna's plots as PNGs and figures."""
+    from matplotlib import pyplot as plt
+
     frame = study.trials_dataframe()
     with atomic_write(out / "trials.csv", "w", newline="") as fh:
         frame.drop(columns=[c for c in frame.columns if c == "user_attrs_members"]).to_csv(fh, index=False)
@@ -284,7 +286,7 @@ def _optuna_outputs(study: optuna.Study, out: Path, writer: Any) -> None:
     if len(complete) > 1 and sum(len({t.params.get(k) for t in complete}) > 1 for k in complete[0].params) > 1:
         plots.append("param_importances")
     for name in plots:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), plt.rc_context():  # Optuna sets pyplot's style for the whole process
             # Optuna's matplotlib plots are experimental, a one-value parameter gives a singular axis: still right.
             warnings.simplefilter("ignore")
             try:
@@ -294,6 +296,5 @@ def _optuna_outputs(study: optuna.Study, out: Path, writer: Any) -> None:
                 continue
             fig = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
             fig.set_size_inches(7, 4.5)
-            with atomic_write(out / f"optuna_{name}.png", "wb") as fh:
-                fig.savefig(fh, format="png", bbox_inches="tight")
-        writer.add_figure(f"optuna/{name}", fig)
+            write_figure(fig, writer, f"optuna/{name}", out / f"optuna_{name}.png")
+            plt.close(fig)  # Optuna draws with pyplot, which keeps each figure until it is closed

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from regression_lab.files import atomic_write
+from regression_lab.files import atomic_write, write_figure
 from regression_lab.metrics import setting_name
 
 #: The study user attribute that records what the sweep searches (and the probe's truth).
@@ -206,7 +206,6 @@ def error_figure(rows: list[dict[str, Any]], truth: float, probe_x: float) -> An
     if done and all(0 < r["err10_mean"] < math.inf for r in done):
         ax.set_yscale("log")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -217,8 +216,6 @@ def write_outputs(rows: list, members: list, truth: float | None, probe_x: float
     write_csv(out_dir / "members.csv", ordered, MEMBER_COLUMNS)
     if truth is not None:
         fig = error_figure(rows, truth, probe_x)
-        with atomic_write(out_dir / "error_vs_epochs.png", "wb") as fh:
-            fig.savefig(fh, format="png")
-        writer.add_figure("sweep/error_vs_epochs", fig)
+        write_figure(fig, writer, "sweep/error_vs_epochs", out_dir / "error_vs_epochs.png")
     text = table(rows, truth, probe_x, markdown=True) + "\n\n" + verdict(rows, truth, probe_x)
     writer.add_text("sweep/results", text)
