@@ -79,20 +79,17 @@ def test_a_million_samples_are_generated_without_python_lists():
     assert len(dm.train_dataloader()) == 123
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"num_samples": 0}, "data.num_samples must be an integer >= 1"),
-        ({"num_samples": 10**9}, "data.num_samples must be <= 100,000,000"),
-        ({"noise_std": -1.0}, "data.noise_std must be >= 0"),
-        ({"x_min": 5.0, "x_max": 1.0}, "data.x_min must be < data.x_max"),
-        ({"batch_size": 0}, "data.batch_size must be an integer >= 1"),
-        ({"slope": float("nan")}, "data.slope must be a finite number"),
-        ({"val_x_max": float("inf")}, "data.val_x_max must be a finite number"),
-        ({"x_max": 1e39}, "beyond float32's range 3.4e+38 (about 3e+39)"),
-        ({"noise_std": 1e308}, "beyond float32's range 3.4e+38: scale"),
-    ],
-)
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_samples": 0}, "data.num_samples must be an integer >= 1"),
+    ({"num_samples": 10**9}, "data.num_samples must be <= 100,000,000"),
+    ({"noise_std": -1.0}, "data.noise_std must be >= 0"),
+    ({"x_min": 5.0, "x_max": 1.0}, "data.x_min must be < data.x_max"),
+    ({"batch_size": 0}, "data.batch_size must be an integer >= 1"),
+    ({"slope": float("nan")}, "data.slope must be a finite number"),
+    ({"val_x_max": float("inf")}, "data.val_x_max must be a finite number"),
+    ({"x_max": 1e39}, "beyond float32's range 3.4e+38 (about 3e+39)"),
+    ({"noise_std": 1e308}, "beyond float32's range 3.4e+38: scale"),
+])  # fmt: skip
 def test_bad_settings_are_refused_by_name(kwargs, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
         RegressionDataModule(**kwargs)

@@ -85,15 +85,12 @@ def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
         assert "linear1" in names and "linear2" in names
 
 
-@pytest.mark.parametrize(
-    "args, phrase",
-    [
-        (["demo", "bogus"], "unknown demo 'bogus'"), ("demo forward --seed abc".split(), 'Parser key "seed"'),
-        ("demo forward --seed -1".split(), "--seed must be an integer >= 0"),
-        (["demo", "forward", "--seed", str(2**64)], "--seed must be <= 4,294,967,295"),
-        ("demo forward --logdir x".split(), "has no model"),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("args, phrase", [
+    (["demo", "bogus"], "unknown demo 'bogus'"), ("demo forward --seed abc".split(), 'Parser key "seed"'),
+    ("demo forward --seed -1".split(), "--seed must be an integer >= 0"),
+    (["demo", "forward", "--seed", str(2**64)], "--seed must be <= 4,294,967,295"),
+    ("demo forward --logdir x".split(), "has no model"),
+])  # fmt: skip
 def test_bad_demo_input_is_one_line_exit_2(tmp_path, args, phrase):
     proc = run_main(*args, cwd=tmp_path)
     assert proc.returncode == 2

@@ -131,20 +131,17 @@ def test_tensorboard_holds_the_members_numbers_per_setting(lab_ensemble):
             assert point.value == pytest.approx(float(torch.quantile(losses.double(), level / 100)), rel=1e-4)
 
 
-@pytest.mark.parametrize(
-    "args, phrase",
-    [
-        (["--model.num_seeds", "0"], "model.num_seeds must be an integer >= 1"),
-        (["--model.num_seeds", "2000000"], "model.num_seeds must be <= 1,000,000"),
-        (["--model.seeds", "[]"], "model.seeds is empty"),
-        (["--model.seeds", "[-1]"], "model.seeds must be integers in [0, 4294967295]"),
-        (["--model.seeds", "[1,1]"], "model.seeds repeats a seed"),
-        ("--model.first_seed 4294967295 --model.num_seeds 2".split(), "model.first_seed must be <= 4,294,967,294"),
-        ("--model.hidden_size [4,0] --model.num_seeds 2".split(), "model.hidden_size must be an integer >= 1"),
-        ("--model.lr [] --model.num_seeds 2".split(), "model.lr is empty"),
-        ("--model.num_seeds 1000 --data.num_samples 100000000".split(), "more than half of this machine's memory"),
-    ],
-)
+@pytest.mark.parametrize("args, phrase", [
+    (["--model.num_seeds", "0"], "model.num_seeds must be an integer >= 1"),
+    (["--model.num_seeds", "2000000"], "model.num_seeds must be <= 1,000,000"),
+    (["--model.seeds", "[]"], "model.seeds is empty"),
+    (["--model.seeds", "[-1]"], "model.seeds must be integers in [0, 4294967295]"),
+    (["--model.seeds", "[1,1]"], "model.seeds repeats a seed"),
+    ("--model.first_seed 4294967295 --model.num_seeds 2".split(), "model.first_seed must be <= 4,294,967,294"),
+    ("--model.hidden_size [4,0] --model.num_seeds 2".split(), "model.hidden_size must be an integer >= 1"),
+    ("--model.lr [] --model.num_seeds 2".split(), "model.lr is empty"),
+    ("--model.num_seeds 1000 --data.num_samples 100000000".split(), "more than half of this machine's memory"),
+])  # fmt: skip
 def test_bad_ensemble_settings_are_one_line_exit_2(tmp_path, args, phrase):
     one_error_line(run_main("fit", *args, cwd=tmp_path), phrase)
     assert fingerprint(tmp_path) == {}

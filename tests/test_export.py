@@ -49,16 +49,13 @@ def test_onnx_in_onnxruntime_the_exported_program_and_torchscript_match_predict(
     assert (scripted(x[:7])[:, 0].detach().double().numpy() - preds[:7]).__abs__().max() <= 1e-5
 
 
-@pytest.mark.parametrize(
-    "args, phrase",
-    [
-        ("--format onnx --out m.onnx --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
-        ("--format onnx --out nodir/m.onnx --ckpt_path x.ckpt".split(), "--out's directory does not exist"),
-        ("--format onnx --out adir --ckpt_path x.ckpt".split(), "--out is a directory"),
-        ("--format pickle --out m.onnx".split(), "format"),
-        ("--format onnx --out keep.onnx --ckpt_path ens.ckpt".split(), "holds an ensemble"),
-    ],
-)
+@pytest.mark.parametrize("args, phrase", [
+    ("--format onnx --out m.onnx --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
+    ("--format onnx --out nodir/m.onnx --ckpt_path x.ckpt".split(), "--out's directory does not exist"),
+    ("--format onnx --out adir --ckpt_path x.ckpt".split(), "--out is a directory"),
+    ("--format pickle --out m.onnx".split(), "format"),
+    ("--format onnx --out keep.onnx --ckpt_path ens.ckpt".split(), "holds an ensemble"),
+])  # fmt: skip
 def test_bad_export_input_is_one_line_exit_2_and_leaves_files_whole(tmp_path, args, phrase, ensemble_ckpt):
     (tmp_path / "adir").mkdir()
     (tmp_path / "keep.onnx").write_bytes(b"an earlier export")

@@ -96,17 +96,14 @@ def test_crafted_checkpoint_values_are_refused_by_every_reader(lab_ckpt, tmp_pat
     assert fingerprint(tmp_path) == before
 
 
-@pytest.mark.parametrize(
-    "data, phrase",
-    [
-        ({"num_samples": 10**9}, "(saved data settings): data.num_samples must be <= 100,000,000"),
-        ({"num_samples": "5"}, "(saved data settings): data.num_samples must be an integer >= 1, got '5'"),
-        ({"x_max": math.nan}, "data.x_max must be a finite number, got nan"),
-        ({"slope": 1e30, "x_max": 1e10}, "give samples beyond float32's range 3.4e+38 (about 1e+40)"),
-        ({"bogus": 1}, "unexpected keyword argument 'bogus'"),
-        ([1, 2], "the saved data settings are a list, not a mapping"),
-    ],
-)
+@pytest.mark.parametrize("data, phrase", [
+    ({"num_samples": 10**9}, "(saved data settings): data.num_samples must be <= 100,000,000"),
+    ({"num_samples": "5"}, "(saved data settings): data.num_samples must be an integer >= 1, got '5'"),
+    ({"x_max": math.nan}, "data.x_max must be a finite number, got nan"),
+    ({"slope": 1e30, "x_max": 1e10}, "give samples beyond float32's range 3.4e+38 (about 1e+40)"),
+    ({"bogus": 1}, "unexpected keyword argument 'bogus'"),
+    ([1, 2], "the saved data settings are a list, not a mapping"),
+])  # fmt: skip
 def test_landscape_checks_a_checkpoints_data_settings_as_the_datamodule_does(lab_ckpt, tmp_path, data, phrase):
     def edit(ckpt):
         saved = ckpt["datamodule_hyper_parameters"]
@@ -227,16 +224,13 @@ def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path):
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 5
 
 
-@pytest.mark.parametrize(
-    "args, code, advice",
-    [
-        # Squares past float32: no learning rate helps, and the advice says so.
-        (["--data.x_max", "1e20"], 1, "the training data reach about 3e+20, whose squares overflow float32"),
-        ("--data.slope 1e30 --model.num_seeds 3".split(), 1, "the training data reach about 5e+30"),
-        (["--data.x_max", "100"], 0, "lower --model.lr (now 0.01), or scale the data down"),  # every unit dies
-        (["--model.lr", "3"], 1, "lower --model.lr (now 3)"),  # the lab's data: the learning rate alone
-    ],
-)
+@pytest.mark.parametrize("args, code, advice", [
+    # Squares past float32: no learning rate helps, and the advice says so.
+    (["--data.x_max", "1e20"], 1, "the training data reach about 3e+20, whose squares overflow float32"),
+    ("--data.slope 1e30 --model.num_seeds 3".split(), 1, "the training data reach about 5e+30"),
+    (["--data.x_max", "100"], 0, "lower --model.lr (now 0.01), or scale the data down"),  # every unit dies
+    (["--model.lr", "3"], 1, "lower --model.lr (now 3)"),  # the lab's data: the learning rate alone
+])  # fmt: skip
 def test_divergence_advice_names_the_actual_cause(tmp_path, args, code, advice):
     proc = run_main("fit", *args, *"--trainer.max_epochs 40 --trainer.enable_progress_bar false".split(), cwd=tmp_path)
     last = proc.stderr.strip().splitlines()[-1]

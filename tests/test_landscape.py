@@ -156,20 +156,17 @@ def test_a_run_on_many_samples_gets_an_evenly_thinned_landscape(lab_ckpt, tmp_pa
     assert results.notes == [f"the run trained on 1,000,001 samples; the landscape uses every {stride}th (90,910)"]
 
 
-@pytest.mark.parametrize(
-    "args, phrase",
-    [
-        (["--resolution", "1"], "--resolution must be an integer >= 2"),
-        (["--resolution", "100000"], "--resolution must be <= 4,001"),
-        (["--w_range", "5", "-1"], "--w_range must be an increasing range"),
-        (["--span", "0", "0"], "--span must be an increasing range"),
-        (["--w_range", "a", "1"], "Expected a <class 'float'>. Got value: a"),
-        (["--interp_points", "1"], "--interp_points"), (["--seed", "-1"], "--seed must be an integer >= 0"),
-        (["--device", "tpu"], "--device must be auto, cpu or cuda"),
-        (["--ckpt_path", "missing.ckpt"], "checkpoint not found"),
-        (["--ckpt_path", "foreign.ckpt"], "not a regression-lab MyNN checkpoint"),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("args, phrase", [
+    (["--resolution", "1"], "--resolution must be an integer >= 2"),
+    (["--resolution", "100000"], "--resolution must be <= 4,001"),
+    (["--w_range", "5", "-1"], "--w_range must be an increasing range"),
+    (["--span", "0", "0"], "--span must be an increasing range"),
+    (["--w_range", "a", "1"], "Expected a <class 'float'>. Got value: a"),
+    (["--interp_points", "1"], "--interp_points"), (["--seed", "-1"], "--seed must be an integer >= 0"),
+    (["--device", "tpu"], "--device must be auto, cpu or cuda"),
+    (["--ckpt_path", "missing.ckpt"], "checkpoint not found"),
+    (["--ckpt_path", "foreign.ckpt"], "not a regression-lab MyNN checkpoint"),
+])  # fmt: skip
 def test_bad_landscape_input_is_one_line_exit_2(tmp_path, args, phrase):
     torch.save({"state_dict": {"conv.weight": torch.zeros(3, 3)}}, tmp_path / "foreign.ckpt")
     one_error_line(run_main("landscape", *args, cwd=tmp_path), phrase)

@@ -192,21 +192,18 @@ def test_an_ensemble_checkpoint_answers_the_spread_and_batched_requests_keep_the
     assert answers[1] == {"prediction": pytest.approx(preds[2], abs=1e-6), "std": pytest.approx(stds[2], abs=1e-6)}
 
 
-@pytest.mark.parametrize(
-    "args, phrase",
-    [
-        (["--ckpt_path", "missing.ckpt"], "checkpoint not found: missing.ckpt"),
-        (["--ckpt_path", "junk.ckpt"], "not a readable checkpoint"),
-        ([], "no checkpoint found"),
-        (["--port", "80"], "--port must be an integer >= 1024"),
-        (["--host", "10.0.0.1"], "host"),
-        (["--port", "70000"], "--port must be <= 65,535"),
-        (["--max_batch_size", "0"], "--max_batch_size must be an integer >= 1"),
-        (["--batch_timeout", "-1"], "--batch_timeout must be a finite number >= 0"),
-        (["--batch_timeout", "40"], "below the 30 s a request may wait, got 40"),
-        pytest.param(["--accelerator", "cuda"], "this machine has no CUDA device", marks=NO_CUDA),
-    ],
-)
+@pytest.mark.parametrize("args, phrase", [
+    (["--ckpt_path", "missing.ckpt"], "checkpoint not found: missing.ckpt"),
+    (["--ckpt_path", "junk.ckpt"], "not a readable checkpoint"),
+    ([], "no checkpoint found"),
+    (["--port", "80"], "--port must be an integer >= 1024"),
+    (["--host", "10.0.0.1"], "host"),
+    (["--port", "70000"], "--port must be <= 65,535"),
+    (["--max_batch_size", "0"], "--max_batch_size must be an integer >= 1"),
+    (["--batch_timeout", "-1"], "--batch_timeout must be a finite number >= 0"),
+    (["--batch_timeout", "40"], "below the 30 s a request may wait, got 40"),
+    pytest.param(["--accelerator", "cuda"], "this machine has no CUDA device", marks=NO_CUDA),
+])  # fmt: skip
 def test_bad_start_up_is_one_line_exit_2(tmp_path, args, phrase):
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
     proc = run_main("serve", *args, cwd=tmp_path)
