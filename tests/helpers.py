@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
 
 
 def run_main(*args: str, cwd: Path, stdin: object = "") -> subprocess.CompletedProcess:
-    """``regression-lab ARGS`` through ``cli.main`` in ``cwd``, as a process; ``stdin``: text, a stream or None."""
+    """``regression-lab ARGS`` run in this process by ``cli.main``, in ``cwd``; ``stdin``: text, a stream or None."""
     from regression_lab.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -100,10 +101,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
-    """Poll ``condition()`` until it holds, failing if ``proc`` ends first or the deadline passes."""
+def signal_when(condition, signum: int) -> None:
+    """Send ``signum`` to this process from a thread once ``condition()`` holds (handled in the main thread)."""
+
+    def wait_and_send() -> None:
+        deadline = time.monotonic() + 120
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=wait_and_send, daemon=True).start()
+
+
+def wait_for(condition, proc: subprocess.Popen | None, what: str, timeout: float = 120) -> None:
+    """Poll ``condition()`` until it holds, failing if ``proc`` (if any) ends first or the deadline passes."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert proc is None or proc.poll() is None, proc.communicate()[1][-2000:]
         assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
         time.sleep(0.05)

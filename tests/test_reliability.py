@@ -5,21 +5,24 @@ signals end every command in one line, and concurrent runs keep to their own dir
 Run: pytest tests/test_reliability.py
 """
 
+import concurrent.futures
 import contextlib
 import os
 import re
 import signal
 import subprocess
 import threading
-import time
+from dataclasses import asdict
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from helpers import LAST, RUN, fingerprint, fit_in_process, one_error_line, run_main, start, wait_for
+from helpers import LAST, RUN, fingerprint, fit_in_process, one_error_line, run_main, signal_when, start, wait_for
 
 from regression_lab.errors import TrainingFailed
+from regression_lab.study import open_study
+from regression_lab.sweep import StudySpec, resolve_out
 
 
 def assert_checkpoints_whole(ckpt_dir: Path) -> list[Path]:
@@ -152,22 +155,10 @@ def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
     assert fingerprint(tmp_path) == before  # config.yaml and the event files too
 
 
-def _signal_when(condition, signum: int) -> None:
-    """Send ``signum`` to this process from a thread once ``condition()`` holds (handled in the main thread)."""
-
-    def wait_and_send() -> None:
-        deadline = time.monotonic() + 120
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(os.getpid(), signum)
-
-    threading.Thread(target=wait_and_send, daemon=True).start()
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signalled_fit_says_so_exits_128_plus_n_and_resumes(tmp_path, signum):
     last = tmp_path / LAST
-    _signal_when(last.is_file, signum)
+    signal_when(last.is_file, signum)
     proc = run_main(*LONG_RUN, cwd=tmp_path)
     assert proc.returncode == 128 + signum, proc.stderr[-2000:]
     name = signal.Signals(signum).name
@@ -193,7 +184,7 @@ def test_a_signalled_light_command_says_so_and_exits_128_plus_n(lab_ckpt, tmp_pa
             answered.wait(120)  # open until predict has ended
 
     threading.Thread(target=writer, daemon=True).start()
-    _signal_when(opened.is_set, signum)
+    signal_when(opened.is_set, signum)
     proc = run_main("predict", "--ckpt_path", str(lab_ckpt), "--input", str(fifo), cwd=tmp_path)
     answered.set()
     assert proc.returncode == 128 + signum and proc.stdout == ""
@@ -245,15 +236,22 @@ def test_fits_started_together_keep_to_their_runs_refuse_a_resume_of_them_and_su
     assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0", "version_1"]
 
 
-@pytest.mark.slow
-def test_two_identical_default_sweeps_started_together_join_one_study(tmp_path):
-    grid = "--hidden_sizes 4 8 --epochs 20 --seeds 0-9 --quiet".split()
-    procs = [start("sweep", *grid, cwd=tmp_path) for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
-    assert sorted(d.name for d in (tmp_path / "lightning_logs").iterdir()) == ["sweep_0"]
-    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{tmp_path / 'lightning_logs/sweep_0/study.db'}")
-    assert {t.params["hidden_size"] for t in study.trials if "members" in t.user_attrs} == {4, 8}
-    report = run_main("sweep", *grid, "--report", "--out", "lightning_logs/sweep_0", cwd=tmp_path)
-    assert report.returncode == 0 and sorted(ln.split()[1] for ln in report.stdout.splitlines()[1:3]) == ["4", "8"]
-    assert outs[0][0].splitlines()[-2] == outs[1][0].splitlines()[-2]  # the same verdict
+def test_identical_default_sweeps_started_together_choose_one_directory_and_one_study(tmp_path, monkeypatch):
+    # Threads at a barrier: they race where processes would, in mkdir, flock and SQLite's schema creation.
+    spec = StudySpec(hidden_sizes=[4, 8], epochs=[20], seeds=["0-9"])
+    spec.check()
+    for attempt in range(3):
+        (tmp_path / str(attempt)).mkdir()
+        monkeypatch.chdir(tmp_path / str(attempt))
+        barrier = threading.Barrier(3)
+
+        def start_sweep(barrier: threading.Barrier = barrier) -> Path:
+            barrier.wait()
+            out = resolve_out(None, spec)
+            open_study(StudySpec(**{**asdict(spec), "out_dir": str(out), "storage": f"sqlite:///{out / 'study.db'}"}))
+            return out
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(lambda _: start_sweep(), range(3))) == [Path("lightning_logs/sweep_0")] * 3
+        assert [d.name for d in Path("lightning_logs").iterdir()] == ["sweep_0"]
+        assert optuna.get_all_study_names("sqlite:///lightning_logs/sweep_0/study.db") == ["sweep"]

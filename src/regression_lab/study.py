@@ -63,7 +63,7 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     """The study ``spec.study_name`` in ``spec.storage``: created if new (and ``create``), continued if it searches the
     same space, else refused. An RDB storage gets heartbeats (a dead worker's trial is retried); a path is a journal."""
     where, name = mask(spec.storage), spec.study_name
-    if (why := _foreign(spec.storage)) is not None:
+    if (why := _foreign(spec.storage, create)) is not None:
         raise UsageError(f"storage {where} is not an Optuna study ({why}): choose another --storage; it stays as is")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep says what it does itself
     for attempt in range(3):  # sweeps started together on a new database race to create its tables
@@ -84,22 +84,24 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     raise AssertionError("unreachable")
 
 
-def _foreign(storage: str) -> str | None:
+def _foreign(storage: str, create: bool) -> str | None:
     """Why an existing file the storage names is not an Optuna study's, or None: Optuna would add its schema to a
-    user's own SQLite file, or take a text file for a journal and append to it."""
+    user's own SQLite file, or take a text file for a journal and append to it. A file with nothing in it yet is a
+    study to make (``create``: another sweep may be making it this moment)."""
     sqlite = storage.startswith("sqlite:///")
     path = Path(storage.removeprefix("sqlite:///")) if sqlite or "://" not in storage else None
     if path is None or not path.is_file():
         return None
     if path.stat().st_size == 0:
-        return "an empty file"
+        return None if create else "an empty file"
     if sqlite:
         try:
             with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as db:
                 tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError:
             return "not a SQLite database"
-        return None if {"studies", "version_info"} <= tables else "a SQLite database of another schema"
+        ours = {"studies", "version_info"} <= tables or (create and not tables)
+        return None if ours else "a SQLite database of another schema"
     with path.open("rb") as fh:
         first = fh.readline(1_000_000)
     with contextlib.suppress(ValueError):
