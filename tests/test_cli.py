@@ -25,7 +25,7 @@ def test_fit_with_no_arguments_trains_the_lab_reports_and_predict_agrees(tmp_pat
     assert "Model prediction for 10 is 31.9979" in lines
     assert "Checkpoint: ./lightning_logs/version_0/checkpoints/last.ckpt" in lines
     assert (tmp_path / "lightning_logs/version_0/config.yaml").is_file() and "Traceback" not in proc.stderr
-    pred = run_cli(*"predict --x 10 --x 11".split(), cwd=tmp_path)
+    pred = run_main(*"predict --x 10 --x 11".split(), cwd=tmp_path)
     assert pred.returncode == 0, pred.stderr
     rows = [line.split(",") for line in pred.stdout.strip().splitlines()]
     assert rows[0] == ["x", "prediction"] and [r[0] for r in rows[1:]] == ["10", "11"]

@@ -7,13 +7,11 @@ Python objects), a worker's loop, and the report. Used by :mod:`regression_lab.s
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import inspect
 import json
 import logging
 import math
 import re
-import signal
 import sqlite3
 import sys
 import time
@@ -24,7 +22,6 @@ from urllib.parse import quote
 
 import lightning as L
 import optuna
-import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
@@ -240,22 +237,6 @@ def work(spec: StudySpec, study: optuna.Study) -> None:
             time.sleep(min(2.0, spec.heartbeat_interval))
         else:
             study.optimize(lambda trial: objective(spec, trial), n_trials=1)
-
-
-def worker_main(spec: dict[str, Any], threads: int) -> None:
-    """A spawned worker process of ``--workers N``: join the study and run trials."""
-    if sys.platform == "linux":  # a worker whose parent dies (even by SIGKILL) gets SIGTERM
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    errors.handle_signals()
-    torch.set_num_threads(threads)
-    try:
-        with errors.deferred():
-            work(StudySpec(**spec), open_study(StudySpec(**spec)))
-    except UsageError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(2)
-    except errors.Interrupted as err:
-        sys.exit(128 + err.signum)
 
 
 def report(study: optuna.Study, out: Path | None) -> None:

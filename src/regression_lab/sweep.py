@@ -12,7 +12,10 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import select
+import signal
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,12 +143,13 @@ def resolve_out(out: str | None, spec: StudySpec) -> Path:
 
 
 def run_workers(spec: StudySpec) -> None:
-    """``spec.workers`` spawned processes (a clean interpreter each) joining the study; waits for them."""
-    from regression_lab.study import worker_main
-
+    """``spec.workers`` processes joining the study; waits for them. They fork from one clean server process that
+    imported Lightning once (no CUDA, no threads: safe to fork), instead of each importing it anew."""
     threads = max(1, cores() // spec.workers)
-    spawn = mp.get_context("spawn")
-    procs = [spawn.Process(target=worker_main, args=(asdict(spec), threads)) for _ in range(spec.workers)]
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["regression_lab.study"])
+    args = (asdict(spec), threads, os.getpid())
+    procs = [context.Process(target=worker_main, args=args) for _ in range(spec.workers)]
     for p in procs:
         p.start()
     try:
@@ -161,6 +165,33 @@ def run_workers(spec: StudySpec) -> None:
     if lost := [f"{i} ({c})" for i, c in enumerate(codes) if c != 0]:
         print(f"warning: worker(s) {', '.join(lost)} ended early; a trial left running is retried by the other "
               "workers (with heartbeats) or by the next run of this command", file=sys.stderr)  # fmt: skip
+
+
+def worker_main(spec: dict[str, Any], threads: int, sweep_pid: int) -> None:
+    """A worker process of ``--workers N``: join the study and run trials. Its parent is the fork server, which
+    outlives the sweep while workers run: the worker watches the sweep itself, and stops (SIGTERM) when it ends."""
+    import torch
+
+    from regression_lab.study import open_study, work
+
+    errors.handle_signals()
+    if hasattr(os, "pidfd_open"):  # Linux: readable once the sweep has ended (even SIGKILLed), never a reused pid
+        sweep = os.pidfd_open(sweep_pid)
+
+        def stop_with_the_sweep() -> None:
+            select.select([sweep], [], [])
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=stop_with_the_sweep, daemon=True).start()
+    torch.set_num_threads(threads)
+    try:
+        with errors.deferred():
+            work(StudySpec(**spec), open_study(StudySpec(**spec)))
+    except UsageError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
+    except errors.Interrupted as err:
+        sys.exit(128 + err.signum)
 
 
 def build_parser() -> ArgumentParser:
