@@ -241,7 +241,7 @@ def test_names_masks_intervals_and_seed_ranges():
     (["--seeds", "-1"], "--seeds takes integers >= 0 or ranges like 0-999"),
     (["--seeds", "9-3"], "--seeds range '9-3' is reversed"), (["--seeds", "0-199999"], "at most 100,000"),
     (["--seeds", "1", "0-2"], "--seeds repeats a seed"), (["--sampler", "random"], "sampler"),
-    (["--n_trials", "0"], "--n_trials must be an integer >= 1"),
+    (["--n_trials", "0"], "--n_trials must be an integer >= 1"), (["--n_trials", "5"], "is for --sampler tpe"),
     (["--lr_range", "0.3", "0.001"], "--lr_range takes LOW HIGH with LOW <= HIGH"),
     (["--hidden_range", "0", "4"], "--hidden_range values must be >= 1"),
     (["--workers", "0"], "--workers must be an integer >= 1"),

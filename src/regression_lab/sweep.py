@@ -74,7 +74,7 @@ class StudySpec:
     hidden_sizes: list[int] = field(default_factory=lambda: [4, 5, 8])
     epochs: list[int] = field(default_factory=lambda: [100, 200, 400])
     lrs: list[float] = field(default_factory=lambda: [0.01])
-    n_trials: int = 20
+    n_trials: int | None = None  # tpe: 20; refused with the grid, which trains each setting once
     hidden_range: list[int] = field(default_factory=lambda: [1, 16])
     lr_range: list[float] = field(default_factory=lambda: [1e-3, 0.3])
     log: bool = False
@@ -103,7 +103,11 @@ class StudySpec:
             if not lo <= hi:
                 raise UsageError(f"--{name} takes LOW HIGH with LOW <= HIGH, got {[lo, hi]}")
         for name in ("n_trials", "workers", "heartbeat_interval"):
-            check_int(f"--{name}", getattr(self, name), 1)
+            if getattr(self, name) is not None:
+                check_int(f"--{name}", getattr(self, name), 1)
+        if self.sampler == "grid" and self.n_trials is not None:
+            raise UsageError("--n_trials is for --sampler tpe: the grid trains each of its settings once")
+        self.n_trials = self.n_trials or 20
         if self.seed is not None:
             check_int("--seed", self.seed, 0, MAX_SEED)
         self.seeds = seed_ranges(parse_seeds(self.seeds))
@@ -203,7 +207,7 @@ def build_parser() -> ArgumentParser:
     add("--hidden_sizes", type=int, nargs="+", default=d.hidden_sizes, help="grid: hidden sizes")
     add("--epochs", type=int, nargs="+", default=d.epochs, help="grid: epoch counts (snapshots of one fit)")
     add("--lrs", type=float, nargs="+", default=d.lrs, help="grid: learning rates")
-    add("--n_trials", type=int, default=d.n_trials, help="tpe: trials in the study")
+    add("--n_trials", type=int | None, default=d.n_trials, help="tpe: trials in the study (default 20)")
     add("--hidden_range", type=int, nargs=2, default=d.hidden_range, help="tpe: hidden sizes LOW HIGH")
     add("--lr_range", type=float, nargs=2, default=d.lr_range, help="tpe: learning rates LOW HIGH")
     add("--log", action="store_true", help="tpe: search the learning rate on a log scale")
