@@ -66,10 +66,10 @@ def test_the_defaults_raise_no_deprecation_warning_and_no_notice(tmp_path):
 
 
 # src/ is over issue 23's 3,000 lines: every promise the README makes, written once and ruff-formatted, needs
-# about 3,700 (the closing note of issue 23 says where), and issue 24's guards add to it; this cap keeps it from
-# growing unnoticed.
+# about 3,700 (the closing note of issue 23 says where), and issue 24's guards add to it, as do the fork server and
+# the one figure writer (fewer imports and draws); this cap keeps it from growing unnoticed.
 @pytest.mark.parametrize(
-    "path, limit", [("src", 3850), ("tests", 2500), ("benchmarks", 500)], ids=["src", "tests", "benchmarks"]
+    "path, limit", [("src", 3890), ("tests", 2500), ("benchmarks", 500)], ids=["src", "tests", "benchmarks"]
 )  # fmt: skip
 def test_the_code_keeps_to_its_budgets(path, limit):
     files = sorted((REPO / path).rglob("*.py"))
