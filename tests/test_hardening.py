@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from regression_lab.checkpoint import INITIAL_STATE_KEY
 from regression_lab.errors import FLOAT32_MAX, QUOTE_CHARS, UsageError
 from regression_lab.files import atomic_write, reserve_numbered_dir
 from regression_lab.predict import MAX_LINE_CHARS, parse_number, read_inputs
@@ -81,8 +82,10 @@ CRAFTED = [
     (put(W1, torch.zeros(1, 1).expand(10**9, 1)), "hidden size 1,000,000,000 is outside [1, 10,000]"),
     (lambda c: c["hyper_parameters"].update(hidden_size="5"), "hyper_parameters.hidden_size is not an integer ('5')"),
     (lambda c: c.__setitem__("hyper_parameters", [1, 2]), "hyper_parameters are a list, not a mapping"),
-    (put(3, torch.zeros(1)), "has keys that are not names"),
-]
+    (put(3, torch.zeros(1)), "has keys that are not names"), (put("evil", torch.ones(1)), "keys MyNN has not"),
+    (lambda c: c["hyper_parameters"].pop("hidden_size"), "hyper_parameters.hidden_size is missing"),
+    (lambda c: c[INITIAL_STATE_KEY].__setitem__("linear2.bias", torch.ones(3)), "initial_state_dict.linear2.bias has"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("edit, phrase", CRAFTED, ids=[p for _, p in CRAFTED])
@@ -94,6 +97,14 @@ def test_crafted_checkpoint_values_are_refused_by_every_reader(lab_ckpt, tmp_pat
                     "export --format onnx --out m.onnx".split(), ["serve", "--port", "8000"]):  # fmt: skip
         one_error_line(run_main(*command, "--ckpt_path", str(path), cwd=tmp_path), phrase)
     assert fingerprint(tmp_path) == before
+
+
+@pytest.mark.parametrize("edit", [lambda c: c.pop("pytorch-lightning_version"), lambda c: c.__setitem__("loops", "x")])
+def test_validate_and_test_refuse_a_checkpoint_without_lightnings_bookkeeping(lab_ckpt, tmp_path, edit):
+    path = crafted(lab_ckpt, tmp_path, edit)
+    for command in ("validate", "test"):
+        one_error_line(run_main(command, "--ckpt_path", str(path), cwd=tmp_path), "lacks Lightning's bookkeeping")
+    assert run_main("predict", "--x", "10", "--ckpt_path", str(path), cwd=tmp_path).returncode == 0
 
 
 @pytest.mark.parametrize("data, phrase", [

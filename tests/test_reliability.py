@@ -113,8 +113,7 @@ def test_divergence_inside_a_long_epoch_is_caught_within_the_check_interval(tmp_
     step = int(message.split(", step ")[1].split(" ")[0])
     finite_up_to = int(message.split("(finite up to step ")[1].split(")")[0])
     assert finite_up_to < first_bad <= step < first_bad + 7 and "epoch 1," in message
-    # last.ckpt due at every step: some save falls between the overflowing update and the next
-    # check, and the save itself refuses it.
+    # last.ckpt due at every step: some save falls between the overflowing update and the next check, and refuses it.
     _diverge_in_a_long_epoch(tmp_path / "timed", 50, "--last_checkpoint.train_time_interval", "0:00:00")
     assert [f.name for f in assert_checkpoints_whole(tmp_path / "timed" / RUN / "checkpoints")] == ["last.ckpt"]
 
@@ -238,8 +237,7 @@ def test_fits_started_together_keep_to_their_runs_refuse_a_resume_of_them_and_su
 
 def test_identical_default_sweeps_started_together_choose_one_directory_and_one_study(tmp_path, monkeypatch):
     # Threads at a barrier: they race where processes would, in mkdir, flock and SQLite's schema creation.
-    spec = StudySpec(hidden_sizes=[4, 8], epochs=[20], seeds=["0-9"])
-    spec.check()
+    (spec := StudySpec(hidden_sizes=[4, 8], epochs=[20], seeds=["0-9"])).check()
     for attempt in range(3):
         (tmp_path / str(attempt)).mkdir()
         monkeypatch.chdir(tmp_path / str(attempt))

@@ -24,8 +24,7 @@ def test_lab_training_learns_y_equals_3x_plus_2(lab_run):
 
 
 def test_a_too_large_learning_rate_kills_every_unit_and_says_so(tmp_path, capsys):
-    # lr 0.1 pushes every ReLU unit off the five inputs: no gradient reaches them and the net is
-    # flat at the output bias, which the loss draws to the mean of the targets (11).
+    # lr 0.1 pushes every ReLU unit off the five inputs: the net is flat at its output bias, the targets' mean (11).
     cli = fit_in_process(tmp_path, *"--model.lr 0.1 --trainer.max_epochs 50".split())
     assert int(cli.model.active_units(cli.datamodule.train_x)) == 0
     with torch.no_grad():

@@ -26,6 +26,7 @@ MYNN_SHAPES = {"linear1.weight": ("h", 1), "linear1.bias": ("h",), "linear2.weig
 CALLBACK_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 #: An ensemble setting's tensors (``stacks.N.<name>``) for M members of width H.
 STACK_SHAPES = {"weights": ("M", "3H+1"), "seeds": ("M",), "hidden_sizes": ("M",), "diverged": ("M",)}
+STACK_KEY = re.compile(rf"stacks\.(\d{{1,6}})\.({'|'.join(STACK_SHAPES)})")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -115,8 +116,10 @@ def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
     hp = ckpt.get("hyper_parameters", {})
     if not isinstance(hp, dict):
         raise UsageError(f"checkpoint's hyper_parameters are a {type(hp).__name__}, not a mapping: {path}")
-    stacks = sorted({int(m.group(1)) for k in state if (m := re.fullmatch(r"stacks\.(\d{1,6})\..+", k))})
+    stacks = sorted({int(m.group(1)) for k in state if (m := STACK_KEY.fullmatch(k))})
     if stacks:
+        if unknown := [k for k in state if not STACK_KEY.fullmatch(k)]:
+            raise UsageError(f"checkpoint's state_dict has keys an ensemble has not ({unknown[0][:60]!r}): {path}")
         if stacks != list(range(len(stacks))):
             raise UsageError(f"ensemble checkpoint's stacks are not numbered 0..{len(stacks) - 1}: {path}")
         models = [_stack(state, i, path).eval() for i in stacks]
@@ -125,11 +128,18 @@ def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
         return models, ckpt
     weights = mynn_state(state, path)
     h = weights["linear1.weight"].shape[0]
-    saved = hp.get("hidden_size", h)
+    if unknown := sorted(set(state) - {f"net.{name}" for name in MYNN_SHAPES}):
+        raise UsageError(f"checkpoint's state_dict has keys MyNN has not ({unknown[0][:60]!r}): {path}")
+    saved = hp.get("hidden_size")  # validate, test and resume rebuild the model from it (missing: the default)
     if isinstance(saved, bool) or not isinstance(saved, int):
-        raise UsageError(f"checkpoint's hyper_parameters.hidden_size is not an integer ({saved!r}): {path}")
+        what = "missing" if saved is None else f"not an integer ({saved!r})"
+        raise UsageError(f"checkpoint's hyper_parameters.hidden_size is {what}: {path}")
     if saved != h:
         raise UsageError(f"checkpoint is inconsistent: hidden_size {saved} but weights for {h}: {path}")
+    if (initial := ckpt.get(INITIAL_STATE_KEY)) is not None:  # the landscape's start: shaped as the weights
+        flat = {f"{INITIAL_STATE_KEY}.{k}": v for k, v in initial.items()} if isinstance(initial, dict) else {}
+        shapes = {name: tuple(w.shape) for name, w in weights.items()}
+        ckpt[INITIAL_STATE_KEY] = {n: _tensor(flat, f"{INITIAL_STATE_KEY}.{n}", s, path) for n, s in shapes.items()}
     model = MyNN(h)
     model.load_state_dict(weights)
     return model.eval(), ckpt

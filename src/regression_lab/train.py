@@ -138,6 +138,9 @@ class RegressionLabCLI(LightningCLI):
         """Refuse a run on a checkpoint that cannot run, or that would not do what was asked."""
         if sub == "fit" and (problem := resume_problem(checkpoint)) is not None:
             raise UsageError(f"refusing to resume from {ckpt}: it {problem}")
+        if "pytorch-lightning_version" not in checkpoint or not isinstance(checkpoint.get("loops", {}), dict):
+            raise UsageError(f"{ckpt} lacks Lightning's bookkeeping (pytorch-lightning_version, loops): {sub} cannot "
+                             "use it; predict and export read its weights")  # fmt: skip
         epoch, max_epochs = checkpoint.get("epoch"), cfg.trainer.get("max_epochs")
         if sub == "fit" and isinstance(epoch, int) and max_epochs is not None and max_epochs < epoch:
             raise UsageError(f"{ckpt} has trained {epoch} epochs: --trainer.max_epochs must be >= {epoch} to "
