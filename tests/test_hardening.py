@@ -82,7 +82,7 @@ CRAFTED = [
     (put(W1, torch.zeros(1, 1).expand(10**9, 1)), "hidden size 1,000,000,000 is outside [1, 10,000]"),
     (lambda c: c["hyper_parameters"].update(hidden_size="5"), "hyper_parameters.hidden_size is not an integer ('5')"),
     (lambda c: c.__setitem__("hyper_parameters", [1, 2]), "hyper_parameters are a list, not a mapping"),
-    (put(3, torch.zeros(1)), "has keys that are not names"), (put("evil", torch.ones(1)), "keys MyNN has not"),
+    (put(3, torch.zeros(1)), "has keys that are not names"), (put("evil", torch.ones(1)), "keys its model has not"),
     (lambda c: c["hyper_parameters"].pop("hidden_size"), "hyper_parameters.hidden_size is missing"),
     (lambda c: c[INITIAL_STATE_KEY].__setitem__("linear2.bias", torch.ones(3)), "initial_state_dict.linear2.bias has"),
 ]  # fmt: skip

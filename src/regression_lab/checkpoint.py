@@ -119,7 +119,7 @@ def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
     stacks = sorted({int(m.group(1)) for k in state if (m := STACK_KEY.fullmatch(k))})
     if stacks:
         if unknown := [k for k in state if not STACK_KEY.fullmatch(k)]:
-            raise UsageError(f"checkpoint's state_dict has keys an ensemble has not ({unknown[0][:60]!r}): {path}")
+            raise UsageError(f"checkpoint's state_dict has keys its model has not ({unknown[0][:60]!r}): {path}")
         if stacks != list(range(len(stacks))):
             raise UsageError(f"ensemble checkpoint's stacks are not numbered 0..{len(stacks) - 1}: {path}")
         models = [_stack(state, i, path).eval() for i in stacks]
@@ -129,7 +129,7 @@ def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
     weights = mynn_state(state, path)
     h = weights["linear1.weight"].shape[0]
     if unknown := sorted(set(state) - {f"net.{name}" for name in MYNN_SHAPES}):
-        raise UsageError(f"checkpoint's state_dict has keys MyNN has not ({unknown[0][:60]!r}): {path}")
+        raise UsageError(f"checkpoint's state_dict has keys its model has not ({unknown[0][:60]!r}): {path}")
     saved = hp.get("hidden_size")  # validate, test and resume rebuild the model from it (missing: the default)
     if isinstance(saved, bool) or not isinstance(saved, int):
         what = "missing" if saved is None else f"not an integer ({saved!r})"
