@@ -2,9 +2,7 @@
 reported, and each ratio is the two timings it names, divided as its target reads (the timings themselves
 are not asserted: a benchmark, not a timed test; ``make check-bench`` runs these, not ``make test``).
 And Lightning's floor, the yardstick of what Lightning itself costs, trains the lab's model (fast tier).
-
-Run: pytest -m bench tests/test_benchmark.py
-"""
+Run: pytest -m bench tests/test_benchmark.py"""
 
 import json
 import os

@@ -1,8 +1,6 @@
 """The command line: the README's main job as a process; predict from a file or stdin; configs and
 overrides; the table of bad input, each refused in one line with exit 2 and nothing touched.
-
-Run: pytest tests/test_cli.py            (pytest -m "not slow" tests/test_cli.py for the fast part)
-"""
+Run: pytest tests/test_cli.py            (pytest -m "not slow" tests/test_cli.py for the fast part)"""
 
 import shutil
 import subprocess
@@ -110,13 +108,13 @@ BAD_INPUT = [
     (["predict"], "one of the arguments --x --input is required"),
     ("predict --x 1 --ckpt_path missing.ckpt".split(), "checkpoint not found"),
     ("predict --x 1 --ckpt_path a_dir.ckpt".split(), "is a directory"),
-    ("predict --x 1 --ckpt_path empty.ckpt".split(), "empty"),
+    (["predict", "--input", "xs_empty.txt"], "no x values"),
+    ("predict --x 1 --ckpt_path empty.ckpt".split(), "empty"), (["frobnicate"], "unknown command"),
     ("predict --x 1 --ckpt_path text.ckpt".split(), "not a readable checkpoint"),
     ("predict --x 1 --ckpt_path truncated.ckpt".split(), "not a readable checkpoint"),
     ("predict --x 1 --ckpt_path other_shape.ckpt".split(), "not a regression-lab MyNN checkpoint"),
     ("predict --x 1 --ckpt_path no_state.ckpt".split(), "no state_dict"),
     (["predict", "--input", "xs_bad.txt"], "not a number in xs_bad.txt line 2: 'abc'"),
-    (["predict", "--input", "xs_empty.txt"], "no x values"),
     (["predict", "--input", "missing.txt"], "input file not found"),
     ("predict --x 1 --bogus".split(), "unrecognized arguments: --bogus"),
     (["fit", "--model.hidden_size", "0"], "model.hidden_size must be an integer >= 1"),
@@ -144,7 +142,10 @@ BAD_INPUT = [
     (["validate", "--ckpt_path", "truncated.ckpt"], "not a readable checkpoint"),
     (["validate", "--ckpt_path", "."], "is a directory"),
     (["test", "--ckpt_path", "other_shape.ckpt"], "not a regression-lab MyNN checkpoint"),
-    (["frobnicate"], "unknown command"),
+    (["fit", "--trainer.check_val_every_n_epoch", "0"], "check_val_every_n_epoch must be >= 1"),
+    (["fit", "--trainer.precision", "64-true"], "converts the model but not the project's own float32 inputs"),
+    (["fit", "--data.val_samples", "1"], "data.val_samples must be an integer >= 2"),
+    (["fit", "--trainer.logger", "MLFlowLogger"], "a setting needs a missing package: pip install 'mlflow"),
 ]  # fmt: skip
 
 
@@ -155,6 +156,16 @@ def test_bad_input_gives_one_line_and_exit_2_and_touches_nothing(bad_input_dir, 
     one_error_line(proc, phrase)
     assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1 and proc.stdout == ""
     assert fingerprint(bad_input_dir) == before
+
+
+@pytest.mark.parametrize("option, prediction", [
+    ("--trainer.logger CSVLogger", 32.6772), ("--trainer.fast_dev_run true", 1.7772),  # one step, its logger off
+    ("--trainer.callbacks EarlyStopping --trainer.callbacks.monitor val/loss", 32.6772),
+    ("--trainer.limit_val_batches 0", 32.6772), ("--trainer.val_check_interval 0.5", 32.6772),
+])  # fmt: skip
+def test_lightnings_own_trainer_options_work_with_the_projects_callbacks(tmp_path, option, prediction):
+    proc = run_main("fit", "--trainer.max_epochs", "40", *option.split(), cwd=tmp_path)
+    assert proc.returncode == 0 and f"Model prediction for 10 is {prediction}" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_resume_without_any_run_is_a_usage_error(tmp_path):

@@ -1,7 +1,5 @@
 """The DataModule: the lab's samples, tensor-indexed batches, seeded noise, shards, bad settings.
-
-Run: pytest tests/test_data.py
-"""
+Run: pytest tests/test_data.py"""
 
 import pytest
 import torch

@@ -1,8 +1,5 @@
 """The lab's part A: every printed number, the agreement of the loop, NumPy and torch versions,
-the exercise, TinyModel, nn.Linear, and the model graphs in TensorBoard.
-
-Run: pytest tests/test_demos.py
-"""
+the exercise, TinyModel, nn.Linear, and the model graphs in TensorBoard. Run: pytest tests/test_demos.py"""
 
 import json
 

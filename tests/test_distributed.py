@@ -1,7 +1,5 @@
 """Scale-out on Lightning's own engine: DDP with two CPU processes (gloo) against one process.
-
-Run: pytest tests/test_distributed.py
-"""
+Run: pytest tests/test_distributed.py"""
 
 import pytest
 import torch

@@ -1,9 +1,6 @@
 """export: ONNX (run in onnxruntime, no torch), torch.export and TorchScript files predict what
 ``predict`` predicts, for any batch size; bad input is one line and exit 2, an existing file is
-left whole. In-process through ``cli.main`` (fast tier).
-
-Run: pytest tests/test_export.py
-"""
+left whole. In-process through ``cli.main`` (fast tier). Run: pytest tests/test_export.py"""
 
 import warnings
 

@@ -1,8 +1,5 @@
 """Loss landscapes against exact oracles: 11 (w - 3)^2, least squares, one-by-one evaluation, the
-checkpoint's own losses; the TensorBoard export read back; thinning; bad input.
-
-Run: pytest tests/test_landscape.py
-"""
+checkpoint's own losses; the TensorBoard export read back; thinning; bad input. Run: pytest tests/test_landscape.py"""
 
 import csv
 import math

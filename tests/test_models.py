@@ -1,7 +1,5 @@
 """MyNN, TinyModel and MyNNStack: structure, the lab's numbers, members equal to lone models.
-
-Run: pytest tests/test_models.py
-"""
+Run: pytest tests/test_models.py"""
 
 import pytest
 import torch

@@ -1,9 +1,7 @@
 """Reliability and security: crafted checkpoints never run code, divergence stops cleanly and
 writes nothing bad, SIGKILL leaves loadable checkpoints, an interrupted run resumes bit-identical,
 signals end every command in one line, and concurrent runs keep to their own directories.
-
-Run: pytest tests/test_reliability.py
-"""
+Run: pytest tests/test_reliability.py"""
 
 import concurrent.futures
 import contextlib

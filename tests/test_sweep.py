@@ -1,9 +1,6 @@
 """The sweep as an Optuna study: a small real grid, its table against members.csv and against lone
 fits, the study in its storage, TensorBoard, re-runs, workers, pruning, TPE, SIGKILL and SIGTERM
-(slow tier, processes as a user runs them); bad input (fast tier, in-process).
-
-Run: pytest tests/test_sweep.py
-"""
+(slow tier, processes as a user runs them); bad input (fast tier, in-process). Run: pytest tests/test_sweep.py"""
 
 import contextlib
 import csv

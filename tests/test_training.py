@@ -1,8 +1,5 @@
 """The training pipeline, trained for real: the lab's numbers, checkpoints, TensorBoard, evaluation,
-resume, and Lightning's own options working with the project's callbacks.
-
-Run: pytest tests/test_training.py
-"""
+resume, and Lightning's own options working with the project's callbacks. Run: pytest tests/test_training.py"""
 
 import pytest
 import torch

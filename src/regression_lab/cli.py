@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -116,6 +117,10 @@ def run_command(command: str, argv: Sequence[str]) -> int:
                 raise UsageError(one_line(err)) from None
             except ModuleNotFoundError as err:  # a setting needs a package this machine lacks
                 raise UsageError(f"a setting needs a missing package: {one_line(err)}") from None
+            except ValueError as err:  # jsonargparse, instantiating a class whose package is missing (MLFlowLogger)
+                if (found := re.search(r"Requirement '([^']+)' not met", str(err))) is None:
+                    raise
+                raise UsageError(f"a setting needs a missing package: pip install '{found.group(1)}'") from None
             return 0
         try:
             module = importlib.import_module(f"regression_lab.{command}")

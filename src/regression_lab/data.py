@@ -104,10 +104,10 @@ class RegressionDataModule(L.LightningDataModule):
             x_max: largest training x.
             noise_std: standard deviation of Gaussian noise on the training targets only;
                 validation and test targets stay exact, so they measure the line itself.
-            val_samples: number of validation points over [val_x_min, val_x_max].
+            val_samples: number of validation points over [val_x_min, val_x_max] (2 at least, for R²).
             val_x_min: smallest validation x (the lab's unseen 6).
             val_x_max: largest validation x (the lab's question, 10).
-            test_samples: number of test points over [test_x_min, test_x_max].
+            test_samples: number of test points over [test_x_min, test_x_max] (2 at least).
             test_x_min: smallest test x.
             test_x_max: largest test x.
             batch_size: training samples per step, across all ranks; ``None``: one full batch.
@@ -136,7 +136,8 @@ class RegressionDataModule(L.LightningDataModule):
             check_int("data.batch_size", hp.batch_size, 1)
         for split, (num, lo, hi) in self.splits.items():
             prefix = "" if split == "train" else f"{split}_"
-            check_int(f"data.{split if prefix else 'num'}_samples", num, 1, MAX_SAMPLES)
+            # R² of one validation or test point is undefined (torchmetrics refuses it): two at least.
+            check_int(f"data.{split if prefix else 'num'}_samples", num, 2 if prefix else 1, MAX_SAMPLES)
             lo, hi = check_float(f"data.{prefix}x_min", lo), check_float(f"data.{prefix}x_max", hi)
             if num > 1 and not lo < hi:
                 raise UsageError(f"data.{prefix}x_min must be < data.{prefix}x_max, got [{lo}, {hi}]")

@@ -105,7 +105,8 @@ class FinalMetrics(L.Callback):
             return
         params = {k: v for k, v in pl_module.hparams.items() if not k.startswith("_")}  # not _instantiator
         params.update({f"data.{k}": v for k, v in getattr(trainer.datamodule, "hparams", {}).items()})
-        seed = getattr(trainer.logger, "hparams", {}).get("seed_everything")
+        logged = getattr(trainer.logger, "hparams", None)  # fast_dev_run's DummyLogger answers any name with a no-op
+        seed = logged.get("seed_everything") if isinstance(logged, dict) else None
         if seed is not None:
             params["seed_everything"] = seed
         metrics, step = {f"hp/{k}": v for k, v in self.metrics.items()}, trainer.global_step

@@ -101,8 +101,12 @@ class RegressionLabCLI(LightningCLI):
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
         cfg = self.config[sub] if sub else self.config  # run=False: fit's options at the top
-        if cfg.trainer.get("max_epochs") is not None and cfg.trainer.max_epochs < 1:
-            raise UsageError(f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}")
+        for key in ("max_epochs", "check_val_every_n_epoch"):  # Lightning divides by the latter
+            if cfg.trainer.get(key) is not None and cfg.trainer[key] < 1:
+                raise UsageError(f"trainer.{key} must be >= 1 (or null), got {cfg.trainer[key]}")
+        if str(cfg.trainer.get("precision")) in ("64-true", "64", "16-true", "bf16-true"):
+            raise UsageError(f"--trainer.precision {cfg.trainer.precision} converts the model but not the project's "
+                             "own float32 inputs: use 32-true (the default), bf16-mixed or 16-mixed")  # fmt: skip
         seed = cfg.get("seed_everything")
         if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
             raise UsageError(f"seed_everything must be in [0, {MAX_SEED}], got {seed}")
