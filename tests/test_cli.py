@@ -55,11 +55,18 @@ def test_light_commands_do_not_import_lightning(lab_ckpt):
     # One fresh interpreter runs each command in turn, and looks for Lightning after each.
     light = [["predict", "--x", "10"], ["demo", "all"], "export --format torchscript --out m.pt".split()]
     code = (
-        "import sys, io, contextlib; from regression_lab.cli import main\n"
+        "import sys, io, os, contextlib; from regression_lab.cli import main\n"
         f"for args in {light!r}:\n"
         "    with contextlib.redirect_stdout(io.StringIO()): rc = main(args)\n"
         "    bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]\n"
-        "    assert rc == 0 and not bad, (args, rc, bad)"
+        "    assert rc == 0 and not bad, (args, rc, bad)\n"
+        # A full disk, then a closed standard output: one line each, exit 1.
+        "for out in (open('/dev/full', 'w'), None):\n"
+        "    sys.stdout, err = out, io.StringIO()\n"
+        "    if out is None: os.close(1)\n"
+        "    with contextlib.redirect_stderr(err): rc = main(['predict', '--x', '10'])\n"
+        "    assert rc == 1 and err.getvalue().count(chr(10)) == 1, err.getvalue()\n"
+        "    assert err.getvalue().startswith('error: cannot write: ' + ('No space' if out else 'Bad file'))"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=lab_ckpt.parents[3], capture_output=True, text=True,
                           timeout=120)  # fmt: skip

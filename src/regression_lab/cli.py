@@ -52,6 +52,11 @@ AFTER_INTERRUPT = {
 MAX_CONFIG_BYTES = 16 * 2**20
 
 
+def on_disk(command: str) -> str:
+    """What a stopped command leaves on disk, and how to go on."""
+    return AFTER_INTERRUPT.get(command, f"{command} wrote nothing that a rerun does not write again")
+
+
 def one_line(message: object) -> str:
     """An error message collapsed to one line, so every failure reads the same way."""
     return " ".join(str(message).split())
@@ -142,20 +147,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, previous = argv[0], handle_signals()
     try:
+        if sys.stdout is None:  # started with standard output closed (>&-): refused as a closed file is
+            sys.stdout = open(1, "w")  # noqa: SIM115, PTH123 (raises EBADF)
         if command not in (*TRAINING, *COMMANDS):
             raise UsageError(f"unknown command {command!r}: choose from {', '.join((*TRAINING, *COMMANDS))}")
-        return run_command(command, bound_configs(argv[1:]))
+        code = run_command(command, bound_configs(argv[1:]))
+        sys.stdout.flush()  # a full disk fails here, in this handler, not as Python exits
+        return code
     except (UsageError, TrainingFailed) as err:  # bad input exits 2, a failed run 1
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2 if isinstance(err, UsageError) else 1
     except Interrupted as err:
-        after = AFTER_INTERRUPT.get(command, f"{command} wrote nothing that a rerun does not write again")
-        print(f"interrupted by {err} ({after})", file=sys.stderr)
+        print(f"interrupted by {err} ({on_disk(command)})", file=sys.stderr)
         return 128 + err.signum
     except BrokenPipeError:
         # The reader went away (`regression-lab demo | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:  # a full disk, a closed output (the files that were written are whole: atomic writes)
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot write{where}: {err.strerror or err} ({on_disk(command)})", file=sys.stderr)
+        return 1
     finally:
         restore_signals(previous)
 
