@@ -101,16 +101,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def signal_when(condition, signum: int) -> None:
-    """Send ``signum`` to this process from a thread once ``condition()`` holds (handled in the main thread)."""
+def signal_when(condition, signum: int) -> threading.Event:
+    """Send ``signum`` to this process from a thread once ``condition()`` holds (handled in the main thread), or at
+    the deadline; not once the returned event is set (the command ended without it)."""
+    done = threading.Event()
 
     def wait_and_send() -> None:
         deadline = time.monotonic() + 120
-        while not condition() and time.monotonic() < deadline:
+        while not condition() and not done.is_set() and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.kill(os.getpid(), signum)
+        if not done.is_set():
+            os.kill(os.getpid(), signum)
 
     threading.Thread(target=wait_and_send, daemon=True).start()
+    return done
 
 
 def wait_for(condition, proc: subprocess.Popen | None, what: str, timeout: float = 120) -> None:

@@ -8,6 +8,7 @@ and ``run(args)``. Bad input ends with one ``error:`` line and exit 2, a failed 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from regression_lab.errors import Interrupted, TrainingFailed, UsageError, handle_signals, restore_signals
+from regression_lab.errors import Interrupted, TrainingFailed, UsageError, handle_signals, quote, restore_signals
 
 USAGE = """\
 usage: regression-lab <command> [options]
@@ -165,7 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as err:  # a full disk, a closed output (the files that were written are whole: atomic writes)
-        where = f" {err.filename}" if err.filename else ""
+        where = f" {quote(str(err.filename))}" if err.filename else ""
+        if err.errno == errno.ENAMETOOLONG:  # bad input, however deep it was found
+            print(f"error: a path is too long for this system:{where}", file=sys.stderr)
+            return 2
         print(f"error: cannot write{where}: {err.strerror or err} ({on_disk(command)})", file=sys.stderr)
         return 1
     finally:

@@ -81,6 +81,12 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     raise AssertionError("unreachable")
 
 
+#: Optuna's RDB tables: SQLite creates them one by one, so a study being made shows some of them.
+OPTUNA_TABLES = {"studies", "version_info", "study_directions", "study_user_attributes", "study_system_attributes",
+                 "trials", "trial_user_attributes", "trial_system_attributes", "trial_params", "trial_values",
+                 "trial_intermediate_values", "trial_heartbeats", "alembic_version"}  # fmt: skip
+
+
 def _foreign(storage: str, create: bool) -> str | None:
     """Why an existing file the storage names is not an Optuna study's, or None: Optuna would add its schema to a
     user's own SQLite file, or take a text file for a journal and append to it. A file with nothing in it yet is a
@@ -97,7 +103,7 @@ def _foreign(storage: str, create: bool) -> str | None:
                 tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError:
             return "not a SQLite database"
-        ours = {"studies", "version_info"} <= tables or (create and not tables)
+        ours = {"studies", "version_info"} <= tables or (create and tables <= OPTUNA_TABLES)  # (being made)
         return None if ours else "a SQLite database of another schema"
     with path.open("rb") as fh:
         first = fh.readline(1_000_000)

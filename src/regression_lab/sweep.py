@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing as mp
+import multiprocessing.connection
 import os
-import select
 import signal
 import sys
 import threading
@@ -150,10 +150,10 @@ def run_workers(spec: StudySpec) -> None:
     """``spec.workers`` processes joining the study; waits for them. They fork from one clean server process that
     imported Lightning once (no CUDA, no threads: safe to fork), instead of each importing it anew."""
     threads = max(1, cores() // spec.workers)
-    context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["regression_lab.study"])
-    args = (asdict(spec), threads, os.getpid())
-    procs = [context.Process(target=worker_main, args=args) for _ in range(spec.workers)]
+    context = mp.get_context("forkserver" if sys.platform == "linux" else "spawn")  # macOS: forks after torch may hang
+    if sys.platform == "linux":
+        context.set_forkserver_preload(["regression_lab.study"])
+    procs = [context.Process(target=worker_main, args=(asdict(spec), threads)) for _ in range(spec.workers)]
     for p in procs:
         p.start()
     try:
@@ -171,22 +171,21 @@ def run_workers(spec: StudySpec) -> None:
               "workers (with heartbeats) or by the next run of this command", file=sys.stderr)  # fmt: skip
 
 
-def worker_main(spec: dict[str, Any], threads: int, sweep_pid: int) -> None:
-    """A worker process of ``--workers N``: join the study and run trials. Its parent is the fork server, which
+def worker_main(spec: dict[str, Any], threads: int) -> None:
+    """A worker process of ``--workers N``: join the study and run trials. Its parent may be the fork server, which
     outlives the sweep while workers run: the worker watches the sweep itself, and stops (SIGTERM) when it ends."""
     import torch
 
     from regression_lab.study import open_study, work
 
     errors.handle_signals()
-    if hasattr(os, "pidfd_open"):  # Linux: readable once the sweep has ended (even SIGKILLed), never a reused pid
-        sweep = os.pidfd_open(sweep_pid)
+    sweep = mp.parent_process()  # its sentinel is readable once the sweep has ended, even SIGKILLed
 
-        def stop_with_the_sweep() -> None:
-            select.select([sweep], [], [])
-            os.kill(os.getpid(), signal.SIGTERM)
+    def stop_with_the_sweep() -> None:
+        mp.connection.wait([sweep.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
 
-        threading.Thread(target=stop_with_the_sweep, daemon=True).start()
+    threading.Thread(target=stop_with_the_sweep, daemon=True).start()
     torch.set_num_threads(threads)
     try:
         with errors.deferred():
