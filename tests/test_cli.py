@@ -123,6 +123,7 @@ BAD_INPUT = [
     ("predict --x 1 --ckpt_path other_shape.ckpt".split(), "not a regression-lab MyNN checkpoint"),
     ("predict --x 1 --ckpt_path no_state.ckpt".split(), "no state_dict"),
     (["predict", "--x", "1", "--ckpt_path", "a" * 300], "a path is too long for this system: 'aaaa"),
+    (["fit", "--trainer.default_root_dir", "bad\udcff"], "an argument is not valid UTF-8"),
     (["sweep", "--out", "s" * 300], "a path is too long"), (["export", "--format", "onnx", "--out", "o" * 300], "long"),
     (["predict", "--input", "xs_bad.txt"], "not a number in xs_bad.txt line 2: 'abc'"),
     (["predict", "--input", "missing.txt"], "input file not found"),

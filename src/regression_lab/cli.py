@@ -152,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout = open(1, "w")  # noqa: SIM115, PTH123 (raises EBADF)
         if command not in (*TRAINING, *COMMANDS):
             raise UsageError(f"unknown command {command!r}: choose from {', '.join((*TRAINING, *COMMANDS))}")
+        if bad := [a for a in argv if re.search("[\ud800-\udfff]", a)]:  # bytes that are not UTF-8 arrive so
+            raise UsageError(f"an argument is not valid UTF-8 (the files written hold text): {quote(bad[0])}")
         code = run_command(command, bound_configs(argv[1:]))
         sys.stdout.flush()  # a full disk fails here, in this handler, not as Python exits
         return code
