@@ -7,8 +7,10 @@ import pytest
 import torch
 from helpers import LAST, QUIET, RUN, events, fingerprint, fit_in_process, one_error_line, run_main
 
+from regression_lab import predict
 from regression_lab.checkpoint import load_model
 from regression_lab.metrics import FinalMetrics
+from regression_lab.predict import Predictor
 
 
 def member(cli, **setting) -> int:
@@ -79,7 +81,7 @@ def test_a_diverged_member_is_retired_and_the_others_train_on(tmp_path):
     one_error_line(proc, "every member of the ensemble diverged", code=1)
 
 
-def test_an_ensemble_checkpoint_predicts_the_mean_and_spread_and_resumes_the_same_members(tmp_path):
+def test_an_ensemble_checkpoint_predicts_the_mean_and_spread_and_resumes_the_same_members(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     cli = fit_in_process(tmp_path / "a", *"--model.num_seeds 3 --seed_everything 10 --trainer.max_epochs 60".split())
     assert cli.model.stacks[0].seeds.tolist() == list(range(10, 13))
@@ -96,6 +98,10 @@ def test_an_ensemble_checkpoint_predicts_the_mean_and_spread_and_resumes_the_sam
         expected = [float(values.mean()), float(values.std())]
         assert [float(v) for v in line.split(",")[1:]] == pytest.approx(expected, abs=2e-5)
     assert float(lines[2].split(",")[2]) > 10 * float(lines[1].split(",")[2])  # members disagree far out
+    whole = Predictor(tmp_path / "a" / LAST)([3.0, 10.0, -1.0])
+    monkeypatch.setattr(predict, "CHUNK_VALUES", 1)  # an x at a time: memory bounded by the chunk, the same numbers
+    mean, std = Predictor(tmp_path / "a" / LAST)([3.0, 10.0, -1.0])
+    assert mean == whole[0] and std == pytest.approx(whole[1], rel=1e-12)
     (tmp_path / "b").mkdir()
     fit_in_process(tmp_path / "b", *"--model.num_seeds 3 --seed_everything 10 --trainer.max_epochs 30".split())
     resumed = fit_in_process(tmp_path / "b", *"--ckpt_path last --trainer.max_epochs 60".split())  # seed 0 here

@@ -185,6 +185,7 @@ def test_yaml_bombs_giant_and_endless_configs_are_refused_and_a_piped_one_is_rea
     (tmp_path / "bomb.yaml").write_text(bomb)
     with (tmp_path / "big.yaml").open("wb") as fh:
         fh.truncate(17 * 2**20)  # sparse: no disk used
+    (tmp_path / "long.yaml").write_text("model:\n  hidden_size: " + "x" * 2_000_000 + "\n")
     before = fingerprint(tmp_path)
     for command in ("fit", "validate", "landscape", "sweep"):  # those with --config
         proc = run_main(command, "--config", "bomb.yaml", cwd=tmp_path)
@@ -193,6 +194,7 @@ def test_yaml_bombs_giant_and_endless_configs_are_refused_and_a_piped_one_is_rea
     one_error_line(proc, "--config /dev/zero is larger than 16,777,216 bytes")
     one_error_line(run_main("landscape", "--config=big.yaml", cwd=tmp_path), "is larger than 16,777,216 bytes")
     one_error_line(run_main("fit", "--model.hidden_size", "&a [5, *a]", cwd=tmp_path), "YAML aliases")
+    assert len(one_error_line(run_main("fit", "-c", "long.yaml", cwd=tmp_path), "hidden_size")) < 1100  # not 2 MB
     assert fingerprint(tmp_path) == before
     fifo = tmp_path / "settings.fifo"  # what <(...) gives: a valid config, read up to the limit
     os.mkfifo(fifo)

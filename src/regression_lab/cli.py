@@ -59,8 +59,9 @@ def on_disk(command: str) -> str:
 
 
 def one_line(message: object) -> str:
-    """An error message collapsed to one line, so every failure reads the same way."""
-    return " ".join(str(message).split())
+    """An error message collapsed to one line of at most 1,000 characters (a library may quote a whole value)."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= 1000 else text[:1000] + "..."
 
 
 def no_aliases(loader: Any) -> Any:

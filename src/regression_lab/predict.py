@@ -24,6 +24,8 @@ from regression_lab.models import MyNN
 MAX_LINE_CHARS = 1000
 #: The most x values one input may hold.
 MAX_INPUT_VALUES = 10_000_000
+#: Values one chunk of inputs may spread to (inputs x members x hidden units): memory stays bounded however many.
+CHUNK_VALUES = 2**24
 
 
 def parse_number(text: str, where: str = "") -> float:
@@ -92,9 +94,14 @@ class Predictor:
     @torch.no_grad()
     def _predict(self, xs: list[float]) -> tuple[list[float], list[float] | None]:
         x = torch.tensor(xs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        members, width = (len(self.model), self.model.width) if self.ensemble else (1, self.model.hidden_size)
+        parts = [self._part(chunk) for chunk in x.split(max(1, CHUNK_VALUES // (members * (width + 2))))]
+        return [v for mean, _ in parts for v in mean], [v for _, std in parts for v in std] if self.ensemble else None
+
+    def _part(self, x: torch.Tensor) -> tuple[list[float], list[float]]:
         if not self.ensemble:
-            return self.model(x)[:, 0].tolist(), None
-        preds = self.model(x)[self.healthy.to(self.device), :, 0].double()  # (healthy members, N)
+            return self.model(x)[:, 0].tolist(), []
+        preds = self.model(x)[self.healthy.to(self.device), :, 0].double()  # (healthy members, chunk)
         std = preds.std(dim=0) if len(preds) > 1 else torch.zeros_like(preds[0])
         return preds.mean(dim=0).tolist(), std.tolist()
 
