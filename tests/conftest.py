@@ -1,7 +1,5 @@
 """Shared fixtures (the lab's training run, trained once per test session), and how ``-n`` deals out the tests.
-
-Run the suite with ``make test`` (or ``pytest -n 2``) from the repository root (see README).
-"""
+Run the suite with ``make test`` (or ``pytest -n 2``) from the repository root (see README)."""
 
 import os
 import shutil

@@ -1,7 +1,5 @@
 """Helpers for the tests: run the command as a user does (a subprocess: the slow tier) or in-process through its entry
-point (the fast tier), and compare directories before and after.
-
-Imported by the test modules: ``from helpers import run_cli, run_main, fit_in_process``."""
+point (the fast tier), and compare directories before and after. Use: ``from helpers import run_cli, run_main``."""
 
 import contextlib
 import hashlib

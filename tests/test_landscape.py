@@ -122,6 +122,12 @@ def test_the_command_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_pat
     assert argmin.value == pytest.approx(3.0, abs=6 / 999) and argmin.step == 400  # beside the training curves' end
     assert "landscape/random_2d_surface_VERTEX" in acc.PluginTagToContent("mesh")
     assert "landscape/settings/text_summary" in acc.Tags()["tensors"]
+    (out / "interpolation.png").unlink()
+    (out / "interpolation.png").symlink_to("/sys/kernel/interpolation.png")  # the last file written: unwritable
+    kept = {p.name: p.read_bytes() for p in out.iterdir() if not p.is_symlink()}
+    again = run_main("landscape", "--ckpt_path", str(lab_ckpt), *"--resolution 5 --out out".split(), cwd=tmp_path)
+    one_error_line(again, "cannot write the results in --out out: Permission denied")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.is_symlink()} == kept  # all the files, or none
 
 
 def test_a_landscape_finer_than_a_picture_is_drawn_thinned_and_kept_whole(lab_ckpt, tmp_path, monkeypatch):

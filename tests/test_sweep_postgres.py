@@ -1,10 +1,8 @@
 """Several machines sharing one sweep, tested against a real PostgreSQL server: two separate ``regression-lab sweep``
-commands join one study and finish its grid, each setting trained once.
-
-The server is a throwaway cluster (Debian's ``postgresql`` package: ``initdb`` and ``pg_ctl``) listening only on a Unix
-socket in a temporary directory, run as the ``postgres`` user when the tests run as root. Where no server can be started
-the test is skipped, unless ``REGRESSION_LAB_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) makes that a failure. Slow tier.
-Run: pytest tests/test_sweep_postgres.py"""
+commands join one study and finish its grid, each setting trained once. The server is a throwaway cluster (Debian's
+``postgresql`` package: ``initdb``, ``pg_ctl``) on a Unix socket in a temporary directory, run as the ``postgres`` user
+under root; without one the test is skipped, unless ``REGRESSION_LAB_REQUIRE_POSTGRES=1`` (``.ci/run``) makes that a
+failure. Slow tier. Run: pytest tests/test_sweep_postgres.py"""
 
 import glob
 import os

@@ -24,8 +24,11 @@ LOG_ROOT = Path("lightning_logs")
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
-    """A temporary file beside ``path``, renamed over it if the block succeeds; a device or pipe is written in place."""
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", pending: list | None = None, **kwargs: Any
+) -> Iterator[IO[Any]]:
+    """A temporary file beside ``path``, renamed over it if the block succeeds (with ``pending``, the rename is queued
+    there for :func:`replace_all`); a device or pipe is written in place."""
     target = Path(os.path.realpath(path))
     if target.exists() and not target.is_file() and not target.is_dir():
         with open(target, mode, **kwargs) as fh:  # noqa: PTH123
@@ -42,14 +45,35 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> It
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        if pending is None:
+            os.replace(tmp, target)
+        else:
+            pending.append((tmp, target))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-def write_figure(fig: Any, writer: Any, tag: str, png: Path | None = None, step: int | None = None) -> None:
+@contextlib.contextmanager
+def replace_all() -> Iterator[list]:
+    """Files written with ``atomic_write(..., pending=queue)`` in the block replace their old ones together once every
+    one is whole; if any write fails, none does (the old files stay as they were)."""
+    queue: list[tuple[str, Path]] = []
+    try:
+        yield queue
+        for tmp, target in queue:  # after every write: a rename fails only on a name a directory has taken
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp, _ in queue:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+
+
+def write_figure(
+    fig: Any, writer: Any, tag: str, png: Path | None = None, step: int | None = None, pending: list | None = None
+) -> None:
     """``fig`` drawn once, cropped to what it shows: into ``writer``'s Images as ``tag`` and, with ``png``, that file
     (the same pixels)."""
     from matplotlib.image import imread
@@ -57,7 +81,7 @@ def write_figure(fig: Any, writer: Any, tag: str, png: Path | None = None, step:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     if png is not None:
-        with atomic_write(png, "wb") as fh:
+        with atomic_write(png, "wb", pending) as fh:
             fh.write(buffer.getvalue())
     if writer is not None:
         buffer.seek(0)

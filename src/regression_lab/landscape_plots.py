@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from regression_lab.errors import UsageError
-from regression_lab.files import atomic_write, check_writable_dir, reserve_numbered_dir
+from regression_lab.files import atomic_write, check_writable_dir, replace_all, reserve_numbered_dir, write_figure
 from regression_lab.landscape import Landscape, Results
 
 #: What the pictures show at most: a figure is about 600 pixels wide and TensorBoard's mesh viewer crawls past a few
@@ -169,20 +169,20 @@ def write_files(results: Results, out: Path) -> list[Path]:
     written = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for name, ls in results.landscapes.items():
-            if len(ls.axes) == 1:
-                points = zip(ls.axes[0].tolist(), ls.loss.tolist(), strict=True)
-                with atomic_write(out / f"{name}.csv", "w", newline="") as fh:
-                    csv.writer(fh).writerows([[ls.names[0], "loss"], *points])
-                written.append(out / f"{name}.csv")
-            else:
-                arrays = {ls.names[0]: ls.axes[0].numpy(), ls.names[1]: ls.axes[1].numpy(), "loss": ls.loss.numpy()}
-                with atomic_write(out / f"{name}.npz", "wb") as fh:
-                    np.savez(fh, **arrays)
-                written.append(out / f"{name}.npz")
-            with atomic_write(out / f"{name}.png", "wb") as fh:
-                figure(ls, results).savefig(fh, format="png")
-            written.append(out / f"{name}.png")
+        with replace_all() as queue:  # the old files stay until every new one is whole
+            for name, ls in results.landscapes.items():
+                if len(ls.axes) == 1:
+                    points = zip(ls.axes[0].tolist(), ls.loss.tolist(), strict=True)
+                    with atomic_write(out / f"{name}.csv", "w", queue, newline="") as fh:
+                        csv.writer(fh).writerows([[ls.names[0], "loss"], *points])
+                    written.append(out / f"{name}.csv")
+                else:
+                    axes, loss = {n: a.numpy() for n, a in zip(ls.names, ls.axes, strict=True)}, ls.loss.numpy()
+                    with atomic_write(out / f"{name}.npz", "wb", queue) as fh:
+                        np.savez(fh, **axes, loss=loss)
+                    written.append(out / f"{name}.npz")
+                write_figure(figure(ls, results), None, "", out / f"{name}.png", pending=queue)
+                written.append(out / f"{name}.png")
     except OSError as err:  # a directory named like one of the files, a full disk
         raise UsageError(f"cannot write the results in --out {out}: {err.strerror or err} ({err.filename})") from None
     return written
