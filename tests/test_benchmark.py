@@ -1,8 +1,7 @@
-"""The GPU check script and the quick benchmark it ends with, run on a CPU: every step runs, every row is
-reported, and each ratio is the two timings it names, divided as its target reads (the timings themselves
-are not asserted: a benchmark, not a timed test; ``make check-bench`` runs these, not ``make test``).
-And Lightning's floor, the yardstick of what Lightning itself costs, trains the lab's model (fast tier).
-Run: pytest -m bench tests/test_benchmark.py"""
+"""The GPU check script and the quick benchmark it ends with, run on a CPU: every step runs, every row is reported,
+and each ratio is the two timings it names, divided as its target reads (the timings are not asserted: a benchmark;
+``make check-bench`` runs these, not ``make test``). And Lightning's floor, the yardstick of what Lightning itself
+costs, trains the lab's model (fast tier). Run: pytest -m bench tests/test_benchmark.py"""
 
 import json
 import os

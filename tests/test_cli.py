@@ -20,8 +20,7 @@ from regression_lab.predict import Predictor
 def test_fit_with_no_arguments_trains_the_lab_reports_and_predict_agrees(tmp_path):
     proc = run_cli("fit", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.splitlines()
-    assert "Model prediction for 10 is 31.9979" in lines
+    assert "Model prediction for 10 is 31.9979" in (lines := proc.stdout.splitlines())
     assert "Checkpoint: ./lightning_logs/version_0/checkpoints/last.ckpt" in lines
     assert (tmp_path / "lightning_logs/version_0/config.yaml").is_file() and "Traceback" not in proc.stderr
     pred = run_main(*"predict --x 10 --x 11".split(), cwd=tmp_path)
@@ -86,6 +85,7 @@ def test_default_yaml_is_what_print_config_writes_and_overrides_change_the_model
     overridden = run_main("fit", "--config", default, *"--model.hidden_size 8 --print_config".split(), cwd=tmp_path)
     assert yaml.safe_load(overridden.stdout)["model"]["hidden_size"] == 8
     assert not (tmp_path / "lightning_logs").exists()
+    one_error_line(run_main("fit", "--ckpt_path", "last", cwd=tmp_path), "no last.ckpt found")  # nothing to resume
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,6 @@ BAD_INPUT = [
     ("predict --x 1 --ckpt_path a_dir.ckpt".split(), "is a directory"),
     (["predict", "--input", "xs_empty.txt"], "no x values"),
     ("predict --x 1 --ckpt_path empty.ckpt".split(), "empty"), (["frobnicate"], "unknown command"),
-    ("predict --x 1 --ckpt_path text.ckpt".split(), "not a readable checkpoint"),
     ("predict --x 1 --ckpt_path truncated.ckpt".split(), "not a readable checkpoint"),
     ("predict --x 1 --ckpt_path other_shape.ckpt".split(), "not a regression-lab MyNN checkpoint"),
     ("predict --x 1 --ckpt_path no_state.ckpt".split(), "no state_dict"),
@@ -178,7 +177,3 @@ def test_bad_input_gives_one_line_and_exit_2_and_touches_nothing(bad_input_dir, 
 def test_lightnings_own_trainer_options_work_with_the_projects_callbacks(tmp_path, option, prediction):
     proc = run_main("fit", "--trainer.max_epochs", "40", *option.split(), cwd=tmp_path)
     assert proc.returncode == 0 and f"Model prediction for 10 is {prediction}" in proc.stdout, proc.stderr[-2000:]
-
-
-def test_resume_without_any_run_is_a_usage_error(tmp_path):
-    one_error_line(run_main("fit", "--ckpt_path", "last", cwd=tmp_path), "no last.ckpt found")

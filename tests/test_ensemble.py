@@ -1,7 +1,6 @@
-"""Seed ensembles: every member equals the same seed trained alone, snapshots equal shorter fits,
-a diverged member leaves the others alone, checkpoints predict a mean and a spread and resume the
-same members, and the TensorBoard pictures hold the members' numbers. In-process (fast tier).
-Run: pytest tests/test_ensemble.py"""
+"""Seed ensembles: every member equals the same seed trained alone, snapshots equal shorter fits, a diverged member
+leaves the others alone, checkpoints predict a mean and a spread and resume the same members, and the TensorBoard
+pictures hold the members' numbers. In-process (fast tier). Run: pytest tests/test_ensemble.py"""
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
-"""Reliability and security: crafted checkpoints never run code, divergence stops cleanly and
-writes nothing bad, SIGKILL leaves loadable checkpoints, an interrupted run resumes bit-identical,
-signals end every command in one line, and concurrent runs keep to their own directories.
-Run: pytest tests/test_reliability.py"""
+"""Reliability and security: crafted checkpoints never run code, divergence stops cleanly and writes nothing bad,
+SIGKILL leaves loadable checkpoints, an interrupted run resumes bit-identical, signals end every command in one
+line, and concurrent runs keep to their own directories. Run: pytest tests/test_reliability.py"""
 
 import concurrent.futures
 import contextlib

@@ -1,8 +1,7 @@
-"""serve: a real LitServe server as a subprocess on a free loopback port, and a real HTTP client.
-Good requests answer what ``predict`` answers, bad ones a 4xx with a one-line JSON error and the
-server goes on; the API key; loopback only; a load of 3,200 requests from 32 clients with 10%
-malformed; SIGTERM drains, then one line and 143; bad start-up is one line and exit 2. Slow tier.
-Run: pytest tests/test_serve.py"""
+"""serve: a real LitServe server as a subprocess on a free loopback port, and a real HTTP client. Good requests answer
+what ``predict`` answers, bad ones a 4xx with a one-line JSON error and the server goes on; the API key; loopback
+only; a load of 3,200 requests from 32 clients with 10% malformed; SIGTERM drains, then one line and 143; bad
+start-up is one line and exit 2. Slow tier. Run: pytest tests/test_serve.py"""
 
 import concurrent.futures
 import http.client

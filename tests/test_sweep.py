@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import statistics
+import threading
 from pathlib import Path
 
 import optuna
@@ -219,6 +220,15 @@ def test_workers_share_the_study_retry_a_killed_one_and_end_with_their_sweep(tmp
     assert again.returncode == 0 and table_of(again.stdout) == slow_grid_table, again.stderr[-2000:]
     trained = [t.params["hidden_size"] for t in study_in(tmp_path / "w").trials if t.state == TrialState.COMPLETE]
     assert sorted(trained) == [4, 8]
+
+
+@pytest.mark.slow
+def test_a_storage_damaged_mid_sweep_is_one_line_exit_1(tmp_path):
+    started = lambda: (tmp_path / "w" / "trial_0").is_dir()  # noqa: E731
+    damage = lambda: wait_for(started, None, "a trial") or os.truncate(tmp_path / "w" / "study.db", 10_000)  # noqa: E731
+    threading.Thread(target=damage, daemon=True).start()  # another process cutting the file while a trial trains
+    proc = run_main(*"sweep --hidden_sizes 4 5 --epochs 20 300 --seeds 0-9 --quiet --out w".split(), cwd=tmp_path)
+    one_error_line(proc, "the study's storage sqlite:///w/study.db failed during the sweep: ", code=1)
 
 
 def test_names_masks_intervals_and_seed_ranges():

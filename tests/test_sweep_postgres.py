@@ -1,8 +1,7 @@
-"""Several machines sharing one sweep, tested against a real PostgreSQL server: two separate ``regression-lab sweep``
-commands join one study and finish its grid, each setting trained once. The server is a throwaway cluster (Debian's
-``postgresql`` package: ``initdb``, ``pg_ctl``) on a Unix socket in a temporary directory, run as the ``postgres`` user
-under root; without one the test is skipped, unless ``REGRESSION_LAB_REQUIRE_POSTGRES=1`` (``.ci/run``) makes that a
-failure. Slow tier. Run: pytest tests/test_sweep_postgres.py"""
+"""Several machines sharing one sweep, on a real PostgreSQL server: two ``regression-lab sweep`` commands join a study,
+each setting trained once. The server: a throwaway cluster (Debian's ``postgresql``) on a Unix socket in a temporary
+directory, as the ``postgres`` user under root; without one the test is skipped, unless
+``REGRESSION_LAB_REQUIRE_POSTGRES=1`` (``.ci/run``) fails it. Run: pytest tests/test_sweep_postgres.py"""
 
 import glob
 import os

@@ -22,7 +22,9 @@ from urllib.parse import quote
 
 import lightning as L
 import optuna
+import sqlalchemy.exc
 from lightning.pytorch.loggers import TensorBoardLogger
+from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
@@ -30,7 +32,7 @@ from regression_lab import errors
 from regression_lab.callbacks import Guard
 from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import regression_model
-from regression_lab.errors import UsageError
+from regression_lab.errors import TrainingFailed, UsageError
 from regression_lab.files import atomic_write, write_figure
 from regression_lab.metrics import FinalMetrics
 from regression_lab.sweep import StudySpec, parse_seeds
@@ -186,8 +188,7 @@ def objective(spec: StudySpec, trial: optuna.Trial) -> float:
                for e, m in ((e, metrics.snapshots[e]) for e in epochs)}  # fmt: skip
     final = members[str(epochs[-1])]
     healthy = [v for v, d in zip(final["val_loss"], final["diverged"], strict=True) if not d and v is not None]
-    value = sum(healthy) / len(healthy) if healthy else math.inf
-    seconds = time.perf_counter() - start
+    value, seconds = (sum(healthy) / len(healthy) if healthy else math.inf), time.perf_counter() - start
     for key, v in (("members", members), ("seconds", seconds), ("diverged", len(seeds) - len(healthy))):
         trial.set_user_attr(key, v)
     print(f"trial {trial.number}: hidden_size={hidden}, lr={lr:g}, epochs {', '.join(map(str, epochs))}: mean val "
@@ -238,11 +239,21 @@ def _next(study: optuna.Study, spec: StudySpec) -> str:
 def work(spec: StudySpec, study: optuna.Study) -> None:
     """Run trials until the study is complete, waiting for other workers' last ones (each ends with the whole table)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its start-up lines, per trial
-    while (step := _next(study, spec)) != "done":
-        if step == "wait":
-            time.sleep(min(2.0, spec.heartbeat_interval))
-        else:
-            study.optimize(lambda trial: objective(spec, trial), n_trials=1)
+    try:
+        while (step := _next(study, spec)) != "done":
+            if step == "wait":
+                time.sleep(min(2.0, spec.heartbeat_interval))
+            else:
+                study.optimize(lambda trial: objective(spec, trial), n_trials=1)
+    except Exception as err:
+        chain = [err]  # the database's own error, behind what Optuna raised while it handled it
+        while chain[-1].__cause__ or chain[-1].__context__:
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        found = [e for e in chain if isinstance(e, sqlalchemy.exc.SQLAlchemyError | StorageInternalError)]
+        if not found:
+            raise
+        why = _scrub(str(getattr(found[-1], "orig", None) or found[-1]), spec.storage)
+        raise TrainingFailed(f"the study's storage {mask(spec.storage)} failed during the sweep: {why}") from None
 
 
 def report(study: optuna.Study, out: Path | None) -> None:
