@@ -1,6 +1,6 @@
 """serve: a real LitServe server as a subprocess on a free loopback port, and a real HTTP client. Good requests answer
 what ``predict`` answers, bad ones a 4xx with a one-line JSON error and the server goes on; the API key; loopback
-only; a load of 3,200 requests from 32 clients with 10% malformed; SIGTERM drains, then one line and 143; bad
+only; a load of 1,600 requests from 32 clients with 10% malformed; SIGTERM drains, then one line and 143; bad
 start-up is one line and exit 2. Slow tier. Run: pytest tests/test_serve.py"""
 
 import concurrent.futures
@@ -123,9 +123,9 @@ def _rss_kb(pid: int) -> int:
 
 
 @pytest.mark.slow
-def test_load_32_clients_3200_requests_10_percent_malformed(server):
+def test_load_32_clients_1600_requests_10_percent_malformed(server):
     port, ckpt, proc = server
-    n = 3200
+    n = 1600
     xs = [float(i % 97) - 40.0 for i in range(n)]
     expected = dict(zip(sorted(set(xs)), Predictor(ckpt)(sorted(set(xs)))[0], strict=True))
 
