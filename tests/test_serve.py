@@ -1,7 +1,7 @@
 """serve: a real LitServe server as a subprocess on a free loopback port, and a real HTTP client. Good requests answer
 what ``predict`` answers, bad ones a 4xx with a one-line JSON error and the server goes on; the API key; loopback
-only; a load of 1,600 requests from 32 clients with 10% malformed; SIGTERM drains, then one line and 143; bad
-start-up is one line and exit 2. Slow tier. Run: pytest tests/test_serve.py"""
+only; a load of 1,600 requests from 32 clients with 10% malformed; SIGTERM drains, then one line and 143 (the last
+test of the module's one server: it stops it); bad start-up is one line and exit 2. Run: pytest tests/test_serve.py"""
 
 import concurrent.futures
 import http.client
@@ -155,9 +155,8 @@ def test_load_32_clients_1600_requests_10_percent_malformed(server):
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_requests_in_flight_then_says_so_and_exits_143(lab_run):
-    port = free_port()
-    proc = start(lab_run[0] / LAST, port)
+def test_sigterm_finishes_the_requests_in_flight_then_says_so_and_exits_143(server):
+    port, _, proc = server  # the module's server, stopped here: the last test to use it
 
     def one(_: int) -> int | str:
         try:
