@@ -240,7 +240,7 @@ def work(spec: StudySpec, study: optuna.Study) -> None:
     """Run trials until the study is complete, waiting for other workers' last ones (each ends with the whole table)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its start-up lines, per trial
     try:
-        while (step := _next(study, spec)) != "done":
+        while errors.requested() is None and (step := _next(study, spec)) != "done":  # a signal ends a wait too
             if step == "wait":
                 time.sleep(min(2.0, spec.heartbeat_interval))
             else:
