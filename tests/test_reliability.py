@@ -143,6 +143,7 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
 @pytest.mark.parametrize("args, phrase", [
     (["--trainer.max_epochs", "3"], "has trained 6 epochs: --trainer.max_epochs must be >= 6 to resume it (now 3)"),
     ("--trainer.max_epochs 9 --model.hidden_size 8".split(), "was trained with model.hidden_size=5"),
+    ("--trainer.max_epochs 9 --checkpoint.monitor val/bogus".split(), "'val/bogus' is not a metric this model logs"),
 ])  # fmt: skip
 def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
     fit_in_process(tmp_path, "--trainer.max_epochs", "6")

@@ -88,6 +88,10 @@ class EnsembleRegressionModule(L.LightningModule):
         per_stack = len(self.stacks[0])
         return self.stacks[i // per_stack].member(i % per_stack)
 
+    def monitored(self) -> list[str]:
+        """The metrics a callback can monitor: the members' mean losses."""
+        return ["train/loss", "val/loss"]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's prediction, settings one after another: x (N, 1) gives (M, N, 1)."""
         return torch.cat([stack(x) for stack in self.stacks])

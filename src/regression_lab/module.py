@@ -55,6 +55,10 @@ class RegressionModule(L.LightningModule):
         """Predict y for inputs of shape (N, 1)."""
         return self.net(x)
 
+    def monitored(self) -> list[str]:
+        """The metrics a callback can monitor: what the training and validation steps log."""
+        return ["train/loss", *self.val_metrics.keys()]
+
     def model_step(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The step shared by train, validation and test: MSE loss (weighted by the batch's share, see
         :class:`~regression_lab.data.TensorBatches`), predictions and targets."""

@@ -215,6 +215,9 @@ class RegressionLabCLI(LightningCLI):
 
     def fit(self, **kwargs: Any) -> None:
         """``trainer.fit``; SIGINT and SIGTERM stop it at the next batch end (see :class:`Guard`)."""
+        for cb in self.trainer.checkpoint_callbacks:  # Lightning finds out at the first save, after writing the run
+            if cb.monitor is not None and cb.monitor not in (names := self.model.monitored()):
+                raise UsageError(f"--checkpoint.monitor {cb.monitor!r} is not a metric this model logs: {names}")
         seed = self.config["fit"].get("seed_everything")
         if self.trainer.logger is not None and isinstance(seed, int):
             self.trainer.logger.log_hyperparams({"seed_everything": seed})  # hparams.yaml, the HParams tab
