@@ -66,7 +66,7 @@ def test_the_defaults_raise_no_deprecation_warning_and_no_notice(tmp_path):
 # about 3,700 (the closing note of issue 23 says where), and issue 24's guards add to it, as do the fork server and
 # the one figure writer (fewer imports and draws); this cap keeps it from growing unnoticed.
 @pytest.mark.parametrize(
-    "path, limit", [("src", 3990), ("tests", 2500), ("benchmarks", 500)], ids=["src", "tests", "benchmarks"]
+    "path, limit", [("src", 4000), ("tests", 2500), ("benchmarks", 500)], ids=["src", "tests", "benchmarks"]
 )  # fmt: skip
 def test_the_code_keeps_to_its_budgets(path, limit):
     files = sorted((REPO / path).rglob("*.py"))

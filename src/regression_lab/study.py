@@ -1,8 +1,6 @@
-"""The sweep's Optuna study: its storage, sampler and pruner, the objective (one ensemble fit per trial, built as
-Python objects), a worker's loop, and the report. Used by :mod:`regression_lab.sweep`::
-
-    python -c "from regression_lab.study import mask; print(mask('postgresql://u:pw@h/db'))"
-"""
+"""The sweep's Optuna study: storage, sampler, pruner, the objective (one ensemble fit per trial, as Python objects),
+the workers' loop and the report, for :mod:`regression_lab.sweep`. Try: ``python -c "from regression_lab.study import
+mask; print(mask('postgresql://u:pw@h/db'))"``."""
 
 from __future__ import annotations
 
@@ -22,9 +20,7 @@ from urllib.parse import quote
 
 import lightning as L
 import optuna
-import sqlalchemy.exc
 from lightning.pytorch.loggers import TensorBoardLogger
-from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
@@ -32,7 +28,7 @@ from regression_lab import errors
 from regression_lab.callbacks import Guard
 from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import regression_model
-from regression_lab.errors import TrainingFailed, UsageError
+from regression_lab.errors import UsageError
 from regression_lab.files import atomic_write, write_figure
 from regression_lab.metrics import FinalMetrics
 from regression_lab.sweep import StudySpec, parse_seeds
@@ -239,21 +235,11 @@ def _next(study: optuna.Study, spec: StudySpec) -> str:
 def work(spec: StudySpec, study: optuna.Study) -> None:
     """Run trials until the study is complete, waiting for other workers' last ones (each ends with the whole table)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its start-up lines, per trial
-    try:
-        while errors.requested() is None and (step := _next(study, spec)) != "done":  # a signal ends a wait too
-            if step == "wait":
-                time.sleep(min(2.0, spec.heartbeat_interval))
-            else:
-                study.optimize(lambda trial: objective(spec, trial), n_trials=1)
-    except Exception as err:
-        chain = [err]  # the database's own error, behind what Optuna raised while it handled it
-        while chain[-1].__cause__ or chain[-1].__context__:
-            chain.append(chain[-1].__cause__ or chain[-1].__context__)
-        found = [e for e in chain if isinstance(e, sqlalchemy.exc.SQLAlchemyError | StorageInternalError)]
-        if not found:
-            raise
-        why = _scrub(str(getattr(found[-1], "orig", None) or found[-1]), spec.storage)
-        raise TrainingFailed(f"the study's storage {mask(spec.storage)} failed during the sweep: {why}") from None
+    while errors.requested() is None and (step := _next(study, spec)) != "done":  # a signal ends a wait too
+        if step == "wait":
+            time.sleep(min(2.0, spec.heartbeat_interval))
+        else:
+            study.optimize(lambda trial: objective(spec, trial), n_trials=1)
 
 
 def report(study: optuna.Study, out: Path | None) -> None:

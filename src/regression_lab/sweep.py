@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,26 @@ def run_workers(spec: StudySpec) -> None:
               "workers (with heartbeats) or by the next run of this command", file=sys.stderr)  # fmt: skip
 
 
+@contextlib.contextmanager
+def storage_failures(storage: str) -> Iterator[None]:
+    """A storage failing within the block (damaged or gone mid-run) ends the sweep in one line, exit 1."""
+    try:
+        yield
+    except Exception as err:
+        from optuna.exceptions import StorageInternalError
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from regression_lab.study import _scrub, mask
+
+        chain = [err]  # the database's own error, behind what Optuna raised while it handled it
+        while chain[-1].__cause__ or chain[-1].__context__:
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        if not (found := [e for e in chain if isinstance(e, SQLAlchemyError | StorageInternalError)]):
+            raise
+        why = _scrub(str(getattr(found[-1], "orig", None) or found[-1]), storage)
+        raise errors.TrainingFailed(f"the study's storage {mask(storage)} failed during the sweep: {why}") from None
+
+
 def worker_main(spec: dict[str, Any], threads: int) -> None:
     """A worker process of ``--workers N``: join the study and run trials. Its parent may be the fork server, which
     outlives the sweep while workers run: the worker watches the sweep itself, and stops (SIGTERM) when it ends."""
@@ -188,11 +209,11 @@ def worker_main(spec: dict[str, Any], threads: int) -> None:
     threading.Thread(target=stop_with_the_sweep, daemon=True).start()
     torch.set_num_threads(threads)
     try:
-        with errors.deferred():
+        with errors.deferred(), storage_failures(spec["storage"]):
             work(StudySpec(**spec), open_study(StudySpec(**spec)))
-    except UsageError as err:
+    except (UsageError, errors.TrainingFailed) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2 if isinstance(err, UsageError) else 1)
     except errors.Interrupted as err:
         sys.exit(128 + err.signum)
 
@@ -268,11 +289,12 @@ def run(args: Namespace) -> int:
     seeds = len(parse_seeds(spec.seeds))
     print(f"sweep: study {spec.study_name!r} in {studies.mask(spec.storage)}: {grid} x {seeds:,} seeds{workers}; "
           f"runs in {out}", file=sys.stderr)  # fmt: skip
-    studies.requeue_failed(study, spec)
-    if spec.workers > 1:
-        run_workers(spec)  # a signal interrupts the wait at once, and stops the workers
-    else:
-        with errors.deferred():  # a signal stops the running trial at its next batch end
-            studies.work(spec, study)
-    studies.report(study, out)
+    with storage_failures(spec.storage):
+        studies.requeue_failed(study, spec)
+        if spec.workers > 1:
+            run_workers(spec)  # a signal interrupts the wait at once, and stops the workers
+        else:
+            with errors.deferred():  # a signal stops the running trial at its next batch end
+                studies.work(spec, study)
+        studies.report(study, out)
     return 0
