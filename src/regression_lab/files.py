@@ -72,8 +72,9 @@ def replace_all() -> Iterator[list]:
 
 
 def write_figure(
-    fig: Any, writer: Any, tag: str, png: Path | None = None, step: int | None = None, pending: list | None = None
-) -> None:
+    fig: Any, writer: Any = None, tag: str = "", png: Path | None = None, step: int | None = None,
+    pending: list | None = None,
+) -> None:  # fmt: skip
     """``fig`` drawn once, cropped to what it shows: into ``writer``'s Images as ``tag`` and, with ``png``, that file
     (the same pixels)."""
     from matplotlib.image import imread

@@ -132,7 +132,7 @@ def settings_text(results: Results, ckpt_path: Any) -> str:
 def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) -> None:
     """Figures, 3D meshes, curves, summary scalars and the settings text, through a SummaryWriter."""
     for name, ls in results.landscapes.items():
-        writer.add_figure(f"landscape/{name}", figure(ls, results), global_step=step)
+        write_figure(figure(ls, results), writer, f"landscape/{name}", step=step)
         if len(ls.axes) == 2:
             vertices, faces, colors = _mesh(ls)
             writer.add_mesh(f"landscape/{name}_surface", vertices, colors=colors, faces=faces, global_step=step)
@@ -181,7 +181,7 @@ def write_files(results: Results, out: Path) -> list[Path]:
                     with atomic_write(out / f"{name}.npz", "wb", queue) as fh:
                         np.savez(fh, **axes, loss=loss)
                     written.append(out / f"{name}.npz")
-                write_figure(figure(ls, results), None, "", out / f"{name}.png", pending=queue)
+                write_figure(figure(ls, results), png=out / f"{name}.png", pending=queue)
                 written.append(out / f"{name}.png")
     except OSError as err:  # a directory named like one of the files, a full disk
         raise UsageError(f"cannot write the results in --out {out}: {err.strerror or err} ({err.filename})") from None
