@@ -8,13 +8,15 @@ import io
 import json
 import math
 import os
+import resource
+import signal
 import stat
 import threading
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import RUN, fingerprint, fit_in_process, one_error_line, run_main
+from helpers import LAST, RUN, fingerprint, fit_in_process, one_error_line, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -224,6 +226,21 @@ def test_unwritable_destinations_are_refused_before_the_work(lab_ckpt, tmp_path)
     one_error_line(proc, f"cannot write --out in {read_only}")
     proc = run_main("fit", "--trainer.default_root_dir", str(read_only), cwd=tmp_path)
     one_error_line(proc, f"cannot write logs in {read_only}")
+
+
+def test_a_full_disk_under_a_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    fit_in_process(tmp_path, *"--model.num_seeds 1000 --trainer.max_epochs 2".split())
+    before, (soft, hard) = fingerprint(tmp_path / RUN / "checkpoints"), resource.getrlimit(resource.RLIMIT_FSIZE)
+    # Past a file-size limit a write fails as on a full disk (EFBIG instead of ENOSPC), in this process only.
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, ((tmp_path / LAST).stat().st_size // 2, hard))
+    try:
+        proc = run_main("fit", *"--ckpt_path last --trainer.max_epochs 4 --model.num_seeds 1000".split(), cwd=tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    one_error_line(proc, "cannot write: File too large", code=1)
+    assert fingerprint(tmp_path / RUN / "checkpoints") == before  # the old last.ckpt, whole; no temporary file
 
 
 def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path):

@@ -162,4 +162,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "wb") as fh:
-            torch.save(checkpoint, fh)
+            try:
+                torch.save(checkpoint, fh)
+            except RuntimeError as err:  # torch's zip writer reports a failed write (a full disk) as its own error
+                raise err.__context__ if isinstance(err.__context__, OSError) else err  # noqa: B904

@@ -281,6 +281,8 @@ def _optuna_outputs(study: optuna.Study, out: Path, writer: Any) -> None:
                 print(f"note: no {name} plot ({err})", file=sys.stderr)
                 continue
             fig = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-            fig.set_size_inches(7, 4.5)
-            write_figure(fig, writer, f"optuna/{name}", out / f"optuna_{name}.png")
-            plt.close(fig)  # Optuna draws with pyplot, which keeps each figure until it is closed
+            try:
+                fig.set_size_inches(7, 4.5)
+                write_figure(fig, writer, f"optuna/{name}", out / f"optuna_{name}.png")
+            finally:
+                plt.close(fig)  # Optuna draws with pyplot, which keeps each figure until it is closed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import os
 import sys
 import warnings
@@ -22,7 +23,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.plugins import CheckpointIO
+from lightning.pytorch.plugins import CheckpointIO, DoublePrecision, HalfPrecision
 from lightning.pytorch.utilities import rank_zero_only
 
 from regression_lab import errors
@@ -30,7 +31,7 @@ from regression_lab.callbacks import AtomicCheckpointIO, Guard, RunProgressBar, 
 from regression_lab.checkpoint import load_model, resume_problem
 from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import EnsembleRegressionModule, regression_model
-from regression_lab.errors import TrainingFailed, UsageError
+from regression_lab.errors import FLOAT32_MAX, TrainingFailed, UsageError
 from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_checkpoint, reserve_numbered_dir
 from regression_lab.metrics import FinalMetrics
 from regression_lab.models import MAX_SEED
@@ -45,6 +46,8 @@ CHECKPOINT_DEFAULTS = {"monitor": "val/loss", "mode": "min", "save_top_k": 1, "e
 #: ``--last_checkpoint.*``: last.ckpt every 5 s of training (a crash loses at most that), and again at the end.
 LAST_CHECKPOINT_DEFAULTS = {"save_top_k": 0, "save_last": True, "train_time_interval": timedelta(seconds=5),
                             "enable_version_counter": False}  # fmt: skip
+#: Why 64-true, 16-true and bf16-true (as names or as plugins) are refused.
+CONVERTS = "converts the model, not its own float32 inputs: use 32-true (the default), bf16-mixed or 16-mixed"
 LOGGER_DEFAULT = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                   "init_args": {"save_dir": ".", "name": str(LOG_ROOT), "log_graph": True,
                                 "default_hp_metric": False}}  # fmt: skip
@@ -105,8 +108,7 @@ class RegressionLabCLI(LightningCLI):
             if cfg.trainer.get(key) is not None and cfg.trainer[key] < 1:
                 raise UsageError(f"trainer.{key} must be >= 1 (or null), got {cfg.trainer[key]}")
         if str(cfg.trainer.get("precision")) in ("64-true", "64", "16-true", "bf16-true"):
-            raise UsageError(f"--trainer.precision {cfg.trainer.precision} converts the model but not the project's "
-                             "own float32 inputs: use 32-true (the default), bf16-mixed or 16-mixed")  # fmt: skip
+            raise UsageError(f"--trainer.precision {cfg.trainer.precision} {CONVERTS}")
         seed = cfg.get("seed_everything")
         if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
             raise UsageError(f"seed_everything must be in [0, {MAX_SEED}], got {seed}")
@@ -191,6 +193,11 @@ class RegressionLabCLI(LightningCLI):
             super().instantiate_classes()
             if isinstance(self.model, EnsembleRegressionModule) and self.datamodule is not None:
                 self.model.check_memory(self.datamodule)  # before anything is written
+            probe = float(self.model.hparams.probe_x)
+            if not abs(line := getattr(self.datamodule, "line_at", float)(probe)) <= FLOAT32_MAX:
+                raise UsageError(
+                    f"--model.probe_x {probe:g}: the line's value there, {line:g}, is past float32's range"
+                )
         except BaseException:
             if reserved is not None:  # bad settings found while building: no empty run left behind
                 with contextlib.suppress(OSError):
@@ -211,6 +218,8 @@ class RegressionLabCLI(LightningCLI):
         plugins = cfg["trainer"].get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         plugins += [] if any(isinstance(p, CheckpointIO) for p in plugins) else [AtomicCheckpointIO()]
+        if converting := next((p for p in plugins if isinstance(p, (DoublePrecision, HalfPrecision))), None):
+            raise UsageError(f"--trainer.plugins {type(converting).__name__} {CONVERTS}")
         return super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
 
     def fit(self, **kwargs: Any) -> None:
@@ -245,6 +254,9 @@ def report(model: Any, trainer: Trainer, datamodule: Any, metrics: dict[str, flo
     else:
         print(f"Ensemble prediction for {probe} is {metrics['prediction']:.4f} ± {metrics['prediction_std']:.4f} "
               f"(mean ± std over {members - diverged} members)")  # fmt: skip
+    if not math.isfinite(metrics["prediction"]) and diverged < members:
+        print(f"warning: the prediction at --model.probe_x {probe} is past float32's range; choose an x "
+              "nearer the data", file=sys.stderr)  # fmt: skip
     if diverged:
         print(f"warning: {diverged} of {members} members diverged and were left out; {advice}", file=sys.stderr)
     dead = int(((model.active_units(datamodule.train_x) == 0) & ~model.diverged()).sum())
