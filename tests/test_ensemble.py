@@ -112,18 +112,20 @@ def test_tensorboard_holds_the_members_numbers_per_setting(lab_ensemble):
     workdir, ens = lab_ensemble
     run = workdir / RUN
     acc, sizes = events(run, scalars=0, histograms=0, images=0), ens.model.setting_sizes()
-    for epochs in (19, 100, 400):
+    for epochs in (100, 400):  # validations at every 20th epoch: these two are snapshots too
         snap = final(ens).snapshots[epochs]
         for setting, val, pred in zip(  # noqa: B905 (one split each, of the same sizes)
             ens.model.settings, snap["val_loss"].split(sizes), snap["prediction"].split(sizes)
         ):
-            name = f"h{setting['hidden_size']}_e{epochs}_lr{setting['lr']:g}"
-            (hist,) = acc.Histograms(f"ensemble_val_loss/{name}")
-            assert hist.step == epochs and hist.histogram_value.num == 2
-            assert hist.histogram_value.sum == pytest.approx(float(val.sum()), rel=1e-5)
-            (hist,) = acc.Histograms(f"ensemble_prediction/{name}")
+            name = f"h{setting['hidden_size']}_lr{setting['lr']:g}"
+            (hist,) = [h for h in acc.Histograms(f"members_val_loss_log10/{name}") if h.step == epochs]
+            assert hist.histogram_value.num == 2
+            assert hist.histogram_value.sum == pytest.approx(float(val.clamp_min(1e-12).log10().sum()), rel=1e-5)
+            (hist,) = [h for h in acc.Histograms(f"members_prediction/{name}") if h.step == epochs]
             assert hist.histogram_value.sum == pytest.approx(float(pred.sum()), rel=1e-5)
-            assert (run / "hparams" / name).is_dir()  # one HParams row per setting
+            assert (run / "hparams" / f"h{setting['hidden_size']}_e{epochs}_lr{setting['lr']:g}").is_dir()  # HParams
+            val_p50 = [p.value for p in acc.Scalars(f"val_loss_percentiles/{name}/p50") if p.step == epochs]
+            assert val_p50 == [pytest.approx(float(torch.quantile(val.double(), 0.5)), rel=1e-4)]
     assert "ensemble/abs_error_at_10" in acc.Tags()["images"]
     # The percentiles at step 20 are those of the 20th step's losses, made with the weights after
     # 19 epochs: the snapshot at 19.

@@ -8,7 +8,6 @@ the loss sums the members' MSE, so member ``(h, lr, s)`` trains as ``fit --seed_
 
 # No `from __future__ import annotations`: LightningCLI reads regression_model's return annotation as a class.
 import itertools
-import math
 import os
 from typing import Any
 
@@ -16,12 +15,8 @@ import lightning as L
 import torch
 
 from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, check_int
-from regression_lab.metrics import setting_name
 from regression_lab.models import MAX_MEMBERS, MAX_SEED, MyNN, MyNNStack, check_seeds
 from regression_lab.module import RegressionModule, batch_parts
-
-#: The training-loss percentiles drawn per setting, over the seeds.
-QUANTILES = (0.1, 0.5, 0.9)
 
 
 def check_memory(members: int, hidden_size: int, samples: int) -> None:
@@ -125,22 +120,7 @@ class EnsembleRegressionModule(L.LightningModule):
         # Summed in float64: thousands of large finite losses cannot overflow to inf and stop the fit.
         loss = torch.where(self.diverged(), 0.0, losses).double().sum()
         self.log("train/loss", mean, prog_bar=True, batch_size=len(batch[0]), sync_dist=self.trainer.world_size > 1)
-        return {"loss": loss, "member_losses": losses.detach()}
-
-    def on_train_batch_end(self, outputs: dict[str, torch.Tensor], batch: Any, batch_idx: int) -> None:
-        # Not M curves: each setting's percentiles of the training loss, at the steps whose loss is written anyway.
-        step = self.trainer.global_step
-        if self.logger is None or step % max(1, self.trainer.log_every_n_steps):
-            return
-        losses = torch.where(self.diverged(), torch.nan, outputs["member_losses"])
-        q = torch.tensor(QUANTILES, dtype=losses.dtype, device=losses.device)
-        rows = torch.stack([torch.nanquantile(part, q) for part in losses.split(self.setting_sizes())]).tolist()
-        self.logger.log_metrics(
-            {f"train_loss_percentiles/{setting_name(s)}/p{round(100 * level)}": v
-             for s, row in zip(self.settings, rows, strict=True) for level, v in zip(QUANTILES, row, strict=True)
-             if math.isfinite(v)},
-            step=step,
-        )  # fmt: skip
+        return {"loss": loss, "member_losses": losses.detach()}  # their percentiles: metrics.FinalMetrics
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

@@ -89,6 +89,18 @@ def write_figure(
         writer.add_image(tag, imread(buffer, format="png")[..., :3], global_step=step, dataformats="HWC")
 
 
+def write_text(writer: Any, tag: str, markdown: str, step: int | None = None) -> None:
+    """``markdown`` as one card in ``writer``'s Text tab. ``SummaryWriter.add_text`` writes a list of one string, which
+    TensorBoard draws as a table of one cell with a scroll box of its own; a single string is drawn as it is."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.plugins.text.metadata import create_summary_metadata
+
+    tensor = TensorProto(dtype="DT_STRING", string_val=[markdown.encode()])  # rank 0: no shape
+    value = Summary.Value(tag=f"{tag}/text_summary", metadata=create_summary_metadata(tag, ""), tensor=tensor)
+    writer.file_writer.add_summary(Summary(value=[value]), global_step=step)
+
+
 def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     """Refuse (:class:`UsageError`) a directory no file can be created in (one not there yet: its nearest parent)."""
     probe = Path(path)

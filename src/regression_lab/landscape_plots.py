@@ -1,4 +1,4 @@
-"""Landscape results as matplotlib figures, TensorBoard events (figures, meshes, scalars, text)
+"""Landscape results as matplotlib figures, TensorBoard events (figures, meshes, text)
 and CSV/NPZ/PNG files, for the ``landscape`` command and the ``LandscapeLogger`` callback::
 
     from regression_lab import landscape as ls, landscape_plots as lp
@@ -15,12 +15,20 @@ import numpy as np
 import torch
 
 from regression_lab.errors import UsageError
-from regression_lab.files import atomic_write, check_writable_dir, replace_all, reserve_numbered_dir, write_figure
+from regression_lab.files import (
+    atomic_write,
+    check_writable_dir,
+    replace_all,
+    reserve_numbered_dir,
+    write_figure,
+    write_text,
+)
 from regression_lab.landscape import Landscape, Results
 
-#: What the pictures show at most: a figure is about 600 pixels wide and TensorBoard's mesh viewer crawls past a few
-#: hundred thousand vertices, so finer grids are drawn thinned evenly; the summaries and --out keep every point.
-MAX_DRAWN_AXIS = 401
+#: What the pictures show at most: a figure is about 600 pixels wide and TensorBoard's mesh viewer numbers vertices
+#: with 16 bits (at most 256 x 256 of them), so finer grids are drawn thinned evenly; the summaries and --out keep
+#: every point.
+MAX_DRAWN_AXIS = 255
 MAX_DRAWN_CURVE = 10_000
 TITLES = {
     "lab_1d": "MSE of y = w x + {b0:g} over w",
@@ -44,7 +52,7 @@ def thinning_notes(results: Results) -> list[str]:
     if axis > MAX_DRAWN_AXIS:
         notes.append(f"the figures and 3D meshes show {MAX_DRAWN_AXIS} of the {axis} points per axis {every}")
     if curve > MAX_DRAWN_CURVE:
-        notes.append(f"the 1D figures and curves show {MAX_DRAWN_CURVE:,} of {curve:,} points {every}")
+        notes.append(f"the 1D figures show {MAX_DRAWN_CURVE:,} of {curve:,} points {every}")
     return notes
 
 
@@ -66,8 +74,8 @@ def figure(ls: Landscape, results: Results) -> Any:
         ax.plot(ls.axes[0][keep].numpy(), ls.loss[keep].numpy(), lw=1.5)
         (where,), low = ls.argmin(), float(ls.loss.min())
         ax.plot([where], [low], "o", color="C3", label=f"minimum {low:.3g} at {ls.names[0]} = {_num(where)}")
-        for (label, at), style in zip(marks.items(), ("--", ":"), strict=False):
-            ax.axvline(at, color="0.4", ls=style, lw=1, label=label)
+        for (label, at), (colour, style) in zip(marks.items(), (("C1", "--"), ("C2", ":")), strict=False):
+            ax.axvline(at, color=colour, ls=style, lw=1.5, label=f"{label} ({ls.names[0]} = {at:g})")
         ax.set(title=title, xlabel=ls.names[0], ylabel="MSE loss")
     else:
         ix, iy = thinned(len(ls.axes[0]), MAX_DRAWN_AXIS), thinned(len(ls.axes[1]), MAX_DRAWN_AXIS)
@@ -83,9 +91,10 @@ def figure(ls: Landscape, results: Results) -> Any:
         cs = ax.contourf(ls.axes[0][ix].numpy(), ls.axes[1][iy].numpy(), z, levels=levels, cmap="viridis", norm=norm)
         fig.colorbar(cs, ax=ax, label="MSE loss", format="%.2g")
         mx, my = ls.argmin()
-        ax.plot([mx], [my], "r*", ms=12, label=f"grid minimum ({_num(mx)}, {_num(my)})")
         what, at = {"linear_2d": ("least squares", results.least_squares), "random_2d": ("trained", (0, 0))}[ls.name]
-        ax.plot(*at, "wo", mfc="none", ms=10, mew=2, label=f"{what} ({_num(at[0])}, {_num(at[1])})")
+        # A wide ring under a small star: the two points nearly coincide, and both must show.
+        ax.plot(*at, "o", color="C1", mfc="none", ms=18, mew=2, label=f"{what} ({_num(at[0])}, {_num(at[1])})")
+        ax.plot([mx], [my], "r*", ms=9, zorder=3, label=f"grid minimum ({_num(mx)}, {_num(my)})")
         ax.set(title=title, xlabel=ls.names[0], ylabel=ls.names[1])
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -125,24 +134,33 @@ def settings_text(results: Results, ckpt_path: Any) -> str:
     ]
     if results.trained_loss is not None:
         rows.append(("trained loss (training data)", f"{results.trained_loss:.6g}"))
+    for name, ls in results.landscapes.items():  # each curve's and surface's numbers (the figures draw them)
+        numbers = ls.summary()
+        where = ", ".join(f"{n} = {numbers[f'argmin_{n}']:.6g}" for n in ls.names)
+        rows.append((name, f"min {numbers['min']:.6g} at {where}; at the centre {numbers['center']:.6g}; "
+                           f"max - min {numbers['sharpness']:.6g}"))  # fmt: skip
     rows += [("note", n) for n in results.notes]
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
+#: The mesh viewer's camera: a three-quarter view from outside the [-1, 1] cube the vertices fill.
+MESH_CONFIG = {"camera": {"cls": "PerspectiveCamera", "fov": 60, "position": [2.2, 1.6, 2.6], "lookAt": [0, 0, 0]}}
+
+
 def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) -> None:
-    """Figures, 3D meshes, curves, summary scalars and the settings text, through a SummaryWriter."""
+    """Figures, 3D meshes and the settings and summaries as a Text table, through a SummaryWriter (the curves are
+    figures against w or alpha: a scalar chart would plot them against a step)."""
+    from torch.utils.tensorboard.summary import mesh
+
     for name, ls in results.landscapes.items():
         write_figure(figure(ls, results), writer, f"landscape/{name}", step=step)
         if len(ls.axes) == 2:
+            title = TITLES[name].format(b0=results.settings.b0)
+            what = f"{title}: x = {ls.names[0]}, up = MSE loss, depth = {ls.names[1]}, each scaled to [-1, 1]"
             vertices, faces, colors = _mesh(ls)
-            writer.add_mesh(f"landscape/{name}_surface", vertices, colors=colors, faces=faces, global_step=step)
-        else:  # TensorBoard's scalar charts plot against an integer step: the point's index
-            keep = thinned(len(ls.loss), MAX_DRAWN_CURVE)
-            for i, value in zip(keep.tolist(), ls.loss[keep].tolist(), strict=True):
-                writer.add_scalar(f"landscape/{name}/curve", value, global_step=i)
-        for key, value in ls.summary().items():
-            writer.add_scalar(f"landscape/{name}/{key}", value, global_step=step)
-    writer.add_text("landscape/settings", settings_text(results, ckpt_path), global_step=step)
+            summary = mesh(f"landscape/{name}_surface", vertices, colors, faces, MESH_CONFIG, title, what)
+            writer.file_writer.add_summary(summary, global_step=step)
+    write_text(writer, "landscape/settings", settings_text(results, ckpt_path), step)
 
 
 def run_dir_of(ckpt_path: Any) -> Path | None:

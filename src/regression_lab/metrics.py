@@ -1,6 +1,7 @@
-"""What a fit measures when it ends: every member's final numbers (one for ``MyNN``, all of an ensemble's), snapshots
-after chosen epochs, and their pictures in TensorBoard. ``fit`` adds :class:`FinalMetrics` to every Trainer; the sweep
-brings one with snapshot epochs, so its 100- and 200-epoch results are read off the 400-epoch fit::
+"""What a fit measures: every member's final numbers (one for ``MyNN``, all of an ensemble's), snapshots after chosen
+epochs, an ensemble's spread over training, and their pictures in TensorBoard (one HParams table for every kind of
+run). ``fit`` adds :class:`FinalMetrics` to every Trainer; the sweep brings one with snapshot epochs, so its 100- and
+200-epoch results are read off the 400-epoch fit::
 
     regression-lab fit --model.num_seeds 1000 \\
         --trainer.callbacks+=FinalMetrics --trainer.callbacks.snapshot_epochs [100,200]
@@ -9,6 +10,8 @@ brings one with snapshot epochs, so its 100- and 200-epoch results are read off 
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import Any
 
 import lightning as L
@@ -16,7 +19,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from regression_lab.errors import check_int
-from regression_lab.files import write_figure
+from regression_lab.files import write_figure, write_text
 
 
 def setting_name(setting: dict[str, Any], epochs: int | None = None) -> str:
@@ -30,12 +33,15 @@ def setting_name(setting: dict[str, Any], epochs: int | None = None) -> str:
 
 
 @torch.no_grad()
-def member_numbers(module: L.LightningModule, dm: Any, strategy: Any = None) -> dict[str, torch.Tensor]:
-    """Per member, (M,) CPU tensors: ``prediction`` at ``probe_x``, ``train_loss`` and ``val_loss`` (over the ranks'
-    shards with a ``strategy``), ``active_units`` on the training inputs and ``diverged`` (its numbers NaN)."""
+def member_numbers(
+    module: L.LightningModule, dm: Any, strategy: Any = None, splits: tuple[str, ...] = ("train", "val")
+) -> dict[str, torch.Tensor]:
+    """Per member, (M,) CPU tensors: ``prediction`` at ``probe_x``, the ``splits``' losses (``train_loss``,
+    ``val_loss``, over the ranks' shards with a ``strategy``), ``active_units`` on the training inputs (with "train")
+    and ``diverged`` (its numbers NaN)."""
     probe = torch.tensor([[float(module.hparams.probe_x)]], device=module.device)
     out = {"prediction": module.predict_members(probe)[:, 0, 0]}
-    for split in ("train", "val"):
+    for split in splits:
         x, y = getattr(dm, f"{split}_x", None), getattr(dm, f"{split}_y", None)
         if x is not None and y is not None:
             sse = ((module.predict_members(x) - y) ** 2).sum(dim=(1, 2))
@@ -43,7 +49,7 @@ def member_numbers(module: L.LightningModule, dm: Any, strategy: Any = None) -> 
             if strategy is not None:
                 sse, count = strategy.reduce(sse, reduce_op="sum"), strategy.reduce(count, reduce_op="sum")
             out[f"{split}_loss"] = sse / count
-    if getattr(dm, "train_x", None) is not None:
+    if "train" in splits and getattr(dm, "train_x", None) is not None:
         out["active_units"] = module.active_units(dm.train_x)
     diverged = module.diverged()
     out = {k: torch.where(diverged, torch.nan, v) if k != "active_units" else v for k, v in out.items()}
@@ -66,27 +72,116 @@ def summary(members: dict[str, torch.Tensor], truth: float | None) -> dict[str, 
     return out
 
 
+#: The HParams columns and metrics every run declares: one experiment, so TensorBoard's HParams tab shows every lab run,
+#: ensemble setting and sweep setting in one table (a run leaves blank what it has not).
+HPARAMS = ("hidden_size", "lr", "momentum", "weight_decay", "epochs", "seeds", "seed_everything", "probe_x")
+HP_METRICS = ("prediction", "abs_error", "train_loss", "val_loss", "prediction_std", "diverged_share")
+#: The percentiles of the members' losses drawn per setting (TensorBoard's margin charts).
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def write_hparams(writer: Any, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    """One HParams row: ``params`` (``data.*`` included) and ``metrics`` (as ``hp/...`` scalars) into ``writer``'s run,
+    under the experiment every run declares alike."""
+    from torch.utils.tensorboard.summary import hparams
+
+    kind = lambda v: v if isinstance(v, (bool, str)) else 0.0  # noqa: E731  (a column's type, not its value)
+    names = {**{k: 0.0 for k in HPARAMS}, **{k: kind(v) for k, v in params.items() if k.startswith("data.")}}
+    declared = hparams({k: kind(v) for k, v in names.items()}, {f"hp/{k}": 0.0 for k in HP_METRICS})[0]
+    _, start, end = hparams({k: v for k, v in params.items() if k in names and isinstance(v, (int, float, str))}, {})
+    for part in (declared, start, end):
+        writer.file_writer.add_summary(part)
+    for key, value in metrics.items():
+        if key in HP_METRICS:
+            writer.add_scalar(f"hp/{key}", value, global_step=step)
+
+
+def percentiles(name: str, module: L.LightningModule, losses: torch.Tensor) -> dict[str, float]:
+    """Per setting, the 10th, 50th and 90th percentile and the mean of ``losses`` (M,) over its healthy members."""
+    losses = torch.where(module.diverged(), torch.nan, losses)
+    q = torch.tensor(QUANTILES, dtype=losses.dtype, device=losses.device)
+    parts = losses.split(module.setting_sizes())
+    rows = torch.stack([torch.cat([torch.nanquantile(p, q), p.nanmean()[None]]) for p in parts]).tolist()
+    labels = [f"p{round(100 * level)}" for level in QUANTILES] + ["mean"]
+    return {f"{name}_percentiles/{setting_name(s)}/{label}": v
+            for s, row in zip(module.settings, rows, strict=True) for label, v in zip(labels, row, strict=True)
+            if math.isfinite(v)}  # fmt: skip
+
+
+def percentile_layout(settings: list[dict[str, Any]]) -> dict[str, Any]:
+    """TensorBoard's Custom Scalars: per setting, the loss percentiles as margin charts and the mean beside the median;
+    and the settings' medians compared (across every run that logs them)."""
+    layout = {}
+    for name in map(setting_name, settings):
+        margins = {
+            f"{split} loss, median and 10th-90th percentiles": [
+                "Margin",
+                [f"{split}_loss_percentiles/{name}/{q}" for q in ("p50", "p10", "p90")],
+            ]
+            for split in ("train", "val")
+        }
+        mean = ["Multiline", [re.escape(f"train_loss_percentiles/{name}/") + "(mean|p50)$"]]
+        layout[f"loss over the seeds: {name}"] = {**margins, "train loss, mean and median": mean}
+    layout["loss over the seeds: settings compared"] = {
+        f"{split} loss, median per setting": ["Multiline", [rf"{split}_loss_percentiles/.*/p50$"]]
+        for split in ("train", "val")
+    }
+    return layout
+
+
 class FinalMetrics(L.Callback):
     """Every member's numbers after chosen epochs and at the end: :attr:`snapshots` (epochs to :func:`member_numbers`,
-    kept in checkpoints) and :attr:`metrics` (the last :func:`summary`). In TensorBoard: a single model's numbers beside
-    its hyperparameters (``hp/...``); an ensemble's per setting and snapshot as histograms of the validation loss and of
-    the prediction, one HParams row of their means, and a box plot of the prediction's error."""
+    kept in checkpoints) and :attr:`metrics` (the last :func:`summary`). In TensorBoard: each run's (or each ensemble
+    setting's) HParams row; for an ensemble, per setting over training the loss percentiles (Custom Scalars) and the
+    members' validation loss (log10) and prediction at every validation (Distributions, Histograms), and at the end a
+    box plot of the prediction's error over every setting and a note on why mean and median differ (Text)."""
 
-    def __init__(self, snapshot_epochs: list[int] | None = None) -> None:
+    def __init__(self, snapshot_epochs: list[int] | None = None, box_plot: bool = True) -> None:
         """Configure what is recorded.
 
         Args:
             snapshot_epochs: epoch counts after which every member's numbers are recorded, besides
                 the last epoch.
+            box_plot: draw an ensemble's box plot at the end (a sweep draws one over all its trials).
         """
         super().__init__()
+        self.box_plot = box_plot
         self.snapshot_epochs = sorted({check_int("snapshot_epochs", e, 1) for e in snapshot_epochs or []})
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
         self.metrics: dict[str, float] = {}
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if hasattr(pl_module, "settings") and (writer := _writer(trainer)) is not None:
+            writer.add_custom_scalars(percentile_layout(pl_module.settings))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *_: Any) -> None:
+        # Not M curves: each setting's percentiles, at the steps whose loss is written anyway.
+        losses = outputs.get("member_losses") if isinstance(outputs, dict) else None
+        step = trainer.global_step
+        if losses is not None and trainer.logger is not None and step % max(1, trainer.log_every_n_steps) == 0:
+            trainer.logger.log_metrics(percentiles("train_loss", pl_module, losses), step=step)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch + 1 in self.snapshot_epochs:
             self.snapshots[trainer.current_epoch + 1] = member_numbers(pl_module, trainer.datamodule, trainer.strategy)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not hasattr(pl_module, "settings") or trainer.sanity_checking or trainer.logger is None:
+            return
+        numbers = member_numbers(pl_module, trainer.datamodule, trainer.strategy, ("val",))  # every rank: reduced
+        step = trainer.global_step
+        if "val_loss" not in numbers or not trainer.is_global_zero:
+            return
+        trainer.logger.log_metrics(percentiles("val_loss", pl_module, numbers["val_loss"]), step=step)
+        if (writer := _writer(trainer)) is None:
+            return
+        sizes = pl_module.setting_sizes()
+        parts = zip(*(numbers[k].split(sizes) for k in ("val_loss", "prediction", "diverged")), strict=True)
+        for setting, (val, pred, diverged) in zip(pl_module.settings, parts, strict=True):
+            if bool((~diverged).any()):  # log10 so that the dead-unit tail shows beside the spike near 0
+                name = setting_name(setting)
+                writer.add_histogram(f"members_val_loss_log10/{name}", val[~diverged].clamp_min(1e-12).log10(), step)
+                writer.add_histogram(f"members_prediction/{name}", pred[~diverged], step)
 
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """The last epoch's snapshot and summary (every rank must call it: losses are reduced)."""
@@ -100,21 +195,21 @@ class FinalMetrics(L.Callback):
         self.compute(trainer, pl_module)
         if trainer.logger is None or not trainer.is_global_zero:
             return
-        if hasattr(pl_module, "settings"):
-            self._write_ensemble(trainer, pl_module)
-            return
         params = {k: v for k, v in pl_module.hparams.items() if not k.startswith("_")}  # not _instantiator
-        params.update({f"data.{k}": v for k, v in getattr(trainer.datamodule, "hparams", {}).items()})
-        logged = getattr(trainer.logger, "hparams", None)  # fast_dev_run's DummyLogger answers any name with a no-op
-        seed = logged.get("seed_everything") if isinstance(logged, dict) else None
-        if seed is not None:
-            params["seed_everything"] = seed
-        metrics, step = {f"hp/{k}": v for k, v in self.metrics.items()}, trainer.global_step
-        if isinstance(trainer.logger, TensorBoardLogger):  # declares the metrics in the HParams tab
-            trainer.logger.log_hyperparams(params, metrics, step=step)
+        params.update({f"data.{k}": v for k, v in getattr(trainer.datamodule, "hparams", {}).items() if k[0] != "_"})
+        logged = getattr(trainer.logger, "hparams", None)  # (DummyLogger: a no-op function)
+        if isinstance(logged, dict) and logged.get("seed_everything") is not None:
+            params["seed_everything"] = logged["seed_everything"]
+        writer = _writer(trainer)
+        if hasattr(pl_module, "settings"):
+            if writer is not None:
+                self._write_ensemble(trainer, pl_module, writer, params)
+        elif writer is not None:
+            write_hparams(writer, {**params, "epochs": trainer.current_epoch, "seeds": 1}, self.metrics,
+                          trainer.global_step)  # fmt: skip
         else:
             trainer.logger.log_hyperparams(params)
-            trainer.logger.log_metrics(metrics, step=step)
+            trainer.logger.log_metrics({f"hp/{k}": v for k, v in self.metrics.items()}, step=trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"snapshots": self.snapshots}
@@ -130,45 +225,69 @@ class FinalMetrics(L.Callback):
             out += [(s, epochs, {k: parts[k][i] for k in parts}) for i, s in enumerate(pl_module.settings)]
         return out
 
-    def _write_ensemble(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = getattr(trainer.logger, "experiment", None)
-        if not hasattr(writer, "add_histogram"):
-            return  # pictures need a TensorBoard logger
+    def _write_ensemble(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any, params: dict) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
         probe_x = float(pl_module.hparams.probe_x)
         truth = trainer.datamodule.line_at(probe_x)
-        errors, labels = [], []
+        errors, labels, notes = [], [], []
+        data = {k: v for k, v in params.items() if k.startswith("data.") or k in ("seed_everything", "probe_x")}
         for setting, epochs, m in self.per_setting(pl_module):
             name, healthy = setting_name(setting, epochs), ~m["diverged"]
             if not bool(healthy.any()):
                 continue
-            # Histograms and HParams rows hold one value per setting, never one per member.
-            writer.add_histogram(f"ensemble_val_loss/{name}", m["val_loss"][healthy], global_step=epochs)
-            writer.add_histogram(f"ensemble_prediction/{name}", m["prediction"][healthy], global_step=epochs)
+            numbers = summary(m, truth)
+            numbers["diverged_share"] = numbers["diverged"] / numbers["members"]
+            with SummaryWriter(os.path.join(writer.log_dir, "hparams", name)) as row:  # a row per setting, not member
+                write_hparams(row, {**data, **setting, "epochs": epochs, "seeds": len(healthy)}, numbers, epochs)
             err = (m["prediction"][healthy].double() - truth).abs()
-            metrics = {
-                "hp/val_loss_mean": float(m["val_loss"][healthy].double().mean()),
-                "hp/prediction_mean": float(m["prediction"][healthy].double().mean()),
-                "hp/abs_error_mean": float(err.mean()),
-                "hp/diverged_share": float((~healthy).double().mean()),
-            }
-            hparams = {**setting, "epochs": epochs, "seeds": len(healthy)}
-            writer.add_hparams(hparams, metrics, run_name=f"hparams/{name}")
             errors.append(err.numpy())
             labels.append(name)
+            notes.append(
+                _note_row(name, m["val_loss"][healthy].double(), err, m["active_units"] < setting["hidden_size"])
+            )
+        if errors and self.box_plot:
+            write_figure(box_figure(errors, labels, probe_x, truth), writer, f"ensemble/abs_error_at_{probe_x:g}")
         if errors:
-            write_figure(_box_figure(errors, labels, probe_x, truth), writer, f"ensemble/abs_error_at_{probe_x:g}")
+            write_text(writer, "ensemble/mean_and_median", MEAN_AND_MEDIAN.format(x=f"{probe_x:g}") + "\n".join(notes))
         writer.flush()
 
 
-def _box_figure(errors: list, labels: list[str], probe_x: float, truth: float) -> Any:
-    """A box plot of |prediction - truth| per setting (log scale when every error is positive)."""
+#: The Text note beside the percentile charts: why the ensemble's mean is not its typical member.
+MEAN_AND_MEDIAN = (
+    "The mean over the seeds is ruled by the few members that end far from the line (a ReLU unit off on all the data "
+    "stops learning), while the median is the typical member: compare them per setting.\n\n"
+    "| setting | val loss mean | val loss median | error at {x} mean | error at {x} median | seeds with a dead unit |\n"
+    "|---|---|---|---|---|---|\n"
+)
+
+
+def _note_row(name: str, val: torch.Tensor, err: torch.Tensor, dead_unit: torch.Tensor) -> str:
+    numbers = [float(t) for t in (val.mean(), val.median(), err.mean(), err.median())]
+    return f"| {name} | " + " | ".join(f"{v:.4g}" for v in numbers) + f" | {float(dead_unit.double().mean()):.1%} |"
+
+
+def _writer(trainer: L.Trainer) -> Any:
+    """The run's TensorBoard SummaryWriter on rank 0, else None (another logger, or none)."""
+    # Not by duck typing: fast_dev_run's DummyLogger answers any name with a no-op.
+    return (
+        trainer.logger.experiment if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero else None
+    )
+
+
+def box_figure(errors: list, labels: list[str], probe_x: float, truth: float) -> Any:
+    """A box plot of |prediction - truth| per setting, every outlier drawn and the mean marked (log scale when every
+    error is positive): the outliers are why the mean is far above the median."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(max(5.0, 0.8 * len(labels) + 2), 4.2), dpi=100)
     ax = fig.add_subplot()
-    ax.boxplot(errors, showfliers=False)
+    ax.boxplot(errors, showfliers=True, showmeans=True, flierprops={"markersize": 3, "alpha": 0.5},
+               meanprops={"marker": "D", "markerfacecolor": "C3", "markeredgecolor": "C3"})  # fmt: skip
     ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right", fontsize=8)
-    ax.set(ylabel=f"|prediction({probe_x:g}) - {truth:g}|", title="Error over the seeds, per setting")
+    seeds = ", ".join(sorted({f"{len(e):,}" for e in errors}))
+    ax.set(ylabel=f"|prediction({probe_x:g}) - {truth:g}|",
+           title=f"Error over the seeds ({seeds} per setting): boxes, outliers, mean (red diamond)")  # fmt: skip
     if all(float(e.min()) > 0 for e in errors):
         ax.set_yscale("log")
     return fig

@@ -15,7 +15,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import lightning as L
@@ -29,10 +28,18 @@ from regression_lab.callbacks import Guard
 from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import regression_model
 from regression_lab.errors import UsageError
-from regression_lab.files import atomic_write, write_figure
 from regression_lab.metrics import FinalMetrics
 from regression_lab.sweep import StudySpec, parse_seeds
-from regression_lab.sweep_report import DEFINITION_ATTR, members_of, summarize, table, verdict, write_outputs
+from regression_lab.sweep_report import (
+    DEFINITION_ATTR,
+    MEMBERS_ATTR,
+    members_of,
+    optuna_outputs,
+    summarize,
+    table,
+    verdict,
+    write_outputs,
+)
 from regression_lab.train import TRAINER_DEFAULTS, quiet_notices
 
 #: The lab's question, from the model's and the data's own defaults: the prediction at probe_x against the true line.
@@ -150,6 +157,10 @@ def _checked(study: optuna.Study, spec: StudySpec, create: bool) -> optuna.Study
                          "--study_name, or the same options as the study's")  # fmt: skip
     if saved is None:
         study.set_user_attr(DEFINITION_ATTR, wanted)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            epochs = f"{max(spec.epochs)} epochs" if spec.sampler == "grid" else "the trial's epochs"
+            study.set_metric_names([f"mean val loss over the seeds at {epochs}"])
     return study
 
 
@@ -167,7 +178,7 @@ def objective(spec: StudySpec, trial: optuna.Trial) -> float:
     contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
     given = {"first_seed": seeds[0], "num_seeds": len(seeds)} if contiguous else {"seeds": seeds}
     model = regression_model(hidden_size=[hidden], lr=[lr], **given)
-    metrics = FinalMetrics(snapshot_epochs=epochs[:-1])
+    metrics = FinalMetrics(snapshot_epochs=epochs[:-1], box_plot=False)  # the report draws one of every setting
     trainer = L.Trainer(
         **{**TRAINER_DEFAULTS, "accelerator": spec.accelerator, "devices": 1, "max_epochs": epochs[-1]},
         logger=TensorBoardLogger(spec.out_dir, name="", version=f"trial_{trial.number}", default_hp_metric=False),
@@ -184,8 +195,14 @@ def objective(spec: StudySpec, trial: optuna.Trial) -> float:
                for e, m in ((e, metrics.snapshots[e]) for e in epochs)}  # fmt: skip
     final = members[str(epochs[-1])]
     healthy = [v for v, d in zip(final["val_loss"], final["diverged"], strict=True) if not d and v is not None]
-    value, seconds = (sum(healthy) / len(healthy) if healthy else math.inf), time.perf_counter() - start
-    for key, v in (("members", members), ("seconds", seconds), ("diverged", len(seeds) - len(healthy))):
+    value, seconds = (float(f"{sum(healthy) / len(healthy):.6g}") if healthy else math.inf), time.perf_counter() - start
+    # The members' numbers stay in the storage (the table is rebuilt from it) as a system attribute, which
+    # optuna-dashboard does not draw; the user attributes it shows are short.
+    storage = trial.storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(trial.study.study_name),
+                                                               trial.number)  # fmt: skip
+    storage.set_trial_system_attr(trial_id, MEMBERS_ATTR, members)
+    for key, v in (("seconds", round(seconds, 1)), ("diverged", len(seeds) - len(healthy))):
         trial.set_user_attr(key, v)
     print(f"trial {trial.number}: hidden_size={hidden}, lr={lr:g}, epochs {', '.join(map(str, epochs))}: mean val "
           f"loss {value:.4g} over {len(seeds)} seeds ({seconds:.1f} s)", file=sys.stderr)  # fmt: skip
@@ -253,36 +270,8 @@ def report(study: optuna.Study, out: Path | None) -> None:
 
         with SummaryWriter(log_dir=str(out / "summary")) as writer:
             write_outputs(rows, members, truth, probe_x, out, writer)
-            _optuna_outputs(study, out, writer)
+            optuna_outputs(study, out, writer)
     print(table(rows, truth, probe_x))
     print(verdict(rows, truth, probe_x))
     if out is not None:
         print(f"results: {out / 'results.csv'}  (tensorboard --logdir {out})")
-
-
-def _optuna_outputs(study: optuna.Study, out: Path, writer: Any) -> None:
-    """trials.csv (Optuna's dataframe, one row per trial) and Optuna's plots as PNGs and figures."""
-    from matplotlib import pyplot as plt
-
-    frame = study.trials_dataframe()
-    with atomic_write(out / "trials.csv", "w", newline="") as fh:
-        frame.drop(columns=[c for c in frame.columns if c == "user_attrs_members"]).to_csv(fh, index=False)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    plots = ["optimization_history"] + (["slice"] if len(complete) > 1 else [])
-    if len(complete) > 1 and sum(len({t.params.get(k) for t in complete}) > 1 for k in complete[0].params) > 1:
-        plots.append("param_importances")
-    for name in plots:
-        with warnings.catch_warnings(), plt.rc_context():  # Optuna sets pyplot's style for the whole process
-            # Optuna's matplotlib plots are experimental, a one-value parameter gives a singular axis: still right.
-            warnings.simplefilter("ignore")
-            try:
-                axes = getattr(optuna.visualization.matplotlib, f"plot_{name}")(study)
-            except (ValueError, RuntimeError) as err:  # too few trials for this plot
-                print(f"note: no {name} plot ({err})", file=sys.stderr)
-                continue
-            fig = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-            try:
-                fig.set_size_inches(7, 4.5)
-                write_figure(fig, writer, f"optuna/{name}", out / f"optuna_{name}.png")
-            finally:
-                plt.close(fig)  # Optuna draws with pyplot, which keeps each figure until it is closed

@@ -9,15 +9,21 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from regression_lab.files import atomic_write, write_figure
-from regression_lab.metrics import setting_name
+import numpy as np
+
+from regression_lab.files import atomic_write, write_figure, write_text
+from regression_lab.metrics import box_figure, setting_name
 
 #: The study user attribute that records what the sweep searches (and the probe's truth).
 DEFINITION_ATTR = "regression_lab_sweep"
+#: The trial system attribute that holds every member's numbers (a sweep before it kept them in ``members``).
+MEMBERS_ATTR = "regression_lab_members"
 CSV_COLUMNS = [
     "hidden_size", "epochs", "lr", "n_seeds", "val_loss_mean", "val_loss_std", "err10_mean", "err10_std",
     "val_loss_ci_low", "val_loss_ci_high", "err10_ci_low", "err10_ci_high", "val_loss_median", "err10_median",
@@ -70,9 +76,10 @@ def members_of(study: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], 
         epochs = [t.params["epochs"]] if "epochs" in t.params else list(definition.get("epochs", []))
         if (h, lr, tuple(epochs)) in done:
             continue  # a copy, or a retried trial: the first finished one counts
-        if t.state == TrialState.COMPLETE and "members" in t.user_attrs:
+        numbers = t.system_attrs.get(MEMBERS_ATTR, t.user_attrs.get("members"))
+        if t.state == TrialState.COMPLETE and numbers is not None:
             done.add((h, lr, tuple(epochs)))
-            for e, m in t.user_attrs["members"].items():
+            for e, m in numbers.items():
                 for i, seed in enumerate(seeds):
                     dead = bool(m["diverged"][i])
                     numbers = {k: no if dead or m[k][i] is None else float(m[k][i]) for k, no in MISSING.items()}
@@ -123,8 +130,8 @@ def summarize(results: list[dict[str, Any]], unfinished: list[dict[str, Any]] | 
     return rows
 
 
-def table(rows: list[dict[str, Any]], truth: float | None, probe_x: float, markdown: bool = False) -> str:
-    """The ranked table, fixed-width for the terminal or as Markdown (TensorBoard's Text tab)."""
+def table(rows: list[dict[str, Any]], truth: float | None, probe_x: float) -> str:
+    """The ranked table, fixed-width for the terminal."""
     err = f"|pred({probe_x:g}) - {truth:g}|, mean [95% CI]" if truth is not None else None
     head = ["rank", "hidden", "epochs", "lr", "seeds", "val loss, mean [95% CI]", "median", err, "dead all/some",
             "diverged", "best"]  # fmt: skip
@@ -145,12 +152,16 @@ def table(rows: list[dict[str, Any]], truth: float | None, probe_x: float, markd
             ]  # fmt: skip
         lines.append(cells)
     keep = [j for j, h in enumerate(head) if h is not None]
-    if markdown:
-        rows_md = ["| " + " | ".join(str(c[j]) if j < len(c) else "" for j in keep) + " |" for c in lines]
-        return "\n".join(["| " + " | ".join(head[j] for j in keep) + " |", "|" + "---|" * len(keep), *rows_md])
     fmt = lambda cells: "  ".join(f"{c:<{-widths[j]}}" if widths[j] < 0 else f"{c:>{widths[j]}}"  # noqa: E731
                                   for j, c in ((j, cells[j]) for j in keep if j < len(cells))).rstrip()  # fmt: skip
     return "\n".join([fmt(head), *(fmt(c) for c in lines)])
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """Every column of results.csv as a Markdown table (TensorBoard's Text tab), best first."""
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = [f"| {i} | " + " | ".join(cell(r[c]) for c in CSV_COLUMNS) + " |" for i, r in enumerate(rows, start=1)]
+    return "\n".join(["| rank | " + " | ".join(CSV_COLUMNS) + " |", "|---" * (len(CSV_COLUMNS) + 1) + "|", *lines])
 
 
 def verdict(rows: list[dict[str, Any]], truth: float | None, probe_x: float) -> str:
@@ -202,7 +213,11 @@ def error_figure(rows: list[dict[str, Any]], truth: float, probe_x: float) -> An
         label = f"hidden {h}" + (f", lr {lr:g}" if len({r["lr"] for r in done}) > 1 else "")
         ax.errorbar([r["epochs"] for r in group], means, yerr=bars, marker="o", capsize=3, label=label)
     ylabel = f"|prediction({probe_x:g}) - {truth:g}|, mean and 95% CI over seeds"
-    ax.set(xlabel="epochs", ylabel=ylabel, title=f"Error at x = {probe_x:g}")
+    lrs, seeds = sorted({r["lr"] for r in done}), sorted({r["n_seeds"] for r in done})
+    title = (
+        f"Error at x = {probe_x:g}: lr {', '.join(f'{lr:g}' for lr in lrs)}, {', '.join(f'{n:,}' for n in seeds)} seeds"
+    )
+    ax.set(xlabel="epochs", ylabel=ylabel, title=title)
     if done and all(0 < r["err10_mean"] < math.inf for r in done):
         ax.set_yscale("log")
     ax.legend(fontsize=8)
@@ -217,5 +232,45 @@ def write_outputs(rows: list, members: list, truth: float | None, probe_x: float
     if truth is not None:
         fig = error_figure(rows, truth, probe_x)
         write_figure(fig, writer, "sweep/error_vs_epochs", out_dir / "error_vs_epochs.png")
-    text = table(rows, truth, probe_x, markdown=True) + "\n\n" + verdict(rows, truth, probe_x)
-    writer.add_text("sweep/results", text)
+        done = sorted(
+            (r for r in rows if any(not m["diverged"] for m in r["_group"])),
+            key=lambda r: (r["epochs"], r["hidden_size"], r["lr"]),
+        )
+        errors = [np.array([m["abs_error"] for m in r["_group"] if not m["diverged"]]) for r in done]
+        names = [setting_name(r, r["epochs"]) for r in done]
+        write_figure(
+            box_figure(errors, names, probe_x, truth), writer, "sweep/abs_error_box", out_dir / "error_box.png"
+        )
+    write_text(writer, "sweep/verdict", verdict(rows, truth, probe_x))  # its own card: never below a scrolled table
+    write_text(writer, "sweep/results", markdown(rows))
+
+
+def optuna_outputs(study: Any, out: Path, writer: Any) -> None:
+    """trials.csv (Optuna's dataframe, one row per trial) and Optuna's plots as PNGs and figures."""
+    import optuna
+    from matplotlib import pyplot as plt
+    from optuna.trial import TrialState
+
+    attrs = ("number", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs", "state")
+    frame = study.trials_dataframe(attrs=attrs)  # not the system attributes: the members' numbers
+    with atomic_write(out / "trials.csv", "w", newline="") as fh:
+        frame.drop(columns=[c for c in frame.columns if c == "user_attrs_members"]).to_csv(fh, index=False)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    plots = ["optimization_history"] + (["slice"] if len(complete) > 1 else [])
+    if len(complete) > 1 and sum(len({t.params.get(k) for t in complete}) > 1 for k in complete[0].params) > 1:
+        plots.append("param_importances")
+    for name in plots:
+        with warnings.catch_warnings(), plt.rc_context():  # Optuna sets pyplot's style for the whole process
+            # Optuna's matplotlib plots are experimental, a one-value parameter gives a singular axis: still right.
+            warnings.simplefilter("ignore")
+            try:
+                axes = getattr(optuna.visualization.matplotlib, f"plot_{name}")(study)
+            except (ValueError, RuntimeError) as err:  # too few trials for this plot
+                print(f"note: no {name} plot ({err})", file=sys.stderr)
+                continue
+            fig = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+            try:
+                fig.set_size_inches(7, 4.5)
+                write_figure(fig, writer, f"optuna/{name}", out / f"optuna_{name}.png")
+            finally:
+                plt.close(fig)  # Optuna draws with pyplot, which keeps each figure until it is closed

@@ -1,0 +1,118 @@
+"""TensorBoard as a user sees it: a real ``tensorboard`` server on runs of every kind (the lab fit, an ensemble fit, a
+small sweep, a landscape), asked through its HTTP data API what its tabs show. Run: pytest tests/test_tensorboard.py"""
+
+import json
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import fit_in_process, free_port, run_main, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def board(tmp_path):
+    """Runs of every kind in one ``lightning_logs``, and a function asking the TensorBoard server on it."""
+    work = tmp_path
+    fit_in_process(work, "--trainer.max_epochs", "40")  # version_0: the lab's model
+    fit_in_process(work, *"--model.num_seeds 10 --model.hidden_size [4,8] --trainer.max_epochs 60".split())
+    sweep = "sweep --seeds 0-9 --hidden_sizes 4 8 --epochs 20 40 --quiet --out lightning_logs/sweep".split()
+    assert run_main(*sweep, cwd=work).returncode == 0
+    landscape = "landscape --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --resolution 5".split()
+    assert run_main(*landscape, cwd=work).returncode == 0
+    port = free_port()
+    tensorboard = str(Path(sys.executable).with_name("tensorboard"))
+    server = subprocess.Popen([tensorboard, "--logdir", str(work / "lightning_logs"), "--port", str(port), "--host",
+                               "127.0.0.1", "--load_fast", "false", "--reload_interval", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def ask(path: str, body: dict | None = None, **query: str):
+        url = f"http://127.0.0.1:{port}/data/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            url, data=data, headers={"X-XSRF-Protected": "1", "Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def loaded() -> bool:  # every run read: 1 + 2 + 2 x 2 HParams rows, the sweep's Text
+        try:
+            return len(groups(ask)) == 7 and "sweep/summary" in ask("plugin/text/tags")
+        except OSError:
+            return False
+
+    try:
+        wait_for(loaded, server, "TensorBoard reading the runs")
+        yield ask
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def groups(ask) -> dict[str, dict]:
+    """The HParams table's rows by run: the hyperparameters and metric values."""
+    statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+    body = {"experimentName": "", "allowedStatuses": statuses, "colParams": [], "startIndex": 0, "sliceSize": 100}
+    found = ask("plugin/hparams/session_groups", body).get("sessionGroups", [])
+    return {g["name"]: {**g["hparams"], **{m["name"]["tag"]: m["value"] for m in g["metricValues"]}} for g in found}
+
+
+# One test: under xdist, tests share a fixture only within a worker, and these runs are the cost.
+def test_every_tab_shows_what_the_readme_says(board):
+    hparams_is_one_table_of_the_lab_run_the_ensemble_settings_and_the_sweep_settings(board)
+    distributions_show_the_members_over_training_and_custom_scalars_their_percentiles(board)
+    text_tables_are_markdown_and_the_verdict_stands_alone(board)
+
+
+def hparams_is_one_table_of_the_lab_run_the_ensemble_settings_and_the_sweep_settings(board):
+    experiment = board("plugin/hparams/experiment", {"experimentName": ""})
+    columns = {h["name"] for h in experiment["hparamInfos"]}
+    assert {"hidden_size", "lr", "epochs", "seeds", "seed_everything", "data.x_min", "data.slope"} <= columns
+    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
+    assert {"hp/val_loss", "hp/train_loss", "hp/prediction", "hp/abs_error"} <= metrics
+    rows = groups(board)
+    lab = rows["version_0"]
+    assert lab["hp/prediction"] == pytest.approx(32.6772, abs=1e-4) and lab["hp/abs_error"] == pytest.approx(
+        0.6772, abs=1e-4
+    )
+    assert (lab["hidden_size"], lab["epochs"], lab["seeds"], lab["seed_everything"], lab["data.x_max"]) == (
+        5,
+        40,
+        1,
+        0,
+        5,
+    )
+    for name in ("version_1/hparams/h4_e60_lr0.01", "version_1/hparams/h8_e60_lr0.01", "sweep/trial_0/hparams/"):
+        (row,) = [r for n, r in rows.items() if n.startswith(name)][:1]
+        assert {"hp/val_loss", "hp/prediction", "data.x_max"} <= set(row) and row["seeds"] == 10
+
+
+def distributions_show_the_members_over_training_and_custom_scalars_their_percentiles(board):
+    tags = board("plugin/histograms/tags")
+    assert {"members_val_loss_log10/h4_lr0.01", "members_prediction/h8_lr0.01"} <= set(tags["version_1"])
+    for run, names in tags.items():
+        for tag in names:
+            steps = [point[1] for point in board("plugin/histograms/histograms", run=run, tag=tag)]
+            assert len(steps) > 1 and steps == sorted(steps), (run, tag, steps)  # every validation, in order
+    charts = {c["title"]: c for cat in board("plugin/custom_scalars/layout")["category"] for c in cat["chart"]}
+    margin = charts["val loss, median and 10th-90th percentiles"]["margin"]["series"][0]
+    assert margin["value"].endswith("/p50") and margin["lower"].endswith("/p10") and margin["upper"].endswith("/p90")
+    assert "train loss, median per setting" in charts
+    scalars = board("plugin/scalars/tags")
+    assert "val_loss_percentiles/h8_lr0.01/p90" in scalars["version_1"]
+    assert not [t for t in scalars.get("version_0", {}) if t.startswith("landscape/")]  # curves are figures
+
+
+def text_tables_are_markdown_and_the_verdict_stands_alone(board):
+    text = lambda run, tag: board("plugin/text/text", run=run, tag=f"{tag}/text_summary")[0]["text"]  # noqa: E731
+    html = text("sweep/summary", "sweep/results")
+    assert html.count("<table>") == 1 and "<th>all_dead_share</th>" in html and "<th>dead_unit_share</th>" in html
+    verdict = text("sweep/summary", "sweep/verdict")
+    assert "best: hidden_size=" in verdict and "<table>" not in verdict
+    note = text("version_1", "ensemble/mean_and_median")
+    assert "median" in note and note.count("<tr>") == 3  # a header and a row per setting
+    assert text("version_0", "landscape/settings").count("<table>") == 1
