@@ -35,7 +35,8 @@ from regression_lab.data import RegressionDataModule
 from regression_lab.export import export_bytes
 from regression_lab.landscape import filter_normalized_direction, grid_losses
 from regression_lab.models import MyNN, MyNNStack
-from regression_lab.train import cli_main, quiet_notices
+from regression_lab.notices import quiet_notices
+from regression_lab.train import cli_main
 
 NOISE = 0.3  # the widest spread (max - min) of a row's per-repeat ratios, over their median, that holds still
 HIDDEN = [4, 5, 8]  # the sweep's default hidden sizes, also the ensemble row's

@@ -109,6 +109,7 @@ def test_the_command_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_pat
     assert "lab 1D: minimum MSE 0 at w = 3.0000" in proc.stdout
     out, curves, surfaces = tmp_path / "out", ("lab_1d", "random_1d", "interpolation"), ("linear_2d", "random_2d")
     files = [f"{n}.csv" for n in curves] + [f"{n}.npz" for n in surfaces] + [f"{n}.png" for n in curves + surfaces]
+    files.append("hessian.npz")
     assert sorted(p.name for p in out.iterdir()) == sorted(files)
     with (out / "lab_1d.csv").open() as fh:
         rows = list(csv.reader(fh))

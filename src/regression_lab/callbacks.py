@@ -1,7 +1,7 @@
 """The Lightning callbacks ``fit`` needs beyond Lightning's own, and the checkpoint writer: :class:`Guard`
 stops at a non-finite loss (exit 1) or a signal (exit 130/143), :class:`RunProgressBar` draws one bar per run,
-:class:`LandscapeLogger` logs the loss landscape when training ends, :class:`AtomicCheckpointIO` writes checkpoints
-atomically. Each works with a plain Trainer::
+:class:`LandscapeLogger` logs the loss landscape when training ends, :class:`Trajectory` keeps the weights on the
+way, :class:`AtomicCheckpointIO` writes checkpoints atomically. Each works with a plain Trainer::
 
     regression-lab fit --trainer.callbacks+=LandscapeLogger --trainer.callbacks.resolution 101
     L.Trainer(callbacks=[Guard()], plugins=[AtomicCheckpointIO()])
@@ -151,6 +151,49 @@ class LandscapeLogger(L.Callback):
             results = compute_for(self.settings, dm.train_x, dm.train_y, pl_module.net, pl_module.initial_state)
             log_to_writer(results, writer, None, step=trainer.global_step)
             writer.flush()
+
+
+class Trajectory(L.Callback):
+    """Keep the network's weights at the start, every ``every_n_epochs`` epochs and at the end, in the run's
+    ``trajectory.pt`` (not in every checkpoint), for ``regression-lab landscape --trajectory``; a resumed run goes on
+    with its file. It loads with ``weights_only=True``: ``{"epochs": (T,), "weights": (T, P)}``."""
+
+    FILE = "trajectory.pt"
+
+    def __init__(self, every_n_epochs: int) -> None:
+        """Configure the cadence.
+
+        Args:
+            every_n_epochs: keep the weights after every this many epochs (at least 1).
+        """
+        super().__init__()
+        self.every = check_int("--trajectory_every", every_n_epochs, 1)
+        self.epochs: list[int] = []
+        self.weights: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = Path(trainer.log_dir or ".") / self.FILE
+        if path.is_file():  # a resumed run: its points so far
+            saved = torch.load(path, weights_only=True)
+            keep = saved["epochs"] <= trainer.current_epoch
+            self.epochs, self.weights = saved["epochs"][keep].tolist(), list(saved["weights"][keep])
+        if not self.epochs:
+            self._keep(trainer.current_epoch, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every == 0:
+            self._keep(trainer.current_epoch + 1, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.epochs[-1] != trainer.current_epoch:
+            self._keep(trainer.current_epoch, pl_module)
+        if trainer.is_global_zero:
+            with atomic_write(Path(trainer.log_dir or ".") / self.FILE) as fh:
+                torch.save({"epochs": torch.tensor(self.epochs), "weights": torch.stack(self.weights)}, fh)
+
+    def _keep(self, epoch: int, pl_module: L.LightningModule) -> None:
+        self.epochs.append(epoch)
+        self.weights.append(torch.cat([p.detach().flatten() for p in pl_module.net.parameters()]).cpu())
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -115,6 +115,7 @@ class Settings:
     interp_points: int = 101
     seed: int = 0
     include_bias: bool = False
+    trajectory: bool = False
     device: str = "auto"
 
     def check(self) -> None:
@@ -144,11 +145,14 @@ class Results:
     trained_loss: float | None = None
     notes: list[str] = field(default_factory=list)
     step: int = 0  #: the checkpoint's training step: its landscape belongs there in the run's curves
+    hessian: dict | None = None  #: the trained network's :func:`~regression_lab.curvature.spectrum`
+    trajectory: dict | None = None  #: the training path on the PCA plane (``path``, ``epochs``, ``explained``)
 
 
 def compute_for(settings: Settings, x: Tensor, y: Tensor, net: nn.Module | None = None,
-                initial: Params | None = None) -> Results:  # fmt: skip
-    """Every landscape on data (x, y): the linear families, and ``net``'s when one is given."""
+                initial: Params | None = None, trajectory: dict | None = None) -> Results:  # fmt: skip
+    """Every landscape on data (x, y): the linear families, and ``net``'s when one is given (its curvature, and the
+    plane of its ``trajectory``: :mod:`regression_lab.curvature`)."""
     settings.check()
     device = torch.device("cuda" if settings.device != "cpu" and torch.cuda.is_available() else "cpu")
     x, y, s = x.to(device), y.to(device), settings
@@ -184,12 +188,17 @@ def compute_for(settings: Settings, x: Tensor, y: Tensor, net: nn.Module | None 
     for name, (module, start, directions, axes, names) in grids.items():
         loss = grid_losses(module, x, y, on(start), [on(d) for d in directions], axes)
         results.landscapes[name] = Landscape(name, names, [a.cpu() for a in axes], loss.cpu())
+    if net is not None:
+        from regression_lab.curvature import add_to
+
+        add_to(results, net, x, y, trajectory)
     return results
 
 
 def compute(settings: Settings, ckpt_path: str | Path | None) -> Results:
     """Every landscape of a checkpoint's network on its training data (without one, the lab's data)."""
     from regression_lab.checkpoint import INITIAL_STATE_KEY, load_model
+    from regression_lab.curvature import load_trajectory
     from regression_lab.data import RegressionDataModule
 
     net, ckpt = (None, {}) if ckpt_path is None else load_model(ckpt_path)
@@ -206,7 +215,8 @@ def compute(settings: Settings, ckpt_path: str | Path | None) -> Results:
     stride = -(-n // MAX_LANDSCAPE_SAMPLES)  # rank 0 of `stride` shards: every stride-th sample
     x, y = dm.samples("train", 0, stride)
     initial = ckpt.get(INITIAL_STATE_KEY)
-    results = compute_for(settings, x, y, net, initial if isinstance(initial, dict) else None)
+    trajectory = load_trajectory(ckpt_path) if settings.trajectory else None
+    results = compute_for(settings, x, y, net, initial if isinstance(initial, dict) else None, trajectory)
     if stride > 1:
         results.notes.append(f"the run trained on {n:,} samples; the landscape uses every {stride:,}th ({len(x):,})")
     step = ckpt.get("global_step", 0)
@@ -227,6 +237,7 @@ OPTIONS = (
     ("interp_points", int, "points of the initial-to-trained line"),
     ("seed", int, "seed of the random directions"),
     ("include_bias", bool, "give the random directions bias components (zero by default)"),
+    ("trajectory", bool, "the loss on the plane of the training path's principal components (fit --trajectory_every)"),
     ("device", str, "auto (GPU when there is one), cpu or cuda"),
 )
 
@@ -255,7 +266,7 @@ def build_parser() -> ArgumentParser:
 def run(args: Namespace) -> int:
     """Compute, write to TensorBoard (and ``--out``), print a summary."""
     from regression_lab.files import check_writable_dir, newest_checkpoint
-    from regression_lab.landscape_plots import run_dir_of, thinning_notes, write_files, write_tensorboard
+    from regression_lab.landscape_plots import hessian_lines, run_dir_of, thinning_notes, write_files, write_tensorboard
 
     ranges = {name for name, kind, _ in OPTIONS if kind == "range"}
     settings = Settings(**{k: tuple(args[k]) if k in ranges and args[k] else args[k] for k in asdict(Settings())})
@@ -278,6 +289,8 @@ def run(args: Namespace) -> int:
         if name in results.landscapes:
             s = results.landscapes[name].summary()
             print(f"{name}: min {s['min']:.4g}, at the centre {s['center']:.4g}, sharpness {s['sharpness']:.4g}")
+    for line in hessian_lines(results):
+        print(line)
     if args.out:
         print(f"wrote {len(write_files(results, Path(args.out)))} files to {args.out}")
     if not args.no_tensorboard:

@@ -36,6 +36,7 @@ TITLES = {
     "random_2d": "Trained network, filter-normalized random plane",
     "random_1d": "Trained network along a random direction",
     "interpolation": "From the initial (0) to the trained (1) weights",
+    "trajectory": "The training path on its first two principal components",
 }
 
 
@@ -91,11 +92,17 @@ def figure(ls: Landscape, results: Results) -> Any:
         cs = ax.contourf(ls.axes[0][ix].numpy(), ls.axes[1][iy].numpy(), z, levels=levels, cmap="viridis", norm=norm)
         fig.colorbar(cs, ax=ax, label="MSE loss", format="%.2g")
         mx, my = ls.argmin()
-        what, at = {"linear_2d": ("least squares", results.least_squares), "random_2d": ("trained", (0, 0))}[ls.name]
+        what, at = ("least squares", results.least_squares) if ls.name == "linear_2d" else ("trained", (0, 0))
         # A wide ring under a small star: the two points nearly coincide, and both must show.
         ax.plot(*at, "o", color="C1", mfc="none", ms=18, mew=2, label=f"{what} ({_num(at[0])}, {_num(at[1])})")
         ax.plot([mx], [my], "r*", ms=9, zorder=3, label=f"grid minimum ({_num(mx)}, {_num(my)})")
         ax.set(title=title, xlabel=ls.names[0], ylabel=ls.names[1])
+        if ls.name == "trajectory":
+            t = results.trajectory
+            path, (first, last) = t["path"].numpy(), (int(t["epochs"][0]), int(t["epochs"][-1]))
+            ax.plot(path[:, 0], path[:, 1], ".-", color="k", lw=0.8, ms=3, label=f"weights, epochs {first} to {last}")
+            ax.set(xlabel=f"PC1 ({float(t['explained'][0]):.1%} of the variance)",
+                   ylabel=f"PC2 ({float(t['explained'][1]):.1%})")  # fmt: skip
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
@@ -139,12 +146,34 @@ def settings_text(results: Results, ckpt_path: Any) -> str:
         where = ", ".join(f"{n} = {numbers[f'argmin_{n}']:.6g}" for n in ls.names)
         rows.append((name, f"min {numbers['min']:.6g} at {where}; at the centre {numbers['center']:.6g}; "
                            f"max - min {numbers['sharpness']:.6g}"))  # fmt: skip
+    rows += [(line.split(": ", 1)[0], line.split(": ", 1)[1]) for line in hessian_lines(results)]
     rows += [("note", n) for n in results.notes]
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 #: The mesh viewer's camera: a three-quarter view from outside the [-1, 1] cube the vertices fill.
 MESH_CONFIG = {"camera": {"cls": "PerspectiveCamera", "fov": 60, "position": [2.2, 1.6, 2.6], "lookAt": [0, 0, 0]}}
+
+
+def hessian_lines(results: Results) -> list[str]:
+    """The exact curvature at the trained weights, and the trajectory's plane, in a few lines."""
+    from regression_lab.curvature import NOTE
+
+    lines, h = [], results.hessian
+    if h is not None:
+        values, negative = h["eigenvalues"], int((h["eigenvalues"] < 0).sum())
+        lines += [f"hessian: {len(values)} eigenvalues from {float(values[0]):.4g} to {h['top']:.4g}, trace "
+                  f"{h['trace']:.4g}, smallest/largest {h['min_max_ratio']:.3g}, {negative} negative"]  # fmt: skip
+        lines += [f"eigenvalues: {NOTE}"] if negative else []
+    if results.trajectory is not None:
+        t, (first, last) = (
+            results.trajectory,
+            (int(results.trajectory["epochs"][0]), int(results.trajectory["epochs"][-1])),
+        )
+        share = [f"{float(v):.1%}" for v in t["explained"]]
+        lines.append(f"trajectory: {len(t['epochs'])} points (epochs {first} to {last}); PC1 and PC2 explain "
+                     f"{share[0]} and {share[1]} of the variance")  # fmt: skip
+    return lines
 
 
 def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) -> None:
@@ -161,6 +190,9 @@ def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) 
             summary = mesh(f"landscape/{name}_surface", vertices, colors, faces, MESH_CONFIG, title, what)
             writer.file_writer.add_summary(summary, global_step=step)
     write_text(writer, "landscape/settings", settings_text(results, ckpt_path), step)
+    if results.hessian is not None:
+        for key in ("top", "trace", "min_max_ratio"):
+            writer.add_scalar(f"hessian/{key}", results.hessian[key], global_step=step)
 
 
 def run_dir_of(ckpt_path: Any) -> Path | None:
@@ -196,11 +228,18 @@ def write_files(results: Results, out: Path) -> list[Path]:
                     written.append(out / f"{name}.csv")
                 else:
                     axes, loss = {n: a.numpy() for n, a in zip(ls.names, ls.axes, strict=True)}, ls.loss.numpy()
+                    extra = (
+                        {k: v.numpy() for k, v in (results.trajectory or {}).items()} if name == "trajectory" else {}
+                    )
                     with atomic_write(out / f"{name}.npz", "wb", queue) as fh:
-                        np.savez(fh, **axes, loss=loss)
+                        np.savez(fh, **axes, loss=loss, **extra)
                     written.append(out / f"{name}.npz")
                 write_figure(figure(ls, results), png=out / f"{name}.png", pending=queue)
                 written.append(out / f"{name}.png")
+            if results.hessian is not None:  # eigenvalues ascending
+                with atomic_write(out / "hessian.npz", "wb", queue) as fh:
+                    np.savez(fh, eigenvalues=results.hessian["eigenvalues"].numpy(), trace=results.hessian["trace"])
+                written.append(out / "hessian.npz")
     except OSError as err:  # a directory named like one of the files, a full disk
         raise UsageError(f"cannot write the results in --out {out}: {err.strerror or err} ({err.filename})") from None
     return written

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from regression_lab.curvature import log_top_eigenvalues
 from regression_lab.errors import check_int
 from regression_lab.files import write_figure, write_text
 
@@ -246,6 +247,8 @@ class FinalMetrics(L.Callback):
             notes.append(
                 _note_row(name, m["val_loss"][healthy].double(), err, m["active_units"] < setting["hidden_size"])
             )
+        if trainer.world_size == 1:  # the curvature on the whole training set: one process's
+            log_top_eigenvalues(writer, pl_module, trainer.datamodule, trainer.current_epoch)
         if errors and self.box_plot:
             write_figure(box_figure(errors, labels, probe_x, truth), writer, f"ensemble/abs_error_at_{probe_x:g}")
         if errors:

@@ -29,6 +29,7 @@ from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import regression_model
 from regression_lab.errors import UsageError
 from regression_lab.metrics import FinalMetrics
+from regression_lab.notices import quiet_notices
 from regression_lab.sweep import StudySpec, parse_seeds
 from regression_lab.sweep_report import (
     DEFINITION_ATTR,
@@ -40,7 +41,7 @@ from regression_lab.sweep_report import (
     verdict,
     write_outputs,
 )
-from regression_lab.train import TRAINER_DEFAULTS, quiet_notices
+from regression_lab.train import TRAINER_DEFAULTS
 
 #: The lab's question, from the model's and the data's own defaults: the prediction at probe_x against the true line.
 PROBE_X = inspect.signature(regression_model).parameters["probe_x"].default

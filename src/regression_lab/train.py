@@ -13,8 +13,6 @@ import inspect
 import math
 import os
 import sys
-import warnings
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from lightning.pytorch.plugins import CheckpointIO, DoublePrecision, HalfPrecisi
 from lightning.pytorch.utilities import rank_zero_only
 
 from regression_lab import errors
-from regression_lab.callbacks import AtomicCheckpointIO, Guard, RunProgressBar, divergence_advice
+from regression_lab.callbacks import AtomicCheckpointIO, Guard, RunProgressBar, Trajectory, divergence_advice
 from regression_lab.checkpoint import load_model, resume_problem
 from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import EnsembleRegressionModule, regression_model
@@ -35,6 +33,8 @@ from regression_lab.errors import FLOAT32_MAX, TrainingFailed, UsageError
 from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_checkpoint, reserve_numbered_dir
 from regression_lab.metrics import FinalMetrics
 from regression_lab.models import MAX_SEED
+from regression_lab.module import RegressionModule
+from regression_lab.notices import quiet_notices
 
 #: Trainer settings unlike Lightning's: the lab's 400 epochs, a GPU if any, validation and loss every 20th epoch.
 TRAINER_DEFAULTS = {"accelerator": "auto", "devices": "auto", "max_epochs": 400, "check_val_every_n_epoch": 20,
@@ -51,26 +51,6 @@ CONVERTS = "converts the model, not its own float32 inputs: use 32-true (the def
 LOGGER_DEFAULT = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                   "init_args": {"save_dir": ".", "name": str(LOG_ROOT), "log_graph": True,
                                 "default_hp_metric": False}}  # fmt: skip
-#: Notices that say nothing about this project's settings, hidden where a fit raises them: one-batch epochs are fewer
-#: than log_every_n_steps (which counts steps across epochs); Lightning 2.6 calls a pytree API torch deprecates; the
-#: graph is traced with the deprecated torch.jit.trace, and an ensemble has none (torch.jit cannot trace vmap); a
-#: resumed run's checkpoint directory is not empty; an evaluation logs elsewhere than its checkpoint's run; the
-#: console script passes its arguments on.
-NOTICES = (
-    r".*smaller than the logging interval.*", r".*isinstance\(treespec, LeafSpec\).*",
-    r"`torch\.jit\.trace\w*` is deprecated", r"Could not log computational graph",
-    r"Checkpoint directory .* exists and is not empty", r"The dirpath has changed from",
-    r"LightningCLI's args parameter is intended to run from within Python",
-)  # fmt: skip
-
-
-@contextlib.contextmanager
-def quiet_notices() -> Iterator[None]:
-    """Hide :data:`NOTICES` (every other warning shows) within the block."""
-    with warnings.catch_warnings():
-        for pattern in NOTICES:
-            warnings.filterwarnings("ignore", message=pattern)
-        yield
 
 
 class RegressionLabCLI(LightningCLI):
@@ -98,6 +78,8 @@ class RegressionLabCLI(LightningCLI):
             parser.add_class_arguments(ModelCheckpoint, group)
             parser.set_defaults({f"{group}.{k}": v for k, v in defaults.items()})
         parser.set_defaults({"trainer.logger": LOGGER_DEFAULT})
+        parser.add_argument("--trajectory_every", type=int | None, default=None,
+                            help="keep the weights every N epochs in the run, for landscape --trajectory")  # fmt: skip
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         # Checked right after parsing: a bad setting is one line before any file is touched.
@@ -211,6 +193,10 @@ class RegressionLabCLI(LightningCLI):
         callbacks += [Guard()] + ([self._final] if self._final not in callbacks else [])
         self._last = cfg["last_checkpoint"] if cfg["trainer"].get("enable_checkpointing") is not False else None
         callbacks += [cfg["checkpoint"], self._last] if self._last is not None else []
+        if cfg.get("trajectory_every") is not None:
+            if not isinstance(self.model, RegressionModule):  # before any file is written
+                raise UsageError("--trajectory_every keeps one network's weights: not an ensemble's")
+            callbacks.append(Trajectory(cfg["trajectory_every"]))
         if cfg["trainer"].get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):
