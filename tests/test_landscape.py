@@ -121,7 +121,7 @@ def test_the_command_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_pat
     assert {f"landscape/{n}" for n in curves + surfaces} <= set(acc.Tags()["images"])
     assert not [t for t in acc.Tags()["scalars"] if t.startswith("landscape/")]  # curves are figures against w, alpha
     assert "landscape/random_2d_surface_VERTEX" in acc.PluginTagToContent("mesh")
-    (text,) = acc.Tensors("landscape/settings/text_summary")
+    (text,) = acc.Tensors("landscape/summary/text_summary")
     assert text.step == 400  # beside the training curves' end; the summaries in the table:
     assert "| lab_1d | min 0 at w = 3 |" in text.tensor_proto.string_val[0].decode().replace("; at the centre", " |")
     (out / "interpolation.png").unlink()
@@ -144,7 +144,7 @@ def test_a_landscape_finer_than_a_picture_is_drawn_thinned_and_kept_whole(lab_ck
     acc = events(tmp_path / "tb" / "version_0", tensors=0, scalars=0)
     vertices = acc.Tensors("landscape/linear_2d_surface_VERTEX")[0].tensor_proto
     assert [d.size for d in vertices.tensor_shape.dim] == [1, drawn**2, 3]
-    (text,) = acc.Tensors("landscape/settings/text_summary")  # the minimum over every point
+    (text,) = acc.Tensors("landscape/summary/text_summary")  # the minimum over every point
     assert "| linear_2d | min 0 at w = 3, b = 2;" in text.tensor_proto.string_val[0].decode()
 
 
@@ -184,7 +184,7 @@ def test_fit_can_log_the_landscape_at_the_end_of_training(tmp_path):
     cli = fit_in_process(tmp_path, *f"--trainer.max_epochs 30 {logger}".split())
     acc = events(tmp_path / RUN, scalars=0, images=0)
     assert "landscape/random_2d" in acc.Tags()["images"] and "train/loss" in acc.Tags()["scalars"]
-    (text,) = acc.Tensors("landscape/settings/text_summary")
+    (text,) = acc.Tensors("landscape/summary/text_summary")
     centre = re.search(r"\| random_2d \| .*; at the centre ([^;]+);", text.tensor_proto.string_val[0].decode())
     x, y = LAB
     with torch.no_grad():

@@ -66,9 +66,10 @@ def test_the_defaults_raise_no_deprecation_warning_and_no_notice(tmp_path):
 # about 3,700 (the closing note of issue 23 says where), and issue 24's guards add to it, as do the fork server and
 # the one figure writer (fewer imports and draws). tests/ passed its 2,500 with issue 24's full-disk checkpoint and
 # far-probe rows; issue 25's TensorBoard tabs add about 170 lines to src/ and 130 to tests/ (a real TensorBoard
-# server); issue 28's exact curvature and trajectory plane about 280 and 80. The caps keep both from growing
-# unnoticed: a commit that raises one says why.
-@pytest.mark.parametrize("path, limit", [("src", 4480), ("tests", 2730), ("benchmarks", 500)])  # fmt: skip
+# server) and the review's fixes (rows of resumed runs and diverged settings, two-card tables) another 60 and 20;
+# issue 28's exact curvature and trajectory plane about 280 and 80. The caps keep both from growing unnoticed: a
+# commit that raises one says why.
+@pytest.mark.parametrize("path, limit", [("src", 4550), ("tests", 2750), ("benchmarks", 500)])  # fmt: skip
 def test_the_code_keeps_to_its_budgets(path, limit):
     files = sorted((REPO / path).rglob("*.py"))
     lines = {f.name: len(f.read_text().splitlines()) for f in files}

@@ -17,7 +17,7 @@ import pytest
 from helpers import events, fingerprint, fit_in_process, one_error_line, run_main, signal_when, start, wait_for
 from optuna.trial import TrialState
 
-from regression_lab.metrics import setting_name
+from regression_lab.pictures import setting_name
 from regression_lab.study import mask
 from regression_lab.sweep import seed_ranges
 from regression_lab.sweep_report import MEMBERS_ATTR, mean_ci, trial_name
@@ -111,7 +111,7 @@ def test_tensorboard_runs_per_trial_and_a_summary(sweep_run):
         assert len(acc.Scalars(f"train_loss_percentiles/h{hidden}_lr0.01/p50")) == 3  # steps 20, 40, 60
     acc = events(out / "summary", images=0)
     assert {"sweep/error_vs_epochs", "sweep/abs_error_box", "optuna/optimization_history"} <= set(acc.Tags()["images"])
-    assert {"sweep/results/text_summary", "sweep/verdict/text_summary"} <= set(acc.Tags()["tensors"])
+    assert {f"sweep/{t}/text_summary" for t in ("results", "results_spread", "verdict")} <= set(acc.Tags()["tensors"])
     assert (out / "error_box.png").stat().st_size > 1000
     assert sorted(t["state"] for t in read_csv(out / "trials.csv")) == ["COMPLETE", "COMPLETE"]  # Optuna's dataframe
 

@@ -18,8 +18,10 @@ pytestmark = pytest.mark.slow
 def board(tmp_path):
     """Runs of every kind in one ``lightning_logs``, and a function asking the TensorBoard server on it."""
     work = tmp_path
-    fit_in_process(work, "--trainer.max_epochs", "40")  # version_0: the lab's model
-    fit_in_process(work, *"--model.num_seeds 10 --model.hidden_size [4,8] --trainer.max_epochs 60".split())
+    fit_in_process(work, "--trainer.max_epochs", "40")  # version_0: the lab's model, then resumed: a row each
+    fit_in_process(work, *"--ckpt_path last --trainer.max_epochs 60".split())
+    # version_1: one seed per setting of hidden {4, 8} x lr {0.01, 5} (every lr-5 member diverges)
+    fit_in_process(work, *"--model.hidden_size [4,8] --model.lr [0.01,5] --trainer.max_epochs 40".split())
     sweep = "sweep --seeds 0-9 --hidden_sizes 4 8 --epochs 20 40 --quiet --out lightning_logs/sweep".split()
     assert run_main(*sweep, cwd=work).returncode == 0
     landscape = "landscape --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --resolution 5".split()
@@ -39,9 +41,9 @@ def board(tmp_path):
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
-    def loaded() -> bool:  # every run read: 1 + 2 + 2 x 2 HParams rows, the sweep's Text
+    def loaded() -> bool:  # every run read: 2 + 4 + 2 x 2 HParams rows, the sweep's Text
         try:
-            return len(groups(ask)) == 7 and "sweep/summary" in ask("plugin/text/tags")
+            return len(groups(ask)) == 10 and "sweep/summary" in ask("plugin/text/tags")
         except OSError:
             return False
 
@@ -75,7 +77,7 @@ def hparams_is_one_table_of_the_lab_run_the_ensemble_settings_and_the_sweep_sett
     metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
     assert {"hp/val_loss", "hp/train_loss", "hp/prediction", "hp/abs_error"} <= metrics
     rows = groups(board)
-    lab = rows["version_0"]
+    lab, resumed = rows["version_0/hparams/h5_e40_lr0.01"], rows["version_0/hparams/h5_e60_lr0.01"]
     assert lab["hp/prediction"] == pytest.approx(32.6772, abs=1e-4) and lab["hp/abs_error"] == pytest.approx(
         0.6772, abs=1e-4
     )
@@ -86,9 +88,12 @@ def hparams_is_one_table_of_the_lab_run_the_ensemble_settings_and_the_sweep_sett
         0,
         5,
     )
-    for name in ("version_1/hparams/h4_e60_lr0.01", "version_1/hparams/h8_e60_lr0.01", "sweep/trial_0/hparams/"):
-        (row,) = [r for n, r in rows.items() if n.startswith(name)][:1]
-        assert {"hp/val_loss", "hp/prediction", "data.x_max"} <= set(row) and row["seeds"] == 10
+    assert resumed["epochs"] == 60 and resumed["hp/prediction"] != lab["hp/prediction"]
+    for name, seeds in [("version_1/hparams/h4_e40_lr0.01", 1), ("sweep/trial_0/hparams/h8_e40_lr0.01", 10),
+                        ("sweep/trial_1/hparams/h4_e20_lr0.01", 10)]:  # fmt: skip
+        assert {"hp/val_loss", "hp/prediction", "data.x_max"} <= set(rows[name]) and rows[name]["seeds"] == seeds
+    diverged = rows["version_1/hparams/h8_e40_lr5.0"]  # a setting whose every member diverged keeps its row
+    assert diverged["hp/diverged_share"] == 1 and "hp/val_loss" not in diverged
 
 
 def distributions_show_the_members_over_training_and_custom_scalars_their_percentiles(board):
@@ -114,10 +119,12 @@ def distributions_show_the_members_over_training_and_custom_scalars_their_percen
 
 def text_tables_are_markdown_and_the_verdict_stands_alone(board):
     text = lambda run, tag: board("plugin/text/text", run=run, tag=f"{tag}/text_summary")[0]["text"]  # noqa: E731
-    html = text("sweep/summary", "sweep/results")
-    assert html.count("<table>") == 1 and "<th>all_dead_share</th>" in html and "<th>dead_unit_share</th>" in html
+    html = text("sweep/summary", "sweep/results")  # the columns of results.csv, in two cards
+    assert html.count("<table>") == 1 and "<th>all units dead</th>" in html and "<th>a unit dead</th>" in html
+    assert "<th>train loss mean</th>" in text("sweep/summary", "sweep/results_spread")
     verdict = text("sweep/summary", "sweep/verdict")
     assert "best: hidden_size=" in verdict and "<table>" not in verdict
     note = text("version_1", "ensemble/mean_and_median")
-    assert "median" in note and note.count("<tr>") == 3  # a header and a row per setting
+    assert "median" in note and note.count("<tr>") == 5 and "every member diverged" in note  # a header, 4 settings
     assert text("version_0", "landscape/settings").count("<table>") == 1
+    assert "<td>hessian</td>" in text("version_0", "landscape/summary")

@@ -76,6 +76,7 @@ def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
     assert [e.step for e in train] == list(range(19, 400, 20)) and train[-1].value < 1e-3 < train[0].value
     assert len(acc.Scalars("val/loss")) == 20 and acc.Scalars("val/r2")[-1].value == pytest.approx(1.0, abs=1e-3)
     assert acc.Tags()["graph"] is True
+    acc = events(workdir / RUN / "hparams" / "h5_e400_lr0.01", scalars=0)  # the HParams row of this fit
     start = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
     assert hparams["hidden_size"].number_value == 5 and hparams["lr"].number_value == pytest.approx(0.01)

@@ -157,7 +157,7 @@ def top_eigenvalues(module: nn.Module, x: Tensor, y: Tensor) -> Tensor | None:
 def log_top_eigenvalues(writer: Any, module: nn.Module, datamodule: Any, step: int) -> None:
     """Per setting of an ensemble, a histogram of its healthy members' top eigenvalue at ``step``
     (``members_top_hessian_eigenvalue/<setting>``): do wider networks find flatter minima?"""
-    from regression_lab.metrics import setting_name
+    from regression_lab.pictures import setting_name
 
     if (tops := top_eigenvalues(module, datamodule.train_x, datamodule.train_y)) is None:
         return

@@ -101,6 +101,12 @@ def write_text(writer: Any, tag: str, markdown: str, step: int | None = None) ->
     writer.file_writer.add_summary(Summary(value=[value]), global_step=step)
 
 
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table (for :func:`write_text`), a ``|`` inside a cell escaped so that it cannot split the row."""
+    line = lambda cells: "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
+
 def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     """Refuse (:class:`UsageError`) a directory no file can be created in (one not there yet: its nearest parent)."""
     probe = Path(path)

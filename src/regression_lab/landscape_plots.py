@@ -18,6 +18,7 @@ from regression_lab.errors import UsageError
 from regression_lab.files import (
     atomic_write,
     check_writable_dir,
+    markdown_table,
     replace_all,
     reserve_numbered_dir,
     write_figure,
@@ -124,31 +125,32 @@ def _mesh(ls: Landscape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return vertices, faces.int().unsqueeze(0), colors.unsqueeze(0)
 
 
-def settings_text(results: Results, ckpt_path: Any) -> str:
-    """The run's settings and summary as a Markdown table (TensorBoard's Text tab)."""
+def settings_text(results: Results, ckpt_path: Any) -> dict[str, str]:
+    """The run's settings and its numbers as two Markdown tables (two cards in TensorBoard's Text tab, each short
+    enough to show whole), by tag."""
     s, linear = results.settings, results.landscapes["linear_2d"]
     biases = "included" if s.include_bias else "zeroed"
     (w_lo, w_hi), (b_lo, b_hi) = ((float(a[0]), float(a[-1])) for a in linear.axes)
-    rows = [
+    settings = [
         ("checkpoint", str(ckpt_path) if ckpt_path else "none"),
         ("lab 1D", f"y = w x + {s.b0:g}, w in [{s.w_range[0]:g}, {s.w_range[1]:g}], {s.w_points} points"),
         ("linear 2D", f"w in [{w_lo:.4g}, {w_hi:.4g}], b in [{b_lo:.4g}, {b_hi:.4g}], {s.resolution}x{s.resolution}"),
-        ("least squares (closed form)", "w = {:.6g}, b = {:.6g}".format(*results.least_squares)),
-        ("grid minimum", "w = {:.6g}, b = {:.6g}".format(*linear.argmin())),
         ("random directions", f"Gaussian, filter-normalized, seed {s.seed}, biases {biases}"),
         ("random span", f"[{s.span[0]:g}, {s.span[1]:g}], {s.resolution} points per axis"),
         ("interpolation", f"alpha in [{s.interp_range[0]:g}, {s.interp_range[1]:g}], {s.interp_points} points"),
+        *(("note", n) for n in results.notes),
     ]
+    numbers = [("least squares (closed form)", "w = {:.6g}, b = {:.6g}".format(*results.least_squares))]
     if results.trained_loss is not None:
-        rows.append(("trained loss (training data)", f"{results.trained_loss:.6g}"))
+        numbers.append(("trained loss (training data)", f"{results.trained_loss:.6g}"))
     for name, ls in results.landscapes.items():  # each curve's and surface's numbers (the figures draw them)
-        numbers = ls.summary()
-        where = ", ".join(f"{n} = {numbers[f'argmin_{n}']:.6g}" for n in ls.names)
-        rows.append((name, f"min {numbers['min']:.6g} at {where}; at the centre {numbers['center']:.6g}; "
-                           f"max - min {numbers['sharpness']:.6g}"))  # fmt: skip
-    rows += [(line.split(": ", 1)[0], line.split(": ", 1)[1]) for line in hessian_lines(results)]
-    rows += [("note", n) for n in results.notes]
-    return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        n = ls.summary()
+        where = ", ".join(f"{axis} = {n[f'argmin_{axis}']:.6g}" for axis in ls.names)
+        numbers.append((name, f"min {n['min']:.6g} at {where}; at the centre {n['center']:.6g}; "
+                              f"max - min {n['sharpness']:.6g}"))  # fmt: skip
+    numbers += [tuple(line.split(": ", 1)) for line in hessian_lines(results)]
+    return {"landscape/settings": markdown_table(["setting", "value"], settings),
+            "landscape/summary": markdown_table(["result", "value"], numbers)}  # fmt: skip
 
 
 #: The mesh viewer's camera: a three-quarter view from outside the [-1, 1] cube the vertices fill.
@@ -189,7 +191,8 @@ def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) 
             vertices, faces, colors = _mesh(ls)
             summary = mesh(f"landscape/{name}_surface", vertices, colors, faces, MESH_CONFIG, title, what)
             writer.file_writer.add_summary(summary, global_step=step)
-    write_text(writer, "landscape/settings", settings_text(results, ckpt_path), step)
+    for tag, text in settings_text(results, ckpt_path).items():
+        write_text(writer, tag, text, step)
     if results.hessian is not None:
         for key in ("top", "trace", "min_max_ratio"):
             writer.add_scalar(f"hessian/{key}", results.hessian[key], global_step=step)

@@ -9,9 +9,9 @@ run). ``fit`` adds :class:`FinalMetrics` to every Trainer; the sweep brings one 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import re
 from typing import Any
 
 import lightning as L
@@ -21,16 +21,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from regression_lab.curvature import log_top_eigenvalues
 from regression_lab.errors import check_int
 from regression_lab.files import write_figure, write_text
-
-
-def setting_name(setting: dict[str, Any], epochs: int | None = None) -> str:
-    """A setting's short name, e.g. ``h5_e400_lr0.01`` (momentum and weight decay only if set)."""
-    # repr, not %g: two settings that differ in the 7th digit must not share a name.
-    name = f"h{setting['hidden_size']}" + (f"_e{epochs}" if epochs is not None else "") + f"_lr{float(setting['lr'])!r}"
-    for key, short in (("momentum", "m"), ("weight_decay", "wd")):
-        if setting.get(key):
-            name += f"_{short}{float(setting[key])!r}"
-    return name
+from regression_lab.pictures import (
+    MEAN_AND_MEDIAN,
+    box_figure,
+    note_row,
+    percentile_layout,
+    setting_name,
+    write_hparams,
+)
 
 
 @torch.no_grad()
@@ -73,28 +71,8 @@ def summary(members: dict[str, torch.Tensor], truth: float | None) -> dict[str, 
     return out
 
 
-#: The HParams columns and metrics every run declares: one experiment, so TensorBoard's HParams tab shows every lab run,
-#: ensemble setting and sweep setting in one table (a run leaves blank what it has not).
-HPARAMS = ("hidden_size", "lr", "momentum", "weight_decay", "epochs", "seeds", "seed_everything", "probe_x")
-HP_METRICS = ("prediction", "abs_error", "train_loss", "val_loss", "prediction_std", "diverged_share")
 #: The percentiles of the members' losses drawn per setting (TensorBoard's margin charts).
 QUANTILES = (0.1, 0.5, 0.9)
-
-
-def write_hparams(writer: Any, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
-    """One HParams row: ``params`` (``data.*`` included) and ``metrics`` (as ``hp/...`` scalars) into ``writer``'s run,
-    under the experiment every run declares alike."""
-    from torch.utils.tensorboard.summary import hparams
-
-    kind = lambda v: v if isinstance(v, (bool, str)) else 0.0  # noqa: E731  (a column's type, not its value)
-    names = {**{k: 0.0 for k in HPARAMS}, **{k: kind(v) for k, v in params.items() if k.startswith("data.")}}
-    declared = hparams({k: kind(v) for k, v in names.items()}, {f"hp/{k}": 0.0 for k in HP_METRICS})[0]
-    _, start, end = hparams({k: v for k, v in params.items() if k in names and isinstance(v, (int, float, str))}, {})
-    for part in (declared, start, end):
-        writer.file_writer.add_summary(part)
-    for key, value in metrics.items():
-        if key in HP_METRICS:
-            writer.add_scalar(f"hp/{key}", value, global_step=step)
 
 
 def percentiles(name: str, module: L.LightningModule, losses: torch.Tensor) -> dict[str, float]:
@@ -107,27 +85,6 @@ def percentiles(name: str, module: L.LightningModule, losses: torch.Tensor) -> d
     return {f"{name}_percentiles/{setting_name(s)}/{label}": v
             for s, row in zip(module.settings, rows, strict=True) for label, v in zip(labels, row, strict=True)
             if math.isfinite(v)}  # fmt: skip
-
-
-def percentile_layout(settings: list[dict[str, Any]]) -> dict[str, Any]:
-    """TensorBoard's Custom Scalars: per setting, the loss percentiles as margin charts and the mean beside the median;
-    and the settings' medians compared (across every run that logs them)."""
-    layout = {}
-    for name in map(setting_name, settings):
-        margins = {
-            f"{split} loss, median and 10th-90th percentiles": [
-                "Margin",
-                [f"{split}_loss_percentiles/{name}/{q}" for q in ("p50", "p10", "p90")],
-            ]
-            for split in ("train", "val")
-        }
-        mean = ["Multiline", [re.escape(f"train_loss_percentiles/{name}/") + "(mean|p50)$"]]
-        layout[f"loss over the seeds: {name}"] = {**margins, "train loss, mean and median": mean}
-    layout["loss over the seeds: settings compared"] = {
-        f"{split} loss, median per setting": ["Multiline", [rf"{split}_loss_percentiles/.*/p50$"]]
-        for split in ("train", "val")
-    }
-    return layout
 
 
 class FinalMetrics(L.Callback):
@@ -160,6 +117,7 @@ class FinalMetrics(L.Callback):
         losses = outputs.get("member_losses") if isinstance(outputs, dict) else None
         step = trainer.global_step
         if losses is not None and trainer.logger is not None and step % max(1, trainer.log_every_n_steps) == 0:
+            losses = trainer.strategy.reduce(losses, reduce_op="mean")  # every rank: a shard's loss is weighted
             trainer.logger.log_metrics(percentiles("train_loss", pl_module, losses), step=step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -179,10 +137,12 @@ class FinalMetrics(L.Callback):
         sizes = pl_module.setting_sizes()
         parts = zip(*(numbers[k].split(sizes) for k in ("val_loss", "prediction", "diverged")), strict=True)
         for setting, (val, pred, diverged) in zip(pl_module.settings, parts, strict=True):
-            if bool((~diverged).any()):  # log10 so that the dead-unit tail shows beside the spike near 0
-                name = setting_name(setting)
-                writer.add_histogram(f"members_val_loss_log10/{name}", val[~diverged].clamp_min(1e-12).log10(), step)
-                writer.add_histogram(f"members_prediction/{name}", pred[~diverged], step)
+            name, val, pred = setting_name(setting), val[~diverged], pred[~diverged]
+            for tag, values in (("val_loss_log10", val.clamp_min(1e-12).log10()), ("prediction", pred)):
+                # log10: the dead-unit tail shows beside the spike near 0. Values past the bins' 1e20 (a far
+                # probe_x) cannot be binned: no histogram, the numbers are in the report.
+                with contextlib.suppress(ValueError):
+                    writer.add_histogram(f"members_{tag}/{name}", values[torch.isfinite(values)], step)
 
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """The last epoch's snapshot and summary (every rank must call it: losses are reduced)."""
@@ -205,9 +165,11 @@ class FinalMetrics(L.Callback):
         if hasattr(pl_module, "settings"):
             if writer is not None:
                 self._write_ensemble(trainer, pl_module, writer, params)
-        elif writer is not None:
-            write_hparams(writer, {**params, "epochs": trainer.current_epoch, "seeds": 1}, self.metrics,
-                          trainer.global_step)  # fmt: skip
+        elif writer is not None:  # a row per fit (a resumed run adds one): TensorBoard keeps a run's first
+            name = setting_name(pl_module.hparams, trainer.current_epoch)
+            _row(
+                writer, name, {**params, "epochs": trainer.current_epoch, "seeds": 1}, self.metrics, trainer.global_step
+            )
         else:
             trainer.logger.log_hyperparams(params)
             trainer.logger.log_metrics({f"hp/{k}": v for k, v in self.metrics.items()}, step=trainer.global_step)
@@ -227,47 +189,42 @@ class FinalMetrics(L.Callback):
         return out
 
     def _write_ensemble(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any, params: dict) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         probe_x = float(pl_module.hparams.probe_x)
         truth = trainer.datamodule.line_at(probe_x)
         errors, labels, notes = [], [], []
         data = {k: v for k, v in params.items() if k.startswith("data.") or k in ("seed_everything", "probe_x")}
-        for setting, epochs, m in self.per_setting(pl_module):
+        for setting, epochs, m in self.per_setting(pl_module):  # a row per setting, not per member
             name, healthy = setting_name(setting, epochs), ~m["diverged"]
+            numbers = {
+                **(summary(m, truth) if bool(healthy.any()) else {}),
+                "diverged_share": float((~healthy).double().mean()),
+            }
+            _row(writer, name, {**data, **setting, "epochs": epochs, "seeds": len(m["diverged"])}, numbers, epochs)
             if not bool(healthy.any()):
+                notes.append(f"| {name} | every member diverged | | | | |")
                 continue
-            numbers = summary(m, truth)
-            numbers["diverged_share"] = numbers["diverged"] / numbers["members"]
-            with SummaryWriter(os.path.join(writer.log_dir, "hparams", name)) as row:  # a row per setting, not member
-                write_hparams(row, {**data, **setting, "epochs": epochs, "seeds": len(healthy)}, numbers, epochs)
             err = (m["prediction"][healthy].double() - truth).abs()
             errors.append(err.numpy())
             labels.append(name)
-            notes.append(
-                _note_row(name, m["val_loss"][healthy].double(), err, m["active_units"] < setting["hidden_size"])
-            )
+            dead_unit = m["active_units"][healthy] < setting["hidden_size"]
+            notes.append(note_row(name, m["val_loss"][healthy].double(), err, dead_unit))
         if trainer.world_size == 1:  # the curvature on the whole training set: one process's
             log_top_eigenvalues(writer, pl_module, trainer.datamodule, trainer.current_epoch)
         if errors and self.box_plot:
             write_figure(box_figure(errors, labels, probe_x, truth), writer, f"ensemble/abs_error_at_{probe_x:g}")
-        if errors:
+        if notes:
             write_text(writer, "ensemble/mean_and_median", MEAN_AND_MEDIAN.format(x=f"{probe_x:g}") + "\n".join(notes))
         writer.flush()
 
 
-#: The Text note beside the percentile charts: why the ensemble's mean is not its typical member.
-MEAN_AND_MEDIAN = (
-    "The mean over the seeds is ruled by the few members that end far from the line (a ReLU unit off on all the data "
-    "stops learning), while the median is the typical member: compare them per setting.\n\n"
-    "| setting | val loss mean | val loss median | error at {x} mean | error at {x} median | seeds with a dead unit |\n"
-    "|---|---|---|---|---|---|\n"
-)
+def _row(writer: Any, name: str, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    """An HParams row as the sub-run ``hparams/<name>`` of ``writer``'s run, unless a resumed run has written it."""
+    from torch.utils.tensorboard import SummaryWriter
 
-
-def _note_row(name: str, val: torch.Tensor, err: torch.Tensor, dead_unit: torch.Tensor) -> str:
-    numbers = [float(t) for t in (val.mean(), val.median(), err.mean(), err.median())]
-    return f"| {name} | " + " | ".join(f"{v:.4g}" for v in numbers) + f" | {float(dead_unit.double().mean()):.1%} |"
+    path = os.path.join(writer.log_dir, "hparams", name)
+    if not os.path.isdir(path):
+        with SummaryWriter(path) as row:
+            write_hparams(row, params, metrics, step)
 
 
 def _writer(trainer: L.Trainer) -> Any:
@@ -276,21 +233,3 @@ def _writer(trainer: L.Trainer) -> Any:
     return (
         trainer.logger.experiment if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero else None
     )
-
-
-def box_figure(errors: list, labels: list[str], probe_x: float, truth: float) -> Any:
-    """A box plot of |prediction - truth| per setting, every outlier drawn and the mean marked (log scale when every
-    error is positive): the outliers are why the mean is far above the median."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(max(5.0, 0.8 * len(labels) + 2), 4.2), dpi=100)
-    ax = fig.add_subplot()
-    ax.boxplot(errors, showfliers=True, showmeans=True, flierprops={"markersize": 3, "alpha": 0.5},
-               meanprops={"marker": "D", "markerfacecolor": "C3", "markeredgecolor": "C3"})  # fmt: skip
-    ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right", fontsize=8)
-    seeds = ", ".join(sorted({f"{len(e):,}" for e in errors}))
-    ax.set(ylabel=f"|prediction({probe_x:g}) - {truth:g}|",
-           title=f"Error over the seeds ({seeds} per setting): boxes, outliers, mean (red diamond)")  # fmt: skip
-    if all(float(e.min()) > 0 for e in errors):
-        ax.set_yscale("log")
-    return fig

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from regression_lab.files import atomic_write, write_figure, write_text
-from regression_lab.metrics import box_figure, setting_name
+from regression_lab.files import atomic_write, markdown_table, write_figure, write_text
+from regression_lab.pictures import box_figure, error_figure, setting_name
 
 #: The study user attribute that records what the sweep searches (and the probe's truth).
 DEFINITION_ATTR = "regression_lab_sweep"
@@ -157,11 +157,38 @@ def table(rows: list[dict[str, Any]], truth: float | None, probe_x: float) -> st
     return "\n".join([fmt(head), *(fmt(c) for c in lines)])
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """Every column of results.csv as a Markdown table (TensorBoard's Text tab), best first."""
-    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = [f"| {i} | " + " | ".join(cell(r[c]) for c in CSV_COLUMNS) + " |" for i, r in enumerate(rows, start=1)]
-    return "\n".join(["| rank | " + " | ".join(CSV_COLUMNS) + " |", "|---" * (len(CSV_COLUMNS) + 1) + "|", *lines])
+def markdown(rows: list[dict[str, Any]], truth: float | None, probe_x: float) -> dict[str, str]:
+    """Every column of results.csv as two Markdown tables, best first, by tag: two cards in TensorBoard's Text tab,
+    each narrow enough that no cell breaks mid-word."""
+    g = lambda v: f"{v:.4g}"  # noqa: E731
+    ci = lambda r, k: f"{g(r[k + '_mean'])} [{g(r[k + '_ci_low'])}, {g(r[k + '_ci_high'])}]"  # noqa: E731
+    err = f"err at {probe_x:g}" if truth is not None else "err"
+    main = [[i, r["hidden_size"], r["epochs"], g(r["lr"]), r["n_seeds"], ci(r, "val_loss"), g(r["val_loss_median"]),
+             ci(r, "err10"), g(r["err10_median"]), f"{r['all_dead_share']:.1%}", f"{r['dead_unit_share']:.1%}",
+             f"{r['diverged_share']:.1%}", f"{r['best_share']:.0%}"] for i, r in enumerate(rows, start=1)]  # fmt: skip
+    spread = [[i, r["hidden_size"], r["epochs"], g(r["lr"]), g(r["val_loss_std"]), g(r["err10_std"]),
+               g(r["train_loss_mean"]), r["state"]] for i, r in enumerate(rows, start=1)]  # fmt: skip
+    head = ["rank", "hidden", "epochs", "lr"]
+    return {
+        "sweep/results": markdown_table(
+            [
+                *head,
+                "seeds",
+                "val loss mean [95% CI]",
+                "val loss median",
+                f"{err} mean [95% CI]",
+                f"{err} median",
+                "all units dead",
+                "a unit dead",
+                "diverged",
+                "best",
+            ],
+            main,
+        ),  # fmt: skip
+        "sweep/results_spread": markdown_table(
+            [*head, "val loss std", f"{err} std", "train loss mean", "state"], spread
+        ),
+    }
 
 
 def verdict(rows: list[dict[str, Any]], truth: float | None, probe_x: float) -> str:
@@ -195,35 +222,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
         writer.writerows(rows)
 
 
-def error_figure(rows: list[dict[str, Any]], truth: float, probe_x: float) -> Any:
-    """|pred(probe_x) - truth| against epochs, one line per hidden size (and lr), with 95% CI bars."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.5, 4.2), dpi=100)
-    ax = fig.add_subplot()
-    done = [r for r in rows if r["state"] == "COMPLETE"]
-    lines: dict[tuple, list[dict[str, Any]]] = {}
-    for r in sorted(done, key=lambda r: r["epochs"]):
-        lines.setdefault((r["hidden_size"], r["lr"]), []).append(r)
-    for (h, lr), group in sorted(lines.items()):
-        means = [r["err10_mean"] for r in group]
-        bars = [[max(0.0, m - r["err10_ci_low"]) for m, r in zip(means, group, strict=True)],
-                [max(0.0, r["err10_ci_high"] - m) for m, r in zip(means, group, strict=True)]]  # fmt: skip
-        bars = [[b if math.isfinite(b) else 0.0 for b in side] for side in bars]
-        label = f"hidden {h}" + (f", lr {lr:g}" if len({r["lr"] for r in done}) > 1 else "")
-        ax.errorbar([r["epochs"] for r in group], means, yerr=bars, marker="o", capsize=3, label=label)
-    ylabel = f"|prediction({probe_x:g}) - {truth:g}|, mean and 95% CI over seeds"
-    lrs, seeds = sorted({r["lr"] for r in done}), sorted({r["n_seeds"] for r in done})
-    title = (
-        f"Error at x = {probe_x:g}: lr {', '.join(f'{lr:g}' for lr in lrs)}, {', '.join(f'{n:,}' for n in seeds)} seeds"
-    )
-    ax.set(xlabel="epochs", ylabel=ylabel, title=title)
-    if done and all(0 < r["err10_mean"] < math.inf for r in done):
-        ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    return fig
-
-
 def write_outputs(rows: list, members: list, truth: float | None, probe_x: float, out_dir: Path, writer: Any) -> None:
     """results.csv, members.csv and the error figure as PNG; the table, verdict and figure into TensorBoard."""
     write_csv(out_dir / "results.csv", rows, CSV_COLUMNS)
@@ -242,7 +240,8 @@ def write_outputs(rows: list, members: list, truth: float | None, probe_x: float
             box_figure(errors, names, probe_x, truth), writer, "sweep/abs_error_box", out_dir / "error_box.png"
         )
     write_text(writer, "sweep/verdict", verdict(rows, truth, probe_x))  # its own card: never below a scrolled table
-    write_text(writer, "sweep/results", markdown(rows))
+    for tag, text in markdown(rows, truth, probe_x).items():
+        write_text(writer, tag, text)
 
 
 def optuna_outputs(study: Any, out: Path, writer: Any) -> None:

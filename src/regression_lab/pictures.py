@@ -1,0 +1,132 @@
+"""How runs are pictured in TensorBoard: the one HParams experiment every run declares, an ensemble's Custom Scalars
+layout, its box plot and its note on mean and median, and the sweep's error figure. Used by
+:mod:`regression_lab.metrics` and the sweep's report::
+
+    python -c "from regression_lab.pictures import setting_name; print(setting_name({'hidden_size': 5, 'lr': 1}, 9))"
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+
+
+def setting_name(setting: dict[str, Any], epochs: int | None = None) -> str:
+    """A setting's short name, e.g. ``h5_e400_lr0.01`` (momentum and weight decay only if set)."""
+    # repr, not %g: two settings that differ in the 7th digit must not share a name.
+    name = f"h{setting['hidden_size']}" + (f"_e{epochs}" if epochs is not None else "") + f"_lr{float(setting['lr'])!r}"
+    for key, short in (("momentum", "m"), ("weight_decay", "wd")):
+        if setting.get(key):
+            name += f"_{short}{float(setting[key])!r}"
+    return name
+
+
+#: The HParams columns and metrics every run declares: one experiment, so TensorBoard's HParams tab shows every lab run,
+#: ensemble setting and sweep setting in one table (a run leaves blank what it has not).
+HPARAMS = ("hidden_size", "lr", "momentum", "weight_decay", "epochs", "seeds", "seed_everything", "probe_x")
+HP_METRICS = ("prediction", "abs_error", "train_loss", "val_loss", "prediction_std", "diverged_share")
+
+
+def write_hparams(writer: Any, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    """One HParams row: ``params`` (``data.*`` included) and ``metrics`` (as ``hp/...`` scalars) into ``writer``'s run,
+    under the experiment every run declares alike."""
+    from torch.utils.tensorboard.summary import hparams
+
+    kind = lambda v: v if isinstance(v, (bool, str)) else 0.0  # noqa: E731  (a column's type, not its value)
+    names = {**{k: 0.0 for k in HPARAMS}, **{k: kind(v) for k, v in params.items() if k.startswith("data.")}}
+    declared = hparams({k: kind(v) for k, v in names.items()}, {f"hp/{k}": 0.0 for k in HP_METRICS})[0]
+    _, start, end = hparams({k: v for k, v in params.items() if k in names and isinstance(v, (int, float, str))}, {})
+    for part in (declared, start, end):
+        writer.file_writer.add_summary(part)
+    for key, value in metrics.items():
+        if key in HP_METRICS:
+            writer.add_scalar(f"hp/{key}", value, global_step=step)
+
+
+def percentile_layout(settings: list[dict[str, Any]]) -> dict[str, Any]:
+    """TensorBoard's Custom Scalars: per setting, the loss percentiles as margin charts and the mean beside the median;
+    and the settings' medians compared (across every run that logs them)."""
+    layout = {}
+    for name in map(setting_name, settings):
+        margins = {
+            f"{split} loss, median and 10th-90th percentiles": [
+                "Margin",
+                [f"{split}_loss_percentiles/{name}/{q}" for q in ("p50", "p10", "p90")],
+            ]
+            for split in ("train", "val")
+        }
+        mean_tags = {
+            split: re.escape(f"{split}_loss_percentiles/{name}/") + "(mean|p50)$" for split in ("train", "val")
+        }
+        means = {f"{split} loss, mean and median": ["Multiline", [tag]] for split, tag in mean_tags.items()}
+        layout[f"loss over the seeds: {name}"] = {**margins, **means}
+    layout["loss over the seeds: settings compared"] = {
+        f"{split} loss, median per setting": ["Multiline", [rf"{split}_loss_percentiles/.*/p50$"]]
+        for split in ("train", "val")
+    }
+    return layout
+
+
+#: The Text note beside the percentile charts: why the ensemble's mean is not its typical member.
+MEAN_AND_MEDIAN = (
+    "The mean over the seeds is ruled by the few members that end far from the line (a ReLU unit off on all the data "
+    "stops learning), while the median is the typical member: compare them per setting.\n\n"
+    "| setting | val loss mean | val loss median | error at {x} mean | error at {x} median | seeds with a dead unit |\n"
+    "|---|---|---|---|---|---|\n"
+)
+
+
+def note_row(name: str, val: torch.Tensor, err: torch.Tensor, dead_unit: torch.Tensor) -> str:
+    """A setting's row of :data:`MEAN_AND_MEDIAN`'s table."""
+    numbers = [float(t) for t in (val.mean(), val.median(), err.mean(), err.median())]
+    return f"| {name} | " + " | ".join(f"{v:.4g}" for v in numbers) + f" | {float(dead_unit.double().mean()):.1%} |"
+
+
+def box_figure(errors: list, labels: list[str], probe_x: float, truth: float) -> Any:
+    """A box plot of |prediction - truth| per setting, every outlier drawn and the mean marked (log scale when every
+    error is positive): the outliers are why the mean is far above the median."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(5.0, 0.8 * len(labels) + 2), 4.2), dpi=100)
+    ax = fig.add_subplot()
+    ax.boxplot(errors, showfliers=True, showmeans=True, flierprops={"markersize": 3, "alpha": 0.5},
+               meanprops={"marker": "D", "markerfacecolor": "C3", "markeredgecolor": "C3"})  # fmt: skip
+    ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right", fontsize=8)
+    seeds = ", ".join(sorted({f"{len(e):,}" for e in errors}))
+    ax.set(ylabel=f"|prediction({probe_x:g}) - {truth:g}|",
+           title=f"Error over the seeds ({seeds} per setting): boxes, outliers, mean (red diamond)")  # fmt: skip
+    if all(float(e.min()) > 0 for e in errors):
+        ax.set_yscale("log")
+    return fig
+
+
+def error_figure(rows: list[dict[str, Any]], truth: float, probe_x: float) -> Any:
+    """|pred(probe_x) - truth| against epochs, one line per hidden size (and lr), with 95% CI bars."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.2), dpi=100)
+    ax = fig.add_subplot()
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    lines: dict[tuple, list[dict[str, Any]]] = {}
+    for r in sorted(done, key=lambda r: r["epochs"]):
+        lines.setdefault((r["hidden_size"], r["lr"]), []).append(r)
+    for (h, lr), group in sorted(lines.items()):
+        means = [r["err10_mean"] for r in group]
+        bars = [[max(0.0, m - r["err10_ci_low"]) for m, r in zip(means, group, strict=True)],
+                [max(0.0, r["err10_ci_high"] - m) for m, r in zip(means, group, strict=True)]]  # fmt: skip
+        bars = [[b if math.isfinite(b) else 0.0 for b in side] for side in bars]
+        label = f"hidden {h}" + (f", lr {lr:g}" if len({r["lr"] for r in done}) > 1 else "")
+        ax.errorbar([r["epochs"] for r in group], means, yerr=bars, marker="o", capsize=3, label=label)
+    ylabel = f"|prediction({probe_x:g}) - {truth:g}|, mean and 95% CI over seeds"
+    lrs, seeds = sorted({r["lr"] for r in done}), sorted({r["n_seeds"] for r in done})
+    title = (
+        f"Error at x = {probe_x:g}: lr {', '.join(f'{lr:g}' for lr in lrs)}, {', '.join(f'{n:,}' for n in seeds)} seeds"
+    )
+    ax.set(xlabel="epochs", ylabel=ylabel, title=title)
+    if done and all(0 < r["err10_mean"] < math.inf for r in done):
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
