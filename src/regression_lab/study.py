@@ -14,7 +14,9 @@ import sqlite3
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import lightning as L
@@ -260,8 +262,8 @@ def work(spec: StudySpec, study: optuna.Study) -> None:
             study.optimize(lambda trial: objective(spec, trial), n_trials=1)
 
 
-def report(study: optuna.Study, out: Path | None) -> None:
-    """Print the ranked table and verdict of a study; with ``out``, write its files there too."""
+def report(study: optuna.Study, out: Path | None) -> list[dict[str, Any]]:
+    """Print the ranked table and verdict of a study (and return its rows); with ``out``, write its files there too."""
     members, unfinished, truth = members_of(study)
     if not members and not unfinished:
         raise UsageError("the study has no finished trial yet")
@@ -276,3 +278,22 @@ def report(study: optuna.Study, out: Path | None) -> None:
     print(verdict(rows, truth, probe_x))
     if out is not None:
         print(f"results: {out / 'results.csv'}  (tensorboard --logdir {out})")
+    return rows
+
+
+@contextlib.contextmanager
+def storage_failures(storage: str) -> Iterator[None]:
+    """A storage failing within the block (damaged or gone mid-run) ends the sweep in one line, exit 1."""
+    try:
+        yield
+    except Exception as err:
+        from optuna.exceptions import StorageInternalError
+        from sqlalchemy.exc import SQLAlchemyError
+
+        chain = [err]  # the database's own error, behind what Optuna raised while it handled it
+        while chain[-1].__cause__ or chain[-1].__context__:
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        if not (found := [e for e in chain if isinstance(e, SQLAlchemyError | StorageInternalError)]):
+            raise
+        why = _scrub(str(getattr(found[-1], "orig", None) or found[-1]), storage)
+        raise errors.TrainingFailed(f"the study's storage {mask(storage)} failed during the sweep: {why}") from None

@@ -16,10 +16,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
@@ -94,10 +93,9 @@ class StudySpec:
             values = getattr(self, name)
             if len(set(values)) < len(values):
                 raise UsageError(f"--{name} repeats a value: {values}")
-            for v in values:
-                check_float(f"--{name} values", v, 0.0, strict=True) if name == "lrs" else check_int(
-                    f"--{name} values", v, 1
-                )
+            what = f"--{name} values"
+            for v in values:  # a learning rate > 0, a count >= 1
+                check_float(what, v, 0.0, strict=True) if name == "lrs" else check_int(what, v, 1)
         for name, low in (("hidden_range", 1), ("lr_range", 0.0), ("epochs_range", 1)):
             lo, hi = getattr(self, name)
             check_float(f"--{name} values", lo, low, strict=not low)
@@ -172,32 +170,12 @@ def run_workers(spec: StudySpec) -> None:
               "workers (with heartbeats) or by the next run of this command", file=sys.stderr)  # fmt: skip
 
 
-@contextlib.contextmanager
-def storage_failures(storage: str) -> Iterator[None]:
-    """A storage failing within the block (damaged or gone mid-run) ends the sweep in one line, exit 1."""
-    try:
-        yield
-    except Exception as err:
-        from optuna.exceptions import StorageInternalError
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from regression_lab.study import _scrub, mask
-
-        chain = [err]  # the database's own error, behind what Optuna raised while it handled it
-        while chain[-1].__cause__ or chain[-1].__context__:
-            chain.append(chain[-1].__cause__ or chain[-1].__context__)
-        if not (found := [e for e in chain if isinstance(e, SQLAlchemyError | StorageInternalError)]):
-            raise
-        why = _scrub(str(getattr(found[-1], "orig", None) or found[-1]), storage)
-        raise errors.TrainingFailed(f"the study's storage {mask(storage)} failed during the sweep: {why}") from None
-
-
 def worker_main(spec: dict[str, Any], threads: int) -> None:
     """A worker process of ``--workers N``: join the study and run trials. Its parent may be the fork server, which
     outlives the sweep while workers run: the worker watches the sweep itself, and stops (SIGTERM) when it ends."""
     import torch
 
-    from regression_lab.study import open_study, work
+    from regression_lab.study import open_study, storage_failures, work
 
     errors.handle_signals()
     sweep = mp.parent_process()  # its sentinel is readable once the sweep has ended, even SIGKILLed
@@ -223,7 +201,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="regression-lab sweep", exit_on_error=False, description=summary(__doc__))
     d, add = StudySpec(), parser.add_argument
     add("--config", action=ActionConfigFile, help="a YAML file of the options below")
-    add("--sampler", type=str, default=d.sampler, choices=["grid", "tpe"], help="grid, or TPE over ranges")
+    add("--sampler", type=Literal["grid", "tpe"], default=d.sampler, help="grid, or TPE over ranges")
     add("--hidden_sizes", type=int, nargs="+", default=d.hidden_sizes, help="grid: hidden sizes")
     add("--epochs", type=int, nargs="+", default=d.epochs, help="grid: epoch counts (snapshots of one fit)")
     add("--lrs", type=float, nargs="+", default=d.lrs, help="grid: learning rates")
@@ -234,15 +212,13 @@ def build_parser() -> ArgumentParser:
     add("--epochs_range", type=int, nargs=2, default=d.epochs_range, help="tpe: epoch counts LOW HIGH")
     add("--seed", type=int | None, help="the sampler's seed (a TPE sweep is reproducible with one worker)")
     add("--seeds", type=str, nargs="+", default=d.seeds, help="training seeds: integers and inclusive ranges (0-999)")
-    add("--pruner", type=str, default=d.pruner, choices=["none", "median", "hyperband"],
-        help="stop trials whose mean validation loss is behind the others' at the same epoch")  # fmt: skip
+    add("--pruner", type=Literal["none", "median", "hyperband"], default=d.pruner, help="stop trials behind the others")
     add("--storage", type=str | None, help="an Optuna storage URL or journal file (default: SQLite in --out)")
     add("--study_name", type=str, default=d.study_name, help="the study's name in the storage")
     add("--workers", type=int, default=d.workers, help="local worker processes joining the study")
-    add("--heartbeat_interval", type=int, default=d.heartbeat_interval,
-        help="seconds between a running trial's heartbeats; a trial silent for twice that is retried")  # fmt: skip
+    add("--heartbeat_interval", type=int, default=d.heartbeat_interval, help="seconds between a trial's heartbeats")
     add("--report", action="store_true", help="print the table of an existing study, train nothing")
-    add("--accelerator", type=str, default=d.accelerator, choices=["cpu", "gpu", "auto"], help="where ensembles train")
+    add("--accelerator", type=Literal["cpu", "gpu", "auto"], default=d.accelerator, help="where ensembles train")
     add("--out", type=str | None, help="sweep directory (default: lightning_logs/sweep_N)")
     add("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -250,6 +226,12 @@ def build_parser() -> ArgumentParser:
 
 def run(args: Namespace) -> int:
     """Create or join the study, run its trials, print and write the ranked table."""
+    execute(args)
+    return 0
+
+
+def execute(args: Namespace) -> list[dict[str, Any]]:
+    """:func:`run`'s work; the ranked table's rows (see :func:`regression_lab.api.sweep`)."""
     from regression_lab import study as studies
 
     spec = StudySpec(**{k: args[k] for k in asdict(StudySpec()) if k in args and k != "out_dir"})
@@ -259,8 +241,7 @@ def run(args: Namespace) -> int:
         if not spec.storage and not args.out:
             raise UsageError("--report needs the study's --storage (or the --out of a sweep with the default storage)")
         spec.storage = spec.storage or f"sqlite:///{Path(args.out) / 'study.db'}"
-        studies.report(studies.open_study(spec, create=False), None)
-        return 0
+        return studies.report(studies.open_study(spec, create=False), None)
     if spec.accelerator == "auto":
         import torch
 
@@ -289,12 +270,11 @@ def run(args: Namespace) -> int:
     seeds = len(parse_seeds(spec.seeds))
     print(f"sweep: study {spec.study_name!r} in {studies.mask(spec.storage)}: {grid} x {seeds:,} seeds{workers}; "
           f"runs in {out}", file=sys.stderr)  # fmt: skip
-    with storage_failures(spec.storage):
+    with studies.storage_failures(spec.storage):
         studies.requeue_failed(study, spec)
         if spec.workers > 1:
             run_workers(spec)  # a signal interrupts the wait at once, and stops the workers
         else:
             with errors.deferred():  # a signal stops the running trial at its next batch end
                 studies.work(spec, study)
-        studies.report(study, out)
-    return 0
+        return studies.report(study, out)

@@ -57,6 +57,7 @@ class RegressionLabCLI(LightningCLI):
     """LightningCLI with the lab's defaults, checked settings, its own run directories, atomic checkpoints, a report."""
 
     final_metrics: dict[str, float]
+    last_path: str | None = None  #: the run's last.ckpt, once fit has written it
 
     def __init__(self, *args: Any, command: str = "fit", **kwargs: Any) -> None:
         """LightningCLI's arguments, and ``command``: the one subcommand (fit, validate or test) to parse."""
@@ -224,6 +225,7 @@ class RegressionLabCLI(LightningCLI):
         # A resumed run that had nothing left to train never reached on_train_end.
         self.final_metrics = self._final.metrics or self._final.compute(self.trainer, self.model)
         last = os.path.join(self._last.dirpath, "last.ckpt") if self._last is not None and self._last.dirpath else None
+        self.last_path = last  # for the Python API
         if last is not None:
             # Timed saves can be an interval old; weights_only=False is the save flag (optimizer and loop states too).
             self.trainer.save_checkpoint(last, weights_only=False)
@@ -264,11 +266,11 @@ def report(model: Any, trainer: Trainer, datamodule: Any, metrics: dict[str, flo
         raise TrainingFailed(f"every member of the ensemble diverged; {advice}")
 
 
-def cli_main(args: list[str], run: bool = True) -> RegressionLabCLI:
-    """Build the CLI for ``args`` (``[command, *options]``) and run it; with ``run=False``, ``args`` are fit's
-    options and the caller runs the fit."""
+def cli_main(args: list[str] | dict[str, Any], run: bool = True) -> RegressionLabCLI:
+    """Build the CLI for ``args`` (``[command, *options]``, or ``{command: {option: value}}``) and run it; with
+    ``run=False``, ``args`` are fit's options and the caller runs the fit."""
     kwargs = {"exit_on_error": False, "prog": "regression-lab", "allow_abbrev": False}
-    command = args[0] if run else "fit"
+    command = "fit" if not run else args[0] if isinstance(args, list) else next(iter(args))
     with quiet_notices():
         return RegressionLabCLI(
             regression_model,  # one MyNN, or an ensemble of them with --model.num_seeds N

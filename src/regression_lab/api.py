@@ -1,0 +1,104 @@
+"""The Python API: what the commands do, as functions of Python objects, for a notebook or a script (each command is
+a thin layer over the same function). Bad settings raise :class:`~regression_lab.errors.UsageError` with the line the
+command would print. Try::
+
+    from regression_lab import api
+    run = api.train()                              # the lab: prints "Model prediction for 10 is 31.9979"
+    api.predict(run.checkpoint, [10.0])            # ([31.99...], None): the torch-only path of `predict`
+    rows = api.sweep(seeds=["0-99"])               # the ranked table as dicts; api.frame(rows) as a DataFrame
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Trained:
+    """A finished ``fit``: the trained LightningModule, its DataModule and Trainer, the final numbers (``prediction``
+    at ``probe_x``, ``train_loss``, ``val_loss``, ``abs_error``; an ensemble's means and spread), its ``last.ckpt``."""
+
+    model: Any
+    datamodule: Any
+    trainer: Any
+    metrics: dict[str, float]
+    checkpoint: Path | None
+
+
+def demo(name: str = "all", seed: int = 0) -> list[str]:
+    """``regression-lab demo``: the lab's forward passes (``forward``), ``tinymodel``, ``linear`` and ``mynn``, each
+    section as the text the command prints."""
+    from regression_lab.demo import format_section, run_demo
+
+    return [format_section(section) for section in run_demo(name, seed)]
+
+
+def train(model: dict | None = None, data: dict | None = None, trainer: dict | None = None,
+          seed_everything: int = 0, **options: Any) -> Trained:  # fmt: skip
+    """``regression-lab fit``: the lab's model (or an ensemble, with ``model={"num_seeds": 1000}``) on the lab's
+    data, with every default of the command.
+
+    Args:
+        model: ``--model.*`` settings (``regression_model``'s arguments), e.g. ``{"hidden_size": 8}``.
+        data: ``--data.*`` settings (``RegressionDataModule``'s arguments).
+        trainer: ``--trainer.*`` settings, e.g. ``{"max_epochs": 200}``.
+        seed_everything: the seed (the command's ``--seed_everything``).
+        options: the command's other options as keywords: ``checkpoint``, ``last_checkpoint``, ``ckpt_path``,
+            ``trajectory_every``.
+    """
+    from regression_lab.train import cli_main
+
+    config = {"model": model or {}, "data": data or {}, "trainer": trainer or {}, "seed_everything": seed_everything}
+    cli = cli_main({"fit": {**config, **options}})
+    last = Path(cli.last_path) if cli.last_path else None
+    return Trained(cli.model, cli.datamodule, cli.trainer, cli.final_metrics, last)
+
+
+def load(checkpoint: str | Path) -> Any:
+    """A checkpoint's network for predictions, without Lightning (:class:`~regression_lab.predict.Predictor`: call it
+    with a list of x for ``(means, stds)``, the stds None for a single model). ``RegressionModule.load_from_checkpoint
+    (path, weights_only=True)`` loads it the Lightning way."""
+    from regression_lab.predict import Predictor
+
+    return Predictor(checkpoint)
+
+
+def predict(checkpoint: str | Path, xs: list[float]) -> tuple[list[float], list[float] | None]:
+    """``regression-lab predict``: the predictions at ``xs`` (and an ensemble's spread), checked as the command does."""
+    return load(checkpoint)(list(xs))
+
+
+def landscape(checkpoint: str | Path | None = None, **settings: Any) -> Any:
+    """``regression-lab landscape``'s numbers (:class:`~regression_lab.landscape.Results`: each landscape, least
+    squares, the Hessian, the trajectory), without writing files; ``settings`` are its options, e.g.
+    ``resolution=101`` or ``trajectory=True``. Draw one with :func:`figure`."""
+    from regression_lab.landscape import Settings, compute
+
+    return compute(Settings(**settings), checkpoint)
+
+
+def figure(results: Any, name: str) -> Any:
+    """The matplotlib figure of one landscape of :func:`landscape`'s results (``lab_1d``, ``linear_2d``,
+    ``random_2d``, ``random_1d``, ``interpolation``, ``trajectory``), as the command draws it."""
+    from regression_lab.landscape_plots import figure as draw
+
+    return draw(results.landscapes[name], results)
+
+
+def sweep(**options: Any) -> list[dict[str, Any]]:
+    """``regression-lab sweep``: trains its study (or, with ``report=True``, reads it) and returns the ranked table,
+    a dict per setting and epoch count with the columns of ``results.csv``. ``options`` are the command's, e.g.
+    ``seeds=["0-99"], hidden_sizes=[4, 8], out="my_sweep"``."""
+    from regression_lab.sweep import build_parser, execute
+
+    rows = execute(build_parser().parse_object(options))
+    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+
+
+def frame(rows: list[dict[str, Any]]) -> Any:
+    """The rows of :func:`sweep` as a pandas DataFrame (``pip install pandas``)."""
+    import pandas
+
+    return pandas.DataFrame(rows)

@@ -1,0 +1,28 @@
+"""The Python API beyond what the lab's notebook runs (``tests/test_notebook.py`` trains, predicts, sweeps and draws
+through it): bad settings raise the commands' own errors, and a checkpoint loads as a predictor.
+Run: pytest tests/test_api.py"""
+
+import pytest
+import torch
+
+from regression_lab import api
+from regression_lab.errors import UsageError
+from regression_lab.models import MyNN
+
+
+def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_predictor(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="model.hidden_size must be an integer >= 1"):
+        api.train(model={"hidden_size": 0})
+    with pytest.raises(UsageError, match="unknown demo 'nope'"):
+        api.demo("nope")
+    with pytest.raises(UsageError, match="--resolution must be an integer >= 2"):
+        api.landscape(resolution=1)
+    torch.manual_seed(0)
+    net = MyNN(5)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"hidden_size": 5}}, tmp_path / "m.ckpt")
+    with torch.no_grad():
+        expected = float(net(torch.tensor([[10.0]])))
+    assert api.load(tmp_path / "m.ckpt")([10.0])[0][0] == pytest.approx(expected, rel=1e-6)
+    assert not list(tmp_path.glob("lightning_logs/*"))  # the refused fit left no run behind
