@@ -18,10 +18,11 @@ from torch.func import functional_call, vmap
 
 from regression_lab.errors import UsageError
 
-#: Parameters up to which the whole Hessian is formed (its P x P entries, and P forward-mode passes over the data).
+#: Parameters up to which the whole Hessian is formed (its P x P entries, and P backward passes over the data).
 MAX_HESSIAN_PARAMS = 2_000
-#: The members' Hessians at the end of an ensemble fit: members x parameters^2 x samples at most, and samples at most.
+#: The members' Hessians at the end of an ensemble fit: at most this much work (members x parameters^2 x samples)...
 MAX_MEMBER_HESSIAN_WORK = 2 * 10**9
+#: ... on at most this many training samples (more are thinned evenly).
 MAX_HESSIAN_SAMPLES = 100_000
 #: Memory the members' Hessians may take at once (an ensemble is taken a chunk of members at a time).
 CHUNK_BYTES = 256 * 2**20
