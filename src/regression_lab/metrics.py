@@ -22,8 +22,8 @@ from regression_lab.curvature import log_top_eigenvalues
 from regression_lab.errors import check_int
 from regression_lab.files import write_figure, write_text
 from regression_lab.pictures import (
-    MEAN_AND_MEDIAN,
     box_figure,
+    mean_and_median,
     note_row,
     percentile_layout,
     setting_name,
@@ -201,7 +201,7 @@ class FinalMetrics(L.Callback):
             }
             _row(writer, name, {**data, **setting, "epochs": epochs, "seeds": len(m["diverged"])}, numbers, epochs)
             if not bool(healthy.any()):
-                notes.append(f"| {name} | every member diverged | | | | |")
+                notes.append([name, "every member diverged", "", "", "", ""])
                 continue
             err = (m["prediction"][healthy].double() - truth).abs()
             errors.append(err.numpy())
@@ -213,7 +213,7 @@ class FinalMetrics(L.Callback):
         if errors and self.box_plot:
             write_figure(box_figure(errors, labels, probe_x, truth), writer, f"ensemble/abs_error_at_{probe_x:g}")
         if notes:
-            write_text(writer, "ensemble/mean_and_median", MEAN_AND_MEDIAN.format(x=f"{probe_x:g}") + "\n".join(notes))
+            write_text(writer, "ensemble/mean_and_median", mean_and_median(probe_x, notes))
         writer.flush()
 
 

@@ -37,7 +37,7 @@ def write_hparams(writer: Any, params: dict[str, Any], metrics: dict[str, float]
 
     kind = lambda v: v if isinstance(v, (bool, str)) else 0.0  # noqa: E731  (a column's type, not its value)
     names = {**{k: 0.0 for k in HPARAMS}, **{k: kind(v) for k, v in params.items() if k.startswith("data.")}}
-    declared = hparams({k: kind(v) for k, v in names.items()}, {f"hp/{k}": 0.0 for k in HP_METRICS})[0]
+    declared = hparams(names, {f"hp/{k}": 0.0 for k in HP_METRICS})[0]
     _, start, end = hparams({k: v for k, v in params.items() if k in names and isinstance(v, (int, float, str))}, {})
     for part in (declared, start, end):
         writer.file_writer.add_summary(part)
@@ -70,19 +70,27 @@ def percentile_layout(settings: list[dict[str, Any]]) -> dict[str, Any]:
     return layout
 
 
-#: The Text note beside the percentile charts: why the ensemble's mean is not its typical member.
+#: The Text note beside the percentile charts (why the ensemble's mean is not its typical member), then its table.
 MEAN_AND_MEDIAN = (
     "The mean over the seeds is ruled by the few members that end far from the line (a ReLU unit off on all the data "
-    "stops learning), while the median is the typical member: compare them per setting.\n\n"
-    "| setting | val loss mean | val loss median | error at {x} mean | error at {x} median | seeds with a dead unit |\n"
-    "|---|---|---|---|---|---|\n"
+    "stops learning), while the median is the typical member: compare them per setting."
 )
 
 
-def note_row(name: str, val: torch.Tensor, err: torch.Tensor, dead_unit: torch.Tensor) -> str:
-    """A setting's row of :data:`MEAN_AND_MEDIAN`'s table."""
-    numbers = [float(t) for t in (val.mean(), val.median(), err.mean(), err.median())]
-    return f"| {name} | " + " | ".join(f"{v:.4g}" for v in numbers) + f" | {float(dead_unit.double().mean()):.1%} |"
+def mean_and_median(probe_x: float, rows: list[list[Any]]) -> str:
+    """:data:`MEAN_AND_MEDIAN` and its table, a row per setting from :func:`note_row`."""
+    from regression_lab.files import markdown_table
+
+    x = f"{probe_x:g}"
+    header = ["setting", "val loss mean", "val loss median", f"error at {x} mean", f"error at {x} median",
+              "seeds with a dead unit"]  # fmt: skip
+    return MEAN_AND_MEDIAN + "\n\n" + markdown_table(header, rows)
+
+
+def note_row(name: str, val: torch.Tensor, err: torch.Tensor, dead_unit: torch.Tensor) -> list[str]:
+    """A setting's row of :func:`mean_and_median`'s table."""
+    numbers = [f"{float(t):.4g}" for t in (val.mean(), val.median(), err.mean(), err.median())]
+    return [name, *numbers, f"{float(dead_unit.double().mean()):.1%}"]
 
 
 def box_figure(errors: list, labels: list[str], probe_x: float, truth: float) -> Any:
