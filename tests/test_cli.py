@@ -105,6 +105,12 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
     (workdir / "bad.yaml").write_text("model: [unclosed\n")
     (workdir / "unknown_key.yaml").write_text("model:\n  hidden_sizes: 4\n")
     (workdir / "a_file").write_text("")
+    data = {"empty.csv": "# no rows\n", "one_row.csv": "x,y\n1,5\n", "words.csv": "x,y\n1,5\none,8\n",
+            "nan.csv": "1,5\n2,nan\n", "twice.csv": "x,x,y\n1,2,3\n", "wide.csv": "1," * 10**6 + "1\n",
+            "ragged.csv": "1,5\n2\n", "lab.csv": "x,y\n1,5\n2,8\n3,11\n"}  # fmt: skip
+    for name, text in data.items():
+        (workdir / name).write_text(text)
+    (workdir / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     return workdir
 
 
@@ -157,6 +163,18 @@ BAD_INPUT = [
     (["fit", "--trainer.precision", "64-true"], "converts the model, not its own float32 inputs"),
     (["fit", "--trainer.plugins", "DoublePrecision"], "--trainer.plugins DoublePrecision converts the model"),
     (["fit", "--data.val_samples", "1"], "data.val_samples must be an integer >= 2"),
+    (["fit", "--data.csv", "empty.csv"], "empty.csv holds no (x, y) rows"),
+    (["fit", "--data.csv", "one_row.csv"], "has 1 row: 3 at least"), (["test", "--data.csv", "."], "is a directory"),
+    (["fit", "--data.csv", "words.csv"], "not a number in"), (["fit", "--data.csv", "nan.csv"], "not a finite number"),
+    (["fit", "--data.csv", "twice.csv"], "names the column 'x' twice"),
+    (["fit", "--data.csv", "wide.csv"], "wide.csv line 1 is longer than 10,000 characters"),
+    (["fit", "--data.csv", "ragged.csv"], "ragged.csv line 2 has 1 columns where the first row has 2"),
+    (["fit", "--data.csv", "binary.csv"], "--data.csv is not UTF-8 text"),
+    (["validate", "--data.csv", "missing.csv"], "--data.csv not found: "),
+    (["fit", "--data.csv", "lab.csv", "--data.slope", "4"], "--data.slope describes the generated line"),
+    (["fit", "--data.val_fraction", "0.5"], "split a --data.csv file: give one"),
+    (["fit", "--data.csv", "lab.csv", "--data.val_fraction", "1"], "--data.val_fraction must lie in (0, 1), got 1"),
+    (["sweep", "--data_csv", "words.csv"], "not a number in"), (["landscape", "--data_csv", "nan.csv"], "not a finite"),
     pytest.param(["fit", "--trainer.logger", "MLFlowLogger"], "a setting needs a missing package: pip install 'mlflow",
                  marks=pytest.mark.skipif(importlib.util.find_spec("mlflow") is not None, reason="mlflow is here")),
 ]  # fmt: skip

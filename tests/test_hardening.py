@@ -33,7 +33,7 @@ def test_endless_closed_piped_and_spreadsheet_inputs(lab_ckpt, tmp_path):
     with open("/dev/zero", encoding="latin-1") as zeros:  # noqa: PTH123
         proc = run_main(*ckpt, "--input", "-", cwd=tmp_path, stdin=zeros)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr == f"error: stdin line 1 is longer than {MAX_LINE_CHARS} characters: not an x value\n"
+    assert proc.stderr == f"error: stdin line 1 is longer than {MAX_LINE_CHARS:,} characters: not a row of numbers\n"
     proc = run_main(*ckpt, "--input", "-", cwd=tmp_path, stdin=None)
     assert proc.stderr == "error: --input -: standard input is closed, there is nothing to read\n"
     plain = run_main(*ckpt, *"--x 10 --x 3".split(), cwd=tmp_path)

@@ -70,13 +70,14 @@ def predict(checkpoint: str | Path, xs: list[float]) -> tuple[list[float], list[
     return load(checkpoint)(list(xs))
 
 
-def landscape(checkpoint: str | Path | None = None, **settings: Any) -> Any:
+def landscape(checkpoint: str | Path | None = None, data_csv: str | Path | None = None, **settings: Any) -> Any:
     """``regression-lab landscape``'s numbers (:class:`~regression_lab.landscape.Results`: each landscape, least
-    squares, the Hessian, the trajectory), without writing files; ``settings`` are its options, e.g.
-    ``resolution=101`` or ``trajectory=True``. Draw one with :func:`figure`."""
+    squares, the Hessian, the trajectory), without writing files, on the checkpoint's training data or every row of
+    ``data_csv``; ``settings`` are its options, e.g. ``resolution=101`` or ``trajectory=True``. Draw one with
+    :func:`figure`."""
     from regression_lab.landscape import Settings, compute
 
-    return compute(Settings(**settings), checkpoint)
+    return compute(Settings(**settings), checkpoint, None if data_csv is None else str(data_csv))
 
 
 def figure(results: Any, name: str) -> Any:

@@ -1,19 +1,24 @@
-"""The LightningDataModule of the lab: samples of ``y = slope * x + intercept`` as tensor-indexed batches on the
-training device (each rank its own shard). The defaults are the lab's data: training x = 1..5, y = 3x + 2, one full
-batch per epoch; validation on the unseen x = 6..10, where the lab asks its question; a test set over x = 0..10::
+"""The LightningDataModule of the lab: samples of ``y = slope * x + intercept``, or (x, y) rows from a CSV file,
+as tensor-indexed batches on the training device (each rank its own shard). The defaults are the lab's data:
+training x = 1..5, y = 3x + 2, one full batch per epoch; validation on the unseen x = 6..10, where the lab asks its
+question; a test set over x = 0..10::
 
     python -c "from regression_lab.data import RegressionDataModule as D; d = D(); d.setup(); print(d.train_x.T)"
+    regression-lab fit --data.csv examples/bend.csv --data.val_fraction 0.25
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from regression_lab.csvfile import check_unchanged, read_xy
 from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, check_int
 
 #: The most samples a split may have: 100 million x and y take 800 MB as float32.
@@ -22,6 +27,9 @@ MAX_SAMPLES = 100_000_000
 NOISE_SIGMAS = 8.0
 #: Data beyond this size (the lab's reach 17) are named beside the lr after a divergence: a step grows with x^2.
 LARGE_DATA = 100.0
+#: The settings of the generated line, which data from a file replaces.
+LINE_SETTINGS = ("slope", "intercept", "num_samples", "x_min", "x_max", "noise_std", "val_samples", "val_x_min",
+                 "val_x_max", "test_samples", "test_x_min", "test_x_max")  # fmt: skip
 
 
 class TensorBatches:
@@ -74,26 +82,15 @@ class TensorBatches:
 
 
 class RegressionDataModule(L.LightningDataModule):
-    """Samples of the line ``y = slope * x + intercept`` for training, validation and test."""
+    """Samples of the line ``y = slope * x + intercept`` for training, validation and test, or rows of a CSV file."""
 
     def __init__(
-        self,
-        slope: float = 3.0,
-        intercept: float = 2.0,
-        num_samples: int = 5,
-        x_min: float = 1.0,
-        x_max: float = 5.0,
-        noise_std: float = 0.0,
-        val_samples: int = 5,
-        val_x_min: float = 6.0,
-        val_x_max: float = 10.0,
-        test_samples: int = 21,
-        test_x_min: float = 0.0,
-        test_x_max: float = 10.0,
-        batch_size: int | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-    ) -> None:
+        self, slope: float = 3.0, intercept: float = 2.0, num_samples: int = 5, x_min: float = 1.0, x_max: float = 5.0,
+        noise_std: float = 0.0, val_samples: int = 5, val_x_min: float = 6.0, val_x_max: float = 10.0,
+        test_samples: int = 21, test_x_min: float = 0.0, test_x_max: float = 10.0, batch_size: int | None = None,
+        shuffle: bool = False, seed: int = 0, csv: str | None = None, val_fraction: float = 0.2,
+        val_csv: str | None = None,
+    ) -> None:  # fmt: skip
         """Describe the data; nothing is generated until :meth:`setup`.
 
         Args:
@@ -102,8 +99,8 @@ class RegressionDataModule(L.LightningDataModule):
             num_samples: number of training points, evenly spaced over [x_min, x_max].
             x_min: smallest training x.
             x_max: largest training x.
-            noise_std: standard deviation of Gaussian noise on the training targets only;
-                validation and test targets stay exact, so they measure the line itself.
+            noise_std: standard deviation of Gaussian noise on the training targets only (validation and test stay
+                exact: they measure the line itself).
             val_samples: number of validation points over [val_x_min, val_x_max] (2 at least, for R²).
             val_x_min: smallest validation x (the lab's unseen 6).
             val_x_max: largest validation x (the lab's question, 10).
@@ -112,22 +109,57 @@ class RegressionDataModule(L.LightningDataModule):
             test_x_max: largest test x.
             batch_size: training samples per step, across all ranks; ``None``: one full batch.
             shuffle: reshuffle the training samples every epoch.
-            seed: seed of the noise and of the shuffle order.
+            seed: seed of the noise, of the shuffle order and of the split of ``csv`` (the same for every seed of
+                an ensemble or a sweep, so that their members see the same data).
+            csv: a CSV file of (x, y) rows instead of the line: columns ``x`` and ``y`` by a header, else the first
+                two; read once, here. The line's settings above do not apply to it.
+            val_fraction: the share of ``csv``'s rows held out to validate and test on (2 rows at least).
+            val_csv: a CSV file to validate and test on instead; then every row of ``csv`` trains.
         """
+        csv, val_csv = (None if f is None else str(Path(f).absolute()) for f in (csv, val_csv))
         super().__init__()
         self.save_hyperparameters()
-        self.splits = {
-            "train": (num_samples, x_min, x_max),
-            "val": (val_samples, val_x_min, val_x_max),
-            "test": (test_samples, test_x_min, test_x_max),
-        }
+        self.splits = {"train": (num_samples, x_min, x_max), "val": (val_samples, val_x_min, val_x_max),
+                       "test": (test_samples, test_x_min, test_x_max)}  # fmt: skip
+        self.source: dict[str, dict[str, Any]] = {}  # each file's path, size and SHA-256: what a checkpoint keeps
+        self.rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.check()
+        if csv is not None:
+            self.read_files()
         self.generator = torch.Generator().manual_seed(seed)
         self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
+
+    def read_files(self) -> None:
+        """Read ``csv`` (and ``val_csv``) into the splits, refusing the line's settings beside them."""
+        hp, defaults = self.hparams, inspect.signature(type(self).__init__).parameters
+        if line := [k for k in LINE_SETTINGS if hp[k] != defaults[k].default]:
+            raise UsageError(f"--data.{line[0]} describes the generated line: it does not apply to --data.csv")
+        x, y, self.source["csv"] = read_xy(hp.csv, "--data.csv")
+        if hp.val_csv is not None:
+            if hp.val_fraction != defaults["val_fraction"].default:
+                raise UsageError("--data.val_fraction splits --data.csv; with --data.val_csv every row of it trains")
+            vx, vy, self.source["val_csv"] = read_xy(hp.val_csv, "--data.val_csv")
+            if len(vx) < 2:  # R² of one point is undefined
+                raise UsageError(f"--data.val_csv {hp.val_csv} has 1 row: validation needs 2 at least")
+            self.rows = {"train": (x, y), "val": (vx, vy)}
+        else:
+            if not 0 < check_float("data.val_fraction", hp.val_fraction) < 1:
+                raise UsageError(f"--data.val_fraction must lie in (0, 1), got {hp.val_fraction}")
+            if len(x) < 3:
+                raise UsageError(f"--data.csv {hp.csv} has {len(x)} row{'s' * (len(x) > 1)}: 3 at least (1 to train "
+                                 "on, 2 to validate on), or give --data.val_csv")  # fmt: skip
+            held = min(len(x) - 1, max(2, round(hp.val_fraction * len(x))))
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(hp.seed))
+            val, train = order[:held].sort().values, order[held:].sort().values  # each in the file's order
+            self.rows = {"train": (x[train], y[train]), "val": (x[val], y[val])}
+        self.rows["test"] = self.rows["val"]
+        self.splits = {k: (len(x), float(x.min()), float(x.max())) for k, (x, _) in self.rows.items()}
 
     def check(self) -> None:
         """Refuse (:class:`UsageError`) settings that give no data, or data beyond float32's range."""
         hp = self.hparams
+        if hp.csv is None and (hp.val_csv is not None or hp.val_fraction != 0.2):
+            raise UsageError("--data.val_csv and --data.val_fraction split a --data.csv file: give one")
         check_float("data.slope", hp.slope)
         check_float("data.intercept", hp.intercept)
         check_float("data.noise_std", hp.noise_std, 0.0)
@@ -149,13 +181,37 @@ class RegressionDataModule(L.LightningDataModule):
                 "scale --data.x_*, --data.slope, --data.intercept or --data.noise_std down"
             )
 
-    def line_at(self, x: float) -> float:
-        """The true line's value at ``x`` (what a perfect model predicts)."""
-        return self.hparams.slope * x + self.hparams.intercept
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], where: str) -> RegressionDataModule:
+        """The data a checkpoint was trained on, from its saved settings (the lab's without any); a changed file
+        is refused."""
+        data = ckpt.get("datamodule_hyper_parameters", {})
+        if not isinstance(data, dict):
+            raise UsageError(f"{where}: the saved data settings are a {type(data).__name__}, not a mapping")
+        try:  # the settings come from a file: checked as the DataModule checks its arguments
+            dm = cls(**{k: v for k, v in data.items() if not k.startswith("_")})
+        except (UsageError, TypeError) as err:
+            raise UsageError(f"{where} (saved data settings): {err}") from None
+        dm.check_source(ckpt, where)
+        return dm
+
+    def check_source(self, ckpt: dict[str, Any], where: str) -> None:
+        """Refuse a file read from the same path as a checkpoint's data whose contents have changed since."""
+        saved = ckpt.get(type(self).__qualname__)
+        saved = saved.get("source") if isinstance(saved, dict) else None
+        for key, record in self.source.items():
+            check_unchanged(saved.get(key) if isinstance(saved, dict) else None, record, f"{where} was trained on it")
+
+    def line_at(self, x: float) -> float | None:
+        """The true line's value at ``x`` (what a perfect model predicts); ``None`` for data from a file."""
+        return None if self.hparams.csv else self.hparams.slope * x + self.hparams.intercept
 
     def largest_magnitude(self, train_only: bool = True) -> float:
         """The largest |x| or |y| the data can hold (noise counted to :data:`NOISE_SIGMAS`)."""
         hp, largest = self.hparams, 0.0
+        if self.rows:
+            splits = ("train",) if train_only else self.rows
+            return max(float(t.abs().max()) for split in splits for t in self.rows[split])
         for split, (_, lo, hi) in self.splits.items():
             if split == "train" or not train_only:
                 x, noise = max(abs(lo), abs(hi)), (NOISE_SIGMAS * hp.noise_std if split == "train" else 0.0)
@@ -171,6 +227,9 @@ class RegressionDataModule(L.LightningDataModule):
             idx = torch.arange(rank, num, world_size)
         else:
             idx = torch.arange(rank, math.ceil(num / world_size) * world_size, world_size) % num
+        if self.rows:
+            x, y = self.rows[split]
+            return x[idx], y[idx]
         step = (hi - lo) / (num - 1) if num > 1 else 0.0
         x = (lo + idx.to(torch.float64) * step).to(torch.float32).unsqueeze(1)
         y = self.hparams.slope * x + self.hparams.intercept
@@ -191,8 +250,8 @@ class RegressionDataModule(L.LightningDataModule):
             setattr(self, f"{split}_y", y.to(device))
 
     def state_dict(self) -> dict[str, Any]:
-        """The shuffle generator's state, so a resumed run draws the same orders."""
-        return {"shuffle_generator": self.generator.get_state()}
+        """The shuffle generator's state, so a resumed run draws the same orders; the files' records."""
+        return {"shuffle_generator": self.generator.get_state(), "source": self.source}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the shuffle generator when resuming."""

@@ -195,25 +195,25 @@ def compute_for(settings: Settings, x: Tensor, y: Tensor, net: nn.Module | None 
     return results
 
 
-def compute(settings: Settings, ckpt_path: str | Path | None) -> Results:
-    """Every landscape of a checkpoint's network on its training data (without one, the lab's data)."""
+def compute(settings: Settings, ckpt_path: str | Path | None, data_csv: str | None = None) -> Results:
+    """Every landscape of a checkpoint's network on its training data (without one, the lab's data), or on every row
+    of ``data_csv``."""
     from regression_lab.checkpoint import INITIAL_STATE_KEY, load_model
+    from regression_lab.csvfile import read_xy
     from regression_lab.curvature import load_trajectory
     from regression_lab.data import RegressionDataModule
 
     net, ckpt = (None, {}) if ckpt_path is None else load_model(ckpt_path)
     if isinstance(net, list):
         raise UsageError(f"{ckpt_path} holds an ensemble: landscape takes a single-model checkpoint")
-    data = ckpt.get("datamodule_hyper_parameters", {})
-    if not isinstance(data, dict):
-        raise UsageError(f"{ckpt_path}: the saved data settings are a {type(data).__name__}, not a mapping")
-    try:  # the settings come from a file: checked as the DataModule checks its arguments
-        dm = RegressionDataModule(**{k: v for k, v in data.items() if not k.startswith("_")})
-    except (UsageError, TypeError) as err:
-        raise UsageError(f"{ckpt_path} (saved data settings): {err}") from None
-    n = dm.splits["train"][0]
-    stride = -(-n // MAX_LANDSCAPE_SAMPLES)  # rank 0 of `stride` shards: every stride-th sample
-    x, y = dm.samples("train", 0, stride)
+    if data_csv is None:
+        dm = RegressionDataModule.from_checkpoint(ckpt, str(ckpt_path))
+        n = dm.splits["train"][0]
+        x, y = dm.samples("train", 0, stride := -(-n // MAX_LANDSCAPE_SAMPLES))  # rank 0 of `stride` shards
+    else:
+        x, y, _ = read_xy(data_csv, "--data_csv")
+        n, stride = len(x), -(-len(x) // MAX_LANDSCAPE_SAMPLES)
+        x, y = x[::stride], y[::stride]
     initial = ckpt.get(INITIAL_STATE_KEY)
     trajectory = load_trajectory(ckpt_path) if settings.trajectory else None
     results = compute_for(settings, x, y, net, initial if isinstance(initial, dict) else None, trajectory)
@@ -251,6 +251,7 @@ def build_parser() -> ArgumentParser:
     add("--out", type=str | None, help="also write CSV/NPZ results and PNG figures to this directory")
     add("--logdir", default="lightning_logs", help="where runs are (a new one for a lone checkpoint)")
     add("--no_tensorboard", action="store_true", help="skip the TensorBoard export")
+    add("--data_csv", type=str | None, help="(x, y) rows of a CSV file (default: the checkpoint's training data)")
     for name, kind, text in OPTIONS:
         default = getattr(defaults, name)
         if kind == "range":
@@ -278,7 +279,7 @@ def run(args: Namespace) -> int:
         check_writable_dir(args.out, "--out")
     if not args.no_tensorboard:
         check_writable_dir(run_dir_of(ckpt) or root, "TensorBoard events")
-    results = compute(settings, ckpt)
+    results = compute(settings, ckpt, args.data_csv)
     for note in [*results.notes, *thinning_notes(results)]:
         print(f"note: {note}", file=sys.stderr)
     lab, linear = results.landscapes["lab_1d"].summary(), results.landscapes["linear_2d"]

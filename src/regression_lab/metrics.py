@@ -203,9 +203,10 @@ class FinalMetrics(L.Callback):
             if not bool(healthy.any()):
                 notes.append([name, "every member diverged", "", "", "", ""])
                 continue
-            err = (m["prediction"][healthy].double() - truth).abs()
-            errors.append(err.numpy())
-            labels.append(name)
+            err = None if truth is None else (m["prediction"][healthy].double() - truth).abs()  # None: from a file
+            if err is not None:
+                errors.append(err.numpy())
+                labels.append(name)
             dead_unit = m["active_units"][healthy] < setting["hidden_size"]
             notes.append(note_row(name, m["val_loss"][healthy].double(), err, dead_unit))
         if trainer.world_size == 1:  # the curvature on the whole training set: one process's

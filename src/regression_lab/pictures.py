@@ -87,9 +87,10 @@ def mean_and_median(probe_x: float, rows: list[list[Any]]) -> str:
     return MEAN_AND_MEDIAN + "\n\n" + markdown_table(header, rows)
 
 
-def note_row(name: str, val: torch.Tensor, err: torch.Tensor, dead_unit: torch.Tensor) -> list[str]:
-    """A setting's row of :func:`mean_and_median`'s table."""
-    numbers = [f"{float(t):.4g}" for t in (val.mean(), val.median(), err.mean(), err.median())]
+def note_row(name: str, val: torch.Tensor, err: torch.Tensor | None, dead_unit: torch.Tensor) -> list[str]:
+    """A setting's row of :func:`mean_and_median`'s table (no error without a known line: data from a file)."""
+    stats = (val.mean(), val.median(), *((None, None) if err is None else (err.mean(), err.median())))
+    numbers = ["" if t is None else f"{float(t):.4g}" for t in stats]
     return [name, *numbers, f"{float(dead_unit.double().mean()):.1%}"]
 
 

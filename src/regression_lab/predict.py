@@ -16,7 +16,8 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from regression_lab.checkpoint import load_model
-from regression_lab.errors import FLOAT32_MAX, UsageError, quote, summary
+from regression_lab.csvfile import open_text, parse_number, rows
+from regression_lab.errors import FLOAT32_MAX, UsageError, summary
 from regression_lab.files import newest_checkpoint
 from regression_lab.models import MyNN
 
@@ -28,32 +29,13 @@ MAX_INPUT_VALUES = 10_000_000
 CHUNK_VALUES = 2**24
 
 
-def parse_number(text: str, where: str = "") -> float:
-    """A finite float32-range number from text, or :class:`UsageError` naming where it came from."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"not a number{where}: {quote(text)}") from None
-    if not math.isfinite(value):
-        raise UsageError(f"not a finite number{where}: {quote(text)}")
-    if abs(value) > FLOAT32_MAX:
-        raise UsageError(f"out of float32's range (|x| <= {FLOAT32_MAX:.4g}){where}: {quote(text)}")
-    return value
-
-
 def read_inputs(stream: TextIO, name: str, texts: list[str] | None = None) -> list[float]:
     """x values from a text stream: one per line, or the first column of a CSV with an ``x`` header (``x`` or
     ``"x"``, after any blank lines and ``#`` comments); ``texts`` receives each value as written."""
     values: list[float] = []
-    lineno, header_possible = 0, True
-    while line := stream.readline(MAX_LINE_CHARS + 1):
-        lineno += 1
-        if len(line) > MAX_LINE_CHARS:
-            raise UsageError(f"{name} line {lineno} is longer than {MAX_LINE_CHARS} characters: not an x value")
-        text = line.strip().lstrip("\ufeff")
-        if not text or text.startswith("#"):
-            continue
-        first = text.split(",")[0].strip()
+    header_possible = True
+    for lineno, fields in rows(stream, name, MAX_LINE_CHARS):
+        first = fields[0]
         if header_possible and first.strip('"').lower() == "x":
             header_possible = False
             continue
@@ -144,19 +126,8 @@ def _read(source: str, texts: list[str]) -> list[float]:
             return read_inputs(sys.stdin, "stdin", texts)
         except UnicodeDecodeError:
             raise UsageError("stdin is not UTF-8 text") from None
-    # Any readable file but a directory: a regular file, a named pipe, /dev/stdin, <(...).
-    path = Path(source)
-    if path.is_dir():
-        raise UsageError(f"--input is a directory, not a file: {path}")
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return read_inputs(fh, str(path), texts)
-    except FileNotFoundError:
-        raise UsageError(f"input file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"input file is not text: {path}") from None
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
+    with open_text(source, "input file") as fh:
+        return read_inputs(fh, source, texts)
 
 
 def run(args: Namespace) -> int:

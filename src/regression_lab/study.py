@@ -1,5 +1,5 @@
 """The sweep's Optuna study: storage, sampler, pruner, the objective (one ensemble fit per trial, as Python objects),
-the workers' loop and the report, for :mod:`regression_lab.sweep`. Try: ``python -c "from regression_lab.study import
+the workers' loop, for :mod:`regression_lab.sweep`. Try: ``python -c "from regression_lab.study import
 mask; print(mask('postgresql://u:pw@h/db'))"``."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import lightning as L
@@ -27,22 +26,14 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from regression_lab import errors
 from regression_lab.callbacks import Guard
+from regression_lab.csvfile import check_unchanged
 from regression_lab.data import RegressionDataModule
 from regression_lab.ensemble import regression_model
 from regression_lab.errors import UsageError
 from regression_lab.metrics import FinalMetrics
 from regression_lab.notices import quiet_notices
 from regression_lab.sweep import StudySpec, parse_seeds
-from regression_lab.sweep_report import (
-    DEFINITION_ATTR,
-    MEMBERS_ATTR,
-    members_of,
-    optuna_outputs,
-    summarize,
-    table,
-    verdict,
-    write_outputs,
-)
+from regression_lab.sweep_report import DEFINITION_ATTR, MEMBERS_ATTR
 from regression_lab.train import TRAINER_DEFAULTS
 
 #: The lab's question, from the model's and the data's own defaults: the prediction at probe_x against the true line.
@@ -150,7 +141,7 @@ def _checked(study: optuna.Study, spec: StudySpec, create: bool) -> optuna.Study
     where, name = mask(spec.storage), spec.study_name
     if not create:
         return study
-    wanted = {**spec.definition(), "probe_x": PROBE_X, "truth": RegressionDataModule().line_at(PROBE_X)}
+    wanted = {**spec.definition(), "probe_x": PROBE_X, "truth": data_of(spec).line_at(PROBE_X)}  # None: a file
     saved = study.user_attrs.get(DEFINITION_ATTR)
     if saved is None and study.get_trials(deepcopy=False):
         raise UsageError(f"study {name!r} in {where} is not a regression-lab sweep: choose another --study_name")
@@ -165,6 +156,14 @@ def _checked(study: optuna.Study, spec: StudySpec, create: bool) -> optuna.Study
             epochs = f"{max(spec.epochs)} epochs" if spec.sampler == "grid" else "the trial's epochs"
             study.set_metric_names([f"mean val loss over the seeds at {epochs}"])
     return study
+
+
+def data_of(spec: StudySpec) -> RegressionDataModule:
+    """The sweep's data: the lab's line, or ``--data_csv`` as long as its contents are those the study began on."""
+    dm = RegressionDataModule(csv=spec.data_csv)
+    if spec.data_csv is not None:
+        check_unchanged({"path": spec.data_csv, "sha256": spec.data_sha256}, dm.source["csv"], "this sweep began")
+    return dm
 
 
 def objective(spec: StudySpec, trial: optuna.Trial) -> float:
@@ -190,7 +189,7 @@ def objective(spec: StudySpec, trial: optuna.Trial) -> float:
     )  # fmt: skip
     # Stopped early by a signal (however Lightning ended the fit), the trial is interrupted: Optuna marks it failed.
     with quiet_notices(), errors.deferred():
-        trainer.fit(model, datamodule=RegressionDataModule())
+        trainer.fit(model, datamodule=data_of(spec))
     floats = lambda t: [v if math.isfinite(v) else None for v in t.double().tolist()]  # noqa: E731  (JSON: no NaN)
     members = {str(e): {"prediction": floats(m["prediction"]), "val_loss": floats(m["val_loss"]),
                         "train_loss": floats(m["train_loss"]), "active_units": m["active_units"].tolist(),
@@ -260,25 +259,6 @@ def work(spec: StudySpec, study: optuna.Study) -> None:
             time.sleep(min(2.0, spec.heartbeat_interval))
         else:
             study.optimize(lambda trial: objective(spec, trial), n_trials=1)
-
-
-def report(study: optuna.Study, out: Path | None) -> list[dict[str, Any]]:
-    """Print the ranked table and verdict of a study (and return its rows); with ``out``, write its files there too."""
-    members, unfinished, truth = members_of(study)
-    if not members and not unfinished:
-        raise UsageError("the study has no finished trial yet")
-    rows, probe_x = summarize(members, unfinished), study.user_attrs.get(DEFINITION_ATTR, {}).get("probe_x", PROBE_X)
-    if out is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        with SummaryWriter(log_dir=str(out / "summary")) as writer:
-            write_outputs(rows, members, truth, probe_x, out, writer)
-            optuna_outputs(study, out, writer)
-    print(table(rows, truth, probe_x))
-    print(verdict(rows, truth, probe_x))
-    if out is not None:
-        print(f"results: {out / 'results.csv'}  (tensorboard --logdir {out})")
-    return rows
 
 
 @contextlib.contextmanager

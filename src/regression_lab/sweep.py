@@ -86,6 +86,8 @@ class StudySpec:
     heartbeat_interval: int = 10
     accelerator: str = "cpu"
     quiet: bool = False
+    data_csv: str | None = None
+    data_sha256: str = ""  # of data_csv, when check() read it: the study searches that file's contents
 
     def check(self) -> None:
         """Refuse options that cannot make a study (:class:`UsageError`), before anything is written."""
@@ -110,12 +112,18 @@ class StudySpec:
         if self.seed is not None:
             check_int("--seed", self.seed, 0, MAX_SEED)
         self.seeds = seed_ranges(parse_seeds(self.seeds))
+        if self.data_csv is not None:
+            from regression_lab.csvfile import read_xy
+
+            _, _, record = read_xy(self.data_csv, "--data_csv")
+            self.data_csv, self.data_sha256 = record["path"], record["sha256"]
 
     def definition(self) -> dict[str, Any]:
         """What the study searches: a study is continued only with the same."""
         grid = self.sampler == "grid"
         keys = ("hidden_sizes", "epochs", "lrs") if grid else ("hidden_range", "lr_range", "log", "epochs_range")
-        return {"sampler": self.sampler, "seeds": self.seeds, **{k: getattr(self, k) for k in keys}}
+        data = {"data_csv": self.data_csv, "data_sha256": self.data_sha256} if self.data_csv else {}
+        return {"sampler": self.sampler, "seeds": self.seeds, **{k: getattr(self, k) for k in keys}, **data}
 
 
 def cores() -> int:
@@ -218,6 +226,7 @@ def build_parser() -> ArgumentParser:
     add("--workers", type=int, default=d.workers, help="local worker processes joining the study")
     add("--heartbeat_interval", type=int, default=d.heartbeat_interval, help="seconds between a trial's heartbeats")
     add("--report", action="store_true", help="print the table of an existing study, train nothing")
+    add("--data_csv", type=str | None, help="(x, y) rows of a CSV file instead of the lab's line (20%% validate)")
     add("--accelerator", type=Literal["cpu", "gpu", "auto"], default=d.accelerator, help="where ensembles train")
     add("--out", type=str | None, help="sweep directory (default: lightning_logs/sweep_N)")
     add("--quiet", action="store_true", help="no progress bars")
@@ -233,6 +242,7 @@ def run(args: Namespace) -> int:
 def execute(args: Namespace) -> list[dict[str, Any]]:
     """:func:`run`'s work; the ranked table's rows (see :func:`regression_lab.api.sweep`)."""
     from regression_lab import study as studies
+    from regression_lab.sweep_report import report
 
     spec = StudySpec(**{k: args[k] for k in asdict(StudySpec()) if k in args and k != "out_dir"})
     spec.storage = spec.storage or ""
@@ -241,7 +251,7 @@ def execute(args: Namespace) -> list[dict[str, Any]]:
         if not spec.storage and not args.out:
             raise UsageError("--report needs the study's --storage (or the --out of a sweep with the default storage)")
         spec.storage = spec.storage or f"sqlite:///{Path(args.out) / 'study.db'}"
-        return studies.report(studies.open_study(spec, create=False), None)
+        return report(studies.open_study(spec, create=False), None)
     if spec.accelerator == "auto":
         import torch
 
@@ -277,4 +287,4 @@ def execute(args: Namespace) -> list[dict[str, Any]]:
         else:
             with errors.deferred():  # a signal stops the running trial at its next batch end
                 studies.work(spec, study)
-        return studies.report(study, out)
+        return report(study, out)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from regression_lab.errors import UsageError
 from regression_lab.files import atomic_write, markdown_table, write_figure, write_text
 from regression_lab.pictures import box_figure, error_figure, setting_name
 
@@ -83,7 +84,7 @@ def members_of(study: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], 
                 for i, seed in enumerate(seeds):
                     dead = bool(m["diverged"][i])
                     numbers = {k: no if dead or m[k][i] is None else float(m[k][i]) for k, no in MISSING.items()}
-                    error = abs(numbers["prediction"] - truth) if truth is not None and not dead else math.inf
+                    error = math.nan if truth is None else math.inf if dead else abs(numbers["prediction"] - truth)
                     rows.append({"name": trial_name(h, int(e), lr, seed), "hidden_size": h, "epochs": int(e), "lr": lr,
                                  "seed": seed, "diverged": int(dead), **numbers, "abs_error": error,
                                  "active_units": 0 if dead else int(m["active_units"][i])})  # fmt: skip
@@ -111,14 +112,15 @@ def summarize(results: list[dict[str, Any]], unfinished: list[dict[str, Any]] | 
     rows = []
     for (h, e, lr), group in groups.items():
         healthy = [r for r in group if not r["diverged"]]
-        vl, er = mean_ci([r["val_loss"] for r in healthy]), mean_ci([r["abs_error"] for r in healthy])
+        errs = [r["abs_error"] for r in healthy if not math.isnan(r["abs_error"])]  # none without a known line
+        vl, er = mean_ci([r["val_loss"] for r in healthy]), mean_ci(errs) if errs else (math.nan,) * 4
         units, n = [int(r["active_units"]) for r in healthy], len(group)
         rows.append({
             "hidden_size": h, "epochs": e, "lr": lr, "n_seeds": n, "val_loss_mean": vl[0], "val_loss_std": vl[1],
             "err10_mean": er[0], "err10_std": er[1], "val_loss_ci_low": vl[2], "val_loss_ci_high": vl[3],
             "err10_ci_low": er[2], "err10_ci_high": er[3],
             "val_loss_median": statistics.median([r["val_loss"] for r in group]),
-            "err10_median": statistics.median([r["abs_error"] for r in group]),
+            "err10_median": statistics.median([r["abs_error"] for r in group]) if errs else math.nan,
             "train_loss_mean": statistics.fmean([r["train_loss"] for r in healthy]) if healthy else math.inf,
             "all_dead_share": sum(u == 0 for u in units) / n, "dead_unit_share": sum(u < h for u in units) / n,
             "diverged_share": (n - len(healthy)) / n, "best_share": wins[(h, e, lr)] / max(1, len(by_seed)),
@@ -169,26 +171,15 @@ def markdown(rows: list[dict[str, Any]], truth: float | None, probe_x: float) ->
     spread = [[i, r["hidden_size"], r["epochs"], g(r["lr"]), g(r["val_loss_std"]), g(r["err10_std"]),
                g(r["train_loss_mean"]), r["state"]] for i, r in enumerate(rows, start=1)]  # fmt: skip
     head = ["rank", "hidden", "epochs", "lr"]
-    return {
-        "sweep/results": markdown_table(
-            [
-                *head,
-                "seeds",
-                "val loss mean [95% CI]",
-                "val loss median",
-                f"{err} mean [95% CI]",
-                f"{err} median",
-                "all units dead",
-                "a unit dead",
-                "diverged",
-                "best",
-            ],
-            main,
-        ),  # fmt: skip
-        "sweep/results_spread": markdown_table(
-            [*head, "val loss std", f"{err} std", "train loss mean", "state"], spread
-        ),
-    }
+    main_head = [*head, "seeds", "val loss mean [95% CI]", "val loss median", f"{err} mean [95% CI]", f"{err} median",
+                 "all units dead", "a unit dead", "diverged", "best"]  # fmt: skip
+    spread_head = [*head, "val loss std", f"{err} std", "train loss mean", "state"]
+
+    def card(header: list[str], cells: list[list[Any]]) -> str:  # without a known line, no error columns
+        keep = [j for j, h in enumerate(header) if truth is not None or not h.startswith(err)]
+        return markdown_table([header[j] for j in keep], [[row[j] for j in keep] for row in cells])
+
+    return {"sweep/results": card(main_head, main), "sweep/results_spread": card(spread_head, spread)}
 
 
 def verdict(rows: list[dict[str, Any]], truth: float | None, probe_x: float) -> str:
@@ -273,3 +264,24 @@ def optuna_outputs(study: Any, out: Path, writer: Any) -> None:
                 write_figure(fig, writer, f"optuna/{name}", out / f"optuna_{name}.png")
             finally:
                 plt.close(fig)  # Optuna draws with pyplot, which keeps each figure until it is closed
+
+
+def report(study: Any, out: Path | None) -> list[dict[str, Any]]:
+    """Print the ranked table and verdict of a study (and return its rows); with ``out``, write its files there too."""
+    from regression_lab.study import PROBE_X  # the model's default: for a study that did not record its probe
+
+    members, unfinished, truth = members_of(study)
+    if not members and not unfinished:
+        raise UsageError("the study has no finished trial yet")
+    rows, probe_x = summarize(members, unfinished), study.user_attrs.get(DEFINITION_ATTR, {}).get("probe_x", PROBE_X)
+    if out is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(log_dir=str(out / "summary")) as writer:
+            write_outputs(rows, members, truth, probe_x, out, writer)
+            optuna_outputs(study, out, writer)
+    print(table(rows, truth, probe_x))
+    print(verdict(rows, truth, probe_x))
+    if out is not None:
+        print(f"results: {out / 'results.csv'}  (tensorboard --logdir {out})")
+    return rows

@@ -63,6 +63,7 @@ class RegressionLabCLI(LightningCLI):
         """LightningCLI's arguments, and ``command``: the one subcommand (fit, validate or test) to parse."""
         self._run_lock: int | None = None  # the run directory this process holds until it returns
         self._command = command
+        self._trained_on: tuple[dict[str, Any], str] | None = None  # a checkpoint run on, and its path
         try:
             super().__init__(*args, **kwargs)
         finally:
@@ -121,6 +122,13 @@ class RegressionLabCLI(LightningCLI):
             _, checkpoint = load_model(ckpt)  # a missing, corrupt, foreign or crafted file, by name
             cfg.ckpt_path = str(ckpt)
             self._check_against(cfg, checkpoint, ckpt, sub)
+            self._trained_on = (checkpoint, str(ckpt))
+            # The data the run was trained on wherever it is not set otherwise: validate, test and resume find it.
+            saved, given = checkpoint.get("datamodule_hyper_parameters"), cfg.get("data")
+            signature = inspect.signature(RegressionDataModule).parameters
+            for key, value in saved.items() if isinstance(saved, dict) and given is not None else ():
+                if key in signature and given.get(key) == signature[key].default:
+                    given[key] = value
 
     @staticmethod
     def _check_against(cfg: Any, checkpoint: dict[str, Any], ckpt: Any, sub: str) -> None:
@@ -174,10 +182,13 @@ class RegressionLabCLI(LightningCLI):
             self._lock(reserved)
         try:
             super().instantiate_classes()
+            if self._trained_on is not None and isinstance(self.datamodule, RegressionDataModule):
+                self.datamodule.check_source(*self._trained_on)  # the same file, unchanged
             if isinstance(self.model, EnsembleRegressionModule) and self.datamodule is not None:
                 self.model.check_memory(self.datamodule)  # before anything is written
             probe = float(self.model.hparams.probe_x)
-            if not abs(line := getattr(self.datamodule, "line_at", float)(probe)) <= FLOAT32_MAX:
+            line = getattr(self.datamodule, "line_at", float)(probe)
+            if line is not None and not abs(line) <= FLOAT32_MAX:
                 raise UsageError(
                     f"--model.probe_x {probe:g}: the line's value there, {line:g}, is past float32's range"
                 )

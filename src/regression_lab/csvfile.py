@@ -1,0 +1,145 @@
+"""Numbers from text files, by the rules ``predict --input`` and ``--data.csv`` share: UTF-8 (a BOM is skipped), LF
+or CRLF, ``#`` comments and blank lines skipped, comma-separated fields, an optional header. Torch only::
+
+    python -c "from regression_lab.csvfile import read_xy; print(read_xy('examples/bend.csv')[2])"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+import torch
+
+from regression_lab.errors import FLOAT32_MAX, UsageError, quote
+
+#: The longest line of a data file: x, y and a few more columns. An endless line (``< /dev/zero``) must end.
+MAX_ROW_CHARS = 10_000
+#: The most rows a data file may hold: each is parsed in Python.
+MAX_ROWS = 10_000_000
+
+
+def parse_number(text: str, where: str = "") -> float:
+    """A finite float32-range number from text, or :class:`UsageError` naming where it came from."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"not a number{where}: {quote(text)}") from None
+    if not math.isfinite(value):
+        raise UsageError(f"not a finite number{where}: {quote(text)}")
+    if abs(value) > FLOAT32_MAX:
+        raise UsageError(f"out of float32's range (|x| <= {FLOAT32_MAX:.4g}){where}: {quote(text)}")
+    return value
+
+
+def rows(stream: TextIO, name: str, max_chars: int) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, stripped fields)`` of each line that is not blank or a comment."""
+    lineno = 0
+    while line := stream.readline(max_chars + 1):
+        lineno += 1
+        if len(line.rstrip("\r\n")) > max_chars:
+            raise UsageError(f"{name} line {lineno} is longer than {max_chars:,} characters: not a row of numbers")
+        text = line.strip().lstrip("\ufeff")
+        if text and not text.startswith("#"):
+            yield lineno, [field.strip() for field in text.split(",")]
+
+
+class _Hashed(io.RawIOBase):
+    """A binary stream that hashes what is read through it: a pipe's bytes are read once."""
+
+    def __init__(self, raw: BinaryIO, digest: Any) -> None:
+        """Args: raw: the file opened in binary mode. digest: a ``hashlib`` object to update."""
+        self.raw, self.digest, self.size = raw, digest, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)
+        self.digest.update(memoryview(buffer)[:n])
+        self.size += n
+        return n
+
+
+@contextlib.contextmanager
+def open_text(path: str | Path, what: str, digest: Any = None) -> Iterator[TextIO]:
+    """``path`` open for reading as UTF-8 text (its bytes hashed into ``digest``, if given); a missing, unreadable or
+    binary file is one :class:`UsageError`."""
+    path = Path(path)
+    if path.is_dir():  # any readable file but a directory: a regular file, a named pipe, /dev/stdin, <(...)
+        raise UsageError(f"{what} is a directory, not a file: {path}")
+    try:
+        if digest is None:
+            with path.open(encoding="utf-8") as fh:
+                yield fh
+        else:
+            with path.open("rb", buffering=0) as raw:
+                yield io.TextIOWrapper(io.BufferedReader(_Hashed(raw, digest)), encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} is not UTF-8 text: {path}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {what} {path}: {err.strerror or err}") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_xy(stream: TextIO, name: str) -> tuple[list[float], list[float]]:
+    """The x and y columns of a CSV: by a header naming ``x`` and ``y``, else its first two columns."""
+    xs: list[float] = []
+    ys: list[float] = []
+    cols, width = (0, 1), None
+    for lineno, fields in rows(stream, name, MAX_ROW_CHARS):
+        fields = [f.strip('"').strip() for f in fields]
+        if width is None:
+            width = len(fields)
+            if width < 2:
+                raise UsageError(f"{name} line {lineno} has one column: a data file has two at least, x and y")
+            if not any(_is_number(f) for f in fields[:2]):  # a header
+                names = [f.lower() for f in fields]
+                if twice := next((n for n in names if names.count(n) > 1), None):
+                    raise UsageError(f"{name}'s header (line {lineno}) names the column {quote(twice)} twice")
+                cols = (names.index("x"), names.index("y")) if {"x", "y"} <= set(names) else (0, 1)
+                continue
+        if len(fields) != width:
+            raise UsageError(f"{name} line {lineno} has {len(fields)} columns where the first row has {width}")
+        xs.append(parse_number(fields[cols[0]], f" in {name} line {lineno}"))
+        ys.append(parse_number(fields[cols[1]], f" in {name} line {lineno}"))
+        if len(xs) > MAX_ROWS:
+            raise UsageError(f"{name} holds more than {MAX_ROWS:,} rows")
+    return xs, ys
+
+
+def read_xy(path: str | Path, what: str = "--data.csv") -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """A data file's x and y as (n, 1) float32 tensors, and its record: absolute path, size and SHA-256."""
+    path = Path(path).absolute()
+    digest = hashlib.sha256()
+    with open_text(path, what, digest) as fh:
+        xs, ys = parse_xy(fh, str(path))
+        fh.read()  # to the end, so that the hash covers every byte
+        size = fh.buffer.raw.size
+    if not xs:
+        raise UsageError(f"{what} {path} holds no (x, y) rows")
+    # The record a checkpoint keeps instead of the data.
+    record = {"path": str(path), "size": size, "sha256": digest.hexdigest()}
+    return torch.tensor(xs).unsqueeze(1), torch.tensor(ys).unsqueeze(1), record
+
+
+def check_unchanged(saved: object, now: dict[str, Any], where: str) -> None:
+    """Refuse data read from the same path as a record's (``saved``) whose contents have changed ``where`` (since a
+    run was trained on it)."""
+    if isinstance(saved, dict) and saved.get("path") == now["path"] and saved.get("sha256") != now["sha256"]:
+        raise UsageError(f"{now['path']} has changed since {where} (its SHA-256 differs): restore the file, or "
+                         "start a new run on it")  # fmt: skip
