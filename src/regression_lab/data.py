@@ -111,8 +111,8 @@ class RegressionDataModule(L.LightningDataModule):
             shuffle: reshuffle the training samples every epoch.
             seed: seed of the noise, of the shuffle order and of the split of ``csv`` (the same for every seed of
                 an ensemble or a sweep, so that their members see the same data).
-            csv: a CSV file of (x, y) rows instead of the line: columns ``x`` and ``y`` by a header, else the first
-                two; read once, here. The line's settings above do not apply to it.
+            csv: a CSV file of (x, y) rows instead of the line: its columns ``x`` and ``y`` by a header, else its
+                first two (the line's settings above do not apply to it).
             val_fraction: the share of ``csv``'s rows held out to validate and test on (2 rows at least).
             val_csv: a CSV file to validate and test on instead; then every row of ``csv`` trains.
         """
