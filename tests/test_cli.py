@@ -107,7 +107,7 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
     (workdir / "a_file").write_text("")
     data = {"empty.csv": "# no rows\n", "one_row.csv": "x,y\n1,5\n", "words.csv": "x,y\n1,5\none,8\n",
             "nan.csv": "1,5\n2,nan\n", "twice.csv": "x,x,y\n1,2,3\n", "wide.csv": "1," * 10**6 + "1\n",
-            "ragged.csv": "1,5\n2\n", "lab.csv": "x,y\n1,5\n2,8\n3,11\n"}  # fmt: skip
+            "ragged.csv": "1,5\n2\n", "lab.csv": "x,y\n1,5\n2,8\n3,11\n", "half.csv": "time,x\n1,5\n"}  # fmt: skip
     for name, text in data.items():
         (workdir / name).write_text(text)
     (workdir / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
@@ -172,9 +172,12 @@ BAD_INPUT = [
     (["fit", "--data.csv", "binary.csv"], "--data.csv is not UTF-8 text"),
     (["validate", "--data.csv", "missing.csv"], "--data.csv not found: "),
     (["fit", "--data.csv", "lab.csv", "--data.slope", "4"], "--data.slope describes the generated line"),
-    (["fit", "--data.val_fraction", "0.5"], "split a --data.csv file: give one"),
+    (["fit", "--data.val_fraction", "0.5"], "split a --data.csv file: give --data.csv too"),
     (["fit", "--data.csv", "lab.csv", "--data.val_fraction", "1"], "--data.val_fraction must lie in (0, 1), got 1"),
     (["sweep", "--data_csv", "words.csv"], "not a number in"), (["landscape", "--data_csv", "nan.csv"], "not a finite"),
+    (["sweep", "--data_csv", "one_row.csv"], "one_row.csv has 1 row: 3 at least, 1 to train on and 2 to validate on"),
+    (["landscape", "--data_csv", "one_row.csv"], "has 1 row: 2 at least for a least-squares line"),
+    (["fit", "--data.csv", "half.csv"], "header (line 1) names a column x but none y: name both, or neither"),
     pytest.param(["fit", "--trainer.logger", "MLFlowLogger"], "a setting needs a missing package: pip install 'mlflow",
                  marks=pytest.mark.skipif(importlib.util.find_spec("mlflow") is not None, reason="mlflow is here")),
 ]  # fmt: skip

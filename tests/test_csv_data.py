@@ -46,10 +46,10 @@ def test_fit_validate_and_landscape_find_the_files_data_and_refuse_it_changed(tm
     with torch.no_grad():
         by_hand = float(torch.mean((net(vx) - vy) ** 2))
     assert float(fitted.trainer.callback_metrics["val/loss"]) == pytest.approx(by_hand, rel=1e-5)
-    validated = fit_in_process(tmp_path, command="validate")  # no --data.csv: the checkpoint's data
+    (elsewhere := tmp_path / "elsewhere").mkdir()  # no --data.csv, from another directory: the checkpoint's data
+    validated = fit_in_process(elsewhere, "--ckpt_path", str(tmp_path / LAST), command="validate")
     assert float(validated.trainer.callback_metrics["val/loss"]) == pytest.approx(by_hand, rel=1e-5)
-    with (tmp_path / "d.csv").open("a") as fh:
-        fh.write("6,20.5\n")
+    (tmp_path / "d.csv").write_text("x,y\n" + ROWS + "6,20.5\n")
     for command in (["validate"], ["landscape", "--no_tensorboard"], ["fit", "--ckpt_path", "last"]):
         one_error_line(run_main(*command, cwd=tmp_path), "d.csv has changed since")
     # Every row of a file, with or without a checkpoint: least squares as the normal equations give it.
@@ -63,11 +63,13 @@ def test_fit_validate_and_landscape_find_the_files_data_and_refuse_it_changed(tm
 def test_a_sweep_on_a_file_ranks_by_validation_loss_without_an_error_column(tmp_path, monkeypatch, capsys):
     (tmp_path / "d.csv").write_text("x,y\n" + ROWS)
     monkeypatch.chdir(tmp_path)
-    rows = api.sweep(data_csv="d.csv", seeds=["0-3"], hidden_sizes=[1, 8], epochs=[30], quiet=True)
+    rows = api.sweep(data_csv="d.csv", seeds=["0-3"], hidden_sizes=[1, 8], epochs=[30], out="s", quiet=True)
     assert len(rows) == 2 and all(r["err10_mean"] != r["err10_mean"] for r in rows)  # NaN
     assert [r["val_loss_mean"] for r in rows] == sorted(r["val_loss_mean"] for r in rows)
-    out = capsys.readouterr().out
-    assert "val loss, mean [95% CI]" in out and "|pred(" not in out
+    assert "val loss, mean [95% CI]" in (out := capsys.readouterr().out) and "|pred(" not in out
+    (tmp_path / "d.csv").write_text("x,y\n" + ROWS + "6,20\n")  # the study searched the file as it was
+    again = run_main(*"sweep --data_csv d.csv --seeds 0-3 --hidden_sizes 1 8 --epochs 30 --out s".split(), cwd=tmp_path)
+    one_error_line(again, "d.csv has changed since study 'sweep'")
 
 
 def test_the_example_data_set_is_what_its_script_makes(tmp_path, capsys):

@@ -106,12 +106,17 @@ def parse_xy(stream: TextIO, name: str) -> tuple[list[float], list[float]]:
         if width is None:
             width = len(fields)
             if width < 2:
-                raise UsageError(f"{name} line {lineno} has one column: a data file has two at least, x and y")
+                raise UsageError(f"{name} line {lineno} has one column: a data file has two at least, x and y, "
+                                 "separated by commas")  # fmt: skip
             if not any(_is_number(f) for f in fields[:2]):  # a header
                 names = [f.lower() for f in fields]
-                if twice := next((n for n in names if names.count(n) > 1), None):
+                if twice := next((n for n in names if n and names.count(n) > 1), None):
                     raise UsageError(f"{name}'s header (line {lineno}) names the column {quote(twice)} twice")
-                cols = (names.index("x"), names.index("y")) if {"x", "y"} <= set(names) else (0, 1)
+                if len(named := {"x", "y"} & set(names)) == 1:  # the other taken by position: a wrong pair
+                    (have,), (lacking,) = named, {"x", "y"} - named
+                    raise UsageError(f"{name}'s header (line {lineno}) names a column {have} but none {lacking}: "
+                                     "name both, or neither (the first two columns are then x and y)")  # fmt: skip
+                cols = (names.index("x"), names.index("y")) if named else (0, 1)
                 continue
         if len(fields) != width:
             raise UsageError(f"{name} line {lineno} has {len(fields)} columns where the first row has {width}")
@@ -122,8 +127,11 @@ def parse_xy(stream: TextIO, name: str) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
-def read_xy(path: str | Path, what: str = "--data.csv") -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """A data file's x and y as (n, 1) float32 tensors, and its record: absolute path, size and SHA-256."""
+def read_xy(
+    path: str | Path, what: str = "--data.csv", least: int = 1, why: str = ""
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """A data file's x and y as (n, 1) float32 tensors, and its record: absolute path, size and SHA-256. Fewer than
+    ``least`` rows are refused, saying ``why`` so many are needed."""
     path = Path(path).absolute()
     digest = hashlib.sha256()
     with open_text(path, what, digest) as fh:
@@ -132,6 +140,8 @@ def read_xy(path: str | Path, what: str = "--data.csv") -> tuple[torch.Tensor, t
         size = fh.buffer.raw.size
     if not xs:
         raise UsageError(f"{what} {path} holds no (x, y) rows")
+    if len(xs) < least:
+        raise UsageError(f"{what} {path} has {len(xs)} row{'s' * (len(xs) > 1)}: {least} at least{why}")
     # The record a checkpoint keeps instead of the data.
     record = {"path": str(path), "size": size, "sha256": digest.hexdigest()}
     return torch.tensor(xs).unsqueeze(1), torch.tensor(ys).unsqueeze(1), record

@@ -119,6 +119,8 @@ class RegressionDataModule(L.LightningDataModule):
         csv, val_csv = (None if f is None else str(Path(f).absolute()) for f in (csv, val_csv))
         super().__init__()
         self.save_hyperparameters()
+        if csv is not None:  # absolute, to be found from anywhere; LightningCLI has the arguments saved as given
+            self.save_hyperparameters({**self.hparams, "csv": csv, "val_csv": val_csv})
         self.splits = {"train": (num_samples, x_min, x_max), "val": (val_samples, val_x_min, val_x_max),
                        "test": (test_samples, test_x_min, test_x_max)}  # fmt: skip
         self.source: dict[str, dict[str, Any]] = {}  # each file's path, size and SHA-256: what a checkpoint keeps
@@ -134,20 +136,18 @@ class RegressionDataModule(L.LightningDataModule):
         hp, defaults = self.hparams, inspect.signature(type(self).__init__).parameters
         if line := [k for k in LINE_SETTINGS if hp[k] != defaults[k].default]:
             raise UsageError(f"--data.{line[0]} describes the generated line: it does not apply to --data.csv")
-        x, y, self.source["csv"] = read_xy(hp.csv, "--data.csv")
         if hp.val_csv is not None:
             if hp.val_fraction != defaults["val_fraction"].default:
                 raise UsageError("--data.val_fraction splits --data.csv; with --data.val_csv every row of it trains")
-            vx, vy, self.source["val_csv"] = read_xy(hp.val_csv, "--data.val_csv")
-            if len(vx) < 2:  # R² of one point is undefined
-                raise UsageError(f"--data.val_csv {hp.val_csv} has 1 row: validation needs 2 at least")
+            x, y, self.source["csv"] = read_xy(hp.csv, "--data.csv")
+            # R² of one point is undefined: two at least.
+            vx, vy, self.source["val_csv"] = read_xy(hp.val_csv, "--data.val_csv", 2, " to validate on")
             self.rows = {"train": (x, y), "val": (vx, vy)}
         else:
             if not 0 < check_float("data.val_fraction", hp.val_fraction) < 1:
                 raise UsageError(f"--data.val_fraction must lie in (0, 1), got {hp.val_fraction}")
-            if len(x) < 3:
-                raise UsageError(f"--data.csv {hp.csv} has {len(x)} row{'s' * (len(x) > 1)}: 3 at least (1 to train "
-                                 "on, 2 to validate on), or give --data.val_csv")  # fmt: skip
+            x, y, self.source["csv"] = read_xy(hp.csv, "--data.csv", 3, ", 1 to train on and 2 to validate on (or "
+                                               "give --data.val_csv)")  # fmt: skip
             held = min(len(x) - 1, max(2, round(hp.val_fraction * len(x))))
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(hp.seed))
             val, train = order[:held].sort().values, order[held:].sort().values  # each in the file's order
@@ -157,9 +157,9 @@ class RegressionDataModule(L.LightningDataModule):
 
     def check(self) -> None:
         """Refuse (:class:`UsageError`) settings that give no data, or data beyond float32's range."""
-        hp = self.hparams
-        if hp.csv is None and (hp.val_csv is not None or hp.val_fraction != 0.2):
-            raise UsageError("--data.val_csv and --data.val_fraction split a --data.csv file: give one")
+        hp, default = self.hparams, inspect.signature(type(self).__init__).parameters["val_fraction"].default
+        if hp.csv is None and (hp.val_csv is not None or hp.val_fraction != default):
+            raise UsageError("--data.val_csv and --data.val_fraction split a --data.csv file: give --data.csv too")
         check_float("data.slope", hp.slope)
         check_float("data.intercept", hp.intercept)
         check_float("data.noise_std", hp.noise_std, 0.0)

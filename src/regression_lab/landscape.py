@@ -211,7 +211,7 @@ def compute(settings: Settings, ckpt_path: str | Path | None, data_csv: str | No
         n = dm.splits["train"][0]
         x, y = dm.samples("train", 0, stride := -(-n // MAX_LANDSCAPE_SAMPLES))  # rank 0 of `stride` shards
     else:
-        x, y, _ = read_xy(data_csv, "--data_csv")
+        x, y, _ = read_xy(data_csv, "--data_csv", 2, " for a least-squares line")
         n, stride = len(x), -(-len(x) // MAX_LANDSCAPE_SAMPLES)
         x, y = x[::stride], y[::stride]
     initial = ckpt.get(INITIAL_STATE_KEY)

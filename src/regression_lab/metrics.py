@@ -201,7 +201,7 @@ class FinalMetrics(L.Callback):
             }
             _row(writer, name, {**data, **setting, "epochs": epochs, "seeds": len(m["diverged"])}, numbers, epochs)
             if not bool(healthy.any()):
-                notes.append([name, "every member diverged", "", "", "", ""])
+                notes.append([name, "every member diverged", *[""] * (2 if truth is None else 4)])
                 continue
             err = None if truth is None else (m["prediction"][healthy].double() - truth).abs()  # None: from a file
             if err is not None:
@@ -214,7 +214,7 @@ class FinalMetrics(L.Callback):
         if errors and self.box_plot:
             write_figure(box_figure(errors, labels, probe_x, truth), writer, f"ensemble/abs_error_at_{probe_x:g}")
         if notes:
-            write_text(writer, "ensemble/mean_and_median", mean_and_median(probe_x, notes))
+            write_text(writer, "ensemble/mean_and_median", mean_and_median(probe_x, notes, truth is not None))
         writer.flush()
 
 

@@ -77,20 +77,22 @@ MEAN_AND_MEDIAN = (
 )
 
 
-def mean_and_median(probe_x: float, rows: list[list[Any]]) -> str:
+def mean_and_median(probe_x: float, rows: list[list[Any]], errors: bool = True) -> str:
     """:data:`MEAN_AND_MEDIAN` and its table, a row per setting from :func:`note_row`."""
     from regression_lab.files import markdown_table
 
     x = f"{probe_x:g}"
     header = ["setting", "val loss mean", "val loss median", f"error at {x} mean", f"error at {x} median",
               "seeds with a dead unit"]  # fmt: skip
+    if not errors:  # data from a file: no known line, no error
+        header = header[:3] + header[5:]
     return MEAN_AND_MEDIAN + "\n\n" + markdown_table(header, rows)
 
 
 def note_row(name: str, val: torch.Tensor, err: torch.Tensor | None, dead_unit: torch.Tensor) -> list[str]:
     """A setting's row of :func:`mean_and_median`'s table (no error without a known line: data from a file)."""
-    stats = (val.mean(), val.median(), *((None, None) if err is None else (err.mean(), err.median())))
-    numbers = ["" if t is None else f"{float(t):.4g}" for t in stats]
+    stats = (val.mean(), val.median(), *(() if err is None else (err.mean(), err.median())))
+    numbers = [f"{float(t):.4g}" for t in stats]
     return [name, *numbers, f"{float(dead_unit.double().mean()):.1%}"]
 
 

@@ -62,7 +62,7 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     if (why := _foreign(spec.storage, create)) is not None:
         raise UsageError(f"storage {where} is not an Optuna study ({why}): choose another --storage; it stays as is")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep says what it does itself
-    for attempt in range(3):  # sweeps started together on a new database race to create its tables
+    for attempt in range(5):  # sweeps started together on a new database race to create its tables
         try:
             return _checked(_create(spec, create), spec, create)
         except UsageError:
@@ -74,7 +74,7 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
         except KeyError:
             raise UsageError(f"no study named {name!r} in {where}") from None
         except Exception as err:  # noqa: BLE001 (SQLAlchemy, drivers, the OS: all say "cannot use it")
-            if attempt == 2 or not any(word in str(err) for word in ("UNIQUE", "already exists", "Duplicate")):
+            if attempt == 4 or not any(word in str(err) for word in ("UNIQUE", "already exists", "Duplicate")):
                 raise UsageError(f"cannot open the storage {where}: {_scrub(str(err), spec.storage)}") from None
             time.sleep(0.5)  # the loser's next attempt finds them made
     raise AssertionError("unreachable")
@@ -145,6 +145,10 @@ def _checked(study: optuna.Study, spec: StudySpec, create: bool) -> optuna.Study
     saved = study.user_attrs.get(DEFINITION_ATTR)
     if saved is None and study.get_trials(deepcopy=False):
         raise UsageError(f"study {name!r} in {where} is not a regression-lab sweep: choose another --study_name")
+    same_but_data = {**(saved or {}), "data_sha256": 0} == {**wanted, "data_sha256": 0}
+    if saved and saved != wanted and saved.get("data_sha256") and same_but_data:
+        raise UsageError(f"{spec.data_csv} has changed since study {name!r} in {where} began on it (its SHA-256 "
+                         "differs): restore the file, or choose another --study_name")  # fmt: skip
     if saved is not None and saved != wanted:
         searched = ", ".join(f"{k} {v}" for k, v in saved.items())
         raise UsageError(f"study {name!r} in {where} searches another space ({searched}): choose another "

@@ -115,7 +115,7 @@ class StudySpec:
         if self.data_csv is not None:
             from regression_lab.csvfile import read_xy
 
-            _, _, record = read_xy(self.data_csv, "--data_csv")
+            _, _, record = read_xy(self.data_csv, "--data_csv", 3, ", 1 to train on and 2 to validate on")
             self.data_csv, self.data_sha256 = record["path"], record["sha256"]
 
     def definition(self) -> dict[str, Any]:

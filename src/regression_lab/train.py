@@ -64,6 +64,9 @@ class RegressionLabCLI(LightningCLI):
         self._run_lock: int | None = None  # the run directory this process holds until it returns
         self._command = command
         self._trained_on: tuple[dict[str, Any], str] | None = None  # a checkpoint run on, and its path
+        given = kwargs.get("args") or []  # a data setting given? Else validate, test and resume take the checkpoint's
+        names = given if isinstance(given, list) else [f"--{k}" for k in given[command]]
+        self._data_given = any(str(a).startswith(("--data", "--config", "-c")) for a in names)
         try:
             super().__init__(*args, **kwargs)
         finally:
@@ -123,12 +126,11 @@ class RegressionLabCLI(LightningCLI):
             cfg.ckpt_path = str(ckpt)
             self._check_against(cfg, checkpoint, ckpt, sub)
             self._trained_on = (checkpoint, str(ckpt))
-            # The data the run was trained on wherever it is not set otherwise: validate, test and resume find it.
-            saved, given = checkpoint.get("datamodule_hyper_parameters"), cfg.get("data")
-            signature = inspect.signature(RegressionDataModule).parameters
-            for key, value in saved.items() if isinstance(saved, dict) and given is not None else ():
-                if key in signature and given.get(key) == signature[key].default:
-                    given[key] = value
+            # Without any data option, the data the run was trained on: validate, test and resume find it again.
+            saved, signature = checkpoint.get("datamodule_hyper_parameters"), inspect.signature(RegressionDataModule)
+            if isinstance(saved, dict) and cfg.get("data") is not None and not self._data_given:
+                for key in signature.parameters.keys() & saved.keys():
+                    cfg.data[key] = saved[key]
 
     @staticmethod
     def _check_against(cfg: Any, checkpoint: dict[str, Any], ckpt: Any, sub: str) -> None:
@@ -182,16 +184,13 @@ class RegressionLabCLI(LightningCLI):
             self._lock(reserved)
         try:
             super().instantiate_classes()
-            if self._trained_on is not None and isinstance(self.datamodule, RegressionDataModule):
-                self.datamodule.check_source(*self._trained_on)  # the same file, unchanged
             if isinstance(self.model, EnsembleRegressionModule) and self.datamodule is not None:
                 self.model.check_memory(self.datamodule)  # before anything is written
             probe = float(self.model.hparams.probe_x)
             line = getattr(self.datamodule, "line_at", float)(probe)
             if line is not None and not abs(line) <= FLOAT32_MAX:
-                raise UsageError(
-                    f"--model.probe_x {probe:g}: the line's value there, {line:g}, is past float32's range"
-                )
+                raise UsageError(f"--model.probe_x {probe:g}: the line's value there, {line:g}, is past float32's "
+                                 "range")  # fmt: skip
         except BaseException:
             if reserved is not None:  # bad settings found while building: no empty run left behind
                 with contextlib.suppress(OSError):
@@ -199,6 +198,8 @@ class RegressionLabCLI(LightningCLI):
             raise
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        if self._trained_on is not None and isinstance(self.datamodule, RegressionDataModule):
+            self.datamodule.check_source(*self._trained_on)  # the same file, unchanged: before the Trainer says a word
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
         callbacks = [*(cfg["trainer"].get("callbacks") or [])]
         self._final = next((c for c in callbacks if isinstance(c, FinalMetrics)), None) or FinalMetrics()
