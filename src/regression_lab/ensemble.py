@@ -1,5 +1,5 @@
 """Many ``MyNN`` members in one fit (seeds x settings, one ``Trainer``), and the lab's model factory. Each optimizer
-setting is a :class:`MyNNStack` of every hidden size and seed under ``torch.func.vmap`` and its own SGD parameter group;
+setting is a :class:`MyNNStack` of every hidden size and seed (batched matrix products) and its own SGD parameter group;
 the loss sums the members' MSE, so member ``(h, lr, s)`` trains as ``fit --seed_everything s --model.hidden_size h
 --model.lr lr`` would. A member whose loss goes non-finite is marked diverged and zeroed; the others train on::
 
@@ -66,7 +66,7 @@ class EnsembleRegressionModule(L.LightningModule):
         self._groups = [dict(zip(("lr", "momentum", "weight_decay"), g, strict=True)) for g in groups]
         #: One dict per setting, in the members' order; each setting's members are its seeds.
         self.settings = [{"hidden_size": h, **g} for g in self._groups for h in hidden_size]
-        # The hidden sizes share a stack, padded to the largest, so one vmap call evaluates them.
+        # The hidden sizes share a stack, padded to the largest, so one batched product evaluates them.
         sizes, stack_seeds = [h for h in hidden_size for _ in self.seeds], self.seeds * len(hidden_size)
         self.stacks = torch.nn.ModuleList(MyNNStack(sizes, stack_seeds) for _ in self._groups)
 

@@ -1,6 +1,6 @@
 """The ``export`` command: a checkpoint's model as ONNX, torch.export or TorchScript, written
-atomically; each takes x (N, 1), any N, and gives predictions (N, 1). Ensembles are refused (no exporter captures
-``vmap`` yet). No Lightning. Run it (and the ONNX file with ``onnxruntime.InferenceSession("model.onnx")``)::
+atomically; each takes x (N, 1), any N, and gives predictions (N, 1). Ensembles are refused (their answer is a mean
+and a spread). No Lightning. Run it (and the ONNX file with ``onnxruntime.InferenceSession("model.onnx")``)::
 
     regression-lab export --format onnx --out model.onnx                 # the newest checkpoint
     regression-lab export --ckpt_path run.ckpt --format exported_program --out model.pt2
@@ -68,7 +68,8 @@ def run(args: Namespace) -> int:
     ckpt = args.ckpt_path or newest_checkpoint()
     predictor = Predictor(ckpt)
     if predictor.ensemble:
-        raise UsageError(f"{ckpt} holds an ensemble: export takes a single-model checkpoint")
+        raise UsageError(f"{ckpt} holds an ensemble: export takes a single-model checkpoint (an ensemble answers a "
+                         "mean and a spread, which predict and serve give)")  # fmt: skip
     try:
         data = export_bytes(predictor.model, args.format)
     except ImportError as err:

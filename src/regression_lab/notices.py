@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 #: Notices that say nothing about this project's settings, hidden where a fit raises them: one-batch epochs are fewer
 #: than log_every_n_steps (which counts steps across epochs); Lightning 2.6 calls a pytree API torch deprecates; the
-#: graph is traced with the deprecated torch.jit.trace, and an ensemble has none (torch.jit cannot trace vmap); a
+#: graph is traced with the deprecated torch.jit.trace, and an ensemble has none (no example input of its own); a
 #: resumed run's checkpoint directory is not empty; an evaluation logs elsewhere than its checkpoint's run; the
 #: console script passes its arguments on.
 NOTICES = (
