@@ -1,7 +1,7 @@
 """Numbers from text files, by the rules ``predict --input`` and ``--data.csv`` share: UTF-8 (a BOM is skipped), LF
 or CRLF, ``#`` comments and blank lines skipped, comma-separated fields, an optional header. Torch only::
 
-    python -c "from regression_lab.csvfile import read_xy; print(read_xy('examples/bend.csv')[2])"
+    python -c "from regression_lab.csvfile import read_xy; print(read_xy('examples/spring.csv')[2])"
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ training x = 1..5, y = 3x + 2, one full batch per epoch; validation on the unsee
 question; a test set over x = 0..10::
 
     python -c "from regression_lab.data import RegressionDataModule as D; d = D(); d.setup(); print(d.train_x.T)"
-    regression-lab fit --data.csv examples/bend.csv --data.val_fraction 0.25
+    regression-lab fit --data.csv examples/spring.csv --data.val_fraction 0.25
 """
 
 from __future__ import annotations
