@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from regression_lab.errors import UsageError
+from regression_lab.models import MyNN
 
 #: Parameters up to which the whole Hessian is formed (its P x P entries, and P backward passes over the data).
 MAX_HESSIAN_PARAMS = 2_000
@@ -58,7 +59,8 @@ def hessian(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 def member_hessians(stack: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Every member's Hessian (M, P, P) of a :class:`~regression_lab.models.MyNNStack` (a padding unit adds zero rows
     and columns), a chunk of members at a time."""
-    h, skeleton = stack.width, stack._skeleton[0]  # the stack's own meta-device MyNN: its names and shapes
+    with torch.device("meta"):  # MyNN's names and shapes, no weights drawn
+        h, skeleton = stack.width, MyNN(stack.width)
     shapes = {"linear1.weight": (h, 1), "linear1.bias": (h,), "linear2.weight": (1, h), "linear2.bias": (1,)}
     # Reverse over reverse, as in hessian (forward mode loads torch's jit decompositions, deprecated).
     batched = vmap(torch.func.jacrev(torch.func.grad(flat_loss(skeleton, shapes))), in_dims=(0, None, None))

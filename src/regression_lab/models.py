@@ -110,10 +110,6 @@ class MyNNStack(nn.Module):
         self.register_buffer("seeds", torch.tensor(seeds, dtype=torch.int64))
         self.register_buffer("hidden_sizes", torch.tensor(sizes, dtype=torch.int64))
         self.register_buffer("diverged", torch.zeros(len(seeds), dtype=torch.bool))
-        # A MyNN on the meta device (no weights drawn) for the curvature's functional_call; a tuple keeps it out of the
-        # state dict.
-        with torch.device("meta"):
-            self._skeleton = (MyNN(width),)
 
     @staticmethod
     def _initial_weights(sizes: list[int], seeds: list[int], width: int) -> torch.Tensor:
