@@ -8,6 +8,7 @@ build them with nothing but torch imported. Try it::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -114,20 +115,19 @@ class MyNNStack(nn.Module):
     @staticmethod
     def _initial_weights(sizes: list[int], seeds: list[int], width: int) -> torch.Tensor:
         weights = torch.zeros(len(seeds), 3 * width + 1)
-        # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws: one MyNN per size, re-initialised
-        # in construction order after each seed, the global RNG restored after.
+        # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws: nn.Linear's own initialisation
+        # (kaiming_uniform_ for the weights, U(-1/sqrt(fan_in), +) for the biases), layer by layer, drawn straight
+        # into the member's row after its seed; the global RNG restored after.
         state = torch.get_rng_state()
         try:
-            nets = {h: MyNN(h) for h in set(sizes)}
             with torch.no_grad():
                 for row, h, seed in zip(weights, sizes, seeds, strict=True):
                     # The CPU generator only (MyNN's init draws from it): torch.manual_seed seeds every GPU too.
                     torch.default_generator.manual_seed(seed)
-                    net = nets[h]
-                    net.linear1.reset_parameters()
-                    net.linear2.reset_parameters()
-                    for start, p in zip(range(0, 4 * width, width), net.parameters(), strict=True):
-                        row[start : start + p.numel()] = p.flatten()
+                    nn.init.kaiming_uniform_(row[:h].view(h, 1), a=math.sqrt(5))
+                    nn.init.uniform_(row[width : width + h], -1.0, 1.0)  # fan_in 1
+                    nn.init.kaiming_uniform_(row[2 * width : 2 * width + h].view(1, h), a=math.sqrt(5))
+                    nn.init.uniform_(row[3 * width :], -1 / math.sqrt(h), 1 / math.sqrt(h))
         finally:
             torch.set_rng_state(state)
         return weights
