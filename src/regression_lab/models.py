@@ -116,7 +116,7 @@ class MyNNStack(nn.Module):
     def _initial_weights(sizes: list[int], seeds: list[int], width: int) -> torch.Tensor:
         weights = torch.zeros(len(seeds), 3 * width + 1)
         # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws: nn.Linear's own initialisation
-        # (kaiming_uniform_ for the weights, U(-1/sqrt(fan_in), +) for the biases), layer by layer, drawn straight
+        # (kaiming_uniform_ for the weights, U(±1/sqrt(fan_in)) for the biases), layer by layer, drawn straight
         # into the member's row after its seed; the global RNG restored after.
         state = torch.get_rng_state()
         try:
