@@ -135,8 +135,7 @@ def read_xy(
     path = Path(path).absolute()
     digest = hashlib.sha256()
     with open_text(path, what, digest) as fh:
-        xs, ys = parse_xy(fh, str(path))
-        fh.read()  # to the end, so that the hash covers every byte
+        xs, ys = parse_xy(fh, str(path))  # to the end: the hash covers every byte
         size = fh.buffer.raw.size
     if not xs:
         raise UsageError(f"{what} {path} holds no (x, y) rows")

@@ -133,11 +133,11 @@ class RegressionDataModule(L.LightningDataModule):
 
     def read_files(self) -> None:
         """Read ``csv`` (and ``val_csv``) into the splits, refusing the line's settings beside them."""
-        hp, defaults = self.hparams, inspect.signature(type(self).__init__).parameters
-        if line := [k for k in LINE_SETTINGS if hp[k] != defaults[k].default]:
+        hp = self.hparams
+        if line := [k for k in LINE_SETTINGS if hp[k] != DATA_DEFAULTS[k]]:
             raise UsageError(f"--data.{line[0]} describes the generated line: it does not apply to --data.csv")
         if hp.val_csv is not None:
-            if hp.val_fraction != defaults["val_fraction"].default:
+            if hp.val_fraction != DATA_DEFAULTS["val_fraction"]:
                 raise UsageError("--data.val_fraction splits --data.csv; with --data.val_csv every row of it trains")
             x, y, self.source["csv"] = read_xy(hp.csv, "--data.csv")
             # R² of one point is undefined: two at least.
@@ -157,8 +157,8 @@ class RegressionDataModule(L.LightningDataModule):
 
     def check(self) -> None:
         """Refuse (:class:`UsageError`) settings that give no data, or data beyond float32's range."""
-        hp, default = self.hparams, inspect.signature(type(self).__init__).parameters["val_fraction"].default
-        if hp.csv is None and (hp.val_csv is not None or hp.val_fraction != default):
+        hp = self.hparams
+        if hp.csv is None and (hp.val_csv is not None or hp.val_fraction != DATA_DEFAULTS["val_fraction"]):
             raise UsageError("--data.val_csv and --data.val_fraction split a --data.csv file: give --data.csv too")
         check_float("data.slope", hp.slope)
         check_float("data.intercept", hp.intercept)
@@ -272,3 +272,7 @@ class RegressionDataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorBatches:
         """The test set as one batch per rank."""
         return TensorBatches(self.test_x, self.test_y)
+
+
+#: Every data setting's default, from the signature (the one place they are written).
+DATA_DEFAULTS = {k: p.default for k, p in inspect.signature(RegressionDataModule).parameters.items()}

@@ -141,7 +141,8 @@ def _checked(study: optuna.Study, spec: StudySpec, create: bool) -> optuna.Study
     where, name = mask(spec.storage), spec.study_name
     if not create:
         return study
-    wanted = {**spec.definition(), "probe_x": PROBE_X, "truth": data_of(spec).line_at(PROBE_X)}  # None: a file
+    truth = None if spec.data_csv else RegressionDataModule().line_at(PROBE_X)  # a file has no known line
+    wanted = {**spec.definition(), "probe_x": PROBE_X, "truth": truth}
     saved = study.user_attrs.get(DEFINITION_ATTR)
     if saved is None and study.get_trials(deepcopy=False):
         raise UsageError(f"study {name!r} in {where} is not a regression-lab sweep: choose another --study_name")

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from regression_lab import errors
 from regression_lab.callbacks import AtomicCheckpointIO, Guard, RunProgressBar, Trajectory, divergence_advice
 from regression_lab.checkpoint import load_model, resume_problem
-from regression_lab.data import RegressionDataModule
+from regression_lab.data import DATA_DEFAULTS, RegressionDataModule
 from regression_lab.ensemble import EnsembleRegressionModule, regression_model
 from regression_lab.errors import FLOAT32_MAX, TrainingFailed, UsageError
 from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_checkpoint, reserve_numbered_dir
@@ -127,9 +127,9 @@ class RegressionLabCLI(LightningCLI):
             self._check_against(cfg, checkpoint, ckpt, sub)
             self._trained_on = (checkpoint, str(ckpt))
             # Without any data option, the data the run was trained on: validate, test and resume find it again.
-            saved, signature = checkpoint.get("datamodule_hyper_parameters"), inspect.signature(RegressionDataModule)
+            saved = checkpoint.get("datamodule_hyper_parameters")
             if isinstance(saved, dict) and cfg.get("data") is not None and not self._data_given:
-                for key in signature.parameters.keys() & saved.keys():
+                for key in DATA_DEFAULTS.keys() & saved.keys():
                     cfg.data[key] = saved[key]
 
     @staticmethod
