@@ -96,6 +96,16 @@ def note_row(name: str, val: torch.Tensor, err: torch.Tensor | None, dead_unit: 
     return [name, *numbers, f"{float(dead_unit.double().mean()):.1%}"]
 
 
+def log_scale(ax: Any) -> None:
+    """A log y axis labelled 0.01, 0.1, 1: plain numbers, not matplotlib's mathtext powers of ten, whose parser makes
+    drawing the figure cost more than the rest of it."""
+    from matplotlib import ticker
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def box_figure(errors: list, labels: list[str], probe_x: float, truth: float) -> Any:
     """A box plot of |prediction - truth| per setting, every outlier drawn and the mean marked (log scale when every
     error is positive): the outliers are why the mean is far above the median."""
@@ -110,7 +120,7 @@ def box_figure(errors: list, labels: list[str], probe_x: float, truth: float) ->
     ax.set(ylabel=f"|prediction({probe_x:g}) - {truth:g}|",
            title=f"Error over the seeds ({seeds} per setting): boxes, outliers, mean (red diamond)")  # fmt: skip
     if all(float(e.min()) > 0 for e in errors):
-        ax.set_yscale("log")
+        log_scale(ax)
     return fig
 
 
@@ -138,6 +148,6 @@ def error_figure(rows: list[dict[str, Any]], truth: float, probe_x: float) -> An
     )
     ax.set(xlabel="epochs", ylabel=ylabel, title=title)
     if done and all(0 < r["err10_mean"] < math.inf for r in done):
-        ax.set_yscale("log")
+        log_scale(ax)
     ax.legend(fontsize=8)
     return fig
