@@ -92,9 +92,9 @@ def sweep(**options: Any) -> list[dict[str, Any]]:
     """``regression-lab sweep``: trains its study (or, with ``report=True``, reads it) and returns the ranked table,
     a dict per setting and epoch count with the columns of ``results.csv``. ``options`` are the command's, e.g.
     ``seeds=["0-99"], hidden_sizes=[4, 8], out="my_sweep"``."""
-    from regression_lab.sweep import build_parser, execute
+    from regression_lab.sweep import build_parser, run
 
-    rows = execute(build_parser().parse_object(options))
+    rows = run(build_parser().parse_object(options))
     return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
 
 

@@ -133,7 +133,8 @@ def run_command(command: str, argv: Sequence[str]) -> int:
             module = importlib.import_module(f"regression_lab.{command}")
         except ImportError as err:  # an extra not installed (serve: LitServe)
             raise UsageError(f"{command} needs {err.name}: pip install 'regression-lab[serve]'") from None
-        return module.run(module.build_parser().parse_args(list(argv)))
+        module.run(module.build_parser().parse_args(list(argv)))
+        return 0
     except ArgumentError as err:
         message = one_line(err)
         if message.startswith("Unexpected config:"):  # jsonargparse's words for a non-mapping file

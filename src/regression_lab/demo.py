@@ -175,15 +175,6 @@ def run_demo(name: str, seed: int = 0) -> list[Section]:
     return [fn(seed) for n in (DEMOS if name == "all" else [name]) for fn in DEMOS[n]]
 
 
-def to_plain(value: Any) -> Any:
-    """Tensors and arrays as (nested) lists, so a section's values serialise to JSON."""
-    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    return [to_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
 def format_section(section: Section) -> str:
     """A section as readable text: title, teaching point, then each value."""
     lines = [f"== {section.title} ==", section.note, ""]
@@ -231,7 +222,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run(args: Namespace) -> int:
+def run(args: Namespace) -> None:
     """Compute the sections, print them, and write the graphs with ``--logdir``."""
     sections = run_demo(args.section, check_int("--seed", args.seed, 0, MAX_SEED))
     graphs: list[Path] = []
@@ -242,11 +233,11 @@ def run(args: Namespace) -> int:
                 f"--logdir writes model graphs, and demo {args.section!r} has no model: use tinymodel or mynn"
             )
     if args.json:
-        payload = {"sections": [{"title": s.title, "note": s.note, "values": to_plain(s.values)} for s in sections]}
-        json.dump({**payload, **({"graphs": [str(p) for p in graphs]} if graphs else {})}, sys.stdout, indent=2)
+        payload = {"sections": [{"title": s.title, "note": s.note, "values": s.values} for s in sections]}
+        payload.update({"graphs": [str(p) for p in graphs]} if graphs else {})
+        json.dump(payload, sys.stdout, indent=2, default=lambda v: v.tolist())  # tensors and arrays as lists
         sys.stdout.write("\n")
-        return 0
+        return
     sys.stdout.write("\n".join(format_section(s) for s in sections))
     for path in graphs:
         sys.stdout.write(f"\nModel graph written to {path} (tensorboard --logdir {path.parent}, Graphs tab)\n")
-    return 0

@@ -58,7 +58,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run(args: Namespace) -> int:
+def run(args: Namespace) -> None:
     """Run ``export``: load the checkpoint, export its model, write the file."""
     out = Path(args.out)
     if out.is_dir():
@@ -80,4 +80,3 @@ def run(args: Namespace) -> int:
     except OSError as err:
         raise UsageError(f"cannot write {out}: {err.strerror or err}") from None
     print(f"exported {ckpt} as {args.format} to {out}: input x (N, 1) float32, output (N, 1)", file=sys.stderr)
-    return 0

@@ -264,7 +264,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run(args: Namespace) -> int:
+def run(args: Namespace) -> None:
     """Compute, write to TensorBoard (and ``--out``), print a summary."""
     from regression_lab.files import check_writable_dir, newest_checkpoint
     from regression_lab.landscape_plots import hessian_lines, run_dir_of, thinning_notes, write_files, write_tensorboard
@@ -297,4 +297,3 @@ def run(args: Namespace) -> int:
     if not args.no_tensorboard:
         logdir = write_tensorboard(results, root, ckpt)
         print(f"TensorBoard: {logdir}  (tensorboard --logdir {logdir.parent})")
-    return 0

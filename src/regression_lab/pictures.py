@@ -49,20 +49,16 @@ def write_hparams(writer: Any, params: dict[str, Any], metrics: dict[str, float]
 def percentile_layout(settings: list[dict[str, Any]]) -> dict[str, Any]:
     """TensorBoard's Custom Scalars: per setting, the loss percentiles as margin charts and the mean beside the median;
     and the settings' medians compared (across every run that logs them)."""
-    layout = {}
-    for name in map(setting_name, settings):
-        margins = {
-            f"{split} loss, median and 10th-90th percentiles": [
-                "Margin",
-                [f"{split}_loss_percentiles/{name}/{q}" for q in ("p50", "p10", "p90")],
-            ]
-            for split in ("train", "val")
+    tag = lambda split, name: f"{split}_loss_percentiles/{name}/"  # noqa: E731
+    layout = {
+        f"loss over the seeds: {name}": {
+            **{f"{split} loss, median and 10th-90th percentiles": ["Margin", [tag(split, name) + q for q in
+               ("p50", "p10", "p90")]] for split in ("train", "val")},
+            **{f"{split} loss, mean and median": ["Multiline", [re.escape(tag(split, name)) + "(mean|p50)$"]]
+               for split in ("train", "val")},
         }
-        mean_tags = {
-            split: re.escape(f"{split}_loss_percentiles/{name}/") + "(mean|p50)$" for split in ("train", "val")
-        }
-        means = {f"{split} loss, mean and median": ["Multiline", [tag]] for split, tag in mean_tags.items()}
-        layout[f"loss over the seeds: {name}"] = {**margins, **means}
+        for name in map(setting_name, settings)
+    }  # fmt: skip
     layout["loss over the seeds: settings compared"] = {
         f"{split} loss, median per setting": ["Multiline", [rf"{split}_loss_percentiles/.*/p50$"]]
         for split in ("train", "val")

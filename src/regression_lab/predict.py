@@ -130,7 +130,7 @@ def _read(source: str, texts: list[str]) -> list[float]:
         return read_inputs(fh, source, texts)
 
 
-def run(args: Namespace) -> int:
+def run(args: Namespace) -> None:
     """Run ``predict``: read the inputs, load the checkpoint, print CSV to stdout."""
     texts: list[str] = []  # each x as the user wrote it, echoed as is (1234567, not 1.23457e+06)
     if args.x is not None:
@@ -143,4 +143,3 @@ def run(args: Namespace) -> int:
     else:
         rows = ["x,prediction,std", *(f"{x},{p:.6f},{d:.6f}" for x, p, d in zip(texts, preds, stds, strict=True))]
     sys.stdout.write("\n".join(rows) + "\n")
-    return 0

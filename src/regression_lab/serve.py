@@ -122,10 +122,8 @@ class RegressionAPI(ls.LitAPI):
     def decode_request(self, request: PredictRequest) -> PredictRequest:
         return request
 
-    def batch(self, inputs: list[PredictRequest]) -> list[PredictRequest]:
-        return inputs  # requests stay whole; predict runs all their x in one forward pass
-
     def predict(self, inputs: Any) -> Any:
+        # LitServe's default batch keeps the requests whole: all their x go through one forward pass.
         requests = [inputs] if isinstance(inputs, PredictRequest) else inputs  # max_batch_size 1: one request
         xs = [r.x if isinstance(r.x, list) else [r.x] for r in requests]
         pred, std = self.predictor([x for part in xs for x in part])
@@ -135,12 +133,6 @@ class RegressionAPI(ls.LitAPI):
             one = (lambda v: v) if isinstance(r.x, list) else (lambda v: v[0])  # noqa: E731
             out.append({"prediction": one(pred[got]), **({"std": one(std[got])} if std is not None else {})})
         return out[0] if isinstance(inputs, PredictRequest) else out
-
-    def unbatch(self, output: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return output
-
-    def encode_response(self, output: dict[str, Any]) -> dict[str, Any]:
-        return output
 
 
 def build_parser() -> ArgumentParser:
@@ -160,7 +152,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run(args: Namespace) -> int:
+def run(args: Namespace) -> None:
     """Check everything, load the checkpoint once here, then serve until SIGINT or SIGTERM."""
     check_int("--port", args.port, 1024, 65535)
     for name in ("workers", "max_batch_size", "max_items", "max_body_bytes"):
@@ -193,4 +185,3 @@ def run(args: Namespace) -> int:
     server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")
     if errors.requested() is not None:
         raise errors.Interrupted(errors.requested())
-    return 0

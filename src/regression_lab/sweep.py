@@ -233,14 +233,8 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run(args: Namespace) -> int:
-    """Create or join the study, run its trials, print and write the ranked table."""
-    execute(args)
-    return 0
-
-
-def execute(args: Namespace) -> list[dict[str, Any]]:
-    """:func:`run`'s work; the ranked table's rows (see :func:`regression_lab.api.sweep`)."""
+def run(args: Namespace) -> list[dict[str, Any]]:
+    """Create or join the study, run its trials, print and write the ranked table; its rows (for the Python API)."""
     from regression_lab import study as studies
     from regression_lab.sweep_report import report
 
