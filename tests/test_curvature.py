@@ -6,7 +6,7 @@ Run: pytest tests/test_curvature.py"""
 import numpy as np
 import pytest
 import torch
-from helpers import RUN, fit_in_process, one_error_line, run_main
+from helpers import LAST, RUN, fit_in_process, one_error_line, run_main
 
 from regression_lab.curvature import flat_loss, hessian, member_hessians, spectrum, trajectory_plane
 from regression_lab.models import MyNN, MyNNStack
@@ -51,12 +51,12 @@ def test_an_ensemble_members_hessian_is_the_same_seed_alone():
 
 
 def test_fit_keeps_a_trajectory_and_landscape_draws_its_plane_and_the_curvature(tmp_path):
-    fit_in_process(tmp_path, *"--trajectory_every 25 --trainer.max_epochs 100".split())
+    fit_in_process(tmp_path, *"--trajectory_every 5 --trainer.max_epochs 20".split())
     saved = torch.load(tmp_path / RUN / "trajectory.pt", weights_only=True)
-    assert saved["epochs"].tolist() == [0, 25, 50, 75, 100] and saved["weights"].shape == (5, 16)
-    proc = run_main(*f"landscape --ckpt_path {RUN}/checkpoints/last.ckpt --trajectory --resolution 9 --out o".split(),
-                    cwd=tmp_path)  # fmt: skip
-    assert proc.returncode == 0 and "trajectory: 5 points (epochs 0 to 100)" in proc.stdout, proc.stderr
+    assert saved["epochs"].tolist() == [0, 5, 10, 15, 20] and saved["weights"].shape == (5, 16)
+    landscape = f"landscape --ckpt_path {LAST} --trajectory --no_tensorboard --out o --resolution 9"
+    proc = run_main(*landscape.split(), cwd=tmp_path)
+    assert proc.returncode == 0 and "trajectory: 5 points (epochs 0 to 20)" in proc.stdout, proc.stderr
     plane = np.load(tmp_path / "o" / "trajectory.npz")
     assert plane["loss"].shape == (9, 9) and np.allclose(plane["path"][-1], 0, atol=1e-6)  # it ends at the trained θ*
     axes, path, explained = trajectory_plane(saved["weights"].double(), saved["weights"][-1].double())

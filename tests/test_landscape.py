@@ -124,8 +124,8 @@ def test_the_command_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_pat
     (text,) = acc.Tensors("landscape/summary/text_summary")
     assert text.step == 400  # beside the training curves' end; the summaries in the table:
     assert "| lab_1d | min 0 at w = 3 |" in text.tensor_proto.string_val[0].decode().replace("; at the centre", " |")
-    (out / "interpolation.png").unlink()
-    (out / "interpolation.png").symlink_to("/sys/kernel/interpolation.png")  # the last file written: unwritable
+    (out / "linear_2d.png").unlink()
+    (out / "linear_2d.png").symlink_to("/sys/kernel/linear_2d.png")  # unwritable, after other files are written
     kept = {p.name: p.read_bytes() for p in out.iterdir() if not p.is_symlink()}
     again = run_main("landscape", "--ckpt_path", str(lab_ckpt), *"--resolution 5 --out out".split(), cwd=tmp_path)
     one_error_line(again, "cannot write the results in --out out: Permission denied")
