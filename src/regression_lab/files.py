@@ -71,22 +71,27 @@ def replace_all() -> Iterator[list]:
         raise
 
 
+def png_of(fig: Any) -> bytes:
+    """``fig`` drawn once as a PNG, cropped to what it shows."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
 def write_figure(
     fig: Any, writer: Any = None, tag: str = "", png: Path | None = None, step: int | None = None,
     pending: list | None = None,
 ) -> None:  # fmt: skip
-    """``fig`` drawn once, cropped to what it shows: into ``writer``'s Images as ``tag`` and, with ``png``, that file
+    """``fig`` (a figure, or the :func:`png_of` one) into ``writer``'s Images as ``tag`` and, with ``png``, that file
     (the same pixels)."""
     from matplotlib.image import imread
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
+    data = fig if isinstance(fig, bytes) else png_of(fig)
     if png is not None:
         with atomic_write(png, "wb", pending) as fh:
-            fh.write(buffer.getvalue())
+            fh.write(data)
     if writer is not None:
-        buffer.seek(0)
-        writer.add_image(tag, imread(buffer, format="png")[..., :3], global_step=step, dataformats="HWC")
+        writer.add_image(tag, imread(io.BytesIO(data), format="png")[..., :3], global_step=step, dataformats="HWC")
 
 
 def write_text(writer: Any, tag: str, markdown: str, step: int | None = None) -> None:

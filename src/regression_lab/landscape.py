@@ -147,6 +147,7 @@ class Results:
     step: int = 0  #: the checkpoint's training step: its landscape belongs there in the run's curves
     hessian: dict | None = None  #: the trained network's :func:`~regression_lab.curvature.spectrum`
     trajectory: dict | None = None  #: the training path on the PCA plane (``path``, ``epochs``, ``explained``)
+    pictures: dict[str, bytes] = field(default_factory=dict)  #: each figure's PNG, drawn once for every destination
 
 
 def compute_for(settings: Settings, x: Tensor, y: Tensor, net: nn.Module | None = None,

@@ -19,6 +19,7 @@ from regression_lab.files import (
     atomic_write,
     check_writable_dir,
     markdown_table,
+    png_of,
     replace_all,
     reserve_numbered_dir,
     write_figure,
@@ -109,6 +110,13 @@ def figure(ls: Landscape, results: Results) -> Any:
     return fig
 
 
+def picture(results: Results, name: str) -> bytes:
+    """The figure of ``results.landscapes[name]`` as PNG bytes, drawn the first time it is asked for."""
+    if name not in results.pictures:
+        results.pictures[name] = png_of(figure(results.landscapes[name], results))
+    return results.pictures[name]
+
+
 def _mesh(ls: Landscape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Vertices (x, loss, y), faces and colours for TensorBoard's mesh plugin, each axis scaled to [-1, 1] so a steep
     loss does not flatten the others."""
@@ -184,7 +192,7 @@ def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) 
     from torch.utils.tensorboard.summary import mesh
 
     for name, ls in results.landscapes.items():
-        write_figure(figure(ls, results), writer, f"landscape/{name}", step=step)
+        write_figure(picture(results, name), writer, f"landscape/{name}", step=step)
         if len(ls.axes) == 2:
             title = TITLES[name].format(b0=results.settings.b0)
             what = f"{title}: x = {ls.names[0]}, up = MSE loss, depth = {ls.names[1]}, each scaled to [-1, 1]"
@@ -237,7 +245,7 @@ def write_files(results: Results, out: Path) -> list[Path]:
                     with atomic_write(out / f"{name}.npz", "wb", queue) as fh:
                         np.savez(fh, **axes, loss=loss, **extra)
                     written.append(out / f"{name}.npz")
-                write_figure(figure(ls, results), png=out / f"{name}.png", pending=queue)
+                write_figure(picture(results, name), png=out / f"{name}.png", pending=queue)
                 written.append(out / f"{name}.png")
             if results.hessian is not None:  # eigenvalues ascending
                 with atomic_write(out / "hessian.npz", "wb", queue) as fh:
