@@ -187,6 +187,7 @@ def test_bad_input_gives_one_line_and_exit_2_and_touches_nothing(bad_input_dir, 
     ("--trainer.logger CSVLogger", "for 10 is 32.6772"), ("--trainer.fast_dev_run true", "for 10 is 1.7772"),
     ("--trainer.callbacks EarlyStopping --trainer.callbacks.monitor val/loss", "for 10 is 32.6772"),
     ("--trainer.limit_val_batches 0", "for 10 is 32.6772"), ("--trainer.val_check_interval 0.5", "for 10 is 32.6772"),
+    ("--trainer.callbacks TQDMProgressBar", "for 10 is 32.6772"),  # one callback, not a list: the bar replaced
     ("--trainer.max_time 00:00:00:01 --trainer.max_epochs 100000", "Model prediction for 10 is"),  # stops on time
     ("--model.probe_x 1.13e38 --model.num_seeds 2 --seed_everything 1",  # two members: no histogram of inf
      "warning: the prediction at --model.probe_x 1.13e+38 is past float32's range"),
