@@ -73,6 +73,14 @@ def test_light_commands_do_not_import_lightning(lab_ckpt):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.parametrize("command", ["predict", "demo", "export", "serve", "landscape", "sweep"])
+def test_each_commands_help_opens_with_its_first_sentence(command, tmp_path):
+    help_text = run_main(command, "--help", cwd=tmp_path).stdout
+    description = help_text.split("\n\n")[1]  # after the usage lines: the module docstring's first sentence
+    assert description.startswith(f"The {command} command: ") and description.endswith(".")
+    assert not any(mark in description for mark in ("::", ":func:", ":mod:", "regression-lab ")), description
+
+
 def test_default_yaml_is_what_print_config_writes_and_overrides_change_the_model(tmp_path):
     printed = run_main("fit", "--print_config", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr

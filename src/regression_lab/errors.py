@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -40,8 +41,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 def summary(doc: str | None) -> str:
-    """A module docstring's first sentence as one line: a command's ``--help`` description."""
-    return " ".join((doc or "").replace("``", "").split(". ")[0].split()).rstrip(":.") + "."
+    """A module docstring's first sentence as one line, without its example or Sphinx roles: a command's ``--help``."""
+    text = re.sub(r":\w+:`([^`]*)`", r"\1", " ".join((doc or "").replace("``", "").split()))
+    return text.split(". ")[0].split("::")[0].rstrip(":.") + "."
 
 
 def quote(text: str) -> str:
