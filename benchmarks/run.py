@@ -3,7 +3,6 @@ Lightning or the design cannot go below, e.g. Lightning's floor, :func:`fit_floo
 
     python scripts/benchmark.py --quick --markdown   # tiny sizes; without --quick, the full sizes
     python scripts/benchmark.py --rows lab_epochs scale --json bench.json
-    python -c "import benchmarks.run as b; print(b.fit_floor({}, 400, 'cpu')[0])"     # Lightning's floor alone
 """
 
 import argparse
@@ -25,7 +24,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from torch.func import functional_call
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -36,7 +35,7 @@ from regression_lab.export import export_bytes
 from regression_lab.landscape import filter_normalized_direction, grid_losses
 from regression_lab.models import MyNN, MyNNStack
 from regression_lab.notices import quiet_notices
-from regression_lab.train import cli_main
+from regression_lab.train import CHECKPOINT_DEFAULTS, LAST_CHECKPOINT_DEFAULTS, TRAINER_DEFAULTS, cli_main
 
 NOISE = 0.3  # the widest spread (max - min) of a row's per-repeat ratios, over their median, that holds still
 HIDDEN = [4, 5, 8]  # the sweep's default hidden sizes, also the ensemble row's
@@ -44,7 +43,8 @@ HIDDEN = [4, 5, 8]  # the sweep's default hidden sizes, also the ensemble row's
 ROWS = {
     "lab_epochs": ("per-epoch time (µs) of `fit` on the lab setting, all its defaults, CPU",
                    "a plain loop; yardstick: Lightning's floor",
-                   {"ratio": ("fit_us", "plain_us", "<= 7"), "yardstick_ratio": ("fit_us", "floor_us", "<= 1.3")}),
+                   {"ratio": ("fit_us", "plain_us", "<= 7"), "yardstick_ratio": ("fit_us", "floor_us", "<= 1.3"),
+                    "cadence_ratio": ("fit_us", "cadence_floor_us", "report")}),
     "scale": ("training samples/s of `fit`, one shuffled epoch", "a plain loop of shuffled index batches; yardstick: "
               "Lightning's floor", {"ratio": ("fit_per_s", "plain_per_s", ">= 0.45"),
                                     "yardstick_ratio": ("fit_per_s", "floor_per_s", ">= 0.9")}),
@@ -59,7 +59,8 @@ ROWS = {
     "ensemble": ("member-fits/s of `fit --model.hidden_size [4,5,8]`, the whole in-process fit", "one plain loop per "
                  "member; yardstick: the same members as one MyNNStack in a plain loop",
                  {"ratio": ("fit_per_s", "plain_per_s", ">= 200"), "yardstick_ratio": ("fit_per_s", "stacked_per_s",
-                  ">= 0.6"), "large_yardstick_ratio": ("large_fit_per_s", "large_stacked_per_s", ">= 0.8")}),
+                  ">= 0.6"), "large_yardstick_ratio": ("large_fit_per_s", "large_stacked_per_s", ">= 0.8"),
+                  "floor_yardstick_ratio": ("floor_per_s", "stacked_per_s", "report")}),
     "sweep": ("seconds of the default `regression-lab sweep` as a process", "a time; yardstick: `import lightning, "
               "optuna` in a new process plus the same members and epochs as stacked plain loops",
               {"ratio": ("sweep_s", None, "<= 15 s"), "yardstick_ratio": ("sweep_s", "yardstick_s", "<= 1.3")}),
@@ -127,26 +128,27 @@ def plain_seconds(x: torch.Tensor, y: torch.Tensor, hidden: int | list[int], epo
 
 
 class FloorModule(L.LightningModule):
-    """The least a LightningModule does to train ``MyNN``: ``self(x)``, MSE, SGD, a ``self.log`` of the loss a step."""
+    """The least a LightningModule does to train ``MyNN`` (or a stack): ``self(x)``, MSE, SGD, a ``self.log`` a step."""
 
-    def __init__(self, hidden_size: int = 5, lr: float = 0.01, log: bool = True) -> None:
+    def __init__(self, hidden: int | list = 5, lr: float = 0.01, log: bool = True, seeds: list | None = None) -> None:
         """Build the network.
 
         Args:
-            hidden_size: ReLU units of MyNN's hidden layer.
+            hidden: ReLU units of MyNN's hidden layer (with ``seeds``: one per member).
             lr: SGD learning rate.
             log: ``self.log`` the training loss every step, as every ``fit`` does.
+            seeds: the members of a ``MyNNStack`` instead of one ``MyNN``.
         """
         super().__init__()
-        self.net, self.lr, self.log_loss = MyNN(hidden_size), lr, log
+        self.net, self.lr, self.log_loss = MyNN(hidden) if seeds is None else MyNNStack(hidden, seeds), lr, log
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = F.mse_loss(self(batch[0]), batch[1])
-        if self.log_loss:  # logger=False: the floor's Trainer has none, and saying so skips a warning per call
-            self.log("train/loss", loss, prog_bar=True, logger=False)
+        loss = ((self(batch[0]) - batch[1]) ** 2).mean(dim=(-2, -1)).sum()  # one MyNN's MSE, or the members' sum
+        if self.log_loss:  # a bare Trainer has no logger, and saying so skips a warning per call
+            self.log("train/loss", loss, prog_bar=True, logger=self.logger is not None)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -156,16 +158,20 @@ class FloorModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-def fit_floor(data: dict[str, Any], epochs: int, accelerator: str, log: bool = True) -> tuple[float, FloorModule]:
-    """Lightning's floor: :class:`FloorModule` on the project's data, a bare Trainer: loop seconds, trained module."""
+def fit_floor(data: dict[str, Any], epochs: int, accelerator: str, cadences: bool = False, **module: Any) -> tuple:
+    """Lightning's floor: :class:`FloorModule(**module)` on the project's data, a bare Trainer (``cadences``: fit's
+    validation, logging and checkpoint settings, Lightning's logger and progress bar): loop seconds, trained module."""
     timer = Timer()  # from training's start to its end, every epoch's work included
-    trainer = L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False, callbacks=[timer],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0)  # fmt: skip
-    torch.manual_seed(0)
-    module = FloorModule(log=log)
-    gc.collect()  # as before fit's loop: the same garbage-collector state
-    with quiet_notices():
+    checkpoints = [ModelCheckpoint(**CHECKPOINT_DEFAULTS), ModelCheckpoint(**LAST_CHECKPOINT_DEFAULTS)]
+    same = {**TRAINER_DEFAULTS, "logger": True, "callbacks": [timer, *checkpoints], "num_sanity_val_steps": 0}
+    bare = {"logger": False, "callbacks": [timer], "enable_checkpointing": False, "enable_progress_bar": False,
+            "limit_val_batches": 0}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, quiet_notices(), contextlib.redirect_stdout(sys.stderr):
+        trainer = L.Trainer(**{**(same if cadences else bare), "max_epochs": epochs, "accelerator": accelerator,
+                               "devices": 1, "enable_model_summary": False, "default_root_dir": tmp})  # fmt: skip
+        torch.manual_seed(0)
+        module = FloorModule(**module)
+        gc.collect()  # as before fit's loop: the same garbage-collector state
         trainer.fit(module, datamodule=RegressionDataModule(**data))
     return timer.time_elapsed("train"), module
 
@@ -199,12 +205,10 @@ class LoaderDataModule(RegressionDataModule):
 
 
 def fit_cli(args: str, loader: bool = False) -> tuple[float, float]:
-    """``regression-lab fit ARGS`` in-process in a temporary directory (``loader``: fed by :class:`LoaderDataModule`):
-    its training loop's seconds, and the whole fit's."""
+    """``regression-lab fit ARGS`` in-process (``loader``: fed by :class:`LoaderDataModule`): loop and whole seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()  # the model summary prints before the loop: left out of the whole too
-        args += " --trainer.callbacks+=lightning.pytorch.callbacks.Timer --trainer.callbacks.interval step"
-        args += " --trainer.enable_model_summary false"
+        args += " --trainer.callbacks+=Timer --trainer.callbacks.interval step --trainer.enable_model_summary false"
         cli = cli_main([*args.split(), "--trainer.logger.init_args.save_dir", tmp, "--trainer.default_root_dir", tmp],
                        run=False)  # fmt: skip
         settings = {k: v for k, v in cli.datamodule.hparams.items() if not k.startswith("_")}  # not _instantiator
@@ -246,7 +250,8 @@ class Benchmark:
         (x, y), e = RegressionDataModule().samples("train"), self.size(20, 400)
         runs = alternate(self.size(1, 5), plain_us=lambda: plain_seconds(x, y, 5, e) / e * 1e6,
                          fit_us=lambda: fit_cli(f"--trainer.max_epochs {e} --trainer.accelerator cpu")[0] / e * 1e6,
-                         floor_us=lambda: fit_floor({}, e, "cpu")[0] / e * 1e6)  # fmt: skip
+                         floor_us=lambda: fit_floor({}, e, "cpu")[0] / e * 1e6,
+                         cadence_floor_us=lambda: fit_floor({}, e, "cpu", cadences=True)[0] / e * 1e6)  # fmt: skip
         return result("lab_epochs", runs, epochs=e)
 
     def at_scale(self, n: int) -> tuple[dict[str, Any], str]:
@@ -317,9 +322,10 @@ class Benchmark:
         members = lambda s: {"hidden": [h for h in HIDDEN for _ in range(s)], "seeds": [*range(s)] * 3}  # noqa: E731
         stacked = lambda s: 3 * s / plain_seconds(x.to(self.device), y.to(self.device), epochs=e, **members(s))  # noqa: E731
         plain = lambda: 1 / statistics.median(plain_seconds(x, y, h, e) for h in HIDDEN)  # noqa: E731 (a member's)
+        floor = lambda s: 3 * s / timed(fit_floor, {}, e, self.accelerator, **members(s))  # noqa: E731 (built, trained)
         runs = alternate(self.size(1, 3), plain_per_s=plain, fit_per_s=lambda: fit(seeds),
                          stacked_per_s=lambda: stacked(seeds), large_fit_per_s=lambda: fit(large),
-                         large_stacked_per_s=lambda: stacked(large))  # fmt: skip
+                         large_stacked_per_s=lambda: stacked(large), floor_per_s=lambda: floor(seeds))  # fmt: skip
         return result("ensemble", runs, members=3 * seeds, large_members=3 * large, epochs=e)
 
     @functools.cached_property

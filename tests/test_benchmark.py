@@ -18,14 +18,16 @@ from helpers import REPO
 #: baseline's where the target reads "at most", a rate over its baseline's where it reads "at least" (no denominator:
 #: the timing itself).
 RATIOS = {
-    "lab_epochs": {"ratio": ("fit_us", "plain_us"), "yardstick_ratio": ("fit_us", "floor_us")},
+    "lab_epochs": {"ratio": ("fit_us", "plain_us"), "yardstick_ratio": ("fit_us", "floor_us"),
+                   "cadence_ratio": ("fit_us", "cadence_floor_us")},
     "scale": {"ratio": ("fit_per_s", "plain_per_s"), "yardstick_ratio": ("fit_per_s", "floor_per_s")},
     "data_path": {"ratio": ("indexed_per_s", "loader_per_s")},
     "landscape": {"ratio": ("one_by_one_s", "vectorized_s")},
     "predict_start": {"ratio": ("command_s", "base_s")},
     "fit_process": {"ratio": ("command_s", "base_s"), "extra_s": ("extra_s", None)},
     "ensemble": {"ratio": ("fit_per_s", "plain_per_s"), "yardstick_ratio": ("fit_per_s", "stacked_per_s"),
-                 "large_yardstick_ratio": ("large_fit_per_s", "large_stacked_per_s")},
+                 "large_yardstick_ratio": ("large_fit_per_s", "large_stacked_per_s"),
+                 "floor_yardstick_ratio": ("floor_per_s", "stacked_per_s")},
     "sweep": {"ratio": ("sweep_s", None), "yardstick_ratio": ("sweep_s", "yardstick_s")},
     "sweep_peer": {"ratio": ("peer_s_per_trial", "sweep_s_per_trial")},
     "serve": {"ratio": ("serve_per_s", "bare_per_s")},
@@ -74,14 +76,15 @@ def test_benchmark_refuses_gpu_without_cuda_in_one_line(tmp_path):
     assert proc.stderr.strip() == "benchmark.py: error: --accelerator gpu, but torch sees no CUDA device"
 
 
-@pytest.mark.parametrize("log", [True, False])
-def test_lightnings_floor_trains_the_labs_model(monkeypatch, log):
+@pytest.mark.parametrize("floor", [{}, {"log": False}, {"cadences": True}, {"hidden": [5], "seeds": [0]}])
+def test_lightnings_floor_trains_the_labs_model(monkeypatch, floor):
     # The floor is compared with fit: it must train the same model on the same data, so it ends where
-    # `regression-lab fit` ends (the lab's 31.9979 for x = 10), with its self.log and without.
+    # `regression-lab fit` ends (the lab's 31.9979 for x = 10): with its self.log and without, with fit's cadences,
+    # and as a stack of one member (seed 0, as the lab's MyNN).
     monkeypatch.syspath_prepend(str(REPO))
     from benchmarks.run import fit_floor
 
-    seconds, module = fit_floor({}, 400, "cpu", log=log)
+    seconds, module = fit_floor({}, 400, "cpu", **floor)
     assert seconds > 0
     with torch.no_grad():
         assert float(module(torch.tensor([[10.0]]))) == pytest.approx(31.9979, abs=1e-4)
