@@ -1,7 +1,7 @@
-"""The ``landscape`` command: the lab's 1D sweep (``lab_1d``, on the lab's data ``11 (w - 3)^2``), the
-(w, b) surface beside closed-form least squares (``linear_2d``), and the trained network's loss on filter-normalized
-random directions (``random_2d``, ``random_1d``; Li et al., 2018) and from its initial to its trained weights
-(``interpolation``), each one vectorized :func:`grid_losses` call. Pictures: :mod:`regression_lab.landscape_plots`::
+"""The ``landscape`` command: loss landscapes of the lab's lines and of a trained network, to TensorBoard and ``--out``.
+The lab's 1D sweep (``lab_1d``: ``11 (w - 3)^2``), the (w, b) surface beside least squares (``linear_2d``), the net's
+loss on filter-normalized random directions (``random_2d``, ``random_1d``; Li et al., 2018) and from its initial to its
+trained weights (``interpolation``), each a :func:`grid_losses` call; figures: :mod:`regression_lab.landscape_plots`::
 
     regression-lab landscape --ckpt_path run.ckpt --resolution 201 --out landscape/   # default: the newest checkpoint
 """
