@@ -52,8 +52,8 @@ def percentile_layout(settings: list[dict[str, Any]]) -> dict[str, Any]:
     tag = lambda split, name: f"{split}_loss_percentiles/{name}/"  # noqa: E731
     layout = {
         f"loss over the seeds: {name}": {
-            **{f"{split} loss, median and 10th-90th percentiles": ["Margin", [tag(split, name) + q for q in
-               ("p50", "p10", "p90")]] for split in ("train", "val")},
+            **{f"{split} loss, median and 10th-90th percentiles":
+               ["Margin", [tag(split, name) + q for q in ("p50", "p10", "p90")]] for split in ("train", "val")},
             **{f"{split} loss, mean and median": ["Multiline", [re.escape(tag(split, name)) + "(mean|p50)$"]]
                for split in ("train", "val")},
         }
