@@ -47,7 +47,7 @@ def test_a_member_equals_the_same_seed_trained_alone(lab_ensemble, tmp_path, hid
 
 
 def test_shuffled_noisy_mini_batches_with_momenta_and_decays_are_exact_too(tmp_path):
-    data = "--trainer.max_epochs 40 --data.batch_size 2 --data.shuffle true --data.noise_std 0.3 --data.num_samples 7"
+    data = "--trainer.max_epochs 20 --data.batch_size 2 --data.shuffle true --data.noise_std 0.3 --data.num_samples 7"
     grid = "--model.hidden_size [5,8] --model.lr [0.005,0.01] --model.momentum [0.0,0.5]"
     ens = fit_in_process(tmp_path, *f"{grid} --model.weight_decay [0.0,0.01] --model.seeds [1,2] {data}".split())
     assert len(ens.model.stacks) == 8  # one SGD parameter group per (lr, momentum, weight decay)

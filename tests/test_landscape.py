@@ -134,7 +134,7 @@ def test_the_command_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_pat
 
 def test_a_landscape_finer_than_a_picture_is_drawn_thinned_and_kept_whole(lab_ckpt, tmp_path, monkeypatch):
     shutil.copy(lab_ckpt, tmp_path / "alone.ckpt")  # outside a run: its events go to a new version_N
-    drawn = 41  # a smaller limit than the shipped one: the same thinning, less drawing
+    drawn = 21  # a smaller limit than the shipped one: the same thinning, less drawing
     monkeypatch.setattr(landscape_plots, "MAX_DRAWN_AXIS", drawn)
     res = 2 * drawn + 1
     proc = run_main(*f"landscape --ckpt_path alone.ckpt --resolution {res} --out o --logdir tb".split(), cwd=tmp_path)
