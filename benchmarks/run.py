@@ -146,7 +146,8 @@ class FloorModule(L.LightningModule):
         return self.net(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = ((self(batch[0]) - batch[1]) ** 2).mean(dim=(-2, -1)).sum()  # one MyNN's MSE, or the members' sum
+        out, y = self(batch[0]), batch[1]  # one MyNN's MSE, as fit's, or the members' sum, as the stacked loop's
+        loss = F.mse_loss(out, y) if out.dim() == 2 else ((out - y) ** 2).mean(dim=(1, 2)).sum()
         if self.log_loss:  # a bare Trainer has no logger, and saying so skips a warning per call
             self.log("train/loss", loss, prog_bar=True, logger=self.logger is not None)
         return loss
@@ -159,7 +160,7 @@ class FloorModule(L.LightningModule):
 
 
 def fit_floor(data: dict[str, Any], epochs: int, accelerator: str, cadences: bool = False, **module: Any) -> tuple:
-    """Lightning's floor: :class:`FloorModule(**module)` on the project's data, a bare Trainer (``cadences``: fit's
+    """Lightning's floor: :class:`FloorModule` (``module``) on the project's data, a bare Trainer (``cadences``: fit's
     validation, logging and checkpoint settings, Lightning's logger and progress bar): loop seconds, trained module."""
     timer = Timer()  # from training's start to its end, every epoch's work included
     checkpoints = [ModelCheckpoint(**CHECKPOINT_DEFAULTS), ModelCheckpoint(**LAST_CHECKPOINT_DEFAULTS)]

@@ -113,7 +113,7 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
     (workdir / "bad.yaml").write_text("model: [unclosed\n")
     (workdir / "unknown_key.yaml").write_text("model:\n  hidden_sizes: 4\n")
     (workdir / "a_file").write_text("")
-    data = {"empty.csv": "# no rows\n", "one_row.csv": "x,y\n1,5\n",
+    data = {"empty.csv": "# no rows\n", "one_row.csv": "x,y\n1,5\n", "words.csv": "x,y\n1,5\none,8\n",
             "nan.csv": "1,5\n2,nan\n", "twice.csv": "x,x,y\n1,2,3\n", "wide.csv": "1," * 10**6 + "1\n",
             "ragged.csv": "1,5\n2\n", "lab.csv": "x,y\n1,5\n2,8\n3,11\n", "half.csv": "time,x\n1,5\n"}  # fmt: skip
     for name, text in data.items():
@@ -137,6 +137,7 @@ BAD_INPUT = [
     ("predict --x 1 --ckpt_path no_state.ckpt".split(), "no state_dict"),
     (["predict", "--x", "1", "--ckpt_path", "a" * 300], "a path is too long for this system: 'aaaa"),
     (["fit", "--trainer.default_root_dir", "bad\udcff"], "an argument is not valid UTF-8"),
+    (["sweep", "--out", "s" * 300], "a path is too long"), (["export", "--format", "onnx", "--out", "o" * 300], "long"),
     (["predict", "--input", "xs_bad.txt"], "not a number in xs_bad.txt line 2: 'abc'"),
     (["predict", "--input", "missing.txt"], "input file not found"),
     ("predict --x 1 --bogus".split(), "unrecognized arguments: --bogus"),
@@ -165,7 +166,7 @@ BAD_INPUT = [
     (["fit", "--data.val_samples", "1"], "data.val_samples must be an integer >= 2"),
     (["fit", "--data.csv", "empty.csv"], "empty.csv holds no (x, y) rows"),
     (["fit", "--data.csv", "one_row.csv"], "has 1 row: 3 at least"), (["test", "--data.csv", "."], "is a directory"),
-    (["fit", "--data.csv", "nan.csv"], "not a finite number"),
+    (["fit", "--data.csv", "words.csv"], "not a number in"), (["fit", "--data.csv", "nan.csv"], "not a finite number"),
     (["fit", "--data.csv", "twice.csv"], "names the column 'x' twice"),
     (["fit", "--data.csv", "wide.csv"], "wide.csv line 1 is longer than 10,000 characters"),
     (["fit", "--data.csv", "ragged.csv"], "ragged.csv line 2 has 1 columns where the first row has 2"),

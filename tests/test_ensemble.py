@@ -1,4 +1,4 @@
-"""Seed ensembles: every member equals the same seed trained alone, snapshots equal shorter fits, a diverged member
+"""Seed ensembles: every member equals the same seed trained alone (snapshots: test_sweep), a diverged member
 leaves the others alone, checkpoints predict a mean and a spread and resume the same members, and the TensorBoard
 pictures hold the members' numbers. In-process (fast tier). Run: pytest tests/test_ensemble.py"""
 

@@ -76,6 +76,7 @@ W1 = "net.linear1.weight"
 CRAFTED = [
     (put(W1, torch.full((5, 1), math.nan)), "checkpoint's linear1.weight holds NaN or infinite values"),
     (put(W1, torch.ones(5, 1, dtype=torch.int64)), "linear1.weight holds torch.int64 values, not real numbers"),
+    (put(W1, torch.ones(5, 1, dtype=torch.complex64)), "holds torch.complex64 values"),
     (put("net.linear2.bias", torch.ones(3)), "checkpoint's linear2.bias has shape (3,), not (1,)"),
     # One stored value viewed as a billion: a 12 kB file that would be 4 GB if copied.
     (put(W1, torch.zeros(1, 1).expand(10**9, 1)), "hidden size 1,000,000,000 is outside [1, 10,000]"),

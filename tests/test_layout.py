@@ -60,9 +60,9 @@ def test_the_defaults_raise_no_deprecation_warning_and_no_notice(tmp_path):
 # server) and the review's fixes (rows of resumed runs and diverged settings, two-card tables) another 60 and 20;
 # issue 28's exact curvature and trajectory plane about 280 and 80; issue 27's Python API and notebook about 120
 # and 50, its data from CSV files (the reader, the split, the file's record and its checks) about 210 and 100. The
-# caps keep both from growing unnoticed: a commit that raises one says why. benchmarks/ passed its 500 by 6 lines with
+# caps keep both from growing unnoticed: a commit that raises one says why. benchmarks/ passed its 500 by 7 lines with
 # issue 26's two further floors, which show why two targets lie below Lightning's own (fit's cadences; a stack's fit).
-@pytest.mark.parametrize("path, limit", [("src", 4880), ("tests", 2875), ("benchmarks", 506)])  # fmt: skip
+@pytest.mark.parametrize("path, limit", [("src", 4880), ("tests", 2875), ("benchmarks", 507)])  # fmt: skip
 def test_the_code_keeps_to_its_budgets(path, limit):
     files = sorted((REPO / path).rglob("*.py"))
     lines = {f.name: len(f.read_text().splitlines()) for f in files}

@@ -46,7 +46,7 @@ class _Payload:
     [
         [*"predict --x 10 --ckpt_path".split(), "{ckpt}"], ["predict", "--x", "10"],  # the newest is the crafted one
         ["landscape", "--ckpt_path", "{ckpt}", "--resolution", "5"], "export --format onnx --out m.onnx".split(),
-        ["validate", "--ckpt_path", "{ckpt}"], ["fit", "--ckpt_path", "last"],  # test: validate's reader
+        ["validate", "--ckpt_path", "{ckpt}"], ["test", "--ckpt_path", "{ckpt}"], ["fit", "--ckpt_path", "last"],
     ],
     ids=lambda a: " ".join(a[:3]),
 )  # fmt: skip
@@ -64,8 +64,7 @@ def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(lab_ckpt, tmp_p
     assert "posix.mkdir" in proc.stderr and not marker.exists() and fingerprint(tmp_path) == before
 
 
-# best_model_path and kth_best_model_path are checked as last_model_path is (checkpoint.CALLBACK_PATH_KEYS).
-@pytest.mark.parametrize("key", ["best_k_models", "last_model_path", None])
+@pytest.mark.parametrize("key", ["best_k_models", "best_model_path", "kth_best_model_path", "last_model_path", None])
 def test_a_resume_never_follows_its_checkpoint_out_of_the_run(lab_ckpt, tmp_path, key):
     # Lightning removes the files a resumed ModelCheckpoint state names as it saves newer ones.
     (tmp_path / "victim").write_text("a file beside the run")

@@ -169,7 +169,7 @@ class MyNNStack(nn.Module):
     @torch.no_grad()
     def retire(self) -> None:
         """Mark members with a non-finite weight diverged and zero them all (they get no gradient). No host sync."""
-        # A row's sum is non-finite exactly when one of its weights is (in float64 no sum of float32s overflows),
-        # and one reduction over the rows is far cheaper on a CPU than isfinite(...).all(dim=1).
+        # A row's sum is non-finite exactly when one of its weights is (in float64 no sum of float32s overflows):
+        # one reduction over each row, where isfinite(...).all(dim=1) is an element-wise pass and a boolean one.
         self.diverged |= ~torch.isfinite(self.weights.sum(dim=1, dtype=torch.float64))
         self.weights.masked_fill_(self.diverged.unsqueeze(1), 0.0)

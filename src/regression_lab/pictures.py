@@ -93,13 +93,15 @@ def note_row(name: str, val: torch.Tensor, err: torch.Tensor | None, dead_unit: 
 
 
 def log_scale(ax: Any) -> None:
-    """A log y axis labelled 0.01, 0.1, 1: plain numbers, not matplotlib's mathtext powers of ten, whose parser makes
-    drawing the figure cost more than the rest of it."""
+    """A log y axis labelled in plain numbers (0.01, 0.1, 1), not in mathtext powers of ten, which matplotlib parses
+    anew at every draw; within one decade the minor ticks are labelled too, as matplotlib's own would be."""
     from matplotlib import ticker
 
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    low, high = ax.get_ylim()
+    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain if high < 10 * low else ticker.NullFormatter())
 
 
 def box_figure(errors: list, labels: list[str], probe_x: float, truth: float) -> Any:
