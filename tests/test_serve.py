@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import LAST, cli_command, fit_in_process, free_port, one_error_line, run_main, wait_for
+from helpers import LAST, fit_in_process, free_port, one_error_line, run_main, wait_for
+from helpers import start as start_cli
 
 from regression_lab.predict import Predictor
 from regression_lab.serve import PredictRequest, RegressionAPI
@@ -24,9 +25,8 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only whe
 
 def start(ckpt: Path, port: int) -> subprocess.Popen:
     """``regression-lab serve`` with the API key, once it answers /health."""
-    args = [*cli_command(), "serve", "--ckpt_path", str(ckpt), "--port", str(port)]
     env = {**os.environ, "REGRESSION_LAB_API_KEY": KEY}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = start_cli("serve", "--ckpt_path", str(ckpt), "--port", str(port), cwd=None, env=env)
     wait_for(lambda: healthy(port), proc, "the server's start", timeout=90)
     return proc
 

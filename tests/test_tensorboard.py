@@ -78,16 +78,9 @@ def hparams_is_one_table_of_the_lab_run_the_ensemble_settings_and_the_sweep_sett
     assert {"hp/val_loss", "hp/train_loss", "hp/prediction", "hp/abs_error"} <= metrics
     rows = groups(board)
     lab, resumed = rows["version_0/hparams/h5_e40_lr0.01"], rows["version_0/hparams/h5_e60_lr0.01"]
-    assert lab["hp/prediction"] == pytest.approx(32.6772, abs=1e-4) and lab["hp/abs_error"] == pytest.approx(
-        0.6772, abs=1e-4
-    )
-    assert (lab["hidden_size"], lab["epochs"], lab["seeds"], lab["seed_everything"], lab["data.x_max"]) == (
-        5,
-        40,
-        1,
-        0,
-        5,
-    )
+    assert lab["hp/prediction"] == pytest.approx(32.6772, abs=1e-4)
+    assert lab["hp/abs_error"] == pytest.approx(0.6772, abs=1e-4)
+    assert [lab[k] for k in ("hidden_size", "epochs", "seeds", "seed_everything", "data.x_max")] == [5, 40, 1, 0, 5]
     assert resumed["epochs"] == 60 and resumed["hp/prediction"] != lab["hp/prediction"]
     for name, seeds in [("version_1/hparams/h4_e40_lr0.01", 1), ("sweep/trial_0/hparams/h8_e40_lr0.01", 10),
                         ("sweep/trial_1/hparams/h4_e20_lr0.01", 10)]:  # fmt: skip

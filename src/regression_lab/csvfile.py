@@ -39,9 +39,7 @@ def parse_number(text: str, where: str = "") -> float:
 
 def rows(stream: TextIO, name: str, max_chars: int) -> Iterator[tuple[int, list[str]]]:
     """``(line number, stripped fields)`` of each line that is not blank or a comment."""
-    lineno = 0
-    while line := stream.readline(max_chars + 1):
-        lineno += 1
+    for lineno, line in enumerate(iter(lambda: stream.readline(max_chars + 1), ""), start=1):
         if len(line.rstrip("\r\n")) > max_chars:
             raise UsageError(f"{name} line {lineno} is longer than {max_chars:,} characters: not a row of numbers")
         text = line.strip().lstrip("\ufeff")
@@ -74,12 +72,8 @@ def open_text(path: str | Path, what: str, digest: Any = None) -> Iterator[TextI
     if path.is_dir():  # any readable file but a directory: a regular file, a named pipe, /dev/stdin, <(...)
         raise UsageError(f"{what} is a directory, not a file: {path}")
     try:
-        if digest is None:
-            with path.open(encoding="utf-8") as fh:
-                yield fh
-        else:
-            with path.open("rb", buffering=0) as raw:
-                yield io.TextIOWrapper(io.BufferedReader(_Hashed(raw, digest)), encoding="utf-8")
+        with path.open("rb", buffering=0) as raw:  # one way to open a file: without a digest, a throwaway one
+            yield io.TextIOWrapper(io.BufferedReader(_Hashed(raw, digest or hashlib.sha256())), encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{what} not found: {path}") from None
     except UnicodeDecodeError:

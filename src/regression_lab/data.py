@@ -75,10 +75,8 @@ class TensorBatches:
             # The shard's samples among the global batch's [start, stop): its positions ceil((i - rank) / world).
             lo, hi = (min(n, max(0, -((rank - i) // world))) for i in (start, stop))
             share = (hi - lo) * world / (stop - start)
-            if order is None:  # contiguous slices are views: no copy at all
-                yield self.x[lo:hi], self.y[lo:hi], share
-            else:
-                yield self.x[order[lo:hi]], self.y[order[lo:hi]], share
+            part = slice(lo, hi) if order is None else order[lo:hi]  # a contiguous slice is a view: no copy at all
+            yield self.x[part], self.y[part], share
 
 
 class RegressionDataModule(L.LightningDataModule):

@@ -215,9 +215,8 @@ def compute(settings: Settings, ckpt_path: str | Path | None, data_csv: str | No
         x, y, _ = read_xy(data_csv, "--data_csv", 2, " for a least-squares line")
         n, stride = len(x), -(-len(x) // MAX_LANDSCAPE_SAMPLES)
         x, y = x[::stride], y[::stride]
-    initial = ckpt.get(INITIAL_STATE_KEY)
     trajectory = load_trajectory(ckpt_path) if settings.trajectory else None
-    results = compute_for(settings, x, y, net, initial if isinstance(initial, dict) else None, trajectory)
+    results = compute_for(settings, x, y, net, ckpt.get(INITIAL_STATE_KEY), trajectory)  # checked: None or a dict
     if stride > 1:
         results.notes.append(f"the run trained on {n:,} samples; the landscape uses every {stride:,}th ({len(x):,})")
     step = ckpt.get("global_step", 0)

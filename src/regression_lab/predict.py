@@ -33,13 +33,10 @@ def read_inputs(stream: TextIO, name: str, texts: list[str] | None = None) -> li
     """x values from a text stream: one per line, or the first column of a CSV with an ``x`` header (``x`` or
     ``"x"``, after any blank lines and ``#`` comments); ``texts`` receives each value as written."""
     values: list[float] = []
-    header_possible = True
-    for lineno, fields in rows(stream, name, MAX_LINE_CHARS):
+    for i, (lineno, fields) in enumerate(rows(stream, name, MAX_LINE_CHARS)):
         first = fields[0]
-        if header_possible and first.strip('"').lower() == "x":
-            header_possible = False
+        if i == 0 and first.strip('"').lower() == "x":
             continue
-        header_possible = False
         values.append(parse_number(first, f" in {name} line {lineno}"))
         if texts is not None:
             texts.append(first)
