@@ -1,6 +1,6 @@
-"""The exact curvature and the trajectory plane, cross-checked: the Hessian against the closed form of the lab's linear
-model and finite differences of the gradient, its top eigenvalue against power iteration, an ensemble member's against
-the same seed alone, and ``fit --trajectory_every`` through ``landscape --trajectory``.
+"""The exact curvature and the trajectory plane, cross-checked: the closed-form Hessian against the linear model's,
+finite differences of the gradient and torch.func's (an ensemble member's: the same seed alone), its top eigenvalue
+against power iteration, and ``fit --trajectory_every`` through ``landscape --trajectory``.
 Run: pytest tests/test_curvature.py"""
 
 import numpy as np
@@ -8,31 +8,43 @@ import pytest
 import torch
 from helpers import LAST, RUN, fit_in_process, one_error_line, run_main
 
-from regression_lab.curvature import flat_loss, hessian, member_hessians, spectrum, trajectory_plane
+from regression_lab.curvature import hessians, spectrum, trajectory_plane
 from regression_lab.models import MyNN, MyNNStack
 
 X = torch.arange(1.0, 6.0).unsqueeze(1)  # the lab's data
 Y = 3 * X + 2
 
 
-def test_the_linear_models_hessian_is_the_closed_form():
+def autograd(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple:
+    """The MSE's gradient as a function of the flat parameters (torch.func), at them, and its Jacobian: the Hessian
+    by reverse over reverse mode, the reference the closed form is held to."""
+    shapes = {n: p.shape for n, p in net.named_parameters()}
+    theta, sizes = torch.cat([p.detach().flatten() for p in net.parameters()]), [s.numel() for s in shapes.values()]
+
+    def loss(t: torch.Tensor) -> torch.Tensor:
+        parts = {n: c.reshape(shapes[n]) for n, c in zip(shapes, t.split(sizes), strict=True)}
+        return torch.mean((torch.func.functional_call(net, parts, (x,)) - y) ** 2)
+
+    return torch.func.grad(loss), theta, torch.func.jacrev(torch.func.grad(loss))(theta)
+
+
+def test_an_always_on_units_output_weight_and_bias_have_the_linear_models_closed_form():
+    stack = MyNNStack(1, [0])  # w = 1, b = 0: relu(x) = x on the lab's x, so f = v x + c is y = w x + b again
+    with torch.no_grad():
+        stack.weights[0, :2] = torch.tensor([1.0, 0.0])
     n = len(X)  # MSE of y = w x + b: 2/N sum [x^2, x; x, 1], wherever (w, b) are
     closed = 2 / n * torch.tensor([[float((X**2).sum()), float(X.sum())], [float(X.sum()), float(n)]])
-    assert torch.allclose(hessian(torch.nn.Linear(1, 1), X, Y), closed)  # [[22, 6], [6, 2]]
+    torch.testing.assert_close(hessians(stack.weights, 1, X, Y)[0, 2:, 2:], closed)  # [[22, 6], [6, 2]]
     s = spectrum(closed)
-    assert s["trace"] == pytest.approx(24.0) and s["eigenvalues"].tolist() == pytest.approx(
-        sorted(np.linalg.eigvalsh(closed.numpy()))
-    )
+    assert s["trace"] == pytest.approx(24.0)
+    assert s["eigenvalues"].tolist() == pytest.approx(sorted(np.linalg.eigvalsh(closed.numpy())))
 
 
 def test_a_networks_hessian_is_the_gradients_finite_difference_and_its_top_eigenvalue_is_power_iterations():
     torch.manual_seed(0)
     net = MyNN(5).double()
-    x, y = X.double(), Y.double()
-    h = hessian(net, x, y)
-    shapes = {n: p.shape for n, p in net.named_parameters()}
-    theta = torch.cat([p.detach().flatten() for p in net.parameters()])
-    grad = lambda t: torch.func.grad(flat_loss(net, shapes))(t, x, y)  # noqa: E731
+    grad, theta, _ = autograd(net, X.double(), Y.double())
+    h = hessians(theta.unsqueeze(0), 5, X.double(), Y.double())[0]
     eps, eye = 1e-6, torch.eye(len(theta), dtype=torch.float64)
     columns = torch.stack([(grad(theta + eps * e) - grad(theta - eps * e)) / (2 * eps) for e in eye], dim=1)
     assert torch.allclose(h, columns, atol=1e-5) and torch.allclose(h, h.T)
@@ -42,12 +54,16 @@ def test_a_networks_hessian_is_the_gradients_finite_difference_and_its_top_eigen
     assert spectrum(h)["top"] == pytest.approx(float(v @ h @ v), rel=1e-6)
 
 
-def test_an_ensemble_members_hessian_is_the_same_seed_alone():
-    stack = MyNNStack([2, 5], [0, 0])  # padded to 5: the padding units add zero rows and columns
-    tops = torch.linalg.eigvalsh(member_hessians(stack, X, Y))[:, -1]
-    for i, h in enumerate((2, 5)):
-        torch.manual_seed(0)
-        assert float(tops[i]) == pytest.approx(spectrum(hessian(MyNN(h), X, Y))["top"], rel=1e-5)
+def test_an_ensemble_members_hessian_is_torch_funcs_of_the_same_seed_alone():
+    stack = MyNNStack([2, 5, 5], [0, 0, 3])  # padded to 5: the padding units add zero rows and columns
+    with torch.no_grad():
+        stack.weights[2, 0], stack.weights[2, 5] = 1.0, -3.0  # a unit whose input is exactly 0 at x = 3: relu'(0) = 0
+    closed = hessians(stack.weights, 5, X, Y)
+    for i, h in enumerate((2, 5, 5)):
+        rows = torch.cat([torch.arange(h) + k * 5 for k in range(3)] + [torch.tensor([15])])  # MyNN's parameters
+        alone = autograd(stack.member(i), X, Y)[2]
+        torch.testing.assert_close(closed[i][rows][:, rows], alone, rtol=1e-5, atol=1e-5)
+        assert float(closed[i].abs().sum()) == pytest.approx(float(alone.abs().sum()), rel=1e-5)  # the rest is 0
 
 
 def test_fit_keeps_a_trajectory_and_landscape_draws_its_plane_and_the_curvature(tmp_path):

@@ -1,9 +1,10 @@
-"""What the landscape tools estimate, computed exactly for networks this small: the full Hessian of the training loss
-(``torch.func``, batched over an ensemble's members with ``vmap``), its spectrum, and the plane of the first two
-principal components of a training trajectory (Li et al., 2018). ``landscape`` reports them; try::
+"""What the landscape tools estimate, computed exactly for networks this small: the full Hessian of MyNN's training
+loss (in closed form, batched over an ensemble's members), its spectrum, and the plane of the first two principal
+components of a training trajectory (Li et al., 2018). ``landscape`` and ensemble fits report them; try::
 
-    python -c "import torch; from regression_lab.curvature import hessian, spectrum; \\
-        x = torch.arange(1., 6.)[:, None]; print(spectrum(hessian(torch.nn.Linear(1, 1), x, 3 * x + 2)))"
+    python -c "import torch; from regression_lab.curvature import hessians, spectrum; \\
+        from regression_lab.models import MyNNStack; s = MyNNStack(5, [0]); x = torch.arange(1., 6.)[:, None]; \\
+        print(spectrum(hessians(s.weights, s.width, x, 3 * x + 2)[0]))"
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
 from regression_lab.errors import UsageError
-from regression_lab.models import MyNN
 
-#: Parameters up to which the whole Hessian is formed (its P x P entries, and P backward passes over the data).
+#: Parameters up to which the whole Hessian is formed (its P x P entries, and their eigenvalues).
 MAX_HESSIAN_PARAMS = 2_000
 #: The members' Hessians at the end of an ensemble fit: at most this much work (members x parameters^2 x samples)...
 MAX_MEMBER_HESSIAN_WORK = 2 * 10**9
@@ -34,39 +33,27 @@ NOTE = (
 )
 
 
-def flat_loss(module: nn.Module, shapes: dict[str, torch.Size]):
-    """The MSE of ``module`` on (x, y) as a function of one flat vector of its parameters (``shapes``, in order)."""
-    sizes = [math.prod(s) for s in shapes.values()]
+def hessians(weights: Tensor, width: int, x: Tensor, y: Tensor) -> Tensor:
+    """The Hessians (M, P, P) of the MSE on (x, y) of ``MyNN`` members, in closed form, a chunk at a time: each row of
+    ``weights`` (M, 3 width + 1) is one member's parameters as a ``MyNNStack`` holds them (one ``MyNN``'s, flattened
+    in order, is a row of its own width; a stack's padding units add zero rows and columns).
 
-    def loss(theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        parts = {n: t.reshape(s) for (n, s), t in zip(shapes.items(), theta.split(sizes), strict=True)}
-        return torch.mean((functional_call(module, parts, (x,)) - y) ** 2)
-
-    return loss
-
-
-def hessian(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """The Hessian (P, P) of the MSE of ``module`` on (x, y) over its parameters, flattened in ``named_parameters``
-    order (for ``nn.Linear(1, 1)``: weight, bias)."""
-    params = {n: p.detach() for n, p in module.named_parameters()}
-    theta = torch.cat([p.flatten() for p in params.values()])
-    loss = flat_loss(module, {n: p.shape for n, p in params.items()})
-    # Reverse over reverse, a chunk of columns at a time: memory for about `chunk` backward passes over the data.
-    chunk = max(1, CHUNK_BYTES // max(1, 4 * len(x) * len(theta)))
-    return torch.func.jacrev(torch.func.grad(loss), chunk_size=chunk)(theta, x, y)
-
-
-def member_hessians(stack: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Every member's Hessian (M, P, P) of a :class:`~regression_lab.models.MyNNStack` (a padding unit adds zero rows
-    and columns), a chunk of members at a time."""
-    with torch.device("meta"):  # MyNN's names and shapes, no weights drawn
-        h, skeleton = stack.width, MyNN(stack.width)
-    shapes = {"linear1.weight": (h, 1), "linear1.bias": (h,), "linear2.weight": (1, h), "linear2.bias": (1,)}
-    # Reverse over reverse, as in hessian (forward mode loads torch's jit decompositions, deprecated).
-    batched = vmap(torch.func.jacrev(torch.func.grad(flat_loss(skeleton, shapes))), in_dims=(0, None, None))
-    p = stack.weights.shape[1]
-    chunk = max(1, CHUNK_BYTES // (4 * p * p * max(1, len(x))))
-    return torch.cat([batched(rows, x, y) for rows in stack.weights.detach().split(chunk)])
+    With f = v . relu(w x + b) + c and r = f - y, the Hessian is 2/N sum_n (grad f grad f^T + r d2f). ReLU's second
+    derivative is zero, so d2f pairs only v_j with w_j (relu'(z_j) x) and with b_j (relu'(z_j)), as autograd has it
+    (relu'(0) = 0); the tests hold it to torch.func's Hessian and to finite differences of the gradient."""
+    out, pairs = [], torch.arange(2 * width, device=x.device)  # the rows of w and b, each paired with its unit's v
+    for theta in weights.detach().split(max(1, CHUNK_BYTES // (4 * weights.shape[1] * max(1, len(x))))):
+        w, b, v = (theta[:, k * width : (k + 1) * width, None] for k in range(3))  # (M, W, 1): against x.T (1, N)
+        z = w * x.T + b
+        on, a = (z > 0).to(theta.dtype), torch.relu(z)
+        r = (v * a).sum(dim=1) + theta[:, 3 * width :] - y.T  # (M, N)
+        jacobian = torch.cat([v * on * x.T, v * on, a, torch.ones_like(r).unsqueeze(1)], dim=1)  # (M, P, N)
+        h = jacobian @ jacobian.mT
+        cross = torch.cat([(on * x.T * r.unsqueeze(1)).sum(dim=2), (on * r.unsqueeze(1)).sum(dim=2)], dim=1)
+        h[:, pairs, 2 * width + pairs % width] += cross
+        h[:, 2 * width + pairs % width, pairs] += cross
+        out.append(2 / len(x) * h)
+    return torch.cat(out)
 
 
 def spectrum(h: Tensor) -> dict[str, float | Tensor]:
@@ -94,9 +81,7 @@ def load_trajectory(ckpt_path: str | Path | None) -> dict[str, Tensor]:
     from regression_lab.callbacks import Trajectory
     from regression_lab.landscape_plots import run_dir_of
 
-    run = run_dir_of(ckpt_path) if ckpt_path else None
-    path = run / Trajectory.FILE if run is not None else None
-    if path is None or not path.is_file():
+    if (run := run_dir_of(ckpt_path)) is None or not (path := run / Trajectory.FILE).is_file():
         raise UsageError(f"--trajectory: {ckpt_path or 'no checkpoint'} has no trajectory in its run; train with "
                          "`fit --trajectory_every N` (every N epochs)")  # fmt: skip
     try:
@@ -117,16 +102,16 @@ def add_to(results: Any, net: nn.Module, x: Tensor, y: Tensor, trajectory: dict[
     from regression_lab.landscape import Landscape, grid_losses
 
     params = {n: p.detach() for n, p in net.named_parameters()}
-    count = sum(p.numel() for p in params.values())
-    if count <= MAX_HESSIAN_PARAMS:
-        results.hessian = spectrum(hessian(net, x, y))
+    final = torch.cat([p.flatten() for p in params.values()])  # MyNN's parameters in order: a stack's row
+    if (count := len(final)) <= MAX_HESSIAN_PARAMS:
+        results.hessian = spectrum(hessians(final.unsqueeze(0), net.hidden_size, x, y)[0])
     else:
         results.notes.append(
             f"the Hessian is formed up to {MAX_HESSIAN_PARAMS:,} parameters; this network has {count:,}"
         )
     if trajectory is None:
         return
-    final = torch.cat([p.flatten() for p in params.values()]).double()
+    final = final.double()
     if trajectory["weights"].shape[1] != len(final):
         raise UsageError(
             f"the trajectory has {trajectory['weights'].shape[1]} weights a point, the network {len(final)}"
@@ -135,10 +120,7 @@ def add_to(results: Any, net: nn.Module, x: Tensor, y: Tensor, trajectory: dict[
     sizes = [p.numel() for p in params.values()]
     directions = [{n: t.reshape(p.shape).to(p) for (n, p), t in zip(params.items(), a.split(sizes), strict=True)}
                   for a in axes]  # fmt: skip
-    lo, hi = (
-        torch.minimum(path.min(dim=0).values, torch.zeros(2)),
-        torch.maximum(path.max(dim=0).values, torch.zeros(2)),
-    )
+    lo, hi = path.min(dim=0).values.clamp(max=0), path.max(dim=0).values.clamp(min=0)  # the trained point too
     pad = 0.15 * (hi - lo).clamp_min(1e-3)
     ends = zip((lo - pad).tolist(), (hi + pad).tolist(), strict=True)
     grid = [torch.linspace(a, b, results.settings.resolution, device=x.device) for a, b in ends]
@@ -154,7 +136,9 @@ def top_eigenvalues(module: nn.Module, x: Tensor, y: Tensor) -> Tensor | None:
     x, y = x[::stride], y[::stride]
     if sum(len(s) * s.weights.shape[1] ** 2 * len(x) for s in module.stacks) > MAX_MEMBER_HESSIAN_WORK:
         return None
-    return torch.cat([torch.linalg.eigvalsh(member_hessians(s, x, y).double())[:, -1] for s in module.stacks]).cpu()
+    return torch.cat(
+        [torch.linalg.eigvalsh(hessians(s.weights, s.width, x, y).double())[:, -1] for s in module.stacks]
+    ).cpu()
 
 
 def log_top_eigenvalues(writer: Any, module: nn.Module, datamodule: Any, step: int) -> None:

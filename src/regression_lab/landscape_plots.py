@@ -169,17 +169,17 @@ def hessian_lines(results: Results) -> list[str]:
     """The exact curvature at the trained weights, and the trajectory's plane, in a few lines."""
     from regression_lab.curvature import NOTE
 
-    lines, h = [], results.hessian
+    lines, h, t = [], results.hessian, results.trajectory
     if h is not None:
-        values, negative = h["eigenvalues"], int((h["eigenvalues"] < 0).sum())
+        # Negative beyond rounding: numpy's matrix_rank tolerance (largest |value| x size x float32's epsilon), so a
+        # dead unit's exact zeros do not count, whichever sign rounding gives them.
+        values, tol = h["eigenvalues"], float(h["eigenvalues"].abs().max()) * len(h["eigenvalues"]) * 2**-23
+        negative = int((values < -tol).sum())
         lines += [f"hessian: {len(values)} eigenvalues from {float(values[0]):.4g} to {h['top']:.4g}, trace "
                   f"{h['trace']:.4g}, smallest/largest {h['min_max_ratio']:.3g}, {negative} negative"]  # fmt: skip
         lines += [f"eigenvalues: {NOTE}"] if negative else []
-    if results.trajectory is not None:
-        t, (first, last) = (
-            results.trajectory,
-            (int(results.trajectory["epochs"][0]), int(results.trajectory["epochs"][-1])),
-        )
+    if t is not None:
+        first, last = int(t["epochs"][0]), int(t["epochs"][-1])
         share = [f"{float(v):.1%}" for v in t["explained"]]
         lines.append(f"trajectory: {len(t['epochs'])} points (epochs {first} to {last}); PC1 and PC2 explain "
                      f"{share[0]} and {share[1]} of the variance")  # fmt: skip
