@@ -33,16 +33,17 @@ def test_mynn_rejects_bad_hidden_size(bad):
 def test_stack_members_start_as_seeded_lone_models_and_leave_the_global_rng_alone():
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    stack = MyNNStack([5, 8, 5], [0, 42, 7])
+    members = [(5, 0), (8, 42), (5, 7), (1, 2**32 - 1), (300, 9)]  # 300: 901 draws, past MT19937's 624-word state
+    stack = MyNNStack(*zip(*members, strict=True))
     assert torch.equal(torch.get_rng_state(), before)
-    for i, (h, seed) in enumerate([(5, 0), (8, 42), (5, 7)]):
+    for i, (h, seed) in enumerate(members):
         torch.manual_seed(seed)
         lone = MyNN(h)
         pairs = zip(stack.member(i).state_dict().values(), lone.state_dict().values(), strict=True)
         assert all(torch.equal(a, b) for a, b in pairs)
         x = torch.linspace(-3, 9, 11).unsqueeze(1)
         torch.testing.assert_close(stack(x)[i], lone(x))  # padding units add nothing
-    assert stack(torch.ones(4, 1)).shape == (3, 4, 1)
+    assert stack(torch.ones(4, 1)).shape == (5, 4, 1)
 
 
 def test_a_stack_counts_active_units_and_retires_non_finite_members():

@@ -81,6 +81,27 @@ def check_seeds(seeds: Iterable[int], what: str = "seeds") -> list[int]:
     return seeds
 
 
+def mt19937_streams(seeds: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` 32-bit words torch's CPU generator gives after ``manual_seed(seed)``, for each seed: (M, n).
+
+    The generator is MT19937 (Matsumoto and Nishimura, 1998): its seeding recurrence, then its state twisted word by
+    word in place and tempered, as the reference algorithm does, on int64 tensors that hold every seed at once."""
+    mt = [seeds & 0xFFFFFFFF]
+    for j in range(1, 624):
+        mt.append((1812433253 * (mt[-1] ^ (mt[-1] >> 30)) + j) & 0xFFFFFFFF)
+    words = []
+    for k in range(n):  # the twist of word i reads word i + 397: still the old one for i < 227, then the new
+        i = k % 624
+        mixed = (mt[i] & 0x80000000) | (mt[(i + 1) % 624] & 0x7FFFFFFF)
+        mt[i] = mt[(i + 397) % 624] ^ (mixed >> 1) ^ ((mixed & 1) * 0x9908B0DF)
+        words.append(mt[i])
+    y = torch.stack(words, dim=1)
+    y ^= y >> 11
+    y ^= (y << 7) & 0x9D2C5680
+    y ^= (y << 15) & 0xEFC60000
+    return y ^ (y >> 18)
+
+
 class MyNNStack(nn.Module):
     """M members of ``MyNN``, possibly of different hidden sizes; x (N, 1) gives (M, N, 1).
 
@@ -114,22 +135,21 @@ class MyNNStack(nn.Module):
 
     @staticmethod
     def _initial_weights(sizes: list[int], seeds: list[int], width: int) -> torch.Tensor:
-        weights = torch.zeros(len(seeds), 3 * width + 1)
-        # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws: nn.Linear's own initialisation
-        # (kaiming_uniform_ for the weights, U(±1/sqrt(fan_in)) for the biases), layer by layer, drawn straight
-        # into the member's row after its seed; the global RNG restored after.
-        state = torch.get_rng_state()
-        try:
-            with torch.no_grad():
-                for row, h, seed in zip(weights, sizes, seeds, strict=True):
-                    # The CPU generator only (MyNN's init draws from it): torch.manual_seed seeds every GPU too.
-                    torch.default_generator.manual_seed(seed)
-                    nn.init.kaiming_uniform_(row[:h].view(h, 1), a=math.sqrt(5))
-                    nn.init.uniform_(row[width : width + h], -1.0, 1.0)  # fan_in 1
-                    nn.init.kaiming_uniform_(row[2 * width : 2 * width + h].view(1, h), a=math.sqrt(5))
-                    nn.init.uniform_(row[3 * width :], -1 / math.sqrt(h), 1 / math.sqrt(h))
-        finally:
-            torch.set_rng_state(state)
+        # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws, for all members at once: the CPU
+        # generator's 32-bit stream after each seed (mt19937_streams), turned into nn.Linear's draws as torch's
+        # uniform_ does: u from the low 24 bits, then u * (to - from) + from rounded once (its CPU kernel's fused
+        # multiply-add), for kaiming_uniform_ on each weight and U(±1/sqrt(fan_in)) on each bias, layer by layer.
+        weights, sizes_t, seeds_t = torch.zeros(len(seeds), 3 * width + 1), torch.tensor(sizes), torch.tensor(seeds)
+        gain = nn.init.calculate_gain("leaky_relu", math.sqrt(5))  # nn.Linear's kaiming_uniform_(a=sqrt(5))
+        for h in set(sizes):
+            kaiming = [math.sqrt(3.0) * (gain / math.sqrt(fan)) for fan in (1, h)]  # kaiming_uniform_'s bound
+            bounds = [(0, h, kaiming[0]), (width, h, 1.0), (2 * width, h, kaiming[1]), (3 * width, 1, 1 / math.sqrt(h))]
+            for rows in (sizes_t == h).nonzero().squeeze(1).split(2**14):  # bounded memory: 624 words a member
+                u, drawn = (mt19937_streams(seeds_t[rows], 3 * h + 1) & 0xFFFFFF).double() * 2**-24, 0
+                for column, count, bound in bounds:
+                    b = float(torch.tensor(bound, dtype=torch.float32))  # uniform_ takes its bounds as float32
+                    weights[rows, column : column + count] = (u[:, drawn : drawn + count] * (2 * b) - b).float()
+                    drawn += count
         return weights
 
     def __len__(self) -> int:
