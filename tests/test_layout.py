@@ -62,8 +62,8 @@ def test_the_defaults_raise_no_deprecation_warning_and_no_notice(tmp_path):
 # and 50, its data from CSV files (the reader, the split, the file's record and its checks) about 210 and 100. The
 # caps keep both from growing unnoticed: a commit that raises one says why. benchmarks/ passed its 500 by 11 lines with
 # issue 26's three floors, which show targets below Lightning's own (fit's cadences, a stack's fit, the sweep's trials).
-# The closed-form Hessian left src/ its torch.func one, which tests/ keeps as the reference (9 lines there).
-@pytest.mark.parametrize("path, limit", [("src", 4871), ("tests", 2885), ("benchmarks", 511)])  # fmt: skip
+# The closed-form Hessian left src/ its torch.func one, kept in tests/ as the reference (9 lines); the sweep's floor: 1.
+@pytest.mark.parametrize("path, limit", [("src", 4871), ("tests", 2886), ("benchmarks", 511)])  # fmt: skip
 def test_the_code_keeps_to_its_budgets(path, limit):
     files = sorted((REPO / path).rglob("*.py"))
     lines = {f.name: len(f.read_text().splitlines()) for f in files}
