@@ -8,6 +8,7 @@ build them with nothing but torch imported. Try it::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -102,6 +103,16 @@ def mt19937_streams(seeds: torch.Tensor, n: int) -> torch.Tensor:
     return y ^ (y >> 18)
 
 
+@functools.cache
+def uniform_rounds_once() -> bool:
+    """Whether this torch's CPU ``uniform_`` draws u * (to - from) + from, u from a word's low 24 bits, rounded once
+    (the fused multiply-add its AVX2 and AVX-512 kernels compile to; its baseline kernel rounds twice)."""
+    b = float(torch.tensor(1 / math.sqrt(5), dtype=torch.float32))
+    drawn = torch.empty(64).uniform_(-b, b, generator=torch.Generator().manual_seed(0))
+    u = (mt19937_streams(torch.tensor([0]), 64)[0] & 0xFFFFFF).double() * 2**-24
+    return torch.equal(drawn, (u * (2 * b) - b).float())
+
+
 class MyNNStack(nn.Module):
     """M members of ``MyNN``, possibly of different hidden sizes; x (N, 1) gives (M, N, 1).
 
@@ -135,16 +146,31 @@ class MyNNStack(nn.Module):
 
     @staticmethod
     def _initial_weights(sizes: list[int], seeds: list[int], width: int) -> torch.Tensor:
-        # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws, for all members at once: the CPU
-        # generator's 32-bit stream after each seed (mt19937_streams), turned into nn.Linear's draws as torch's
-        # uniform_ does: u from the low 24 bits, then u * (to - from) + from rounded once (its CPU kernel's fused
-        # multiply-add), for kaiming_uniform_ on each weight and U(±1/sqrt(fan_in)) on each bias, layer by layer.
-        weights, sizes_t, seeds_t = torch.zeros(len(seeds), 3 * width + 1), torch.tensor(sizes), torch.tensor(seeds)
-        gain = nn.init.calculate_gain("leaky_relu", math.sqrt(5))  # nn.Linear's kaiming_uniform_(a=sqrt(5))
-        for h in set(sizes):
+        # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws: nn.Linear's kaiming_uniform_ on each
+        # weight and U(+-1/sqrt(fan_in)) on each bias, layer by layer. All members at once from the CPU generator's
+        # stream (mt19937_streams) where uniform_ is known to round as reproduced here; else, and for members past
+        # one state's 624 words, one by one through torch's own init (the global RNG restored after).
+        weights = torch.zeros(len(seeds), 3 * width + 1)
+        at_once = weights.dtype == torch.float32 and weights.device.type == "cpu" and uniform_rounds_once()
+        state = torch.get_rng_state()
+        try:
+            with torch.no_grad():
+                for i in [i for i, h in enumerate(sizes) if not at_once or 3 * h + 1 > 624]:
+                    row, h = weights[i], sizes[i]
+                    torch.default_generator.manual_seed(seeds[i])  # the CPU's only, as MyNN's init draws
+                    nn.init.kaiming_uniform_(row[:h].view(h, 1), a=math.sqrt(5))
+                    nn.init.uniform_(row[width : width + h], -1.0, 1.0)  # fan_in 1
+                    nn.init.kaiming_uniform_(row[2 * width : 2 * width + h].view(1, h), a=math.sqrt(5))
+                    nn.init.uniform_(row[3 * width :], -1 / math.sqrt(h), 1 / math.sqrt(h))
+        finally:
+            torch.set_rng_state(state)
+        gain = nn.init.calculate_gain("leaky_relu", math.sqrt(5))
+        sizes_t, seeds_t = torch.tensor(sizes), torch.tensor(seeds)
+        for h in {h for h in sizes if at_once and 3 * h + 1 <= 624}:
             kaiming = [math.sqrt(3.0) * (gain / math.sqrt(fan)) for fan in (1, h)]  # kaiming_uniform_'s bound
             bounds = [(0, h, kaiming[0]), (width, h, 1.0), (2 * width, h, kaiming[1]), (3 * width, 1, 1 / math.sqrt(h))]
-            for rows in (sizes_t == h).nonzero().squeeze(1).split(2**14):  # bounded memory: 624 words a member
+            chunk = 2**23 // (624 + 3 * h)  # members whose generator words (int64) fill 64 MiB
+            for rows in (sizes_t == h).nonzero().squeeze(1).split(chunk):
                 u, drawn = (mt19937_streams(seeds_t[rows], 3 * h + 1) & 0xFFFFFF).double() * 2**-24, 0
                 for column, count, bound in bounds:
                     b = float(torch.tensor(bound, dtype=torch.float32))  # uniform_ takes its bounds as float32
