@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import LAST, RUN, fit_in_process, one_error_line, run_main
 
+from regression_lab import curvature
 from regression_lab.curvature import hessians, spectrum, trajectory_plane
 from regression_lab.models import MyNN, MyNNStack
 
@@ -54,11 +55,13 @@ def test_a_networks_hessian_is_the_gradients_finite_difference_and_its_top_eigen
     assert spectrum(h)["top"] == pytest.approx(float(v @ h @ v), rel=1e-6)
 
 
-def test_an_ensemble_members_hessian_is_torch_funcs_of_the_same_seed_alone():
+def test_an_ensemble_members_hessian_is_torch_funcs_of_the_same_seed_alone(monkeypatch):
     stack = MyNNStack([2, 5, 5], [0, 0, 3])  # padded to 5: the padding units add zero rows and columns
     with torch.no_grad():
         stack.weights[2, 0], stack.weights[2, 5] = 1.0, -3.0  # a unit whose input is exactly 0 at x = 3: relu'(0) = 0
     closed = hessians(stack.weights, 5, X, Y)
+    monkeypatch.setattr(curvature, "CHUNK_BYTES", 4 * 16 * 2)  # two member-samples at a time: the same sums
+    torch.testing.assert_close(hessians(stack.weights, 5, X, Y), closed)
     for i, h in enumerate((2, 5, 5)):
         rows = torch.cat([torch.arange(h) + k * 5 for k in range(3)] + [torch.tensor([15])])  # MyNN's parameters
         alone = autograd(stack.member(i), X, Y)[2]

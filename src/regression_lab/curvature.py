@@ -42,16 +42,19 @@ def hessians(weights: Tensor, width: int, x: Tensor, y: Tensor) -> Tensor:
     derivative is zero, so d2f pairs only v_j with w_j (relu'(z_j) x) and with b_j (relu'(z_j)), as autograd has it
     (relu'(0) = 0); the tests hold it to torch.func's Hessian and to finite differences of the gradient."""
     out, pairs = [], torch.arange(2 * width, device=x.device)  # the rows of w and b, each paired with its unit's v
-    for theta in weights.detach().split(max(1, CHUNK_BYTES // (4 * weights.shape[1] * max(1, len(x))))):
+    per = max(1, CHUNK_BYTES // (4 * weights.shape[1]))  # member-samples a chunk: its Jacobian (members, P, samples)
+    for theta in weights.detach().split(max(1, per // max(1, len(x)))):
         w, b, v = (theta[:, k * width : (k + 1) * width, None] for k in range(3))  # (M, W, 1): against x.T (1, N)
-        z = w * x.T + b
-        on, a = (z > 0).to(theta.dtype), torch.relu(z)
-        r = (v * a).sum(dim=1) + theta[:, 3 * width :] - y.T  # (M, N)
-        jacobian = torch.cat([v * on * x.T, v * on, a, torch.ones_like(r).unsqueeze(1)], dim=1)  # (M, P, N)
-        h = jacobian @ jacobian.mT
-        cross = torch.cat([(on * x.T * r.unsqueeze(1)).sum(dim=2), (on * r.unsqueeze(1)).sum(dim=2)], dim=1)
-        h[:, pairs, 2 * width + pairs % width] += cross
-        h[:, 2 * width + pairs % width, pairs] += cross
+        h = torch.zeros(len(theta), weights.shape[1], weights.shape[1], dtype=theta.dtype, device=theta.device)
+        for xs, ys in zip(x.split(max(1, per // len(theta))), y.split(max(1, per // len(theta))), strict=True):
+            z = w * xs.T + b
+            on, a = (z > 0).to(theta.dtype), torch.relu(z)
+            r = (v * a).sum(dim=1) + theta[:, 3 * width :] - ys.T  # (M, N)
+            jacobian = torch.cat([v * on * xs.T, v * on, a, torch.ones_like(r).unsqueeze(1)], dim=1)  # (M, P, N)
+            h += jacobian @ jacobian.mT
+            cross = torch.cat([(on * xs.T * r.unsqueeze(1)).sum(dim=2), (on * r.unsqueeze(1)).sum(dim=2)], dim=1)
+            h[:, pairs, 2 * width + pairs % width] += cross
+            h[:, 2 * width + pairs % width, pairs] += cross
         out.append(2 / len(x) * h)
     return torch.cat(out)
 
