@@ -60,7 +60,8 @@ ROWS = {
                  "member; yardstick: the same members as one MyNNStack in a plain loop",
                  {"ratio": ("fit_per_s", "plain_per_s", ">= 200"), "yardstick_ratio": ("fit_per_s", "stacked_per_s",
                   ">= 0.6"), "large_yardstick_ratio": ("large_fit_per_s", "large_stacked_per_s", ">= 0.8"),
-                  "floor_yardstick_ratio": ("floor_per_s", "stacked_per_s", "report")}),
+                  "floor_yardstick_ratio": ("floor_per_s", "stacked_per_s", "report"),
+                  "large_floor_yardstick_ratio": ("large_floor_per_s", "large_stacked_per_s", "report")}),
     "sweep": ("seconds of the default `regression-lab sweep` as a process", "a time; yardstick: `import lightning, "
               "optuna` in a new process plus the same members and epochs as stacked plain loops",
               {"ratio": ("sweep_s", None, "<= 15 s"), "yardstick_ratio": ("sweep_s", "yardstick_s", "<= 1.3"),
@@ -327,7 +328,8 @@ class Benchmark:
         floor = lambda s: 3 * s / timed(fit_floor, {}, e, self.accelerator, **members(s))  # noqa: E731 (built, trained)
         runs = alternate(self.size(1, 3), plain_per_s=plain, fit_per_s=lambda: fit(seeds),
                          stacked_per_s=lambda: stacked(seeds), large_fit_per_s=lambda: fit(large),
-                         large_stacked_per_s=lambda: stacked(large), floor_per_s=lambda: floor(seeds))  # fmt: skip
+                         large_stacked_per_s=lambda: stacked(large), floor_per_s=lambda: floor(seeds),
+                         large_floor_per_s=lambda: floor(large))  # fmt: skip
         return result("ensemble", runs, members=3 * seeds, large_members=3 * large, epochs=e)
 
     @functools.cached_property
