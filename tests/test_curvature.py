@@ -3,6 +3,8 @@ finite differences of the gradient and torch.func's (an ensemble member's: the s
 against power iteration, and ``fit --trajectory_every`` through ``landscape --trajectory``.
 Run: pytest tests/test_curvature.py"""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from helpers import LAST, RUN, fit_in_process, one_error_line, run_main
 
 from regression_lab import curvature
 from regression_lab.curvature import hessians, spectrum, trajectory_plane
+from regression_lab.landscape_plots import hessian_lines
 from regression_lab.models import MyNN, MyNNStack
 
 X = torch.arange(1.0, 6.0).unsqueeze(1)  # the lab's data
@@ -67,6 +70,17 @@ def test_an_ensemble_members_hessian_is_torch_funcs_of_the_same_seed_alone(monke
         alone = autograd(stack.member(i), X, Y)[2]
         torch.testing.assert_close(closed[i][rows][:, rows], alone, rtol=1e-5, atol=1e-5)
         assert float(closed[i].abs().sum()) == pytest.approx(float(alone.abs().sum()), rel=1e-5)  # the rest is 0
+
+
+def test_a_zero_residuals_symmetry_zeros_are_not_counted_negative_on_many_samples():
+    net, x = MyNN(4), torch.arange(1.0, 100_001.0).unsqueeze(1)  # small integers: y = net(x) is exact in float32
+    weights = ([[1.0], [2.0], [-1.0], [3.0]], [0, -1, 50, 2], [[1, -2, 3, 1]], [5])
+    with torch.no_grad():
+        for p, v in zip(net.parameters(), weights, strict=True):
+            p.copy_(torch.tensor(v))
+        results = SimpleNamespace(hessian=None, notes=[], trajectory=None)
+        curvature.add_to(results, net, x, net(x), None)  # each unit's rescaling is a flat direction: 4 zeros
+    assert "13 eigenvalues" in hessian_lines(results)[0] and "0 negative" in hessian_lines(results)[0]
 
 
 def test_fit_keeps_a_trajectory_and_landscape_draws_its_plane_and_the_curvature(tmp_path):

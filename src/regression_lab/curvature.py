@@ -107,7 +107,8 @@ def add_to(results: Any, net: nn.Module, x: Tensor, y: Tensor, trajectory: dict[
     params = {n: p.detach() for n, p in net.named_parameters()}
     final = torch.cat([p.flatten() for p in params.values()])  # MyNN's parameters in order: a stack's row
     if (count := len(final)) <= MAX_HESSIAN_PARAMS:
-        results.hessian = spectrum(hessians(final.unsqueeze(0), net.hidden_size, x, y)[0])
+        # In float64: summed over many samples in float32, a zero eigenvalue could come out clearly negative.
+        results.hessian = spectrum(hessians(final.double().unsqueeze(0), net.hidden_size, x.double(), y.double())[0])
     else:
         results.notes.append(
             f"the Hessian is formed up to {MAX_HESSIAN_PARAMS:,} parameters; this network has {count:,}"

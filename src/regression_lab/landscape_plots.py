@@ -171,10 +171,10 @@ def hessian_lines(results: Results) -> list[str]:
 
     lines, h, t = [], results.hessian, results.trajectory
     if h is not None:
-        # Negative beyond float32's resolution at the largest |value|: a dead unit's exact zeros do not count,
-        # whichever sign rounding gives them.
+        # Negative beyond rounding (numpy's matrix_rank tolerance, for the float64 Hessian): a dead unit's exact
+        # zeros do not count, whichever sign rounding gives them.
         values = h["eigenvalues"]
-        negative = int((values < -float(values.abs().max()) * 2**-23).sum())
+        negative = int((values < -float(values.abs().max()) * len(values) * torch.finfo(values.dtype).eps).sum())
         lines += [f"hessian: {len(values)} eigenvalues from {float(values[0]):.4g} to {h['top']:.4g}, trace "
                   f"{h['trace']:.4g}, smallest/largest {h['min_max_ratio']:.3g}, {negative} negative"]  # fmt: skip
         lines += [f"eigenvalues: {NOTE}"] if negative else []
