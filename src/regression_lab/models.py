@@ -139,7 +139,11 @@ class MyNNStack(nn.Module):
         for h in set(sizes):
             check_int("hidden_size", h, 1, MAX_HIDDEN_SIZE)
         self.width = width = max(sizes)
-        self.weights = nn.Parameter(weights if weights is not None else self._initial_weights(sizes, seeds, width))
+        if weights is None:  # drawn on the CPU, where `torch.manual_seed(s); MyNN(h)` draws, whatever the default
+            with torch.device("cpu"):
+                weights = self._initial_weights(sizes, seeds, width)
+            weights = weights.to(torch.get_default_device())
+        self.weights = nn.Parameter(weights)
         self.register_buffer("seeds", torch.tensor(seeds, dtype=torch.int64))
         self.register_buffer("hidden_sizes", torch.tensor(sizes, dtype=torch.int64))
         self.register_buffer("diverged", torch.zeros(len(seeds), dtype=torch.bool))
@@ -148,10 +152,10 @@ class MyNNStack(nn.Module):
     def _initial_weights(sizes: list[int], seeds: list[int], width: int) -> torch.Tensor:
         # Member i gets exactly what `torch.manual_seed(seed); MyNN(h)` draws: nn.Linear's kaiming_uniform_ on each
         # weight and U(+-1/sqrt(fan_in)) on each bias, layer by layer. All members at once from the CPU generator's
-        # stream (mt19937_streams) where uniform_ is known to round as reproduced here; else, and for members past
-        # one state's 624 words, one by one through torch's own init (the global RNG restored after).
+        # stream (mt19937_streams) where uniform_ is known to round as reproduced here; else (a float64 default dtype
+        # too), and for members past one state's 624 words, one by one by torch's init (the global RNG restored after).
         weights = torch.zeros(len(seeds), 3 * width + 1)
-        at_once = weights.dtype == torch.float32 and weights.device.type == "cpu" and uniform_rounds_once()
+        at_once = weights.dtype == torch.float32 and uniform_rounds_once()
         state = torch.get_rng_state()
         try:
             with torch.no_grad():
