@@ -46,7 +46,8 @@ def hessians(weights: Tensor, width: int, x: Tensor, y: Tensor) -> Tensor:
     for theta in weights.detach().split(max(1, per // max(1, len(x)))):
         w, b, v = (theta[:, k * width : (k + 1) * width, None] for k in range(3))  # (M, W, 1): against x.T (1, N)
         h = torch.zeros(len(theta), weights.shape[1], weights.shape[1], dtype=theta.dtype, device=theta.device)
-        for xs, ys in zip(x.split(max(1, per // len(theta))), y.split(max(1, per // len(theta))), strict=True):
+        samples = max(1, per // len(theta))
+        for xs, ys in zip(x.split(samples), y.split(samples), strict=True):
             z = w * xs.T + b
             on, a = (z > 0).to(theta.dtype), torch.relu(z)
             r = (v * a).sum(dim=1) + theta[:, 3 * width :] - ys.T  # (M, N)

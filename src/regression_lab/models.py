@@ -103,14 +103,19 @@ def mt19937_streams(seeds: torch.Tensor, n: int) -> torch.Tensor:
     return y ^ (y >> 18)
 
 
+def uniform_from(words: torch.Tensor, bound: float) -> torch.Tensor:
+    """What float32 ``uniform_(-bound, bound)`` makes of the generator's ``words``: u from each word's low 24 bits,
+    then u * (to - from) + from, exact in float64 and rounded once (where :func:`uniform_rounds_once`)."""
+    b = float(torch.tensor(bound, dtype=torch.float32))  # uniform_ takes its bounds as float32
+    return ((words & 0xFFFFFF).double() * 2**-24 * (2 * b) - b).float()
+
+
 @functools.cache
 def uniform_rounds_once() -> bool:
-    """Whether this torch's CPU ``uniform_`` draws u * (to - from) + from, u from a word's low 24 bits, rounded once
-    (the fused multiply-add its AVX2 and AVX-512 kernels compile to; its baseline kernel rounds twice)."""
-    b = float(torch.tensor(1 / math.sqrt(5), dtype=torch.float32))
-    drawn = torch.empty(64).uniform_(-b, b, generator=torch.Generator().manual_seed(0))
-    u = (mt19937_streams(torch.tensor([0]), 64)[0] & 0xFFFFFF).double() * 2**-24
-    return torch.equal(drawn, (u * (2 * b) - b).float())
+    """Whether this torch's CPU ``uniform_`` is :func:`uniform_from`: rounded once (the fused multiply-add its AVX2 and
+    AVX-512 kernels compile to; its baseline kernel rounds twice)."""
+    drawn = torch.empty(64).uniform_(-1 / math.sqrt(5), 1 / math.sqrt(5), generator=torch.Generator().manual_seed(0))
+    return torch.equal(drawn, uniform_from(mt19937_streams(torch.tensor([0]), 64)[0], 1 / math.sqrt(5)))
 
 
 class MyNNStack(nn.Module):
@@ -175,10 +180,9 @@ class MyNNStack(nn.Module):
             bounds = [(0, h, kaiming[0]), (width, h, 1.0), (2 * width, h, kaiming[1]), (3 * width, 1, 1 / math.sqrt(h))]
             chunk = 2**23 // (624 + 3 * h)  # members whose generator words (int64) fill 64 MiB
             for rows in (sizes_t == h).nonzero().squeeze(1).split(chunk):
-                u, drawn = (mt19937_streams(seeds_t[rows], 3 * h + 1) & 0xFFFFFF).double() * 2**-24, 0
+                words, drawn = mt19937_streams(seeds_t[rows], 3 * h + 1), 0
                 for column, count, bound in bounds:
-                    b = float(torch.tensor(bound, dtype=torch.float32))  # uniform_ takes its bounds as float32
-                    weights[rows, column : column + count] = (u[:, drawn : drawn + count] * (2 * b) - b).float()
+                    weights[rows, column : column + count] = uniform_from(words[:, drawn : drawn + count], bound)
                     drawn += count
         return weights
 
