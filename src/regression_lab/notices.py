@@ -15,12 +15,13 @@ from collections.abc import Iterator
 #: than log_every_n_steps (which counts steps across epochs); Lightning 2.6 calls a pytree API torch deprecates; the
 #: graph is traced with the deprecated torch.jit.trace, and an ensemble has none (no example input of its own); a
 #: resumed run's checkpoint directory is not empty; an evaluation logs elsewhere than its checkpoint's run; the
-#: console script passes its arguments on.
+#: console script passes its arguments on; Optuna's heartbeats, retries and metric names are experimental.
 NOTICES = (
     r".*smaller than the logging interval.*", r".*isinstance\(treespec, LeafSpec\).*",
     r"`torch\.jit\.trace\w*` is deprecated", r"Could not log computational graph",
     r"Checkpoint directory .* exists and is not empty", r"The dirpath has changed from",
     r"LightningCLI's args parameter is intended to run from within Python",
+    r".* is (an )?experimental (feature|\(supported from)",
 )  # fmt: skip
 
 

@@ -13,7 +13,6 @@ import re
 import sqlite3
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -113,8 +112,7 @@ def _foreign(storage: str, create: bool) -> str | None:
 
 
 def _create(spec: StudySpec, create: bool) -> optuna.Study:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats and retries
+    with quiet_notices():  # heartbeats and retries are experimental in Optuna
         if "://" not in spec.storage:
             storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(spec.storage))
         else:
@@ -156,8 +154,7 @@ def _checked(study: optuna.Study, spec: StudySpec, create: bool) -> optuna.Study
                          "--study_name, or the same options as the study's")  # fmt: skip
     if saved is None:
         study.set_user_attr(DEFINITION_ATTR, wanted)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_notices():
             epochs = f"{max(spec.epochs)} epochs" if spec.sampler == "grid" else "the trial's epochs"
             study.set_metric_names([f"mean val loss over the seeds at {epochs}"])
     return study
@@ -232,16 +229,14 @@ def requeue_failed(study: optuna.Study, spec: StudySpec) -> None:
         return
     for attempts in _grid_states(study).values():
         if all(t.state == TrialState.FAIL for t in attempts):
-            with warnings.catch_warnings():  # Optuna's own retry (as for a dead worker's): keeps the grid point
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with quiet_notices():  # Optuna's own retry (as for a dead worker's): keeps the grid point
                 optuna.storages.RetryHeartbeatStaleTrialCallback()(study, attempts[-1])
 
 
 def _next(study: optuna.Study, spec: StudySpec) -> str:
     """``run`` when a trial is left to start here, ``wait`` while only other workers' trials run, ``done`` when the
     study is complete (a setting that failed in this run is retried by the next, see :func:`requeue_failed`)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_notices():
         optuna.storages.fail_stale_trials(study)  # Optuna does it itself only when a new trial starts
     trials = study.get_trials(deepcopy=False)
     busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
