@@ -34,13 +34,10 @@ def atomic_write(
         with open(target, mode, **kwargs) as fh:  # noqa: PTH123
             yield fh
         return
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    # A new name beside it (O_EXCL), with the permissions open() gives under the umask (a shared TensorBoard reads it).
+    tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        # mkstemp makes the file private; it gets what open() would give it under the user's umask, so others (a
-        # shared TensorBoard) can read it. The only portable way to read the umask is to set it and put it back.
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
