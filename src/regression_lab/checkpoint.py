@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 import zipfile
@@ -74,20 +75,6 @@ def _tensor(state: dict, key: str, shape: tuple[int, ...], source: Path, real: b
     return t
 
 
-def mynn_state(state: dict[str, Any], source: Path, prefix: str = "net.") -> dict[str, torch.Tensor]:
-    """MyNN's weights (names without ``prefix``) from a state dict, every shape checked."""
-    w1 = state.get(f"{prefix}linear1.weight")
-    if not isinstance(w1, torch.Tensor) or w1.dim() != 2 or w1.shape[1] != 1:
-        raise UsageError(f"not a regression-lab MyNN checkpoint (no linear1 weight of shape (h, 1)): {source}")
-    h = int(w1.shape[0])
-    if not 1 <= h <= MAX_HIDDEN_SIZE:
-        raise UsageError(f"checkpoint's hidden size {h:,} is outside [1, {MAX_HIDDEN_SIZE:,}]: {source}")
-    return {
-        name: _tensor(state, prefix + name, tuple(h if d == "h" else d for d in dims), source).float()
-        for name, dims in MYNN_SHAPES.items()
-    }
-
-
 def _stack(state: dict[str, Any], i: int, source: Path) -> MyNNStack:
     """Setting ``i`` of an ensemble checkpoint, its shapes checked before anything is copied."""
     w = state.get(f"stacks.{i}.weights")
@@ -126,8 +113,13 @@ def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
         if sum(len(s) for s in models) > MAX_MEMBERS:
             raise UsageError(f"ensemble checkpoint has more than {MAX_MEMBERS:,} members: {path}")
         return models, ckpt
-    weights = mynn_state(state, path)
-    h = weights["linear1.weight"].shape[0]
+    w1 = state.get("net.linear1.weight")
+    if not isinstance(w1, torch.Tensor) or w1.dim() != 2 or w1.shape[1] != 1:
+        raise UsageError(f"not a regression-lab MyNN checkpoint (no linear1 weight of shape (h, 1)): {path}")
+    if not 1 <= (h := int(w1.shape[0])) <= MAX_HIDDEN_SIZE:
+        raise UsageError(f"checkpoint's hidden size {h:,} is outside [1, {MAX_HIDDEN_SIZE:,}]: {path}")
+    shape = lambda dims: tuple(h if d == "h" else d for d in dims)  # noqa: E731
+    weights = {name: _tensor(state, f"net.{name}", shape(dims), path).float() for name, dims in MYNN_SHAPES.items()}
     if unknown := sorted(set(state) - {f"net.{name}" for name in MYNN_SHAPES}):
         raise UsageError(f"checkpoint's state_dict has keys its model has not ({unknown[0][:60]!r}): {path}")
     saved = hp.get("hidden_size")  # validate, test and resume rebuild the model from it (missing: the default)
@@ -145,15 +137,6 @@ def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
     return model.eval(), ckpt
 
 
-def _directly_in(path: Any, folder: Any) -> bool:
-    if not (isinstance(path, str) and isinstance(folder, str)):
-        return False
-    try:
-        return Path(path).resolve().parent == Path(folder).resolve()
-    except (OSError, ValueError):  # a NUL byte, a path too long to resolve
-        return False
-
-
 def resume_problem(ckpt: dict[str, Any]) -> str | None:
     """Why ``fit`` must not resume from this checkpoint, or None. A callback state naming a file outside its own
     checkpoint directory (``dir/../../victim``) would have Lightning remove that file: it checks the path as written,
@@ -169,6 +152,9 @@ def resume_problem(ckpt: dict[str, Any]) -> str | None:
         top_k = state.get("best_k_models")
         paths = [state.get(k) for k in CALLBACK_PATH_KEYS] + (list(top_k) if isinstance(top_k, dict) else [top_k])
         for path in (p for p in paths if p not in (None, "")):
-            if not _directly_in(path, state["dirpath"]):
-                return f"names a file outside its checkpoint directory in its callback state ({str(path)[:200]!r})"
+            folder, strings = state["dirpath"], isinstance(path, str) and isinstance(state["dirpath"], str)
+            with contextlib.suppress(OSError, ValueError):  # a NUL byte, a path too long to resolve: outside
+                if strings and Path(path).resolve().parent == Path(folder).resolve():
+                    continue
+            return f"names a file outside its checkpoint directory in its callback state ({str(path)[:200]!r})"
     return None

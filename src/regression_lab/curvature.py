@@ -134,25 +134,18 @@ def add_to(results: Any, net: nn.Module, x: Tensor, y: Tensor, trajectory: dict[
     results.trajectory = {"path": path.float(), "epochs": trajectory["epochs"], "explained": explained.float()}
 
 
-def top_eigenvalues(module: nn.Module, x: Tensor, y: Tensor) -> Tensor | None:
-    """Each member's largest Hessian eigenvalue (M,) of an ensemble on (x, y) (at most :data:`MAX_HESSIAN_SAMPLES`
-    of them, evenly), or None when that would take more than :data:`MAX_MEMBER_HESSIAN_WORK`."""
-    stride = -(-len(x) // MAX_HESSIAN_SAMPLES)
-    x, y = x[::stride], y[::stride]
-    if sum(len(s) * s.weights.shape[1] ** 2 * len(x) for s in module.stacks) > MAX_MEMBER_HESSIAN_WORK:
-        return None
-    return torch.cat(
-        [torch.linalg.eigvalsh(hessians(s.weights, s.width, x, y).double())[:, -1] for s in module.stacks]
-    ).cpu()
-
-
 def log_top_eigenvalues(writer: Any, module: nn.Module, datamodule: Any, step: int) -> None:
     """Per setting of an ensemble, a histogram of its healthy members' top eigenvalue at ``step``
-    (``members_top_hessian_eigenvalue/<setting>``): do wider networks find flatter minima?"""
+    (``members_top_hessian_eigenvalue/<setting>``): do wider networks find flatter minima? On at most
+    :data:`MAX_HESSIAN_SAMPLES` training samples (evenly), skipped past :data:`MAX_MEMBER_HESSIAN_WORK`."""
     from regression_lab.pictures import setting_name
 
-    if (tops := top_eigenvalues(module, datamodule.train_x, datamodule.train_y)) is None:
+    stride = -(-len(datamodule.train_x) // MAX_HESSIAN_SAMPLES)
+    x, y = datamodule.train_x[::stride], datamodule.train_y[::stride]
+    if sum(len(s) * s.weights.shape[1] ** 2 * len(x) for s in module.stacks) > MAX_MEMBER_HESSIAN_WORK:
         return
+    tops = torch.cat([torch.linalg.eigvalsh(hessians(s.weights, s.width, x, y).double())[:, -1] for s in module.stacks])
+    tops = tops.cpu()
     sizes = module.setting_sizes()
     for setting, top, out in zip(module.settings, tops.split(sizes), module.diverged().cpu().split(sizes), strict=True):
         if bool((~out).any()):

@@ -21,14 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from regression_lab.curvature import log_top_eigenvalues
 from regression_lab.errors import check_int
 from regression_lab.files import write_figure, write_text
-from regression_lab.pictures import (
-    box_figure,
-    mean_and_median,
-    note_row,
-    percentile_layout,
-    setting_name,
-    write_hparams,
-)
+from regression_lab.pictures import box_figure, mean_and_median, percentile_layout, setting_name, write_hparams
 
 
 @torch.no_grad()
@@ -207,8 +200,9 @@ class FinalMetrics(L.Callback):
             if err is not None:
                 errors.append(err.numpy())
                 labels.append(name)
-            dead_unit = m["active_units"][healthy] < setting["hidden_size"]
-            notes.append(note_row(name, m["val_loss"][healthy].double(), err, dead_unit))
+            val, dead = m["val_loss"][healthy].double(), m["active_units"][healthy] < setting["hidden_size"]
+            stats = (val.mean(), val.median(), *(() if err is None else (err.mean(), err.median())))
+            notes.append([name, *(f"{float(t):.4g}" for t in stats), f"{float(dead.double().mean()):.1%}"])
         if trainer.world_size == 1:  # the curvature on the whole training set: one process's
             log_top_eigenvalues(writer, pl_module, trainer.datamodule, trainer.current_epoch)
         if errors and self.box_plot:

@@ -11,8 +11,6 @@ import math
 import re
 from typing import Any
 
-import torch
-
 
 def setting_name(setting: dict[str, Any], epochs: int | None = None) -> str:
     """A setting's short name, e.g. ``h5_e400_lr0.01`` (momentum and weight decay only if set)."""
@@ -74,7 +72,7 @@ MEAN_AND_MEDIAN = (
 
 
 def mean_and_median(probe_x: float, rows: list[list[Any]], errors: bool = True) -> str:
-    """:data:`MEAN_AND_MEDIAN` and its table, a row per setting from :func:`note_row`."""
+    """:data:`MEAN_AND_MEDIAN` and its table, a row per setting (its name, the numbers, the dead-unit share)."""
     from regression_lab.files import markdown_table
 
     x = f"{probe_x:g}"
@@ -83,13 +81,6 @@ def mean_and_median(probe_x: float, rows: list[list[Any]], errors: bool = True) 
     if not errors:  # data from a file: no known line, no error
         header = header[:3] + header[5:]
     return MEAN_AND_MEDIAN + "\n\n" + markdown_table(header, rows)
-
-
-def note_row(name: str, val: torch.Tensor, err: torch.Tensor | None, dead_unit: torch.Tensor) -> list[str]:
-    """A setting's row of :func:`mean_and_median`'s table (no error without a known line: data from a file)."""
-    stats = (val.mean(), val.median(), *(() if err is None else (err.mean(), err.median())))
-    numbers = [f"{float(t):.4g}" for t in stats]
-    return [name, *numbers, f"{float(dead_unit.double().mean()):.1%}"]
 
 
 def log_scale(ax: Any) -> None:
