@@ -82,8 +82,6 @@ class Guard(L.Callback):
             )
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor | None) -> None:
-        if self._finite is None:
-            return
         # Every rank must stop together, or the others wait forever in the next collective.
         diverged = trainer.strategy.reduce_boolean_decision(not bool(self._finite), all=False)
         step = trainer.global_step

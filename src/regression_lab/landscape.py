@@ -277,7 +277,7 @@ def run(args: Namespace) -> None:
         ckpt = ckpt or newest_checkpoint(root)
     if args.out:  # unwritable destinations are refused before the work
         check_writable_dir(args.out, "--out")
-    if not args.no_tensorboard:
+    if not args.no_tensorboard:  # (SummaryWriter's thread would fail with a traceback)
         check_writable_dir(run_dir_of(ckpt) or root, "TensorBoard events")
     results = compute(settings, ckpt, args.data_csv)
     for note in [*results.notes, *thinning_notes(results)]:

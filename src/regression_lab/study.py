@@ -160,14 +160,6 @@ def _checked(study: optuna.Study, spec: StudySpec, create: bool) -> optuna.Study
     return study
 
 
-def data_of(spec: StudySpec) -> RegressionDataModule:
-    """The sweep's data: the lab's line, or ``--data_csv`` as long as its contents are those the study began on."""
-    dm = RegressionDataModule(csv=spec.data_csv)
-    if spec.data_csv is not None:
-        check_unchanged({"path": spec.data_csv, "sha256": spec.data_sha256}, dm.source["csv"], "this sweep began")
-    return dm
-
-
 def objective(spec: StudySpec, trial: optuna.Trial) -> float:
     """Train the trial's setting over every seed in one ensemble fit; return its mean val loss."""
     if spec.sampler == "grid":
@@ -189,9 +181,12 @@ def objective(spec: StudySpec, trial: optuna.Trial) -> float:
         callbacks=[metrics, Guard(), PyTorchLightningPruningCallback(trial, monitor="val/loss")],
         enable_checkpointing=False, enable_progress_bar=not spec.quiet, enable_model_summary=False,
     )  # fmt: skip
+    dm = RegressionDataModule(csv=spec.data_csv)  # the lab's line, or the file the study began on, unchanged
+    if spec.data_csv is not None:
+        check_unchanged({"path": spec.data_csv, "sha256": spec.data_sha256}, dm.source["csv"], "this sweep began")
     # Stopped early by a signal (however Lightning ended the fit), the trial is interrupted: Optuna marks it failed.
     with quiet_notices(), errors.deferred():
-        trainer.fit(model, datamodule=data_of(spec))
+        trainer.fit(model, datamodule=dm)
     floats = lambda t: [v if math.isfinite(v) else None for v in t.double().tolist()]  # noqa: E731  (JSON: no NaN)
     members = {str(e): {"prediction": floats(m["prediction"]), "val_loss": floats(m["val_loss"]),
                         "train_loss": floats(m["train_loss"]), "active_units": m["active_units"].tolist(),
