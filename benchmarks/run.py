@@ -44,7 +44,8 @@ ROWS = {
     "lab_epochs": ("per-epoch time (µs) of `fit` on the lab setting, all its defaults, CPU",
                    "a plain loop; yardstick: Lightning's floor",
                    {"ratio": ("fit_us", "plain_us", "<= 7"), "yardstick_ratio": ("fit_us", "floor_us", "<= 1.3"),
-                    "cadence_ratio": ("fit_us", "cadence_floor_us", "report")}),
+                    "cadence_ratio": ("fit_us", "cadence_floor_us", "report"),
+                    "cadence_floor_ratio": ("cadence_floor_us", "floor_us", "report")}),
     "scale": ("training samples/s of `fit`, one shuffled epoch", "a plain loop of shuffled index batches; yardstick: "
               "Lightning's floor", {"ratio": ("fit_per_s", "plain_per_s", ">= 0.45"),
                                     "yardstick_ratio": ("fit_per_s", "floor_per_s", ">= 0.9")}),
@@ -132,17 +133,16 @@ def plain_seconds(x: torch.Tensor, y: torch.Tensor, hidden: int | list[int], epo
 class FloorModule(L.LightningModule):
     """The least a LightningModule does to train ``MyNN`` (or a stack): ``self(x)``, MSE, SGD, a ``self.log`` a step."""
 
-    def __init__(self, hidden: int | list = 5, lr: float = 0.01, log: bool = True, seeds: list | None = None) -> None:
+    def __init__(self, hidden: int | list = 5, lr: float = 0.01, seeds: list | None = None) -> None:
         """Build the network.
 
         Args:
             hidden: ReLU units of MyNN's hidden layer (with ``seeds``: one per member).
             lr: SGD learning rate.
-            log: ``self.log`` the training loss every step, as every ``fit`` does.
             seeds: the members of a ``MyNNStack`` instead of one ``MyNN``.
         """
         super().__init__()
-        self.net, self.lr, self.log_loss = MyNN(hidden) if seeds is None else MyNNStack(hidden, seeds), lr, log
+        self.net, self.lr = MyNN(hidden) if seeds is None else MyNNStack(hidden, seeds), lr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -150,12 +150,11 @@ class FloorModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out, y = self(batch[0]), batch[1]  # one MyNN's MSE, as fit's, or the members' sum, as the stacked loop's
         loss = F.mse_loss(out, y) if out.dim() == 2 else ((out - y) ** 2).mean(dim=(1, 2)).sum()
-        if self.log_loss:  # a bare Trainer has no logger, and saying so skips a warning per call
-            self.log("train/loss", loss, prog_bar=True, logger=self.logger is not None)
+        # Validation (in eval mode) logs it as val/loss. A bare Trainer has no logger: saying so skips a warning a call.
+        self.log(f"{'train' if self.training else 'val'}/loss", loss, prog_bar=True, logger=self.logger is not None)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.log("val/loss", F.mse_loss(self(batch[0]), batch[1]))
+    validation_step = training_step
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.lr)
@@ -163,10 +162,11 @@ class FloorModule(L.LightningModule):
 
 def fit_floor(data: dict[str, Any], epochs: int, accelerator: str, cadences: bool = False, **module: Any) -> tuple:
     """Lightning's floor: :class:`FloorModule` (``module``) on the project's data, a bare Trainer (``cadences``: fit's
-    validation, logging and checkpoint settings, Lightning's logger and progress bar): loop seconds, trained module."""
+    validation, logging and checkpoint settings, Lightning's logger, no progress bar): loop seconds, trained module."""
     timer = Timer()  # from training's start to its end, every epoch's work included
     checkpoints = [ModelCheckpoint(**CHECKPOINT_DEFAULTS), ModelCheckpoint(**LAST_CHECKPOINT_DEFAULTS)]
-    same = {**TRAINER_DEFAULTS, "logger": True, "callbacks": [timer, *checkpoints], "num_sanity_val_steps": 0}
+    same = {**TRAINER_DEFAULTS, "logger": True, "callbacks": [timer, *checkpoints], "num_sanity_val_steps": 0,
+            "enable_progress_bar": False}  # fmt: skip
     bare = {"logger": False, "callbacks": [timer], "enable_checkpointing": False, "enable_progress_bar": False,
             "limit_val_batches": 0}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, quiet_notices(), contextlib.redirect_stdout(sys.stderr):
@@ -281,7 +281,7 @@ class Benchmark:
 
     def landscape(self) -> dict:
         x, y = (t.to(self.device) for t in RegressionDataModule().samples("train"))
-        net = fit_floor({}, 400, "cpu", log=False)[1].net.to(self.device).requires_grad_(False)  # the lab's model
+        net = fit_floor({}, 400, "cpu")[1].net.to(self.device).requires_grad_(False)  # the lab's model
         centre, gen, res = dict(net.named_parameters()), torch.Generator().manual_seed(0), self.size(11, 201)
         d1, d2 = (filter_normalized_direction(centre, gen) for _ in range(2))
         axis = torch.linspace(-1.0, 1.0, res, device=self.device)
@@ -325,7 +325,7 @@ class Benchmark:
         members = lambda s: {"hidden": [h for h in HIDDEN for _ in range(s)], "seeds": [*range(s)] * 3}  # noqa: E731
         stacked = lambda s: 3 * s / plain_seconds(x.to(self.device), y.to(self.device), epochs=e, **members(s))  # noqa: E731
         plain = lambda: 1 / statistics.median(plain_seconds(x, y, h, e) for h in HIDDEN)  # noqa: E731 (a member's)
-        floor = lambda s: 3 * s / timed(fit_floor, {}, e, self.accelerator, **members(s))  # noqa: E731 (built, trained)
+        floor = lambda s: 3 * s / timed(fit_floor, {}, e, self.accelerator, True, **members(s))  # noqa: E731 (fit's cadences)
         runs = alternate(self.size(1, 3), plain_per_s=plain, fit_per_s=lambda: fit(seeds),
                          stacked_per_s=lambda: stacked(seeds), large_fit_per_s=lambda: fit(large),
                          large_stacked_per_s=lambda: stacked(large), floor_per_s=lambda: floor(seeds),

@@ -19,7 +19,8 @@ from helpers import REPO
 #: the timing itself).
 RATIOS = {
     "lab_epochs": {"ratio": ("fit_us", "plain_us"), "yardstick_ratio": ("fit_us", "floor_us"),
-                   "cadence_ratio": ("fit_us", "cadence_floor_us")},
+                   "cadence_ratio": ("fit_us", "cadence_floor_us"),
+                   "cadence_floor_ratio": ("cadence_floor_us", "floor_us")},
     "scale": {"ratio": ("fit_per_s", "plain_per_s"), "yardstick_ratio": ("fit_per_s", "floor_per_s")},
     "data_path": {"ratio": ("indexed_per_s", "loader_per_s")},
     "landscape": {"ratio": ("one_by_one_s", "vectorized_s")},
@@ -78,11 +79,10 @@ def test_benchmark_refuses_gpu_without_cuda_in_one_line(tmp_path):
     assert proc.stderr.strip() == "benchmark.py: error: --accelerator gpu, but torch sees no CUDA device"
 
 
-@pytest.mark.parametrize("floor", [{}, {"log": False}, {"cadences": True}, {"hidden": [5], "seeds": [0]}])
+@pytest.mark.parametrize("floor", [{}, {"cadences": True}, {"hidden": [5], "seeds": [0], "cadences": True}])
 def test_lightnings_floor_trains_the_labs_model(monkeypatch, floor):
-    # The floor is compared with fit: it must train the same model on the same data, so it ends where
-    # `regression-lab fit` ends (the lab's 31.9979 for x = 10): with its self.log and without, with fit's cadences,
-    # and as a stack of one member (seed 0, as the lab's MyNN).
+    # The floor is compared with fit, so it must end where `regression-lab fit` ends (the lab's 31.9979 for x = 10):
+    # bare, with fit's cadences, and as a one-member stack (seed 0, as the lab's MyNN) validated as in `ensemble`.
     monkeypatch.syspath_prepend(str(REPO))
     from benchmarks.run import fit_floor
 
