@@ -102,11 +102,11 @@ def test_bad_requests_get_a_4xx_with_one_line_and_the_server_goes_on(server, pay
 @pytest.mark.slow
 def test_the_key_the_content_type_the_address_and_a_port_in_use(server):
     port, ckpt, _ = server
-    assert post(port, {"x": 1}, **{"X-API-Key": ""})[0] == 401
-    assert post(port, {"x": 1}, **{"X-API-Key": "wrong"})[0] == 401
-    assert post(port, {"x": 1}, **{"X-API-Key": "cl\xe9"})[0] == 401  # a byte outside ASCII
+    for key in ("", "wrong", "cl\xe9"):  # the last: a byte outside ASCII
+        assert post(port, {"x": 1}, **{"X-API-Key": key})[0] == 401, key
     assert call(port, "GET", "/health", headers={"X-API-Key": "wrong"})[0] == 401
     assert post(port, {"x": 1}, **{"Content-Type": "text/plain"})[0] == 415
+    assert call(port, "GET", "/predict")[0] == 405  # only a POST's body is checked
     # Bound to the loopback interface only: 127.0.0.1 in the kernel's table of listening sockets.
     sockets = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
     listening = [fields[1] for fields in sockets if fields[3] == "0A"]

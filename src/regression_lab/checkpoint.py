@@ -153,7 +153,7 @@ def resume_problem(ckpt: dict[str, Any]) -> str | None:
         paths = [state.get(k) for k in CALLBACK_PATH_KEYS] + (list(top_k) if isinstance(top_k, dict) else [top_k])
         for path in (p for p in paths if p not in (None, "")):
             folder, strings = state["dirpath"], isinstance(path, str) and isinstance(state["dirpath"], str)
-            with contextlib.suppress(OSError, ValueError):  # a NUL byte, a path too long to resolve: outside
+            with contextlib.suppress(OSError, ValueError, RuntimeError):  # NUL, too long, a symlink loop: outside
                 if strings and Path(path).resolve().parent == Path(folder).resolve():
                     continue
             return f"names a file outside its checkpoint directory in its callback state ({str(path)[:200]!r})"

@@ -56,7 +56,7 @@ def atomic_write(
 def replace_all() -> Iterator[list]:
     """Files written with ``atomic_write(..., pending=queue)`` in the block replace their old ones together once every
     one is whole; if any write fails, none does (the old files stay as they were)."""
-    queue: list[tuple[str, Path]] = []
+    queue: list[tuple[Path, Path]] = []
     try:
         yield queue
         for tmp, target in queue:  # after every write: a rename fails only on a name a directory has taken

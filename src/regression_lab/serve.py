@@ -72,7 +72,8 @@ class JSONOnly:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = dict(scope.get("headers", [])).get(b"content-type", b"").split(b";")[0].strip().lower()
-        if scope["type"] == "http" and scope["path"] == "/predict" and kind != b"application/json":
+        posted = scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST"
+        if posted and kind != b"application/json":
             detail = 'send JSON with Content-Type: application/json, e.g. {"x": 10}'
             return await JSONResponse({"detail": detail}, status_code=415)(scope, receive, send)
         return await self.app(scope, receive, send)
