@@ -62,7 +62,7 @@ def test_the_defaults_raise_no_deprecation_warning_and_no_notice(tmp_path):
 # and 50, its data from CSV files (the reader, the split, the file's record and its checks) about 210 and 100. The
 # caps keep both from growing unnoticed: a commit that raises one says why. benchmarks/ passed its 500 by 13 lines with
 # issue 26's floors: what Lightning itself costs beside each target (fit's cadences, stacks of 3k and 30k, the sweep).
-# 12-02: src/ +30 (members drawn at once), tests/ +29 (torch.func's Hessian); then src/ -74 (LitServe's limit, inlining).
+# 12-02: src/ +30 (members drawn at once), tests/ +29 (torch.func's Hessian); then src/ -74 (LitServe's limit, inlined).
 @pytest.mark.parametrize("path, limit", [("src", 4836), ("tests", 2904), ("benchmarks", 513)])  # fmt: skip
 def test_the_code_keeps_to_its_budgets(path, limit):
     files = sorted((REPO / path).rglob("*.py"))
