@@ -65,7 +65,7 @@ def one_line_errors(request: Any, exc: RequestValidationError) -> JSONResponse:
 
 
 class JSONOnly:
-    """ASGI middleware: 415 for a ``POST /predict`` body not declared JSON (FastAPI would try it as JSON anyway)."""
+    """ASGI middleware: 415 for a ``POST /predict`` body not declared JSON (FastAPI would answer 422)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
