@@ -325,7 +325,7 @@ class Benchmark:
         members = lambda s: {"hidden": [h for h in HIDDEN for _ in range(s)], "seeds": [*range(s)] * 3}  # noqa: E731
         stacked = lambda s: 3 * s / plain_seconds(x.to(self.device), y.to(self.device), epochs=e, **members(s))  # noqa: E731
         plain = lambda: 1 / statistics.median(plain_seconds(x, y, h, e) for h in HIDDEN)  # noqa: E731 (a member's)
-        floor = lambda s: 3 * s / timed(fit_floor, {}, e, self.accelerator, True, **members(s))  # noqa: E731 (fit's cadences)
+        floor = lambda s: 3 * s / timed(fit_floor, {}, e, self.accelerator, cadences=True, **members(s))  # noqa: E731
         runs = alternate(self.size(1, 3), plain_per_s=plain, fit_per_s=lambda: fit(seeds),
                          stacked_per_s=lambda: stacked(seeds), large_fit_per_s=lambda: fit(large),
                          large_stacked_per_s=lambda: stacked(large), floor_per_s=lambda: floor(seeds),

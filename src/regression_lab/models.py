@@ -160,11 +160,11 @@ class MyNNStack(nn.Module):
         # stream (mt19937_streams) where uniform_ is known to round as reproduced here; else (a float64 default dtype
         # too), and for members past one state's 624 words, one by one by torch's init (the global RNG restored after).
         weights = torch.zeros(len(seeds), 3 * width + 1)
-        at_once = weights.dtype == torch.float32 and uniform_rounds_once()
+        at_once = {h for h in sizes if weights.dtype == torch.float32 and uniform_rounds_once() and 3 * h + 1 <= 624}
         state = torch.get_rng_state()
         try:
             with torch.no_grad():
-                for i in [i for i, h in enumerate(sizes) if not at_once or 3 * h + 1 > 624]:
+                for i in [i for i, h in enumerate(sizes) if h not in at_once]:
                     row, h = weights[i], sizes[i]
                     torch.default_generator.manual_seed(seeds[i])  # the CPU's only, as MyNN's init draws
                     nn.init.kaiming_uniform_(row[:h].view(h, 1), a=math.sqrt(5))
@@ -175,7 +175,7 @@ class MyNNStack(nn.Module):
             torch.set_rng_state(state)
         gain = nn.init.calculate_gain("leaky_relu", math.sqrt(5))
         sizes_t, seeds_t = torch.tensor(sizes), torch.tensor(seeds)
-        for h in {h for h in sizes if at_once and 3 * h + 1 <= 624}:
+        for h in at_once:
             kaiming = [math.sqrt(3.0) * (gain / math.sqrt(fan)) for fan in (1, h)]  # kaiming_uniform_'s bound
             bounds = [(0, h, kaiming[0]), (width, h, 1.0), (2 * width, h, kaiming[1]), (3 * width, 1, 1 / math.sqrt(h))]
             chunk = 2**23 // (624 + 3 * h)  # members whose generator words (int64) fill 64 MiB
