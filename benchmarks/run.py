@@ -2,11 +2,11 @@
 Lightning or the design cannot go below, e.g. Lightning's floor, :func:`fit_floor`). From the repository root::
 
     python scripts/benchmark.py --quick --markdown   # tiny sizes; without --quick, the full sizes
-    python scripts/benchmark.py --rows lab_epochs scale --json bench.json
-"""
+    python scripts/benchmark.py --rows lab_epochs scale --json bench.json"""
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import gc
 import json
@@ -134,13 +134,8 @@ class FloorModule(L.LightningModule):
     """The least a LightningModule does to train ``MyNN`` (or a stack): ``self(x)``, MSE, SGD, a ``self.log`` a step."""
 
     def __init__(self, hidden: int | list = 5, lr: float = 0.01, seeds: list | None = None) -> None:
-        """Build the network.
-
-        Args:
-            hidden: ReLU units of MyNN's hidden layer (with ``seeds``: one per member).
-            lr: SGD learning rate.
-            seeds: the members of a ``MyNNStack`` instead of one ``MyNN``.
-        """
+        """``MyNN`` with ``hidden`` ReLU units (or, with ``seeds``, a ``MyNNStack`` of them, one size per seed) trained
+        by SGD at learning rate ``lr``."""
         super().__init__()
         self.net, self.lr = MyNN(hidden) if seeds is None else MyNNStack(hidden, seeds), lr
 
@@ -233,18 +228,14 @@ def train_checkpoint(workdir: str, epochs: int) -> str:
     return str(next(Path(workdir).glob("lightning_logs/version_*/checkpoints/last.ckpt")))
 
 
+@dataclasses.dataclass
 class Benchmark:
-    """The rows, one method each, at tiny sizes (``quick``) or at the accelerator's."""
+    """The rows, one method each, at tiny sizes (``quick``: to check that every row runs) or at the sizes of
+    ``accelerator`` (``cpu`` or ``gpu``: where the rows that scale train)."""
 
-    def __init__(self, quick: bool, accelerator: str) -> None:
-        """Choose the sizes.
-
-        Args:
-            quick: tiny sizes, to check that every row runs.
-            accelerator: ``cpu`` or ``gpu``: where the rows that scale train.
-        """
-        self.quick, self.accelerator = quick, accelerator
-        self.device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    quick: bool
+    accelerator: str
+    device = property(lambda self: torch.device("cuda" if self.accelerator == "gpu" else "cpu"))
 
     def size(self, quick: Any, cpu: Any, gpu: Any = None) -> Any:  # gpu: the CPU's unless given
         return quick if self.quick else gpu if gpu is not None and self.accelerator == "gpu" else cpu
@@ -303,8 +294,7 @@ class Benchmark:
                 train_checkpoint(tmp, 1)
             command_s = lambda: process_seconds("-m", "regression_lab", *command.split(), cwd=tmp)  # noqa: E731
             measure = {"base_s": lambda: process_seconds("-c", base, cwd=tmp), "command_s": command_s}
-            if not self.quick:
-                alternate(1, **measure)  # untimed, so the file cache holds both
+            alternate(0 if self.quick else 1, **measure)  # untimed, so the file cache holds both
             runs = alternate(self.size(1, 7 if checkpoint else 5), **measure)
         runs["extra_s"] = [c - b for c, b in zip(runs["command_s"], runs["base_s"], strict=True)]
         return result(row, runs, **info)
@@ -414,10 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the README's Performance table")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="which rows to run")
     parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto")
-    args = parser.parse_args(argv)
-    if args.accelerator == "gpu" and not torch.cuda.is_available():
-        print("benchmark.py: error: --accelerator gpu, but torch sees no CUDA device", file=sys.stderr)
-        return 2
+    if (args := parser.parse_args(argv)).accelerator == "gpu" and not torch.cuda.is_available():
+        parser.error("--accelerator gpu, but torch sees no CUDA device")
     accelerator = args.accelerator if args.accelerator != "auto" else "gpu" if torch.cuda.is_available() else "cpu"
     bench, results = Benchmark(args.quick, accelerator), {}
     for row in args.rows:

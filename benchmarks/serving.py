@@ -42,8 +42,7 @@ def _client(port: int, threads: int, seconds: float) -> list[tuple[int, int]]:
         while time.monotonic() < stop_at:
             body = json.dumps({"x": (seed + answers) % 100})
             conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            response.read()
+            (response := conn.getresponse()).read()
             answers, errors = answers + 1, errors + (response.status != 200)
         return answers, errors
 

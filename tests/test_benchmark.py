@@ -75,8 +75,8 @@ def test_benchmark_refuses_gpu_without_cuda_in_one_line(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # no GPU, also on a machine that has one
     )  # fmt: skip
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip() == "benchmark.py: error: --accelerator gpu, but torch sees no CUDA device"
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "benchmark.py: error: --accelerator gpu, but torch sees no CUDA device"
 
 
 @pytest.mark.parametrize("floor", [{}, {"cadences": True}, {"hidden": [5], "seeds": [0], "cadences": True}])
