@@ -86,10 +86,11 @@ def one_error_line(proc: subprocess.CompletedProcess, phrase: str, code: int = 2
     return last
 
 
-def fingerprint(root: Path) -> dict[str, str]:
-    """Content hashes of every file under ``root``, to show a command changed nothing."""
-    files = (p for p in sorted(root.rglob("*")) if p.is_file())
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+def fingerprint(root: Path) -> dict[str, str | bool]:
+    """Content hashes of every file under ``root`` (other entries: True for a directory), to show a command changed
+    nothing."""
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else p.is_dir()  # noqa: E731
+    return {str(p.relative_to(root)): digest(p) for p in sorted(root.rglob("*"))}
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import LAST, RUN, fit_in_process, one_error_line, run_main
+from helpers import LAST, RUN, fit_in_process, run_main
 
 from regression_lab import curvature
 from regression_lab.curvature import hessians, spectrum, trajectory_plane
@@ -99,11 +99,3 @@ def test_fit_keeps_a_trajectory_and_landscape_draws_its_plane_and_the_curvature(
     assert (
         len(values) == 16 and (np.diff(values) >= 0).all() and float(curvature["trace"]) == pytest.approx(values.sum())
     )
-    # A run without a trajectory, and a bad cadence, are one line each.
-    (tmp_path / RUN / "trajectory.pt").unlink()
-    one_error_line(run_main("landscape", "--trajectory", cwd=tmp_path), "has no trajectory in its run")
-    one_error_line(
-        run_main("fit", "--trajectory_every", "0", cwd=tmp_path), "--trajectory_every must be an integer >= 1"
-    )
-    ensemble = run_main(*"fit --trajectory_every 5 --model.num_seeds 2".split(), cwd=tmp_path)
-    one_error_line(ensemble, "--trajectory_every keeps one network's weights")

@@ -1,11 +1,10 @@
-"""The DataModule: the lab's samples, tensor-indexed batches, seeded noise, shards, bad settings.
-Run: pytest tests/test_data.py"""
+"""The DataModule: the lab's samples, tensor-indexed batches, seeded noise, shards (bad settings: tests/test_cli.py's
+table). Run: pytest tests/test_data.py"""
 
 import pytest
 import torch
 
 from regression_lab.data import RegressionDataModule, TensorBatches
-from regression_lab.errors import UsageError
 from regression_lab.module import RegressionModule
 
 
@@ -75,19 +74,3 @@ def test_a_million_samples_are_generated_without_python_lists():
     dm.setup("fit")
     assert dm.train_x.shape == (1_000_000, 1) and dm.train_x[-1].item() == pytest.approx(1.0)
     assert len(dm.train_dataloader()) == 123
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    ({"num_samples": 0}, "data.num_samples must be an integer >= 1"),
-    ({"num_samples": 10**9}, "data.num_samples must be <= 100,000,000"),
-    ({"noise_std": -1.0}, "data.noise_std must be >= 0"),
-    ({"x_min": 5.0, "x_max": 1.0}, "data.x_min must be < data.x_max"),
-    ({"batch_size": 0}, "data.batch_size must be an integer >= 1"),
-    ({"slope": float("nan")}, "data.slope must be a finite number"),
-    ({"val_x_max": float("inf")}, "data.val_x_max must be a finite number"),
-    ({"x_max": 1e39}, "beyond float32's range 3.4e+38 (about 3e+39)"),
-    ({"noise_std": 1e308}, "beyond float32's range 3.4e+38: scale"),
-])  # fmt: skip
-def test_bad_settings_are_refused_by_name(kwargs, message):
-    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
-        RegressionDataModule(**kwargs)

@@ -80,16 +80,3 @@ def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
         assert acc.Tags()["graph"] is True
         names = " ".join(node.name for node in acc.Graph().node)
         assert "linear1" in names and "linear2" in names
-
-
-@pytest.mark.parametrize("args, phrase", [
-    (["demo", "bogus"], "unknown demo 'bogus'"), ("demo forward --seed abc".split(), 'Parser key "seed"'),
-    ("demo forward --seed -1".split(), "--seed must be an integer >= 0"),
-    (["demo", "forward", "--seed", str(2**64)], "--seed must be <= 4,294,967,295"),
-    ("demo forward --logdir x".split(), "has no model"),
-])  # fmt: skip
-def test_bad_demo_input_is_one_line_exit_2(tmp_path, args, phrase):
-    proc = run_main(*args, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and phrase in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "x").exists()

@@ -1,6 +1,6 @@
 """export: ONNX (run in onnxruntime, no torch), torch.export and TorchScript files predict what
-``predict`` predicts, for any batch size; bad input is one line and exit 2, an existing file is
-left whole. In-process through ``cli.main`` (fast tier). Run: pytest tests/test_export.py"""
+``predict`` predicts, for any batch size (bad input: tests/test_cli.py's table). In-process through ``cli.main``
+(fast tier). Run: pytest tests/test_export.py"""
 
 import warnings
 
@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import LAST, fingerprint, fit_in_process, one_error_line, run_main
+from helpers import LAST, run_main
 
 from regression_lab.predict import Predictor
 
@@ -44,26 +44,3 @@ def test_onnx_in_onnxruntime_the_exported_program_and_torchscript_match_predict(
         warnings.simplefilter("ignore", DeprecationWarning)  # torch deprecates TorchScript; runtimes still load it
         scripted = torch.jit.load(tmp_path / "model.ts")
     assert (scripted(x[:7])[:, 0].detach().double().numpy() - preds[:7]).__abs__().max() <= 1e-5
-
-
-@pytest.mark.parametrize("args, phrase", [
-    ("--format onnx --out m.onnx --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
-    ("--format onnx --out nodir/m.onnx --ckpt_path x.ckpt".split(), "--out's directory does not exist"),
-    ("--format onnx --out adir --ckpt_path x.ckpt".split(), "--out is a directory"),
-    ("--format pickle --out m.onnx".split(), "format"),
-    ("--format onnx --out keep.onnx --ckpt_path ens.ckpt".split(), "holds an ensemble"),
-])  # fmt: skip
-def test_bad_export_input_is_one_line_exit_2_and_leaves_files_whole(tmp_path, args, phrase, ensemble_ckpt):
-    (tmp_path / "adir").mkdir()
-    (tmp_path / "keep.onnx").write_bytes(b"an earlier export")
-    (tmp_path / "ens.ckpt").write_bytes(ensemble_ckpt.read_bytes())
-    before = fingerprint(tmp_path)
-    one_error_line(run_main("export", *args, cwd=tmp_path), phrase)
-    assert fingerprint(tmp_path) == before
-
-
-@pytest.fixture(scope="module")
-def ensemble_ckpt(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("ensemble")
-    fit_in_process(workdir, *"--model.num_seeds 3 --trainer.max_epochs 5".split())
-    return workdir / LAST

@@ -1,5 +1,6 @@
 """Loss landscapes against exact oracles: 11 (w - 3)^2, least squares, one-by-one evaluation, the
-checkpoint's own losses; the TensorBoard export read back; thinning; bad input. Run: pytest tests/test_landscape.py"""
+checkpoint's own losses; the TensorBoard export read back; thinning (bad input: tests/test_cli.py's table).
+Run: pytest tests/test_landscape.py"""
 
 import csv
 import math
@@ -160,23 +161,6 @@ def test_a_run_on_many_samples_gets_an_evenly_thinned_landscape(lab_ckpt, tmp_pa
     with torch.no_grad():
         assert results.trained_loss == pytest.approx(torch.mean((net(x[::stride]) - y[::stride]) ** 2).item(), rel=1e-5)
     assert results.notes == [f"the run trained on 1,000,001 samples; the landscape uses every {stride}th (90,910)"]
-
-
-@pytest.mark.parametrize("args, phrase", [
-    (["--resolution", "1"], "--resolution must be an integer >= 2"),
-    (["--resolution", "100000"], "--resolution must be <= 4,001"),
-    (["--w_range", "5", "-1"], "--w_range must be an increasing range"),
-    (["--span", "0", "0"], "--span must be an increasing range"),
-    (["--w_range", "a", "1"], "Expected a <class 'float'>. Got value: a"),
-    (["--interp_points", "1"], "--interp_points"), (["--seed", "-1"], "--seed must be an integer >= 0"),
-    (["--device", "tpu"], "--device must be auto, cpu or cuda"),
-    (["--ckpt_path", "missing.ckpt"], "checkpoint not found"),
-    (["--ckpt_path", "foreign.ckpt"], "not a regression-lab MyNN checkpoint"),
-])  # fmt: skip
-def test_bad_landscape_input_is_one_line_exit_2(tmp_path, args, phrase):
-    torch.save({"state_dict": {"conv.weight": torch.zeros(3, 3)}}, tmp_path / "foreign.ckpt")
-    one_error_line(run_main("landscape", *args, cwd=tmp_path), phrase)
-    assert not (tmp_path / "lightning_logs").exists()
 
 
 def test_fit_can_log_the_landscape_at_the_end_of_training(tmp_path):

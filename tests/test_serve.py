@@ -1,7 +1,8 @@
 """serve: a real LitServe server as a subprocess on a free loopback port, and a real HTTP client. Good requests answer
 what ``predict`` answers, bad ones a 4xx with a one-line JSON error and the server goes on; the API key; loopback
 only; a load of 1,600 requests from 32 clients with 10% malformed; SIGTERM drains, then one line and 143 (the last
-test of the module's one server: it stops it); bad start-up is one line and exit 2. Run: pytest tests/test_serve.py"""
+test of the module's one server: it stops it). Bad start-up options are rows of the bad-input table in
+tests/test_cli.py. Run: pytest tests/test_serve.py"""
 
 import concurrent.futures
 import http.client
@@ -12,15 +13,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import LAST, fit_in_process, free_port, one_error_line, run_main, wait_for
+from helpers import LAST, fit_in_process, free_port, run_main, wait_for
 from helpers import start as start_cli
 
 from regression_lab.predict import Predictor
 from regression_lab.serve import PredictRequest, RegressionAPI
 
 KEY = "test-key-1"
-NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only where there is no CUDA device")
 
 
 def start(ckpt: Path, port: int) -> subprocess.Popen:
@@ -186,22 +185,3 @@ def test_an_ensemble_checkpoint_answers_the_spread_and_batched_requests_keep_the
     answers = api.predict([PredictRequest(x=[10, 3]), PredictRequest(x=7)])
     assert answers[0] == {"prediction": pytest.approx(preds[:2], abs=1e-6), "std": pytest.approx(stds[:2], abs=1e-6)}
     assert answers[1] == {"prediction": pytest.approx(preds[2], abs=1e-6), "std": pytest.approx(stds[2], abs=1e-6)}
-
-
-@pytest.mark.parametrize("args, phrase", [
-    (["--ckpt_path", "missing.ckpt"], "checkpoint not found: missing.ckpt"),
-    (["--ckpt_path", "junk.ckpt"], "not a readable checkpoint"),
-    ([], "no checkpoint found"),
-    (["--port", "80"], "--port must be an integer >= 1024"),
-    (["--host", "10.0.0.1"], "host"),
-    (["--port", "70000"], "--port must be <= 65,535"),
-    (["--max_batch_size", "0"], "--max_batch_size must be an integer >= 1"),
-    (["--batch_timeout", "-1"], "--batch_timeout must be a finite number >= 0"),
-    (["--batch_timeout", "40"], "below the 30 s a request may wait, got 40"),
-    pytest.param(["--accelerator", "cuda"], "this machine has no CUDA device", marks=NO_CUDA),
-])  # fmt: skip
-def test_bad_start_up_is_one_line_exit_2(tmp_path, args, phrase):
-    (tmp_path / "junk.ckpt").write_bytes(b"junk")
-    proc = run_main("serve", *args, cwd=tmp_path)
-    one_error_line(proc, phrase)
-    assert proc.stderr.count("\n") == 1

@@ -1,13 +1,13 @@
 """The sweep as an Optuna study: a small real grid, its table against members.csv and against lone
 fits, the study in its storage, TensorBoard, re-runs, workers, pruning, TPE, SIGKILL and SIGTERM
-(slow tier, processes as a user runs them); bad input (fast tier, in-process). Run: pytest tests/test_sweep.py"""
+(slow tier, processes as a user runs them); a storage that cannot be reached (bad input: tests/test_cli.py's table).
+Run: pytest tests/test_sweep.py"""
 
 import contextlib
 import csv
 import math
 import os
 import signal
-import sqlite3
 import statistics
 import threading
 from pathlib import Path
@@ -243,42 +243,6 @@ def test_names_masks_intervals_and_seed_ranges():
     assert (mean, std) == (2.5, statistics.stdev([1.0, 2.0, 3.0, 4.0]))
     assert high - mean == pytest.approx(3.182 * std / 2)
     assert seed_ranges([0, 1, 2, 7, 9, 10]) == ["0-2", "7", "9-10"]
-
-
-@pytest.mark.parametrize("args, phrase", [
-    (["--hidden_sizes"], "expected at least one argument"),
-    (["--epochs", "0"], "--epochs values must be an integer >= 1"),
-    (["--hidden_sizes", "4", "4"], "--hidden_sizes repeats a value"),
-    (["--lrs", "-0.1"], "--lrs values must be > 0"),
-    (["--seeds", "-1"], "--seeds takes integers >= 0 or ranges like 0-999"),
-    (["--seeds", "9-3"], "--seeds range '9-3' is reversed"), (["--seeds", "0-199999"], "at most 100,000"),
-    (["--seeds", "1", "0-2"], "--seeds repeats a seed"), (["--sampler", "random"], "sampler"),
-    (["--n_trials", "0"], "--n_trials must be an integer >= 1"), (["--n_trials", "5"], "is for --sampler tpe"),
-    (["--lr_range", "0.3", "0.001"], "--lr_range takes LOW HIGH with LOW <= HIGH"),
-    (["--hidden_range", "0", "4"], "--hidden_range values must be >= 1"),
-    (["--workers", "0"], "--workers must be an integer >= 1"),
-    (["--epochs", "ten"], "Expected a <class 'int'>. Got value: ten"), (["--config", "unknown.yaml"], "hidden"),
-    (["--config", "empty_list.yaml"], "--seeds is empty"),
-    (["--storage", "nosuchdb://x"], "cannot open the storage nosuchdb://x"),
-    (["--report"], "--report needs the study's --storage"),
-    ("--out mine --seeds 0".split(), "mine exists and is not a sweep directory"),
-    (["--storage", "sqlite:///mine.db"], "mine.db is not an Optuna study (a SQLite database of another schema)"),
-    (["--report", "--storage", "sqlite:///empty.db"], "empty.db is not an Optuna study (an empty file)"),
-    (["--storage", "a.txt"], "a.txt is not an Optuna study (a file that is not an Optuna journal)"),
-    (["--report", "--storage", "sqlite:///a.txt"], "a.txt is not an Optuna study (not a SQLite database)"),
-])  # fmt: skip
-def test_bad_sweep_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, phrase):
-    (tmp_path / "unknown.yaml").write_text("hidden: [4]\n")
-    (tmp_path / "empty_list.yaml").write_text("seeds: []\n")
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "results.csv").write_text("my own results\n")
-    (tmp_path / "empty.db").touch(), (tmp_path / "a.txt").write_text("my notes\n")  # a user's files, not studies
-    sqlite3.connect(tmp_path / "mine.db").execute("CREATE TABLE runs (x REAL)").connection.commit()
-    before = fingerprint(tmp_path)
-    proc = run_main("sweep", *args, cwd=tmp_path)
-    one_error_line(proc, phrase)
-    assert proc.stderr.count("\n") == 1 and "s3cret" not in proc.stderr
-    assert fingerprint(tmp_path) == before and not (tmp_path / "lightning_logs").exists()
 
 
 def test_an_unreachable_storage_is_one_line_with_the_password_masked(tmp_path):
