@@ -1,5 +1,5 @@
 """Hostile but realistic input, found by probing: endless, closed and odd inputs, numbers past float32, crafted
-checkpoint values, YAML bombs and giant configs, unwritable destinations, devices and links as outputs. Every refusal is
+checkpoint values and objects, YAML bombs and giant configs, unwritable destinations, devices and links as outputs. Every refusal is
 one line, exit 2, and leaves every file as it was; the parsers are property-tested.
 Run: pytest tests/test_hardening.py"""
 
@@ -61,6 +61,13 @@ def test_a_stray_file_where_a_run_directory_goes_is_skipped(tmp_path):
         reserve_numbered_dir(tmp_path / "version_0")
 
 
+class Payload:
+    """Unpickling this calls os.mkdir("PWNED") where it is read: a stand-in for any code a crafted file could run."""
+
+    def __reduce__(self):
+        return (os.mkdir, ("PWNED",))
+
+
 def crafted(lab_ckpt: Path, tmp_path: Path, edit) -> Path:
     ckpt = torch.load(lab_ckpt, weights_only=True)
     edit(ckpt)
@@ -85,17 +92,24 @@ CRAFTED = [
     (put(3, torch.zeros(1)), "has keys that are not names"), (put("evil", torch.ones(1)), "keys its model has not"),
     (lambda c: c["hyper_parameters"].pop("hidden_size"), "hyper_parameters.hidden_size is missing"),
     (lambda c: c[INITIAL_STATE_KEY].__setitem__("linear2.bias", torch.ones(3)), "initial_state_dict.linear2.bias has"),
+    (lambda c: c.__setitem__("callbacks", {"innocent": Payload()}), "refusing to load crafted.ckpt: it holds an object "
+     "of type posix.mkdir that a weights-only load does not allow"),  # never unpickled: PWNED never appears
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("edit, phrase", CRAFTED, ids=[p for _, p in CRAFTED])
-def test_crafted_checkpoint_values_are_refused_by_every_reader(lab_ckpt, tmp_path, edit, phrase):
+def test_crafted_checkpoint_values_are_refused_by_every_reader(lab_ckpt, tmp_path, edit, phrase, monkeypatch):
     path = crafted(lab_ckpt, tmp_path, edit)
     assert path.stat().st_size < 100_000
+    monkeypatch.chdir(tmp_path)
+    torch.load(path, weights_only=False)  # an unsafe load runs a payload (it is live); the readers below never do
+    assert Path("PWNED").is_dir() == ("posix.mkdir" in phrase)
+    with contextlib.suppress(FileNotFoundError):
+        Path("PWNED").rmdir()
     before = fingerprint(tmp_path)
-    for command in (["predict", "--x", "10"], ["validate"], "landscape --resolution 5 --out o".split(),
-                    "export --format onnx --out m.onnx".split(), ["serve", "--port", "8000"]):  # fmt: skip
-        one_error_line(run_main(*command, "--ckpt_path", str(path), cwd=tmp_path), phrase)
+    for command in (["predict", "--x", "10"], ["validate"], ["test"], ["fit"], ["serve"], ["landscape", "--out", "o"],
+                    "export --format onnx --out m.onnx".split()):  # fmt: skip
+        one_error_line(run_main(*command, "--ckpt_path", "crafted.ckpt", cwd=tmp_path), phrase)
     assert fingerprint(tmp_path) == before
 
 
