@@ -1,6 +1,6 @@
 """Hostile but realistic input, found by probing: endless, closed and odd inputs, numbers past float32, crafted
-checkpoint values and objects, YAML bombs and giant configs, unwritable destinations, devices and links as outputs. Every refusal is
-one line, exit 2, and leaves every file as it was; the parsers are property-tested.
+checkpoint values and objects, YAML bombs and giant configs, unwritable destinations, devices and links as outputs.
+Every refusal is one line, exit 2, and leaves every file as it was; the parsers are property-tested.
 Run: pytest tests/test_hardening.py"""
 
 import contextlib
