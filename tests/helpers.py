@@ -57,10 +57,12 @@ def run_main(*args: str, cwd: Path, stdin: object = "") -> subprocess.CompletedP
 
 
 def fit_in_process(workdir: Path, *args: str, command: str = "fit"):
-    """``regression-lab fit ARGS`` (or ``validate``/``test``) in this process inside ``workdir``: the CLI object."""
+    """``regression-lab fit ARGS`` (or ``validate``/``test``) in this process inside ``workdir`` (made if missing): the
+    CLI object."""
     from regression_lab.train import cli_main
 
     old_cwd = Path.cwd()
+    workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
     try:
         return cli_main([command, *QUIET, *args])

@@ -46,8 +46,8 @@ def test_fit_validate_and_landscape_find_the_files_data_and_refuse_it_changed(tm
     with torch.no_grad():
         by_hand = float(torch.mean((net(vx) - vy) ** 2))
     assert float(fitted.trainer.callback_metrics["val/loss"]) == pytest.approx(by_hand, rel=1e-5)
-    (elsewhere := tmp_path / "elsewhere").mkdir()  # no --data.csv, from another directory: the checkpoint's data
-    validated = fit_in_process(elsewhere, "--ckpt_path", str(tmp_path / LAST), command="validate")
+    # No --data.csv, from another directory: the checkpoint's data.
+    validated = fit_in_process(tmp_path / "elsewhere", "--ckpt_path", str(tmp_path / LAST), command="validate")
     assert float(validated.trainer.callback_metrics["val/loss"]) == pytest.approx(by_hand, rel=1e-5)
     (tmp_path / "d.csv").write_text("x,y\n" + ROWS + "6,20.5\n")
     for command in (["validate"], ["landscape", "--no_tensorboard"], ["fit", "--ckpt_path", "last"]):

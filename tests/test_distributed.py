@@ -22,7 +22,6 @@ def final_val_metrics(run_dir):
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     (tmp_path / "ddp").mkdir()
-    (tmp_path / "single").mkdir()
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     ddp = "--trainer.strategy ddp --trainer.devices 2".split()
     proc = run_cli("fit", *COMMON, *ddp, cwd=tmp_path / "ddp", env=env, timeout=600)

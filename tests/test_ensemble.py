@@ -74,7 +74,6 @@ def test_a_diverged_member_is_retired_and_the_others_train_on(tmp_path):
 
 
 def test_an_ensemble_checkpoint_predicts_the_mean_and_spread_and_resumes_the_same_members(tmp_path, monkeypatch):
-    (tmp_path / "a").mkdir()
     cli = fit_in_process(tmp_path / "a", *"--model.num_seeds 3 --seed_everything 10 --trainer.max_epochs 60".split())
     assert cli.model.stacks[0].seeds.tolist() == list(range(10, 13))
     proc = run_main(*"predict --x 3 --x 10 --ckpt_path".split(), str(tmp_path / "a" / LAST), cwd=tmp_path)
@@ -91,7 +90,6 @@ def test_an_ensemble_checkpoint_predicts_the_mean_and_spread_and_resumes_the_sam
     monkeypatch.setattr(predict, "CHUNK_VALUES", 1)  # an x at a time: memory bounded by the chunk, the same numbers
     mean, std = Predictor(tmp_path / "a" / LAST)([3.0, 10.0, -1.0])
     assert mean == whole[0] and std == pytest.approx(whole[1], rel=1e-12)
-    (tmp_path / "b").mkdir()
     fit_in_process(tmp_path / "b", *"--model.num_seeds 3 --seed_everything 10 --trainer.max_epochs 30".split())
     resumed = fit_in_process(tmp_path / "b", *"--ckpt_path last --trainer.max_epochs 60".split())  # seed 0 here
     assert resumed.model.stacks[0].seeds.tolist() == list(range(10, 13))

@@ -62,7 +62,6 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_writes_no_bad_checkpo
 
 def _diverge_in_a_long_epoch(workdir: Path, every: int, *extra: str) -> str:
     """Train lr 3 over 200 batches an epoch, the guard reading its flag every ``every`` steps."""
-    workdir.mkdir()
     long_epoch = "--model.lr 3.0 --data.num_samples 2000 --data.batch_size 10 --trainer.log_every_n_steps"
     with pytest.raises(TrainingFailed) as info:
         fit_in_process(workdir, *long_epoch.split(), str(every), *extra)
@@ -95,8 +94,6 @@ SHUFFLED = (
 
 
 def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
-    (tmp_path / "straight").mkdir()
-    (tmp_path / "resumed").mkdir()
     straight = fit_in_process(tmp_path / "straight", *SHUFFLED, "--trainer.max_epochs", "30")
     first = fit_in_process(tmp_path / "resumed", *SHUFFLED, "--trainer.max_epochs", "13")
     initial = {k: v.clone() for k, v in first.model.initial_state.items()}

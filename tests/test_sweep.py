@@ -107,11 +107,9 @@ def test_tensorboard_runs_per_trial_and_a_summary(sweep_run):
             vals = [math.log10(max(float(m["val_loss"]), 1e-12)) for m in members
                     if (m["hidden_size"], m["epochs"]) == (hidden, epochs)]  # fmt: skip
             assert hist.histogram_value.num == 30 and hist.histogram_value.sum == pytest.approx(sum(vals), rel=1e-5)
-            assert (run / "hparams" / f"h{hidden}_e{epochs}_lr0.01").is_dir()
         assert len(acc.Scalars(f"train_loss_percentiles/h{hidden}_lr0.01/p50")) == 3  # steps 20, 40, 60
     acc = events(out / "summary", images=0)
     assert {"sweep/error_vs_epochs", "sweep/abs_error_box", "optuna/optimization_history"} <= set(acc.Tags()["images"])
-    assert {f"sweep/{t}/text_summary" for t in ("results", "results_spread", "verdict")} <= set(acc.Tags()["tensors"])
     assert (out / "error_box.png").stat().st_size > 1000
     assert sorted(t["state"] for t in read_csv(out / "trials.csv")) == ["COMPLETE", "COMPLETE"]  # Optuna's dataframe
 

@@ -79,7 +79,6 @@ def hparams_is_one_table_of_the_lab_run_the_ensemble_settings_and_the_sweep_sett
     rows = groups(board)
     lab, resumed = rows["version_0/hparams/h5_e40_lr0.01"], rows["version_0/hparams/h5_e60_lr0.01"]
     assert lab["hp/prediction"] == pytest.approx(32.6772, abs=1e-4)
-    assert lab["hp/abs_error"] == pytest.approx(0.6772, abs=1e-4)
     assert [lab[k] for k in ("hidden_size", "epochs", "seeds", "seed_everything", "data.x_max")] == [5, 40, 1, 0, 5]
     assert resumed["epochs"] == 60 and resumed["hp/prediction"] != lab["hp/prediction"]
     for name, seeds in [("version_1/hparams/h4_e40_lr0.01", 1), ("sweep/trial_0/hparams/h8_e40_lr0.01", 10),
@@ -107,7 +106,6 @@ def distributions_show_the_members_over_training_and_custom_scalars_their_percen
     assert "train loss, median per setting" in charts
     scalars = board("plugin/scalars/tags")
     assert "val_loss_percentiles/h8_lr0.01/p90" in scalars["version_1"]
-    assert not [t for t in scalars.get("version_0", {}) if t.startswith("landscape/")]  # curves are figures
 
 
 def text_tables_are_markdown_and_the_verdict_stands_alone(board):

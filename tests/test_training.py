@@ -35,7 +35,6 @@ def test_a_too_large_learning_rate_kills_every_unit_and_says_so(tmp_path, capsys
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        (tmp_path / name).mkdir()
         runs[name] = fit_in_process(tmp_path / name, "--trainer.max_epochs", "20", "--seed_everything", str(seed)).model
     pairs = zip(runs["a"].state_dict().values(), runs["b"].state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
@@ -114,7 +113,6 @@ def test_last_checkpoint_holds_the_final_weights_between_scheduled_saves_and_che
     assert again.trainer.global_step == 120
     assert set(again.final_metrics) == {"prediction", "train_loss", "val_loss", "abs_error"}
     assert again.final_metrics == pytest.approx(cli.final_metrics, rel=1e-6, abs=1e-9)
-    (tmp_path / "off").mkdir()
     cli = fit_in_process(tmp_path / "off", *"--trainer.max_epochs 5 --trainer.enable_checkpointing false".split())
     assert cli.trainer.checkpoint_callback is None and not (tmp_path / "off" / RUN / "checkpoints").exists()
 
