@@ -129,10 +129,9 @@ class EnsembleRegressionModule(L.LightningModule):
             stack.retire()
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        self.log("val/loss", self._losses(batch)[1], batch_size=len(batch[0]))
+        self.log(f"{'test' if self.trainer.testing else 'val'}/loss", self._losses(batch)[1], batch_size=len(batch[0]))
 
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        self.log("test/loss", self._losses(batch)[1], batch_size=len(batch[0]))
+    test_step = validation_step
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = [{"params": stack.parameters(), **g} for stack, g in zip(self.stacks, self._groups, strict=True)]

@@ -76,13 +76,11 @@ class RegressionModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         _, pred, y = self.model_step(batch)
         # torchmetrics accumulate over batches and reduce across ranks when computed.
-        self.val_metrics.update(pred, y)
-        self.log_dict(self.val_metrics, on_step=False, on_epoch=True)
+        metrics = self.test_metrics if self.trainer.testing else self.val_metrics
+        metrics.update(pred, y)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
 
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        _, pred, y = self.model_step(batch)
-        self.test_metrics.update(pred, y)
-        self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
+    test_step = validation_step
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
