@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from regression_lab.errors import UsageError, check_int, summary
 from regression_lab.models import MAX_SEED, MyNN, TinyModel
+from regression_lab.notices import quiet_notices
 
 # The lab's numbers: one sample of four features, three neurons, and a batch of three samples.
 INPUTS = [0.8, 1.3, 2.5, 2.0]
@@ -201,9 +201,7 @@ def write_graphs(logdir: Path, names: list[str], seed: int = 0) -> list[Path]:
         torch.manual_seed(seed)
         model, shape = GRAPHS[name]
         try:
-            with SummaryWriter(log_dir=str(logdir / name)) as writer, warnings.catch_warnings():
-                # add_graph traces with torch.jit.trace, which torch deprecates: the graph is still right.
-                warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace\w*` is deprecated")
+            with SummaryWriter(log_dir=str(logdir / name)) as writer, quiet_notices():  # torch.jit.trace's deprecation
                 writer.add_graph(model(), torch.rand(shape))
         except OSError as err:
             raise UsageError(f"cannot write TensorBoard events under {logdir}: {err.strerror or err}") from None

@@ -41,7 +41,6 @@ def export_bytes(model: torch.nn.Module, fmt: str) -> bytes:
     else:
         # TorchScript, deprecated by torch for torch.export, is kept for runtimes that still load it; notices hidden.
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w*` is deprecated")
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.jit.save(torch.jit.trace(model, example), buffer)
     return buffer.getvalue()
