@@ -21,8 +21,6 @@ from regression_lab.models import MAX_HIDDEN_SIZE, MAX_MEMBERS, MyNN, MyNNStack
 
 #: Where ``fit`` keeps the weights from before training (the landscape's interpolation starts there).
 INITIAL_STATE_KEY = "initial_state_dict"
-#: MyNN's parameters with their shapes for ``h`` hidden units.
-MYNN_SHAPES = {"linear1.weight": ("h", 1), "linear1.bias": ("h",), "linear2.weight": (1, "h"), "linear2.bias": (1,)}
 #: The paths Lightning's ModelCheckpoint keeps in its state; resumed, it removes files by them as it saves new ones.
 CALLBACK_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 #: An ensemble setting's tensors (``stacks.N.<name>``) for M members of width H.
@@ -118,9 +116,10 @@ def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
         raise UsageError(f"not a regression-lab MyNN checkpoint (no linear1 weight of shape (h, 1)): {path}")
     if not 1 <= (h := int(w1.shape[0])) <= MAX_HIDDEN_SIZE:
         raise UsageError(f"checkpoint's hidden size {h:,} is outside [1, {MAX_HIDDEN_SIZE:,}]: {path}")
-    shape = lambda dims: tuple(h if d == "h" else d for d in dims)  # noqa: E731
-    weights = {name: _tensor(state, f"net.{name}", shape(dims), path).float() for name, dims in MYNN_SHAPES.items()}
-    if unknown := sorted(set(state) - {f"net.{name}" for name in MYNN_SHAPES}):
+    model = MyNN(h)
+    shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    weights = {name: _tensor(state, f"net.{name}", shape, path).float() for name, shape in shapes.items()}
+    if unknown := sorted(set(state) - {f"net.{name}" for name in shapes}):
         raise UsageError(f"checkpoint's state_dict has keys its model has not ({unknown[0][:60]!r}): {path}")
     saved = hp.get("hidden_size")  # validate, test and resume rebuild the model from it (missing: the default)
     if isinstance(saved, bool) or not isinstance(saved, int):
@@ -130,9 +129,7 @@ def load_model(path: str | Path) -> tuple[MyNN | list[MyNNStack], dict[str, Any]
         raise UsageError(f"checkpoint is inconsistent: hidden_size {saved} but weights for {h}: {path}")
     if (initial := ckpt.get(INITIAL_STATE_KEY)) is not None:  # the landscape's start: shaped as the weights
         flat = {f"{INITIAL_STATE_KEY}.{k}": v for k, v in initial.items()} if isinstance(initial, dict) else {}
-        shapes = {name: tuple(w.shape) for name, w in weights.items()}
         ckpt[INITIAL_STATE_KEY] = {n: _tensor(flat, f"{INITIAL_STATE_KEY}.{n}", s, path) for n, s in shapes.items()}
-    model = MyNN(h)
     model.load_state_dict(weights)
     return model.eval(), ckpt
 

@@ -236,9 +236,7 @@ def write_files(results: Results, out: Path) -> list[Path]:
                     written.append(out / f"{name}.csv")
                 else:
                     axes, loss = {n: a.numpy() for n, a in zip(ls.names, ls.axes, strict=True)}, ls.loss.numpy()
-                    extra = (
-                        {k: v.numpy() for k, v in (results.trajectory or {}).items()} if name == "trajectory" else {}
-                    )
+                    extra = {k: v.numpy() for k, v in results.trajectory.items()} if name == "trajectory" else {}
                     with atomic_write(out / f"{name}.npz", "wb", queue) as fh:
                         np.savez(fh, **axes, loss=loss, **extra)
                     written.append(out / f"{name}.npz")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from typing import Any
 
 import lightning as L
@@ -160,7 +159,7 @@ class FinalMetrics(L.Callback):
                 self._write_ensemble(trainer, pl_module, writer, params)
         elif writer is not None:  # a row per fit (a resumed run adds one): TensorBoard keeps a run's first
             name = setting_name(pl_module.hparams, trainer.current_epoch)
-            _row(
+            write_hparams(
                 writer, name, {**params, "epochs": trainer.current_epoch, "seeds": 1}, self.metrics, trainer.global_step
             )
         else:
@@ -192,7 +191,9 @@ class FinalMetrics(L.Callback):
                 **(summary(m, truth) if bool(healthy.any()) else {}),
                 "diverged_share": float((~healthy).double().mean()),
             }
-            _row(writer, name, {**data, **setting, "epochs": epochs, "seeds": len(m["diverged"])}, numbers, epochs)
+            write_hparams(
+                writer, name, {**data, **setting, "epochs": epochs, "seeds": len(m["diverged"])}, numbers, epochs
+            )
             if not bool(healthy.any()):
                 notes.append([name, "every member diverged", *[""] * (2 if truth is None else 4)])
                 continue
@@ -212,19 +213,7 @@ class FinalMetrics(L.Callback):
         writer.flush()
 
 
-def _row(writer: Any, name: str, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
-    """An HParams row as the sub-run ``hparams/<name>`` of ``writer``'s run, unless a resumed run has written it."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    path = os.path.join(writer.log_dir, "hparams", name)
-    if not os.path.isdir(path):
-        with SummaryWriter(path) as row:
-            write_hparams(row, params, metrics, step)
-
-
 def _writer(trainer: L.Trainer) -> Any:
-    """The run's TensorBoard SummaryWriter on rank 0, else None (another logger, or none)."""
-    # Not by duck typing: fast_dev_run's DummyLogger answers any name with a no-op.
-    return (
-        trainer.logger.experiment if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero else None
-    )
+    """The run's TensorBoard SummaryWriter on rank 0, else None (not by duck typing: fast_dev_run's DummyLogger)."""
+    tensorboard = isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero
+    return trainer.logger.experiment if tensorboard else None

@@ -8,6 +8,7 @@ layout, its box plot and its note on mean and median, and the sweep's error figu
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any
 
@@ -28,20 +29,24 @@ HPARAMS = ("hidden_size", "lr", "momentum", "weight_decay", "epochs", "seeds", "
 HP_METRICS = ("prediction", "abs_error", "train_loss", "val_loss", "prediction_std", "diverged_share")
 
 
-def write_hparams(writer: Any, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
-    """One HParams row: ``params`` (``data.*`` included) and ``metrics`` (as ``hp/...`` scalars) into ``writer``'s run,
-    under the experiment every run declares alike."""
+def write_hparams(writer: Any, name: str, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    """One HParams row, the sub-run ``hparams/<name>`` of ``writer``'s run unless a resumed run has written it:
+    ``params`` (``data.*`` included) and ``metrics`` (as ``hp/...`` scalars), under the one experiment."""
+    from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
+    if os.path.isdir(path := os.path.join(writer.log_dir, "hparams", name)):
+        return
     kind = lambda v: v if isinstance(v, (bool, str)) else 0.0  # noqa: E731  (a column's type, not its value)
     names = {**{k: 0.0 for k in HPARAMS}, **{k: kind(v) for k, v in params.items() if k.startswith("data.")}}
     declared = hparams(names, {f"hp/{k}": 0.0 for k in HP_METRICS})[0]
     _, start, end = hparams({k: v for k, v in params.items() if k in names and isinstance(v, (int, float, str))}, {})
-    for part in (declared, start, end):
-        writer.file_writer.add_summary(part)
-    for key, value in metrics.items():
-        if key in HP_METRICS:
-            writer.add_scalar(f"hp/{key}", value, global_step=step)
+    with SummaryWriter(path) as row:
+        for part in (declared, start, end):
+            row.file_writer.add_summary(part)
+        for key, value in metrics.items():
+            if key in HP_METRICS:
+                row.add_scalar(f"hp/{key}", value, global_step=step)
 
 
 def percentile_layout(settings: list[dict[str, Any]]) -> dict[str, Any]:

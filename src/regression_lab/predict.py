@@ -115,25 +115,21 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _read(source: str, texts: list[str]) -> list[float]:
-    if source == "-":
-        if sys.stdin is None or sys.stdin.closed:
-            raise UsageError("--input -: standard input is closed, there is nothing to read")
-        try:
-            return read_inputs(sys.stdin, "stdin", texts)
-        except UnicodeDecodeError:
-            raise UsageError("stdin is not UTF-8 text") from None
-    with open_text(source, "input file") as fh:
-        return read_inputs(fh, source, texts)
-
-
 def run(args: Namespace) -> None:
     """Run ``predict``: read the inputs, load the checkpoint, print CSV to stdout."""
     texts: list[str] = []  # each x as the user wrote it, echoed as is (1234567, not 1.23457e+06)
     if args.x is not None:
         xs, texts = [parse_number(v, " in --x") for v in args.x], [v.strip() for v in args.x]
+    elif args.input == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise UsageError("--input -: standard input is closed, there is nothing to read")
+        try:
+            xs = read_inputs(sys.stdin, "stdin", texts)
+        except UnicodeDecodeError:
+            raise UsageError("stdin is not UTF-8 text") from None
     else:
-        xs = _read(args.input, texts)
+        with open_text(args.input, "input file") as fh:
+            xs = read_inputs(fh, args.input, texts)
     preds, stds = Predictor(args.ckpt_path or newest_checkpoint())(xs)
     if stds is None:
         rows = ["x,prediction", *(f"{x},{p:.6f}" for x, p in zip(texts, preds, strict=True))]

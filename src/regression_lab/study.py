@@ -76,7 +76,6 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
             if attempt == 4 or not any(word in str(err) for word in ("UNIQUE", "already exists", "Duplicate")):
                 raise UsageError(f"cannot open the storage {where}: {_scrub(str(err), spec.storage)}") from None
             time.sleep(0.5)  # the loser's next attempt finds them made
-    raise AssertionError("unreachable")
 
 
 #: Optuna's RDB tables: SQLite creates them one by one, so a study being made shows some of them.
@@ -188,10 +187,8 @@ def objective(spec: StudySpec, trial: optuna.Trial) -> float:
     with quiet_notices(), errors.deferred():
         trainer.fit(model, datamodule=dm)
     floats = lambda t: [v if math.isfinite(v) else None for v in t.double().tolist()]  # noqa: E731  (JSON: no NaN)
-    members = {str(e): {"prediction": floats(m["prediction"]), "val_loss": floats(m["val_loss"]),
-                        "train_loss": floats(m["train_loss"]), "active_units": m["active_units"].tolist(),
-                        "diverged": m["diverged"].tolist()}
-               for e, m in ((e, metrics.snapshots[e]) for e in epochs)}  # fmt: skip
+    members = {str(e): {k: floats(v) if v.is_floating_point() else v.tolist() for k, v in metrics.snapshots[e].items()}
+               for e in epochs}  # fmt: skip
     final = members[str(epochs[-1])]
     healthy = [v for v, d in zip(final["val_loss"], final["diverged"], strict=True) if not d and v is not None]
     value, seconds = (float(f"{sum(healthy) / len(healthy):.6g}") if healthy else math.inf), time.perf_counter() - start

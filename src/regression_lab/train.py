@@ -115,11 +115,10 @@ class RegressionLabCLI(LightningCLI):
             logger.save_dir = str(cfg.trainer.default_root_dir)
         ckpt = cfg.get("ckpt_path")
         if sub == "fit" and ckpt == "last":
-            ckpt = newest_checkpoint(self._log_root(cfg), name="last.ckpt")
-            if ckpt.parent.parent.name.startswith("version_"):
-                self._lock(ckpt.parent.parent)  # before its config.yaml or events are touched
-                if logger is not None and logger.get("version") is None:
-                    logger.version = int(ckpt.parent.parent.name.removeprefix("version_"))  # its curves go on
+            ckpt = newest_checkpoint(self._log_root(cfg), name="last.ckpt")  # always in a version_N run
+            self._lock(ckpt.parent.parent)  # before its config.yaml or events are touched
+            if logger is not None and logger.get("version") is None:
+                logger.version = int(ckpt.parent.parent.name.removeprefix("version_"))  # its curves go on
         elif sub in ("validate", "test") and not ckpt:
             ckpt = newest_checkpoint(self._log_root(cfg))
             print(f"{sub}: using the newest checkpoint {ckpt}", file=sys.stderr)
