@@ -184,12 +184,12 @@ BAD_INPUT = [
     (["sweep", "--data_csv", "one_row.csv"], "one_row.csv has 1 row: 3 at least, 1 to train on and 2 to validate on"),
     (["landscape", "--data_csv", "one_row.csv"], "has 1 row: 2 at least for a least-squares line"),
     (["fit", "--data.csv", "half.csv"], "header (line 1) names a column x but none y: name both, or neither"),
-    # demo (was test_demos.py::test_bad_demo_input_is_one_line_exit_2)
+    # demo
     (["demo", "bogus"], "unknown demo 'bogus'"), ("demo forward --seed abc".split(), 'Parser key "seed"'),
     ("demo forward --seed -1".split(), "--seed must be an integer >= 0"),
     (["demo", "forward", "--seed", str(2**64)], "--seed must be <= 4,294,967,295"),
     ("demo forward --logdir x".split(), "has no model"),
-    # landscape (was test_landscape.py::test_bad_landscape_input_is_one_line_exit_2)
+    # landscape
     ("landscape --resolution 1".split(), "--resolution must be an integer >= 2"),
     ("landscape --resolution 100000".split(), "--resolution must be <= 4,001"),
     ("landscape --w_range 5 -1".split(), "--w_range must be an increasing range"),
@@ -199,8 +199,8 @@ BAD_INPUT = [
     ("landscape --device tpu".split(), "--device must be auto, cpu or cuda"),
     ("landscape --ckpt_path missing.ckpt".split(), "checkpoint not found"),
     ("landscape --ckpt_path other_shape.ckpt".split(), "not a regression-lab MyNN checkpoint"),
-    (["landscape", "--trajectory"], "has no trajectory in its run"),  # was in test_curvature.py
-    # ensembles (was test_ensemble.py::test_bad_ensemble_settings_are_one_line_exit_2)
+    (["landscape", "--trajectory"], "has no trajectory in its run"),  # a run without a trajectory
+    # ensembles
     (["fit", "--model.num_seeds", "0"], "model.num_seeds must be an integer >= 1"),
     (["fit", "--model.num_seeds", "2000000"], "model.num_seeds must be <= 1,000,000"),
     (["fit", "--model.seeds", "[]"], "model.seeds is empty"), (["fit", "--model.seeds", "[1,1]"], "repeats a seed"),
@@ -209,9 +209,9 @@ BAD_INPUT = [
     ("fit --model.hidden_size [4,0] --model.num_seeds 2".split(), "model.hidden_size must be an integer >= 1"),
     ("fit --model.lr [] --model.num_seeds 2".split(), "model.lr is empty"),
     ("fit --model.num_seeds 1000 --data.num_samples 100000000".split(), "more than half of this machine's memory"),
-    (["fit", "--trajectory_every", "0"], "--trajectory_every must be an integer >= 1"),  # was in test_curvature.py
+    (["fit", "--trajectory_every", "0"], "--trajectory_every must be an integer >= 1"),
     ("fit --trajectory_every 5 --model.num_seeds 2".split(), "--trajectory_every keeps one network's weights"),
-    # data settings (was test_data.py::test_bad_settings_are_refused_by_name)
+    # data settings
     (["fit", "--data.num_samples", "0"], "data.num_samples must be an integer >= 1"),
     (["fit", "--data.num_samples", "1000000000"], "data.num_samples must be <= 100,000,000"),
     (["fit", "--data.noise_std", "-1"], "data.noise_std must be >= 0"),
@@ -221,12 +221,12 @@ BAD_INPUT = [
     (["fit", "--data.val_x_max", ".inf"], "data.val_x_max must be a finite number, got inf"),
     (["fit", "--data.x_max", "1e39"], "beyond float32's range 3.4e+38 (about 3e+39)"),
     (["fit", "--data.noise_std", "1e308"], "beyond float32's range 3.4e+38: scale"),
-    # export (was test_export.py::test_bad_export_input_is_one_line_exit_2_and_leaves_files_whole)
+    # export
     ("export --format onnx --out m.onnx --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
     ("export --format onnx --out nodir/m.onnx".split(), "--out's directory does not exist"),
     ("export --format onnx --out a_dir.ckpt".split(), "--out is a directory"),
     ("export --format pickle --out m.onnx".split(), "format"),
-    # serve (was test_serve.py::test_bad_start_up_is_one_line_exit_2)
+    # serve
     ("serve --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
     ("serve --ckpt_path text.ckpt".split(), "not a readable checkpoint"), (["serve", "--host", "10.0.0.1"], "host"),
     ("serve --port 80".split(), "--port must be an integer >= 1024"), ("serve --port 70000".split(), "<= 65,535"),
@@ -235,7 +235,7 @@ BAD_INPUT = [
     ("serve --batch_timeout 40".split(), "below the 30 s a request may wait, got 40"),
     pytest.param(["serve", "--accelerator", "cuda"], "this machine has no CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="refused only without a CUDA device")),
-    # sweep (was test_sweep.py::test_bad_sweep_input_is_one_line_exit_2_and_touches_nothing)
+    # sweep
     (["sweep", "--hidden_sizes"], "expected at least one argument"),
     (["sweep", "--epochs", "0"], "--epochs values must be an integer >= 1"),
     (["sweep", "--hidden_sizes", "4", "4"], "--hidden_sizes repeats a value"),
