@@ -17,6 +17,7 @@ import pytest
 import torch
 from helpers import LAST, RUN, fingerprint, fit_in_process, one_error_line, run_main, signal_when, start, wait_for
 
+from regression_lab.cli import on_disk
 from regression_lab.errors import TrainingFailed
 from regression_lab.study import open_study
 from regression_lab.sweep import StudySpec, resolve_out
@@ -117,17 +118,24 @@ def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signalled_fit_says_so_exits_128_plus_n_and_resumes(tmp_path, signum):
-    last = tmp_path / LAST
-    signal_when(last.is_file, signum)
-    proc = run_main(*LONG_RUN, cwd=tmp_path)
+def test_a_signalled_fit_saves_its_last_checkpoint_says_so_and_resumes_that_run(tmp_path, signum):
+    fit_in_process(tmp_path, "--trainer.max_epochs", "2")  # an older run, which the resume must not take
+    run = tmp_path / "lightning_logs/version_1"
+    signal_when((run / "config.yaml").is_file, signum)  # the fit has begun; no timed save for an hour
+    proc = run_main(*LONG_RUN, "--last_checkpoint.train_time_interval", "1:00:00", cwd=tmp_path)
     assert proc.returncode == 128 + signum, proc.stderr[-2000:]
-    name = signal.Signals(signum).name
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"interrupted by {name} (the newest last.ckpt")
-    assert "Traceback" not in proc.stderr
-    epoch = torch.load(last, weights_only=True)["epoch"]
+    assert proc.stderr.strip() == f"interrupted by {signal.Signals(signum).name} ({on_disk('fit')})"
+    epoch = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["epoch"]
     resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 3))
-    assert resumed.trainer.current_epoch == epoch + 3
+    assert Path(resumed.trainer.log_dir).name == "version_1" and resumed.trainer.current_epoch == epoch + 3
+
+
+def test_a_runs_config_yaml_given_as_config_trains_a_new_run_and_leaves_the_old_one_whole(tmp_path):
+    fit_in_process(tmp_path, "--trainer.max_epochs", "6")
+    before = fingerprint(tmp_path / RUN)
+    again = fit_in_process(tmp_path, "--config", f"{RUN}/config.yaml")
+    assert Path(again.trainer.log_dir).name == "version_1" and again.trainer.current_epoch == 6
+    assert fingerprint(tmp_path / RUN) == before
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

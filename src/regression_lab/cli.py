@@ -43,7 +43,7 @@ TRAINING = ("fit", "validate", "test")
 COMMANDS = ("predict", "demo", "landscape", "sweep", "serve", "export")
 #: What the line after "interrupted by SIGTERM" says: what is on disk, and how to go on.
 AFTER_INTERRUPT = {
-    "fit": "the newest last.ckpt holds the weights as of its last save: resume with --ckpt_path last",
+    "fit": "the run's last.ckpt holds the weights as they were when it stopped: resume with --ckpt_path last",
     "sweep": "the running trials are marked failed: run the same command again to continue the study",
     "serve": "the requests in flight were answered",
     "landscape": "each --out file is whole or the previous one: run it again",
@@ -124,10 +124,14 @@ def run_command(command: str, argv: Sequence[str]) -> int:
                 raise UsageError(one_line(err)) from None
             except ModuleNotFoundError as err:  # a setting needs a package this machine lacks
                 raise UsageError(f"a setting needs a missing package: {one_line(err)}") from None
-            except ValueError as err:  # jsonargparse, instantiating a class whose package is missing (MLFlowLogger)
-                if (found := re.search(r"Requirement '([^']+)' not met", str(err))) is None:
+            except ValueError as err:  # jsonargparse could not build a class given in the settings
+                if found := re.search(r"Requirement '([^']+)' not met", str(err)):  # its package is missing
+                    raise UsageError(f"a setting needs a missing package: pip install '{found.group(1)}'") from None
+                if err.__cause__ is None or isinstance(err, UsageError):
                     raise
-                raise UsageError(f"a setting needs a missing package: pip install '{found.group(1)}'") from None
+                # The class refused its arguments: its own words, after its name when the setting names one class.
+                names = set(re.findall(r"class_path='(?:[\w.]*\.)?(\w+)'", str(err)))
+                raise UsageError(f"{names.pop() + ': ' if len(names) == 1 else ''}{one_line(err.__cause__)}") from None
             return 0
         try:
             module = importlib.import_module(f"regression_lab.{command}")

@@ -8,6 +8,7 @@ with quiet_notices():
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 
@@ -23,12 +24,23 @@ NOTICES = (
     r"LightningCLI's args parameter is intended to run from within Python",
     r".* is (an )?experimental (feature|\(supported from)",
 )  # fmt: skip
+#: Lightning's info lines that the command's own output says better: the seed (it is in the run's config.yaml, and
+#: would come before a bad setting's one error line), and a SIGTERM (the command's "interrupted by" line says it).
+QUIET_LOGGERS = ("lightning.fabric.utilities.seed", "lightning.pytorch.trainer.connectors.signal_connector")
 
 
 @contextlib.contextmanager
 def quiet_notices() -> Iterator[None]:
-    """Hide :data:`NOTICES` (every other warning shows) within the block."""
+    """Hide :data:`NOTICES` and :data:`QUIET_LOGGERS`' info lines (every other warning shows) within the block."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         for pattern in NOTICES:
             warnings.filterwarnings("ignore", message=pattern)
-        yield
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)

@@ -66,6 +66,8 @@ class RegressionLabCLI(LightningCLI):
         self._run_lock: int | None = None  # the run directory this process holds until it returns
         self._command = command
         self._trained_on: tuple[dict[str, Any], str] | None = None  # a checkpoint run on, and its path
+        self._chose_version = False  # the run's version_N is this CLI's choice, not a setting
+        self._chosen_ckpt: str | None = None  # validate and test without --ckpt_path: which checkpoint they take
         given = kwargs.get("args") or []  # a data setting given? Else validate, test and resume take the checkpoint's
         names = given if isinstance(given, list) else [f"--{k}" for k in given[command]]
         self._data_given = any(str(a).startswith(("--data", "--config", "-c")) for a in names)
@@ -119,9 +121,10 @@ class RegressionLabCLI(LightningCLI):
             self._lock(ckpt.parent.parent)  # before its config.yaml or events are touched
             if logger is not None and logger.get("version") is None:
                 logger.version = int(ckpt.parent.parent.name.removeprefix("version_"))  # its curves go on
+                self._chose_version = True
         elif sub in ("validate", "test") and not ckpt:
             ckpt = newest_checkpoint(self._log_root(cfg))
-            print(f"{sub}: using the newest checkpoint {ckpt}", file=sys.stderr)
+            self._chosen_ckpt = f"{sub}: using the newest checkpoint {ckpt}"  # said once every setting is checked
         if ckpt:
             _, checkpoint = load_model(ckpt)  # a missing, corrupt, foreign or crafted file, by name
             cfg.ckpt_path = str(ckpt)
@@ -182,9 +185,12 @@ class RegressionLabCLI(LightningCLI):
             check_writable_dir(self._log_root(cfg), "logs")
             reserved = reserve_numbered_dir(self._log_root(cfg))
             init.version = int(reserved.name.removeprefix("version_"))
+            self._chose_version = True
             self._lock(reserved)
         try:
             super().instantiate_classes()
+            if self._chose_version:  # the logger has it: the run's config.yaml, reused with --config, makes a new run
+                init.version = None
             if isinstance(self.model, EnsembleRegressionModule) and self.datamodule is not None:
                 self.model.check_memory(self.datamodule)  # before anything is written
             probe = float(self.model.hparams.probe_x)
@@ -219,6 +225,8 @@ class RegressionLabCLI(LightningCLI):
         plugins += [] if any(isinstance(p, CheckpointIO) for p in plugins) else [AtomicCheckpointIO()]
         if converting := next((p for p in plugins if isinstance(p, (DoublePrecision, HalfPrecision))), None):
             raise UsageError(f"--trainer.plugins {type(converting).__name__} {CONVERTS}")
+        if self._chosen_ckpt is not None:
+            print(self._chosen_ckpt, file=sys.stderr)
         return super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
 
     def fit(self, **kwargs: Any) -> None:
@@ -229,20 +237,27 @@ class RegressionLabCLI(LightningCLI):
         seed = self.config["fit"].get("seed_everything")
         if self.trainer.logger is not None and isinstance(seed, int):
             self.trainer.logger.log_hyperparams({"seed_everything": seed})  # hparams.yaml, the HParams tab
-        with errors.deferred():
-            self.trainer.fit(**kwargs)
+        try:
+            with errors.deferred():
+                self.trainer.fit(**kwargs)
+        except errors.Interrupted:  # SIGINT ends the fit, SIGTERM raises out of it (Lightning): the weights now
+            self._save_last()
+            raise
+
+    def _save_last(self) -> str | None:
+        """Write the run's last.ckpt as of now (timed saves can be an interval old); its path, if the run has one."""
+        last = os.path.join(self._last.dirpath, "last.ckpt") if self._last is not None and self._last.dirpath else None
+        if last is not None:  # weights_only=False is the save flag: optimizer and loop states too
+            self.trainer.save_checkpoint(last, weights_only=False)
+        return last
 
     def after_fit(self) -> None:
         """Write the final last.ckpt, and report what the lab asks and where the weights are."""
         # A resumed run that had nothing left to train never reached on_train_end.
         self.final_metrics = self._final.metrics or self._final.compute(self.trainer, self.model)
-        last = os.path.join(self._last.dirpath, "last.ckpt") if self._last is not None and self._last.dirpath else None
-        self.last_path = last  # for the Python API
-        if last is not None:
-            # Timed saves can be an interval old; weights_only=False is the save flag (optimizer and loop states too).
-            self.trainer.save_checkpoint(last, weights_only=False)
+        self.last_path = self._save_last()  # for the Python API
         if self.trainer.is_global_zero:
-            report(self.model, self.trainer, self.datamodule, self.final_metrics, last)
+            report(self.model, self.trainer, self.datamodule, self.final_metrics, self.last_path)
 
 
 def report(model: Any, trainer: Trainer, datamodule: Any, metrics: dict[str, float], last: str | None) -> None:
