@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -110,6 +111,8 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
     (workdir / "a_dir.ckpt").mkdir()
     torch.save({"state_dict": {"net.linear1.weight": torch.zeros(4, 2)}}, workdir / "other_shape.ckpt")
     torch.save({"weights": torch.zeros(3)}, workdir / "no_state.ckpt")
+    with warnings.catch_warnings(action="ignore", category=DeprecationWarning):  # torch.jit's
+        torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), workdir / "script.pt")
     (workdir / "xs_bad.txt").write_text("1\nabc\n")
     (workdir / "xs_empty.txt").write_text("# nothing\n")
     (workdir / "bad.yaml").write_text("model: [unclosed\n")
@@ -141,6 +144,7 @@ BAD_INPUT = [
     ("predict --x 1 --ckpt_path truncated.ckpt".split(), "not a readable checkpoint"),
     ("predict --x 1 --ckpt_path other_shape.ckpt".split(), "not a regression-lab MyNN checkpoint"),
     ("predict --x 1 --ckpt_path no_state.ckpt".split(), "no state_dict"),
+    ("predict --x 1 --ckpt_path script.pt".split(), "script.pt is a TorchScript export, not a checkpoint"),
     (["predict", "--x", "1", "--ckpt_path", "a" * 300], "a path is too long for this system: 'aaaa"),
     (["fit", "--trainer.default_root_dir", "bad\udcff"], "an argument is not valid UTF-8"),
     (["sweep", "--out", "s" * 300], "a path is too long"), (["export", "--format", "onnx", "--out", "o" * 300], "long"),
@@ -230,6 +234,7 @@ BAD_INPUT = [
     ("export --format onnx --out m.onnx --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
     ("export --format onnx --out nodir/m.onnx".split(), "--out's directory does not exist"),
     ("export --format onnx --out a_dir.ckpt".split(), "--out is a directory"),
+    (["export", "--format", "onnx", "--out", f"./{LAST}"], f"--out {LAST} is the checkpoint itself"),  # the newest
     ("export --format pickle --out m.onnx".split(), "format"),
     # serve
     ("serve --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
@@ -256,6 +261,8 @@ BAD_INPUT = [
     (["sweep", "--config", "sweep_keys.yaml"], "hidden"), (["sweep", "--config", "no_seeds.yaml"], "--seeds is empty"),
     (["sweep", "--storage", "nosuchdb://x"], "cannot open the storage nosuchdb://x"),
     (["sweep", "--report"], "--report needs the study's --storage"),
+    (["sweep", "--report", "--storage", "sqlite:///new.db"], "no study named 'sweep' in sqlite:///new.db: there is no"),
+    (["sweep", "--report", "--storage", "new.log"], "no study named 'sweep' in new.log: there is no such file"),
     ("sweep --out mine --seeds 0".split(), "mine exists and is not a sweep directory"),
     (["sweep", "--storage", "sqlite:///mine.db"], "mine.db is not an Optuna study (a SQLite database of another "
                                                   "schema)"),

@@ -41,6 +41,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives; a cut one loses its directory
         raise UsageError(unreadable)
     try:
+        with zipfile.ZipFile(path) as archive:  # torch.load would hand a TorchScript archive to torch.jit.load
+            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+                raise UsageError(f"{path} is a TorchScript export, not a checkpoint: give the .ckpt it came from")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only refuses any object it does not know, and names the global it refused.
@@ -50,6 +53,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"refusing to load {path}: it holds {what} that a weights-only load does not allow; "
             "only tensors and plain values are loaded from checkpoints"
         ) from None
+    except UsageError:
+        raise
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise UsageError(f"{unreadable} ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):

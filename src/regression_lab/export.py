@@ -65,6 +65,8 @@ def run(args: Namespace) -> None:
     if not out.parent.is_dir():
         raise UsageError(f"--out's directory does not exist: {out.parent}")
     ckpt = args.ckpt_path or newest_checkpoint()
+    if out.exists() and Path(ckpt).exists() and out.samefile(ckpt):
+        raise UsageError(f"--out {out} is the checkpoint itself: write the export to another file")
     predictor = Predictor(ckpt)
     if predictor.ensemble:
         raise UsageError(f"{ckpt} holds an ensemble: export takes a single-model checkpoint (an ensemble answers a "
