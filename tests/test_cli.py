@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 import yaml
-from helpers import LAST, REPO, fingerprint, one_error_line, run_cli, run_main
+from helpers import LAST, REPO, fingerprint, fit_in_process, one_error_line, run_cli, run_main
 
 from regression_lab.errors import FLOAT32_MAX
 from regression_lab.predict import Predictor
@@ -287,6 +287,14 @@ def test_a_bad_setting_is_the_whole_stderr_of_the_process(tmp_path):
     proc = run_cli("fit", "--model.hidden_size", "0", cwd=tmp_path)
     assert proc.stderr == "error: model.hidden_size must be an integer >= 1, got 0\n" and proc.stdout == ""
     assert proc.returncode == 2
+
+
+def test_a_quoted_tilde_in_the_root_dir_is_home_for_the_logs_and_the_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cli = fit_in_process(tmp_path, "--trainer.max_epochs", "2", "--trainer.default_root_dir", "~/runs")
+    run = tmp_path / "home/runs/lightning_logs/version_0"
+    assert cli.last_path == str(run / "checkpoints/last.ckpt") and cli.trainer.log_dir == str(run)
+    assert not (tmp_path / "~").exists()
 
 
 @pytest.mark.parametrize("option, output", [

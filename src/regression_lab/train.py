@@ -115,6 +115,8 @@ class RegressionLabCLI(LightningCLI):
         # --trainer.default_root_dir DIR: runs in DIR/lightning_logs, as Lightning's default logger (a save_dir wins).
         if logger is not None and cfg.trainer.get("default_root_dir") and logger.save_dir == ".":
             logger.save_dir = str(cfg.trainer.default_root_dir)
+        if logger is not None and logger.save_dir:  # Lightning expands ~ in the logs' path, not the checkpoints'
+            logger.save_dir = os.path.expanduser(logger.save_dir)
         ckpt = cfg.get("ckpt_path")
         if sub == "fit" and ckpt == "last":
             ckpt = newest_checkpoint(self._log_root(cfg), name="last.ckpt")  # always in a version_N run
