@@ -241,6 +241,7 @@ BAD_INPUT = [
     ("serve --ckpt_path text.ckpt".split(), "not a readable checkpoint"), (["serve", "--host", "10.0.0.1"], "host"),
     ("serve --port 80".split(), "--port must be an integer >= 1024"), ("serve --port 70000".split(), "<= 65,535"),
     ("serve --max_batch_size 0".split(), "--max_batch_size must be an integer >= 1"),
+    (["serve", "--api_key", ""], "--api_key is empty: give the key, or leave the option out"),
     ("serve --batch_timeout -1".split(), "--batch_timeout must be a finite number >= 0"),
     ("serve --batch_timeout 40".split(), "below the 30 s a request may wait, got 40"),
     pytest.param(["serve", "--accelerator", "cuda"], "this machine has no CUDA device",

@@ -61,7 +61,7 @@ def one_line_errors(request: Any, exc: RequestValidationError) -> JSONResponse:
         where = [f"[{p}]" if isinstance(p, int) else p for p in e.get("loc", ()) if p == "x" or isinstance(p, int)]
         parts.append(f"{''.join(where) or 'body'}: {e.get('msg')}")  # x, x[2], or the body itself
     status = 400 if found and found[0].get("type") == "json_invalid" else 422
-    return JSONResponse({"detail": errors.quote("; ".join(parts))[1:-1]}, status_code=status)
+    return JSONResponse({"detail": "; ".join(parts)}, status_code=status)  # messages, not the values sent
 
 
 class JSONOnly:
@@ -140,6 +140,8 @@ def run(args: Namespace) -> None:
                          f"may wait, got {args.batch_timeout}")  # fmt: skip
     if args.accelerator == "cuda" and not torch.cuda.is_available():
         raise UsageError("--accelerator cuda: this machine has no CUDA device (use auto or cpu)")
+    if args.api_key is not None and not args.api_key.strip():  # an unset variable in `--api_key "$KEY"`
+        raise UsageError("--api_key is empty: give the key, or leave the option out to serve without one")
     key, ckpt = args.api_key or os.environ.get(API_KEY_ENV) or None, args.ckpt_path or newest_checkpoint()
     predictor = Predictor(ckpt)  # a bad or missing checkpoint stops here, in one line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
