@@ -18,11 +18,18 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
         api.demo("nope")
     with pytest.raises(UsageError, match="--resolution must be an integer >= 2"):
         api.landscape(resolution=1)
+    with pytest.raises(UsageError, match="regression-lab fit: .* does not accept option 'model.hidden_sizes'"):
+        api.train(model={"hidden_sizes": 3})  # jsonargparse's refusal, as the command says it
+    with pytest.raises(UsageError, match="regression-lab sweep: Option 'bogus' is not accepted"):
+        api.sweep(bogus=1)
     torch.manual_seed(0)
     net = MyNN(5)
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     torch.save({"state_dict": state, "hyper_parameters": {"hidden_size": 5}}, tmp_path / "m.ckpt")
     with torch.no_grad():
         expected = float(net(torch.tensor([[10.0]])))
-    assert api.load(tmp_path / "m.ckpt")([10.0])[0][0] == pytest.approx(expected, rel=1e-6)
+    assert api.predict(tmp_path / "m.ckpt", [10.0])[0][0] == pytest.approx(expected, rel=1e-6)
+    for x in (float("nan"), True, "10"):  # what the command's parser refuses, refused here too
+        with pytest.raises(UsageError, match=f"x must be a finite number, got {x!r}"):
+            api.predict(tmp_path / "m.ckpt", [x])
     assert not list(tmp_path.glob("lightning_logs/*"))  # the refused fit left no run behind

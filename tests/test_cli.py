@@ -133,7 +133,7 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
 
 BAD_INPUT = [
     # (arguments, a phrase the one error line must hold)
-    (["predict", "--x", "abc"], "not a number in --x: 'abc'"),
+    (["predict", "--x", "abc"], "not a number in --x: 'abc'"), (["predict", "--x", "1_0"], "not a number in --x"),
     (["predict", "--x", "1e39"], "out of float32's range (|x| <= 3.403e+38) in --x: '1e39'"),
     (["predict", "--x", "10", "--x=-3e38"], "further out its prediction overflows float32): -3e+38"),
     (["predict"], "one of the arguments --x --input is required"),

@@ -63,7 +63,7 @@ def test_fit_validate_and_landscape_find_the_files_data_and_refuse_it_changed(tm
 def test_a_sweep_on_a_file_ranks_by_validation_loss_without_an_error_column(tmp_path, monkeypatch, capsys):
     (tmp_path / "d.csv").write_text("x,y\n" + ROWS)
     monkeypatch.chdir(tmp_path)
-    rows = api.sweep(data_csv="d.csv", seeds=["0-3"], hidden_sizes=[1, 8], epochs=[30], out="s", quiet=True)
+    rows = api.sweep(data_csv="d.csv", seeds="0-3", hidden_sizes=[1, 8], epochs=[30], out="s", quiet=True)
     assert len(rows) == 2 and all(r["err10_mean"] != r["err10_mean"] for r in rows)  # NaN
     assert [r["val_loss_mean"] for r in rows] == sorted(r["val_loss_mean"] for r in rows)
     assert "val loss, mean [95% CI]" in (out := capsys.readouterr().out) and "|pred(" not in out

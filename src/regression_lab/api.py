@@ -5,7 +5,7 @@ command would print. Try::
     from regression_lab import api
     run = api.train()                              # the lab: prints "Model prediction for 10 is 31.9979"
     api.predict(run.checkpoint, [10.0])            # ([31.99...], None): the torch-only path of `predict`
-    rows = api.sweep(seeds=["0-99"])               # the ranked table as dicts; api.frame(rows) as a DataFrame
+    rows = api.sweep(seeds="0-99")                 # the ranked table as dicts; api.frame(rows) as a DataFrame
 """
 
 from __future__ import annotations
@@ -48,10 +48,12 @@ def train(model: dict | None = None, data: dict | None = None, trainer: dict | N
         options: the command's other options as keywords: ``checkpoint``, ``last_checkpoint``, ``ckpt_path``,
             ``trajectory_every``.
     """
+    from regression_lab.cli import usage_errors
     from regression_lab.train import cli_main
 
     config = {"model": model or {}, "data": data or {}, "trainer": trainer or {}, "seed_everything": seed_everything}
-    cli = cli_main({"fit": {**config, **options}})
+    with usage_errors("fit"):
+        cli = cli_main({"fit": {**config, **options}})
     last = Path(cli.last_path) if cli.last_path else None
     return Trained(cli.model, cli.datamodule, cli.trainer, cli.final_metrics, last)
 
@@ -91,10 +93,14 @@ def figure(results: Any, name: str) -> Any:
 def sweep(**options: Any) -> list[dict[str, Any]]:
     """``regression-lab sweep``: trains its study (or, with ``report=True``, reads it) and returns the ranked table,
     a dict per setting and epoch count with the columns of ``results.csv``. ``options`` are the command's, e.g.
-    ``seeds=["0-99"], hidden_sizes=[4, 8], out="my_sweep"``."""
+    ``seeds="0-99"`` (or a list of them), ``hidden_sizes=[4, 8], out="my_sweep"``."""
+    from regression_lab.cli import usage_errors
     from regression_lab.sweep import build_parser, run
 
-    rows = run(build_parser().parse_object(options))
+    if isinstance(options.get("seeds"), str):  # "0-99 200" as the command line takes it
+        options["seeds"] = options["seeds"].split()
+    with usage_errors("sweep"):
+        rows = run(build_parser().parse_object(options))
     return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
 
 

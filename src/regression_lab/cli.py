@@ -8,12 +8,13 @@ and ``run(args)``. Bad input ends with one ``error:`` line and exit 2, a failed 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from regression_lab.errors import Interrupted, TrainingFailed, UsageError, handle_signals, quote, restore_signals
@@ -110,28 +111,11 @@ def bound_configs(argv: list[str]) -> list[str]:
 
 def run_command(command: str, argv: Sequence[str]) -> int:
     """Parse ``argv`` with the command's parser and run it; the training commands through LightningCLI."""
-    from jsonargparse import ArgumentError
-
-    try:
+    with usage_errors(command):
         if command in TRAINING:
-            from lightning.fabric.utilities.exceptions import MisconfigurationException
-
             from regression_lab.train import cli_main
 
-            try:
-                cli_main([command, *argv])
-            except MisconfigurationException as err:  # Lightning's word for contradicting settings
-                raise UsageError(one_line(err)) from None
-            except ModuleNotFoundError as err:  # a setting needs a package this machine lacks
-                raise UsageError(f"a setting needs a missing package: {one_line(err)}") from None
-            except ValueError as err:  # jsonargparse could not build a class given in the settings
-                if found := re.search(r"Requirement '([^']+)' not met", str(err)):  # its package is missing
-                    raise UsageError(f"a setting needs a missing package: pip install '{found.group(1)}'") from None
-                if err.__cause__ is None or isinstance(err, UsageError):
-                    raise
-                # The class refused its arguments: its own words, after its name when the setting names one class.
-                names = set(re.findall(r"class_path='(?:[\w.]*\.)?(\w+)'", str(err)))
-                raise UsageError(f"{names.pop() + ': ' if len(names) == 1 else ''}{one_line(err.__cause__)}") from None
+            cli_main([command, *argv])
             return 0
         try:
             module = importlib.import_module(f"regression_lab.{command}")
@@ -139,11 +123,38 @@ def run_command(command: str, argv: Sequence[str]) -> int:
             raise UsageError(f"{command} needs {err.name}: pip install 'regression-lab[serve]'") from None
         module.run(module.build_parser().parse_args(list(argv)))
         return 0
+
+
+@contextlib.contextmanager
+def usage_errors(command: str) -> Iterator[None]:
+    """Within the block, the libraries' words for bad settings become one :class:`UsageError` line each: jsonargparse's,
+    a class it builds refusing its arguments, Lightning's contradicting settings, a package a setting needs."""
+    from jsonargparse import ArgumentError
+
+    try:
+        yield
+    except UsageError:
+        raise
     except ArgumentError as err:
         message = one_line(err)
         if message.startswith("Unexpected config:"):  # jsonargparse's words for a non-mapping file
             message = "a --config file must be a YAML mapping of settings (as configs/default.yaml is); " + message
         raise UsageError(f"regression-lab {command}: {message}") from None
+    except ModuleNotFoundError as err:  # --trainer.accelerator tpu, say
+        raise UsageError(f"a setting needs a missing package: {one_line(err)}") from None
+    except ValueError as err:  # jsonargparse could not build a class given in the settings
+        if found := re.search(r"Requirement '([^']+)' not met", str(err)):  # its package is missing (MLFlowLogger)
+            raise UsageError(f"a setting needs a missing package: pip install '{found.group(1)}'") from None
+        if err.__cause__ is None:
+            raise
+        # The class refused its arguments: its own words, after its name when the setting names one class.
+        names = set(re.findall(r"class_path='(?:[\w.]*\.)?(\w+)'", str(err)))
+        raise UsageError(f"{names.pop() + ': ' if len(names) == 1 else ''}{one_line(err.__cause__)}") from None
+    except Exception as err:
+        lightning = sys.modules.get("lightning.fabric.utilities.exceptions")  # imported by then if it is the cause
+        if lightning is None or not isinstance(err, lightning.MisconfigurationException):
+            raise
+        raise UsageError(one_line(err)) from None  # Lightning's word for contradicting settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

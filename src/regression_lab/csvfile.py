@@ -27,6 +27,8 @@ MAX_ROWS = 10_000_000
 def parse_number(text: str, where: str = "") -> float:
     """A finite float32-range number from text, or :class:`UsageError` naming where it came from."""
     try:
+        if "_" in text or not text.isascii():  # float() also reads 1_000 and other scripts' digits
+            raise ValueError
         value = float(text)
     except ValueError:
         raise UsageError(f"not a number{where}: {quote(text)}") from None

@@ -17,7 +17,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from regression_lab.checkpoint import load_model
 from regression_lab.csvfile import open_text, parse_number, rows
-from regression_lab.errors import FLOAT32_MAX, UsageError, summary
+from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, summary
 from regression_lab.files import newest_checkpoint
 from regression_lab.models import MyNN
 
@@ -98,6 +98,8 @@ class Predictor:
     def __call__(self, xs: list[float]) -> tuple[list[float], list[float] | None]:
         """Predictions for a list of x (and, for an ensemble, the members' standard deviation); an x whose
         prediction would overflow float32 is refused (:class:`UsageError`), like an x past float32 itself."""
+        for x in xs:  # the Python API's inputs: the commands' are numbers already
+            check_float("x", x)
         if too_far := [x for x in xs if abs(x) > self.max_abs_x]:
             raise UsageError(f"beyond this model's range (|x| <= {self.max_abs_x:.4g}: further out its prediction "
                              f"overflows float32): {too_far[0]:g}")  # fmt: skip
