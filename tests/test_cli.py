@@ -166,6 +166,8 @@ BAD_INPUT = [
      "LandscapeLogger: --resolution must be an integer >= 2, got 1"),  # a class's own refusal, by its name
     ("fit --trainer.callbacks+=EarlyStopping --trainer.callbacks.monitor val/loss --trainer.callbacks.mode foo".split(),
      "EarlyStopping: `mode` can be min, max, got foo"),
+    ("fit --trainer.callbacks+=LandscapeLogger --model.num_seeds 3".split(), "not an ensemble's"),
+    ("fit --trainer.callbacks+=LandscapeLogger --trainer.logger CSVLogger".split(), "keep the default TensorBoard"),
     (["validate", "--data.val_samples", "1"], "data.val_samples must be an integer >= 2"),  # before its notice
     (["fit", "--weights_only", "false"], "--weights_only false is not allowed"),
     (["fit", "--bogus", "1"], "unrecognized arguments"), (["fit", "--config", "missing.yaml"], "does not exist"),

@@ -20,7 +20,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 
 from regression_lab import errors
 from regression_lab.data import LARGE_DATA
-from regression_lab.errors import FLOAT32_MAX, TrainingFailed, check_int
+from regression_lab.errors import FLOAT32_MAX, TrainingFailed, UsageError, check_int
 from regression_lab.files import atomic_write
 
 
@@ -140,9 +140,22 @@ class LandscapeLogger(L.Callback):
         self.settings = Settings(resolution=resolution, seed=seed, include_bias=include_bias)
         self.settings.check()  # at start-up, not after training
 
+    @staticmethod
+    def problem(pl_module: L.LightningModule, logger: Any) -> str | None:
+        """Why the landscapes could not be drawn for this module and logger, or None."""
+        if not hasattr(pl_module, "net"):
+            return "LandscapeLogger draws one network's landscapes: not an ensemble's (use regression-lab landscape)"
+        if not isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
+            return "LandscapeLogger draws to TensorBoard: keep the default TensorBoardLogger"
+        return None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if (why := self.problem(pl_module, trainer.logger)) is not None:  # refused before training, not ignored
+            raise UsageError(why)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer, dm = getattr(trainer.logger, "experiment", None), trainer.datamodule
-        if trainer.is_global_zero and hasattr(writer, "add_figure") and hasattr(pl_module, "net"):
+        writer, dm = trainer.logger.experiment, trainer.datamodule
+        if trainer.is_global_zero:
             from regression_lab.landscape import compute_for
             from regression_lab.landscape_plots import log_to_writer
 

@@ -25,7 +25,8 @@ from lightning.pytorch.plugins import CheckpointIO, DoublePrecision, HalfPrecisi
 from lightning.pytorch.utilities import rank_zero_only
 
 from regression_lab import errors
-from regression_lab.callbacks import AtomicCheckpointIO, Guard, RunProgressBar, Trajectory, divergence_advice
+from regression_lab.callbacks import AtomicCheckpointIO, Guard, LandscapeLogger, RunProgressBar, Trajectory
+from regression_lab.callbacks import divergence_advice as advice_after_divergence
 from regression_lab.checkpoint import load_model, resume_problem
 from regression_lab.data import DATA_DEFAULTS, RegressionDataModule
 from regression_lab.ensemble import EnsembleRegressionModule, regression_model
@@ -219,6 +220,9 @@ class RegressionLabCLI(LightningCLI):
             if not isinstance(self.model, RegressionModule):  # before any file is written
                 raise UsageError("--trajectory_every keeps one network's weights: not an ensemble's")
             callbacks.append(Trajectory(cfg["trajectory_every"]))
+        for cb in callbacks:  # before the run's directory holds a file
+            if isinstance(cb, LandscapeLogger) and (why := cb.problem(self.model, cfg["trainer"].get("logger"))):
+                raise UsageError(why)
         if cfg["trainer"].get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):
@@ -264,7 +268,7 @@ class RegressionLabCLI(LightningCLI):
 
 def report(model: Any, trainer: Trainer, datamodule: Any, metrics: dict[str, float], last: str | None) -> None:
     """The closing lines of ``fit``: the lab's prediction, dead or diverged members, checkpoints, TensorBoard run."""
-    probe, advice = f"{model.hparams.probe_x:g}", divergence_advice(model, datamodule)
+    probe, advice = f"{model.hparams.probe_x:g}", advice_after_divergence(model, datamodule)
     members, diverged = int(metrics.get("members", 1)), int(metrics.get("diverged", 0))
     if members == 1:
         print(f"Model prediction for {probe} is {metrics['prediction']:.4f}")
