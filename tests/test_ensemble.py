@@ -131,7 +131,7 @@ def test_a_sweeps_and_a_crafted_ensemble_checkpoint_are_refused_clearly(lab_ense
     (tmp_path / "m.onnx").write_bytes(b"an earlier export")  # left whole by the refusal
     for args, phrase in ((["predict", "--x", "10"], "holds an ensemble of 4 settings (a sweep's)"),
                          (["landscape", "--no_tensorboard"], "holds an ensemble: landscape takes a single-model"),
-                         ("export --format onnx --out m.onnx".split(), "holds an ensemble")):  # fmt: skip
+                         ("export --format onnx --out m.onnx".split(), "ensemble: export takes a single")):  # fmt: skip
         one_error_line(run_main(*args, "--ckpt_path", str(src), cwd=tmp_path), phrase)
     assert (tmp_path / "m.onnx").read_bytes() == b"an earlier export"
     ckpt = torch.load(src, weights_only=True)

@@ -18,9 +18,10 @@ from typing import Literal
 import torch
 from jsonargparse import ArgumentParser, Namespace
 
+from regression_lab.checkpoint import load_model
 from regression_lab.errors import UsageError, summary
 from regression_lab.files import atomic_write, newest_checkpoint
-from regression_lab.predict import Predictor
+from regression_lab.models import MyNN
 
 
 def export_bytes(model: torch.nn.Module, fmt: str) -> bytes:
@@ -67,12 +68,12 @@ def run(args: Namespace) -> None:
     ckpt = args.ckpt_path or newest_checkpoint()
     if out.exists() and Path(ckpt).exists() and out.samefile(ckpt):
         raise UsageError(f"--out {out} is the checkpoint itself: write the export to another file")
-    predictor = Predictor(ckpt)
-    if predictor.ensemble:
+    model, _ = load_model(ckpt)
+    if not isinstance(model, MyNN):
         raise UsageError(f"{ckpt} holds an ensemble: export takes a single-model checkpoint (an ensemble answers a "
                          "mean and a spread, which predict and serve give)")  # fmt: skip
     try:
-        data = export_bytes(predictor.model, args.format)
+        data = export_bytes(model.eval(), args.format)
     except ImportError as err:
         raise UsageError(f"--format {args.format} needs: pip install 'regression-lab[serve]' ({err})") from None
     try:
