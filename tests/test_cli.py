@@ -75,6 +75,12 @@ def test_light_commands_do_not_import_lightning(lab_ckpt):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_no_command_is_the_usage_on_stderr_and_exit_2(tmp_path):
+    proc = run_main(cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.startswith("usage: regression-lab <command>")
+    assert run_main("--help", cwd=tmp_path).stdout == proc.stderr
+
+
 @pytest.mark.parametrize("command", ["predict", "demo", "export", "serve", "landscape", "sweep"])
 def test_each_commands_help_opens_with_its_first_sentence(command, tmp_path):
     help_text = run_main(command, "--help", cwd=tmp_path).stdout

@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``regression-lab`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        sys.stdout.write(USAGE)
+        (sys.stdout if argv else sys.stderr).write(USAGE)  # asked for, or the answer to a missing command
         return 0 if argv else 2
     command, previous = argv[0], handle_signals()
     try:
