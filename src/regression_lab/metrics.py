@@ -1,7 +1,7 @@
 """What a fit measures: every member's final numbers (one for ``MyNN``, all of an ensemble's), snapshots after chosen
-epochs, an ensemble's spread over training, and their pictures in TensorBoard (one HParams table for every kind of
-run). ``fit`` adds :class:`FinalMetrics` to every Trainer; the sweep brings one with snapshot epochs, so its 100- and
-200-epoch results are read off the 400-epoch fit::
+epochs, an ensemble's spread over training, their pictures in TensorBoard (one HParams table for every kind of run),
+and fit's closing report. ``fit`` adds :class:`FinalMetrics` to every Trainer; the sweep brings one with snapshot
+epochs, so its 100- and 200-epoch results are read off the 400-epoch fit::
 
     regression-lab fit --model.num_seeds 1000 \\
         --trainer.callbacks+=FinalMetrics --trainer.callbacks.snapshot_epochs [100,200]
@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from regression_lab.callbacks import divergence_advice
 from regression_lab.curvature import log_top_eigenvalues
-from regression_lab.errors import check_int
+from regression_lab.errors import TrainingFailed, check_int
 from regression_lab.files import write_figure, write_text
 from regression_lab.pictures import box_figure, mean_and_median, percentile_layout, setting_name, write_hparams
 
@@ -217,3 +220,36 @@ def _writer(trainer: L.Trainer) -> Any:
     """The run's TensorBoard SummaryWriter on rank 0, else None (not by duck typing: fast_dev_run's DummyLogger)."""
     tensorboard = isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero
     return trainer.logger.experiment if tensorboard else None
+
+
+def report(model: Any, trainer: L.Trainer, datamodule: Any, metrics: dict[str, float], last: str | None) -> None:
+    """The closing lines of ``fit``: the lab's prediction, dead or diverged members, checkpoints, TensorBoard run."""
+    probe, advice = f"{model.hparams.probe_x:g}", divergence_advice(model, datamodule)
+    members, diverged = int(metrics.get("members", 1)), int(metrics.get("diverged", 0))
+    if members == 1:
+        print(f"Model prediction for {probe} is {metrics['prediction']:.4f}")
+    else:
+        print(f"Ensemble prediction for {probe} is {metrics['prediction']:.4f} ± {metrics['prediction_std']:.4f} "
+              f"(mean ± std over {members - diverged} members)")  # fmt: skip
+    if not math.isfinite(metrics["prediction"]) and diverged < members:
+        print(f"warning: the prediction at --model.probe_x {probe} is past float32's range; choose an x "
+              "nearer the data", file=sys.stderr)  # fmt: skip
+    if diverged:
+        print(f"warning: {diverged} of {members} members diverged and were left out; {advice}", file=sys.stderr)
+    dead = int(((model.active_units(datamodule.train_x) == 0) & ~model.diverged()).sum())
+    if dead and members == 1:
+        # A too-large step can push every ReLU unit off all the data: the loss stops falling, nothing diverges.
+        print("warning: every hidden ReLU unit is off on all training inputs (dead): no gradient reaches them and "
+              f"the fit is flat over the training data; {advice}; or try another --seed_everything",
+              file=sys.stderr)  # fmt: skip
+    elif dead:
+        print(f"warning: {dead} of {members} members have every hidden ReLU unit dead (a flat fit)", file=sys.stderr)
+    if last is not None:
+        print(f"Checkpoint: {last}")
+    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
+        print(f"Best checkpoint ({trainer.checkpoint_callback.monitor}): {trainer.checkpoint_callback.best_model_path}")
+    if isinstance(trainer.logger, TensorBoardLogger):
+        log_dir = trainer.logger.log_dir
+        print(f"TensorBoard logs: {log_dir}  (tensorboard --logdir {Path(log_dir).parent})")
+    if diverged == members:
+        raise TrainingFailed(f"every member of the ensemble diverged; {advice}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import os
 import sys
 from datetime import timedelta
@@ -20,19 +19,17 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import CheckpointIO, DoublePrecision, HalfPrecision
 from lightning.pytorch.utilities import rank_zero_only
 
 from regression_lab import errors
 from regression_lab.callbacks import AtomicCheckpointIO, Guard, LandscapeLogger, RunProgressBar, Trajectory
-from regression_lab.callbacks import divergence_advice as advice_after_divergence
 from regression_lab.checkpoint import load_model, resume_problem
 from regression_lab.data import DATA_DEFAULTS, RegressionDataModule
 from regression_lab.ensemble import EnsembleRegressionModule, regression_model
-from regression_lab.errors import FLOAT32_MAX, TrainingFailed, UsageError
+from regression_lab.errors import FLOAT32_MAX, UsageError
 from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_checkpoint, reserve_numbered_dir
-from regression_lab.metrics import FinalMetrics
+from regression_lab.metrics import FinalMetrics, report
 from regression_lab.models import MAX_SEED
 from regression_lab.module import RegressionModule
 from regression_lab.notices import quiet_notices
@@ -264,39 +261,6 @@ class RegressionLabCLI(LightningCLI):
         self.last_path = self._save_last()  # for the Python API
         if self.trainer.is_global_zero:
             report(self.model, self.trainer, self.datamodule, self.final_metrics, self.last_path)
-
-
-def report(model: Any, trainer: Trainer, datamodule: Any, metrics: dict[str, float], last: str | None) -> None:
-    """The closing lines of ``fit``: the lab's prediction, dead or diverged members, checkpoints, TensorBoard run."""
-    probe, advice = f"{model.hparams.probe_x:g}", advice_after_divergence(model, datamodule)
-    members, diverged = int(metrics.get("members", 1)), int(metrics.get("diverged", 0))
-    if members == 1:
-        print(f"Model prediction for {probe} is {metrics['prediction']:.4f}")
-    else:
-        print(f"Ensemble prediction for {probe} is {metrics['prediction']:.4f} ± {metrics['prediction_std']:.4f} "
-              f"(mean ± std over {members - diverged} members)")  # fmt: skip
-    if not math.isfinite(metrics["prediction"]) and diverged < members:
-        print(f"warning: the prediction at --model.probe_x {probe} is past float32's range; choose an x "
-              "nearer the data", file=sys.stderr)  # fmt: skip
-    if diverged:
-        print(f"warning: {diverged} of {members} members diverged and were left out; {advice}", file=sys.stderr)
-    dead = int(((model.active_units(datamodule.train_x) == 0) & ~model.diverged()).sum())
-    if dead and members == 1:
-        # A too-large step can push every ReLU unit off all the data: the loss stops falling, nothing diverges.
-        print("warning: every hidden ReLU unit is off on all training inputs (dead): no gradient reaches them and "
-              f"the fit is flat over the training data; {advice}; or try another --seed_everything",
-              file=sys.stderr)  # fmt: skip
-    elif dead:
-        print(f"warning: {dead} of {members} members have every hidden ReLU unit dead (a flat fit)", file=sys.stderr)
-    if last is not None:
-        print(f"Checkpoint: {last}")
-    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
-        print(f"Best checkpoint ({trainer.checkpoint_callback.monitor}): {trainer.checkpoint_callback.best_model_path}")
-    if isinstance(trainer.logger, TensorBoardLogger):
-        log_dir = trainer.logger.log_dir
-        print(f"TensorBoard logs: {log_dir}  (tensorboard --logdir {Path(log_dir).parent})")
-    if diverged == members:
-        raise TrainingFailed(f"every member of the ensemble diverged; {advice}")
 
 
 def cli_main(args: list[str] | dict[str, Any], run: bool = True) -> RegressionLabCLI:
