@@ -80,12 +80,13 @@ def events(path: Path, **guidance: int):
 
 
 def one_error_line(proc: subprocess.CompletedProcess, phrase: str, code: int = 2) -> str:
-    """Assert exit ``code``, a last line ``error: ...`` holding ``phrase`` and no traceback; return that line."""
+    """Assert exit ``code`` and a last line ``error: ...`` holding ``phrase``, the only line for bad input (exit 2:
+    refused before any work; a failed run may have said what it was doing); return that line."""
     assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and phrase in last, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    return last
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and phrase in lines[-1], proc.stderr[-2000:]
+    assert (len(lines) == 1 or code != 2) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return lines[-1]
 
 
 def fingerprint(root: Path) -> dict[str, str | bool]:
