@@ -122,12 +122,16 @@ def test_a_signalled_fit_saves_its_last_checkpoint_says_so_and_resumes_that_run(
     fit_in_process(tmp_path, "--trainer.max_epochs", "2")  # an older run, which the resume must not take
     run = tmp_path / "lightning_logs/version_1"
     signal_when((run / "config.yaml").is_file, signum)  # the fit has begun; no timed save for an hour
-    proc = run_main(*LONG_RUN, "--last_checkpoint.train_time_interval", "1:00:00", cwd=tmp_path)
+    proc = run_main(*LONG_RUN, "--last_checkpoint.train_time_interval", "1:00:00", "--trajectory_every", "1",
+                    cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 128 + signum, proc.stderr[-2000:]
     assert proc.stderr.strip() == f"interrupted by {signal.Signals(signum).name} ({on_disk('fit')})"
     epoch = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["epoch"]
-    resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 3))
+    assert torch.load(run / "trajectory.pt", weights_only=True)["epochs"].tolist() == list(range(epoch + 1))
+    resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 3),
+                             "--trajectory_every", "1")  # fmt: skip
     assert Path(resumed.trainer.log_dir).name == "version_1" and resumed.trainer.current_epoch == epoch + 3
+    assert torch.load(run / "trajectory.pt", weights_only=True)["epochs"].tolist() == list(range(epoch + 4))
 
 
 def test_a_runs_config_yaml_given_as_config_trains_a_new_run_and_leaves_the_old_one_whole(tmp_path):
