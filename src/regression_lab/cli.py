@@ -145,7 +145,7 @@ def usage_errors(command: str) -> Iterator[None]:
     except ValueError as err:  # jsonargparse could not build a class given in the settings
         if found := re.search(r"Requirement '([^']+)' not met", str(err)):  # its package is missing (MLFlowLogger)
             raise UsageError(f"a setting needs a missing package: pip install '{found.group(1)}'") from None
-        if err.__cause__ is None:
+        if err.__cause__ is None or "class_path=" not in str(err):  # not a class given in the settings: a bug
             raise
         # The class refused its arguments: its own words, after its name when the setting names one class.
         names = set(re.findall(r"class_path='(?:[\w.]*\.)?(\w+)'", str(err)))
