@@ -18,6 +18,8 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
         api.demo("nope")
     with pytest.raises(UsageError, match="--resolution must be an integer >= 2"):
         api.landscape(resolution=1)
+    with pytest.raises(UsageError, match="landscape: .* unexpected keyword argument 'bogus'"):
+        api.landscape(bogus=1)
     with pytest.raises(UsageError, match="regression-lab fit: .* does not accept option 'model.hidden_sizes'"):
         api.train(model={"hidden_sizes": 3})  # jsonargparse's refusal, as the command says it
     with pytest.raises(UsageError, match="regression-lab sweep: Option 'bogus' is not accepted"):

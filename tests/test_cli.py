@@ -168,6 +168,8 @@ BAD_INPUT = [
     (["fit", "--seed_everything", "4294967296"], "seed_everything must be in [0, 4294967295], got 4294967296"),
     (["fit", "--checkpoint.dirpath", "a_file"], "--checkpoint.dirpath is a file, not a directory: a_file"),
     (["fit", "--trainer.accelerator", "tpu"], "missing package"),
+    (["validate", "--trainer.accelerator", "tpu"], "missing package"),  # found before its checkpoint notice
+    (["fit", "--checkpoint.monitor", "nope"], "--checkpoint.monitor 'nope' is not a metric this model logs"),
     (["fit", "--trainer.callbacks+=LandscapeLogger", "--trainer.callbacks.resolution", "1"],
      "LandscapeLogger: --resolution must be an integer >= 2, got 1"),  # a class's own refusal, by its name
     ("fit --trainer.callbacks+=EarlyStopping --trainer.callbacks.monitor val/loss --trainer.callbacks.mode foo".split(),
@@ -249,7 +251,7 @@ BAD_INPUT = [
     ("serve --ckpt_path text.ckpt".split(), "not a readable checkpoint"), (["serve", "--host", "10.0.0.1"], "host"),
     ("serve --port 80".split(), "--port must be an integer >= 1024"), ("serve --port 70000".split(), "<= 65,535"),
     ("serve --max_batch_size 0".split(), "--max_batch_size must be an integer >= 1"),
-    (["serve", "--api_key", ""], "--api_key is empty: give the key, or leave the option out"),
+    (["serve", "--api_key", " "], "the API key (--api_key or $REGRESSION_LAB_API_KEY) is empty: give the key"),
     ("serve --batch_timeout -1".split(), "--batch_timeout must be a finite number >= 0"),
     ("serve --batch_timeout 40".split(), "below the 30 s a request may wait, got 40"),
     pytest.param(["serve", "--accelerator", "cuda"], "this machine has no CUDA device",
@@ -298,16 +300,18 @@ def test_a_bad_setting_is_the_whole_stderr_of_the_process(tmp_path):
     assert proc.returncode == 2
 
 
-def test_a_quoted_tilde_in_the_root_dir_is_home_for_the_logs_and_the_checkpoints(tmp_path, monkeypatch):
+def test_a_quoted_tilde_or_variable_in_the_root_dir_is_expanded_for_the_logs_and_the_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    cli = fit_in_process(tmp_path, "--trainer.max_epochs", "2", "--trainer.default_root_dir", "~/runs")
+    monkeypatch.setenv("LAB_RUNS", "runs")
+    cli = fit_in_process(tmp_path, "--trainer.max_epochs", "2", "--trainer.default_root_dir", "~/$LAB_RUNS")
     run = tmp_path / "home/runs/lightning_logs/version_0"
     assert cli.last_path == str(run / "checkpoints/last.ckpt") and cli.trainer.log_dir == str(run)
-    assert not (tmp_path / "~").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["home"]
 
 
 @pytest.mark.parametrize("option, output", [
-    ("--trainer.logger CSVLogger", "for 10 is 32.6772"), ("--trainer.fast_dev_run true", "for 10 is 1.7772"),
+    ("--trainer.logger CSVLogger", "for 10 is 32.6772"),
+    ("--trainer.fast_dev_run true --trainer.callbacks+=LandscapeLogger", "for 10 is 1.7772"),  # a test run: no logs
     ("--trainer.callbacks EarlyStopping --trainer.callbacks.monitor val/loss", "for 10 is 32.6772"),
     ("--trainer.limit_val_batches 0", "for 10 is 32.6772"), ("--trainer.val_check_interval 0.5", "for 10 is 32.6772"),
     ("--trainer.callbacks TQDMProgressBar", "for 10 is 32.6772"),  # one callback, not a list: the bar replaced

@@ -140,6 +140,12 @@ def test_a_runs_config_yaml_given_as_config_trains_a_new_run_and_leaves_the_old_
     again = fit_in_process(tmp_path, "--config", f"{RUN}/config.yaml")
     assert Path(again.trainer.log_dir).name == "version_1" and again.trainer.current_epoch == 6
     assert fingerprint(tmp_path / RUN) == before
+    # A config.yaml written before this fix names its run: refused, not trained into.
+    saved = (tmp_path / RUN / "config.yaml").read_text()
+    (tmp_path / "old.yaml").write_text(saved.replace("version: null", "version: 0"))
+    before = fingerprint(tmp_path)
+    one_error_line(run_main("fit", "--config", "old.yaml", cwd=tmp_path), f"{RUN} holds a run, which a new fit would")
+    assert fingerprint(tmp_path) == before
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from regression_lab.errors import UsageError
+
 
 @dataclass
 class Trained:
@@ -79,7 +81,11 @@ def landscape(checkpoint: str | Path | None = None, data_csv: str | Path | None 
     :func:`figure`."""
     from regression_lab.landscape import Settings, compute
 
-    return compute(Settings(**settings), checkpoint, None if data_csv is None else str(data_csv))
+    try:
+        chosen = Settings(**settings)
+    except TypeError as err:  # an option the command does not have
+        raise UsageError(f"landscape: {err}") from None
+    return compute(chosen, checkpoint, None if data_csv is None else str(data_csv))
 
 
 def figure(results: Any, name: str) -> Any:

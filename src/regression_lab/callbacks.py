@@ -150,12 +150,12 @@ class LandscapeLogger(L.Callback):
         return None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if (why := self.problem(pl_module, trainer.logger)) is not None:  # refused before training, not ignored
+        if not trainer.fast_dev_run and (why := self.problem(pl_module, trainer.logger)):  # refused, not ignored
             raise UsageError(why)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer, dm = trainer.logger.experiment, trainer.datamodule
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not trainer.fast_dev_run:  # Lightning's test run logs nothing
             from regression_lab.landscape import compute_for
             from regression_lab.landscape_plots import log_to_writer
 

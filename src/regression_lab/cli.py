@@ -44,7 +44,8 @@ TRAINING = ("fit", "validate", "test")
 COMMANDS = ("predict", "demo", "landscape", "sweep", "serve", "export")
 #: What the line after "interrupted by SIGTERM" says: what is on disk, and how to go on.
 AFTER_INTERRUPT = {
-    "fit": "the run's last.ckpt holds the weights as they were when it stopped: resume with --ckpt_path last",
+    "fit": "the run's last.ckpt holds the weights as they were when it stopped (after a second signal: as of its "
+    "last save): resume with --ckpt_path last",
     "sweep": "the running trials are marked failed: run the same command again to continue the study",
     "serve": "the requests in flight were answered",
     "landscape": "each --out file is whole or the previous one: run it again",
@@ -141,20 +142,28 @@ def usage_errors(command: str) -> Iterator[None]:
             message = "a --config file must be a YAML mapping of settings (as configs/default.yaml is); " + message
         raise UsageError(f"regression-lab {command}: {message}") from None
     except ModuleNotFoundError as err:  # --trainer.accelerator tpu, say
+        if command not in TRAINING:  # the light commands' packages are the install's, not a setting's
+            raise
         raise UsageError(f"a setting needs a missing package: {one_line(err)}") from None
     except ValueError as err:  # jsonargparse could not build a class given in the settings
         if found := re.search(r"Requirement '([^']+)' not met", str(err)):  # its package is missing (MLFlowLogger)
             raise UsageError(f"a setting needs a missing package: pip install '{found.group(1)}'") from None
-        if err.__cause__ is None or "class_path=" not in str(err):  # not a class given in the settings: a bug
-            raise
+        cause = err.__cause__
+        if not (isinstance(cause, ValueError) or _misconfigured(cause)) or "class_path=" not in str(err):
+            raise  # not a class of the settings refusing its arguments: a bug
         # The class refused its arguments: its own words, after its name when the setting names one class.
         names = set(re.findall(r"class_path='(?:[\w.]*\.)?(\w+)'", str(err)))
         raise UsageError(f"{names.pop() + ': ' if len(names) == 1 else ''}{one_line(err.__cause__)}") from None
     except Exception as err:
-        lightning = sys.modules.get("lightning.fabric.utilities.exceptions")  # imported by then if it is the cause
-        if lightning is None or not isinstance(err, lightning.MisconfigurationException):
+        if not _misconfigured(err):
             raise
-        raise UsageError(one_line(err)) from None  # Lightning's word for contradicting settings
+        raise UsageError(one_line(err)) from None
+
+
+def _misconfigured(err: BaseException | None) -> bool:
+    """Whether ``err`` is Lightning's MisconfigurationException, its word for contradicting settings."""
+    lightning = sys.modules.get("lightning.fabric.utilities.exceptions")  # imported by then if it is the cause
+    return lightning is not None and isinstance(err, lightning.MisconfigurationException)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,7 +75,7 @@ def check_float(
     return float(value)
 
 
-_signal: dict[str, int | bool | None] = {"signum": None, "deferred": False, "pid": None}
+_signal: dict[str, int | bool | None] = {"signum": None, "deferred": False, "pid": None, "forced": False}
 
 
 def _handler(signum: int, frame: object) -> None:
@@ -87,6 +87,7 @@ def _handler(signum: int, frame: object) -> None:
     # an exception raised at an arbitrary bytecode can land between a lock's acquire and release in a writer
     # thread's code, and the shutdown then waits on that lock forever. A second signal interrupts at once.
     if not (first and _signal["deferred"]):
+        _signal["forced"] = True
         raise Interrupted(signum)
 
 
@@ -94,7 +95,7 @@ def handle_signals() -> dict[int, Any]:
     """Make SIGINT and SIGTERM raise :class:`Interrupted` here (main thread); returns the handlers they had."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    _signal.update(signum=None, deferred=False, pid=os.getpid())
+    _signal.update(signum=None, deferred=False, pid=os.getpid(), forced=False)
     return {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
@@ -102,12 +103,17 @@ def restore_signals(previous: dict[int, Any]) -> None:
     """Put back the handlers :func:`handle_signals` replaced, and forget any signal it recorded."""
     for s, handler in previous.items():
         signal.signal(s, handler)
-    _signal.update(signum=None, deferred=False)
+    _signal.update(signum=None, deferred=False, forced=False)
 
 
 def requested() -> int | None:
     """The signal that asked this process to stop, if one did."""
     return _signal["signum"]  # type: ignore[return-value]
+
+
+def forced() -> bool:
+    """Whether a signal interrupted at once (not deferred to a safe point): whatever ran was cut anywhere."""
+    return bool(_signal["forced"])
 
 
 @contextlib.contextmanager

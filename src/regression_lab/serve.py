@@ -140,9 +140,11 @@ def run(args: Namespace) -> None:
                          f"may wait, got {args.batch_timeout}")  # fmt: skip
     if args.accelerator == "cuda" and not torch.cuda.is_available():
         raise UsageError("--accelerator cuda: this machine has no CUDA device (use auto or cpu)")
-    if args.api_key is not None and not args.api_key.strip():  # an unset variable in `--api_key "$KEY"`
-        raise UsageError("--api_key is empty: give the key, or leave the option out to serve without one")
-    key, ckpt = args.api_key or os.environ.get(API_KEY_ENV) or None, args.ckpt_path or newest_checkpoint()
+    key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
+    if key is not None and not key.strip():  # an unset variable in `--api_key "$KEY"`
+        raise UsageError(f"the API key (--api_key or ${API_KEY_ENV}) is empty: give the key, or leave both out to "
+                         "serve without one")  # fmt: skip
+    ckpt = args.ckpt_path or newest_checkpoint()
     predictor = Predictor(ckpt)  # a bad or missing checkpoint stops here, in one line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     try:

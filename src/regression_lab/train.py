@@ -113,8 +113,8 @@ class RegressionLabCLI(LightningCLI):
         # --trainer.default_root_dir DIR: runs in DIR/lightning_logs, as Lightning's default logger (a save_dir wins).
         if logger is not None and cfg.trainer.get("default_root_dir") and logger.save_dir == ".":
             logger.save_dir = str(cfg.trainer.default_root_dir)
-        if logger is not None and logger.save_dir:  # Lightning expands ~ in the logs' path, not the checkpoints'
-            logger.save_dir = os.path.expanduser(logger.save_dir)
+        if logger is not None and logger.save_dir:  # Lightning expands ~ and $VAR in the logs' path only
+            logger.save_dir = os.path.expandvars(os.path.expanduser(logger.save_dir))
         ckpt = cfg.get("ckpt_path")
         if sub == "fit" and ckpt == "last":
             ckpt = newest_checkpoint(self._log_root(cfg), name="last.ckpt")  # always in a version_N run
@@ -187,6 +187,11 @@ class RegressionLabCLI(LightningCLI):
             init.version = int(reserved.name.removeprefix("version_"))
             self._chose_version = True
             self._lock(reserved)
+        elif init is not None and self.subcommand in ("fit", None) and not cfg.get("ckpt_path"):
+            run = self._log_root(cfg) / (v if isinstance(v := init.version, str) else f"version_{v}")
+            if (run / "checkpoints").exists() or (run / "config.yaml").exists():  # an older config.yaml names its run
+                raise UsageError(f"{run} holds a run, which a new fit would overwrite: leave out "
+                                 "trainer.logger.init_args.version, or resume it with --ckpt_path")  # fmt: skip
         try:
             super().instantiate_classes()
             if self._chose_version:  # the logger has it: the run's config.yaml, reused with --config, makes a new run
@@ -228,23 +233,25 @@ class RegressionLabCLI(LightningCLI):
         plugins += [] if any(isinstance(p, CheckpointIO) for p in plugins) else [AtomicCheckpointIO()]
         if converting := next((p for p in plugins if isinstance(p, (DoublePrecision, HalfPrecision))), None):
             raise UsageError(f"--trainer.plugins {type(converting).__name__} {CONVERTS}")
+        for cb in callbacks if self.subcommand in ("fit", None) else []:  # Lightning finds out at the first save
+            if isinstance(cb, ModelCheckpoint) and cb.monitor not in (None, *(names := self.model.monitored())):
+                raise UsageError(f"--checkpoint.monitor {cb.monitor!r} is not a metric this model logs: {names}")
+        trainer = super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
         if self._chosen_ckpt is not None:
             print(self._chosen_ckpt, file=sys.stderr)
-        return super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
+        return trainer
 
     def fit(self, **kwargs: Any) -> None:
         """``trainer.fit``; SIGINT and SIGTERM stop it at the next batch end (see :class:`Guard`)."""
-        for cb in self.trainer.checkpoint_callbacks:  # Lightning finds out at the first save, after writing the run
-            if cb.monitor is not None and cb.monitor not in (names := self.model.monitored()):
-                raise UsageError(f"--checkpoint.monitor {cb.monitor!r} is not a metric this model logs: {names}")
         seed = self.config["fit"].get("seed_everything")
         if self.trainer.logger is not None and isinstance(seed, int):
             self.trainer.logger.log_hyperparams({"seed_everything": seed})  # hparams.yaml, the HParams tab
         try:
             with errors.deferred():
                 self.trainer.fit(**kwargs)
-        except errors.Interrupted:  # SIGINT ends the fit, SIGTERM raises out of it (Lightning): the weights now
-            self._save_last()
+        except errors.Interrupted:  # SIGINT ends the fit, SIGTERM raises out of it (Lightning), at a batch end
+            if not errors.forced():  # a second signal stops anywhere (mid-step, mid-restore): no save then
+                self._save_last()
             raise
 
     def _save_last(self) -> str | None:
