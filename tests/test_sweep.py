@@ -126,7 +126,9 @@ def test_running_again_continues_the_study_and_another_space_is_refused(sweep_ru
     files = fingerprint(out)
     proc = run_main(*"sweep --hidden_sizes 5 --epochs 20 --seeds 0-29 --out".split(), str(out), cwd=workdir)
     one_error_line(proc, "searches another space (sampler grid, seeds ['0-29'], hidden_sizes [4, 8]")
-    assert fingerprint(out) == files
+    other = run_main("sweep", *GRID, "--out", str(out), "--storage", f"sqlite:///{workdir / 'other.db'}", cwd=workdir)
+    one_error_line(other, f"{out} holds the sweep of study 'sweep' in sqlite:///")
+    assert fingerprint(out) == files and not (workdir / "other.db").exists()
 
 
 @pytest.mark.slow

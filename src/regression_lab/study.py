@@ -57,7 +57,7 @@ def _scrub(text: str, url: str) -> str:
 def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     """The study ``spec.study_name`` in ``spec.storage``: created if new (and ``create``), continued if it searches the
     same space, else refused. An RDB storage gets heartbeats (a dead worker's trial is retried); a path is a journal."""
-    where, name, path = mask(spec.storage), spec.study_name, _file_of(spec.storage)
+    where, name, path = mask(spec.storage), spec.study_name, file_of(spec.storage)
     if not create and path is not None and not path.exists():  # Optuna would make the file to look in it
         raise UsageError(f"no study named {name!r} in {where}: there is no such file")
     if (why := _foreign(spec.storage, create)) is not None:
@@ -90,7 +90,7 @@ def _foreign(storage: str, create: bool) -> str | None:
     """Why an existing file the storage names is not an Optuna study's, or None: Optuna would add its schema to a
     user's own SQLite file, or take a text file for a journal and append to it. A file with nothing in it yet is a
     study to make (``create``: another sweep may be making it this moment)."""
-    sqlite, path = storage.startswith("sqlite:///"), _file_of(storage)
+    sqlite, path = storage.startswith("sqlite:///"), file_of(storage)
     if path is None or not path.is_file():
         return None
     if path.stat().st_size == 0:
@@ -111,7 +111,7 @@ def _foreign(storage: str, create: bool) -> str | None:
     return "a file that is not an Optuna journal"
 
 
-def _file_of(storage: str) -> Path | None:
+def file_of(storage: str) -> Path | None:
     """The local file a storage names (a journal's path, ``sqlite:///path``), if it names one."""
     sqlite = storage.startswith("sqlite:///")
     return Path(storage.removeprefix("sqlite:///")) if sqlite or "://" not in storage else None

@@ -25,7 +25,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from regression_lab import errors
 from regression_lab.errors import UsageError, check_float, check_int, summary
 from regression_lab.files import LOG_ROOT, atomic_write, lock_dir, numbered_dirs, reserve_numbered_dir
-from regression_lab.models import MAX_SEED, check_seeds
+from regression_lab.models import MAX_HIDDEN_SIZE, MAX_SEED, check_seeds
 
 SETTINGS_FILE = "sweep.json"
 #: A sweep keeps every member's numbers in its study: this many seeds at most.
@@ -96,13 +96,15 @@ class StudySpec:
             if len(set(values)) < len(values):
                 raise UsageError(f"--{name} repeats a value: {values}")
             what = f"--{name} values"
-            for v in values:  # a learning rate > 0, a count >= 1
-                check_float(what, v, 0.0, strict=True) if name == "lrs" else check_int(what, v, 1)
+            for v in values:  # a learning rate > 0, a count >= 1, a width the model takes
+                top = MAX_HIDDEN_SIZE if name == "hidden_sizes" else None
+                check_float(what, v, 0.0, strict=True) if name == "lrs" else check_int(what, v, 1, top)
         for name, low in (("hidden_range", 1), ("lr_range", 0.0), ("epochs_range", 1)):
             lo, hi = getattr(self, name)
             check_float(f"--{name} values", lo, low, strict=not low)
             if not lo <= hi:
                 raise UsageError(f"--{name} takes LOW HIGH with LOW <= HIGH, got {[lo, hi]}")
+        check_int("--hidden_range's HIGH", self.hidden_range[1], 1, MAX_HIDDEN_SIZE)
         for name in ("n_trials", "workers", "heartbeat_interval"):
             if getattr(self, name) is not None:
                 check_int(f"--{name}", getattr(self, name), 1)
@@ -233,6 +235,22 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def check_same_study(out: Path, spec: StudySpec) -> None:
+    """Refuse an ``--out`` whose sweep.json names another study: its results would be replaced by this one's."""
+    from regression_lab.study import file_of, mask
+
+    saved: Any = None
+    with contextlib.suppress(OSError, ValueError):
+        saved = json.loads((out / SETTINGS_FILE).read_text())
+    was, name = (saved.get("storage"), saved.get("study_name")) if isinstance(saved, dict) else (None, None)
+    now = spec.storage or f"sqlite:///{out / 'study.db'}"
+    files = file_of(str(was)), file_of(now)
+    same = files[0].resolve() == files[1].resolve() if all(files) else was == mask(now)
+    if was is not None and not (same and name in (None, spec.study_name)):
+        raise UsageError(f"{out} holds the sweep of study {name!r} in {was}: choose another --out, or give that "
+                         "--storage and --study_name")  # fmt: skip
+
+
 def run(args: Namespace) -> list[dict[str, Any]]:
     """Create or join the study, run its trials, print and write the ranked table; its rows (for the Python API)."""
     from regression_lab import study as studies
@@ -246,14 +264,18 @@ def run(args: Namespace) -> list[dict[str, Any]]:
             raise UsageError("--report needs the study's --storage (or the --out of a sweep with the default storage)")
         spec.storage = spec.storage or f"sqlite:///{Path(args.out) / 'study.db'}"
         return report(studies.open_study(spec, create=False), None)
-    if spec.accelerator == "auto":
-        import torch
+    import torch
 
+    if spec.accelerator == "gpu" and not torch.cuda.is_available():
+        raise UsageError("--accelerator gpu: this machine has no CUDA device (use auto or cpu)")
+    if spec.accelerator == "auto":
         spec.accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     if spec.workers > cores():  # more processes than cores train no faster, and each holds Lightning
         print(f"note: --workers {spec.workers} capped at this machine's {cores()} cores", file=sys.stderr)
         spec.workers = cores()
     spec.quiet = spec.quiet or spec.workers > 1
+    if args.out is not None:
+        check_same_study(Path(args.out), spec)
     # A given storage is opened first: one unreachable, or holding another search, is refused before anything is made.
     study = studies.open_study(spec) if spec.storage else None
     out = resolve_out(args.out, spec)
