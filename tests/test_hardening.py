@@ -269,10 +269,12 @@ def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path):
     # Squares past float32: no learning rate helps, and the advice says so.
     (["--data.x_max", "1e20"], 1, "the training data reach about 3e+20, whose squares overflow float32"),
     ("--data.slope 1e30 --model.num_seeds 3".split(), 1, "the training data reach about 5e+30"),
+    (["--data.csv", "huge.csv"], 1, "whose squares overflow float32 whatever the rate: scale the file's x and y"),
     (["--data.x_max", "100"], 0, "lower --model.lr (now 0.01), or scale the data down"),  # every unit dies
     # The lab's data, where the learning rate alone is the cause: test_reliability's divergence test.
 ])  # fmt: skip
 def test_divergence_advice_names_the_actual_cause(tmp_path, args, code, advice):
+    (tmp_path / "huge.csv").write_text("x,y\n" + "".join(f"{i}e30,{i}\n" for i in range(1, 6)))
     proc = run_main("fit", *args, *"--trainer.max_epochs 40 --trainer.enable_progress_bar false".split(), cwd=tmp_path)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == code and advice in last, proc.stderr[-1000:]

@@ -29,7 +29,8 @@ def divergence_advice(model: L.LightningModule, datamodule: Any) -> str:
     lr = model.hparams.get("lr")
     lower_lr = f"lower --model.lr (now {lr:g})" if isinstance(lr, (int, float)) else "lower --model.lr"
     size = datamodule.largest_magnitude() if hasattr(datamodule, "largest_magnitude") else 0.0
-    scale = "scale the data down (--data.x_min/x_max, --data.slope, --data.intercept, --data.noise_std)"
+    scale = ("scale the file's x and y down" if getattr(datamodule, "hparams", {}).get("csv") else
+             "scale the data down (--data.x_min/x_max, --data.slope, --data.intercept, --data.noise_std)")  # fmt: skip
     if size > FLOAT32_MAX**0.5:  # their squares overflow float32 whatever the rate
         return f"the training data reach about {size:.3g}, whose squares overflow float32 whatever the rate: {scale}"
     if size > LARGE_DATA:

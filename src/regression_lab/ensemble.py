@@ -198,7 +198,10 @@ def regression_model(
             first_seed = torch.initial_seed()  # the seed seed_everything set
         check_int("model.first_seed", first_seed, 0, MAX_SEED - num_seeds + 1)
     else:
-        num_seeds, first_seed = len(check_seeds(seeds, "model.seeds")), 0
+        count = len(check_seeds(seeds, "model.seeds"))
+        if first_seed is not None or num_seeds not in (1, count):  # which would count?
+            raise UsageError("model.seeds names every seed: give it without model.num_seeds or model.first_seed")
+        num_seeds, first_seed = count, 0
     members = num_seeds * len(list(itertools.product(*settings.values())))
     check_memory(members, max(settings["hidden_size"]), 1)
     return EnsembleRegressionModule(

@@ -96,6 +96,9 @@ class RegressionLabCLI(LightningCLI):
         for key in ("max_epochs", "check_val_every_n_epoch"):  # Lightning divides by the latter
             if cfg.trainer.get(key) is not None and cfg.trainer[key] < 1:
                 raise UsageError(f"trainer.{key} must be >= 1 (or null), got {cfg.trainer[key]}")
+        if "spawn" in str(cfg.trainer.get("strategy")):  # a spawned process imports the model's class by name
+            raise UsageError(f"--trainer.strategy {cfg.trainer.strategy}: the processes it spawns cannot rebuild the "
+                             "model LightningCLI makes from regression_model; use ddp")  # fmt: skip
         if str(cfg.trainer.get("precision")) in ("64-true", "64", "16-true", "bf16-true"):
             raise UsageError(f"--trainer.precision {cfg.trainer.precision} {CONVERTS}")
         seed = cfg.get("seed_everything")
