@@ -33,7 +33,7 @@ def test_fit_with_no_arguments_trains_the_lab_reports_and_predict_agrees(tmp_pat
 
 
 def test_predict_reads_a_file_or_stdin_and_agrees_with_the_weights_by_hand(lab_ckpt, tmp_path):
-    (tmp_path / "xs.csv").write_text("x\n1\n# a comment\n\n2.5\n10\n")
+    (tmp_path / "xs.csv").write_text('"x"\n"1"\n# a comment\n\n2.5\n10\n')  # quoted as spreadsheets write
     from_file = run_main("predict", "--ckpt_path", str(lab_ckpt), "--input", "xs.csv", cwd=tmp_path)
     from_stdin = run_main("predict", "--ckpt_path", str(lab_ckpt), "--input", "-", cwd=tmp_path, stdin="1\n2.5\n10\n")
     assert from_file.returncode == 0 and from_file.stdout == from_stdin.stdout, from_file.stderr + from_stdin.stderr

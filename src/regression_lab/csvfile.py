@@ -40,13 +40,13 @@ def parse_number(text: str, where: str = "") -> float:
 
 
 def rows(stream: TextIO, name: str, max_chars: int) -> Iterator[tuple[int, list[str]]]:
-    """``(line number, stripped fields)`` of each line that is not blank or a comment."""
+    """``(line number, fields)`` of each line that is not blank or a comment, stripped of spaces and quotes."""
     for lineno, line in enumerate(iter(lambda: stream.readline(max_chars + 1), ""), start=1):
         if len(line.rstrip("\r\n")) > max_chars:
             raise UsageError(f"{name} line {lineno} is longer than {max_chars:,} characters: not a row of numbers")
         text = line.strip().lstrip("\ufeff")
         if text and not text.startswith("#"):
-            yield lineno, [field.strip() for field in text.split(",")]
+            yield lineno, [field.strip().strip('"').strip() for field in text.split(",")]  # "10" as spreadsheets quote
 
 
 class _Hashed(io.RawIOBase):
@@ -98,7 +98,6 @@ def parse_xy(stream: TextIO, name: str) -> tuple[list[float], list[float]]:
     ys: list[float] = []
     cols, width = (0, 1), None
     for lineno, fields in rows(stream, name, MAX_ROW_CHARS):
-        fields = [f.strip('"').strip() for f in fields]
         if width is None:
             width = len(fields)
             if width < 2:

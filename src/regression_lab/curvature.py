@@ -86,8 +86,8 @@ def load_trajectory(ckpt_path: str | Path | None) -> dict[str, Tensor]:
     from regression_lab.landscape_plots import run_dir_of
 
     if (run := run_dir_of(ckpt_path)) is None or not (path := run / Trajectory.FILE).is_file():
-        raise UsageError(f"--trajectory: {ckpt_path or 'no checkpoint'} has no trajectory in its run; train with "
-                         "`fit --trajectory_every N` (every N epochs)")  # fmt: skip
+        what = f"{ckpt_path} has no trajectory in its run" if ckpt_path else "there is no checkpoint, so no trajectory"
+        raise UsageError(f"--trajectory: {what}; train with `fit --trajectory_every N` (every N epochs)")
     try:
         saved = torch.load(path, weights_only=True, map_location="cpu")
         epochs, weights = saved["epochs"], saved["weights"]

@@ -35,7 +35,7 @@ def read_inputs(stream: TextIO, name: str, texts: list[str] | None = None) -> li
     values: list[float] = []
     for i, (lineno, fields) in enumerate(rows(stream, name, MAX_LINE_CHARS)):
         first = fields[0]
-        if i == 0 and first.strip('"').lower() == "x":
+        if i == 0 and first.lower() == "x":
             continue
         values.append(parse_number(first, f" in {name} line {lineno}"))
         if texts is not None:
