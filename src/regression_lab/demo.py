@@ -172,6 +172,7 @@ def run_demo(name: str, seed: int = 0) -> list[Section]:
     """The sections of demo ``name`` (``forward``, ``tinymodel``, ``linear``, ``mynn`` or ``all``)."""
     if name != "all" and name not in DEMOS:
         raise UsageError(f"unknown demo {name!r}: choose from {', '.join([*DEMOS, 'all'])}")
+    check_int("--seed", seed, 0, MAX_SEED)
     return [fn(seed) for n in (DEMOS if name == "all" else [name]) for fn in DEMOS[n]]
 
 
@@ -222,7 +223,7 @@ def build_parser() -> ArgumentParser:
 
 def run(args: Namespace) -> None:
     """Compute the sections, print them, and write the graphs with ``--logdir``."""
-    sections = run_demo(args.section, check_int("--seed", args.seed, 0, MAX_SEED))
+    sections = run_demo(args.section, args.seed)
     graphs: list[Path] = []
     if args.logdir:
         graphs = write_graphs(Path(args.logdir), list(DEMOS) if args.section == "all" else [args.section], args.seed)
