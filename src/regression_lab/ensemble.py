@@ -197,13 +197,11 @@ def regression_model(
         if first_seed is None:
             first_seed = torch.initial_seed()  # the seed seed_everything set
         check_int("model.first_seed", first_seed, 0, MAX_SEED - num_seeds + 1)
+    elif first_seed is not None or num_seeds not in (1, len(check_seeds(seeds, "model.seeds"))):  # which counts?
+        raise UsageError("model.seeds names every seed: give it without model.num_seeds or model.first_seed")
     else:
-        count = len(check_seeds(seeds, "model.seeds"))
-        if first_seed is not None or num_seeds not in (1, count):  # which would count?
-            raise UsageError("model.seeds names every seed: give it without model.num_seeds or model.first_seed")
-        num_seeds, first_seed = count, 0
+        num_seeds, first_seed = len(seeds), 0
     members = num_seeds * len(list(itertools.product(*settings.values())))
     check_memory(members, max(settings["hidden_size"]), 1)
-    return EnsembleRegressionModule(
-        **settings, probe_x=probe_x, num_seeds=num_seeds, first_seed=first_seed, seeds=seeds
-    )
+    kwargs = dict(probe_x=probe_x, num_seeds=num_seeds, first_seed=first_seed, seeds=seeds)
+    return EnsembleRegressionModule(**settings, **kwargs)

@@ -31,7 +31,7 @@ from regression_lab.ensemble import regression_model
 from regression_lab.errors import UsageError
 from regression_lab.metrics import FinalMetrics
 from regression_lab.notices import quiet_notices
-from regression_lab.sweep import StudySpec, parse_seeds
+from regression_lab.sweep import SETTINGS_FILE, StudySpec, parse_seeds
 from regression_lab.sweep_report import DEFINITION_ATTR, MEMBERS_ATTR
 from regression_lab.train import TRAINER_DEFAULTS
 
@@ -115,6 +115,22 @@ def file_of(storage: str) -> Path | None:
     """The local file a storage names (a journal's path, ``sqlite:///path``), if it names one."""
     sqlite = storage.startswith("sqlite:///")
     return Path(storage.removeprefix("sqlite:///")) if sqlite or "://" not in storage else None
+
+
+def check_same_study(out: str | None, spec: StudySpec) -> None:
+    """Refuse an ``--out`` whose sweep.json names another study: its results would be replaced by this one's."""
+    if out is None:
+        return
+    saved: object = None
+    with contextlib.suppress(OSError, ValueError):
+        saved = json.loads((Path(out) / SETTINGS_FILE).read_text())
+    was, name = (saved.get("storage"), saved.get("study_name")) if isinstance(saved, dict) else (None, None)
+    now = spec.storage or f"sqlite:///{Path(out) / 'study.db'}"
+    files = file_of(str(was)), file_of(now)
+    same = files[0].resolve() == files[1].resolve() if all(files) else was == mask(now)
+    if was is not None and not (same and name in (None, spec.study_name)):
+        raise UsageError(f"{out} holds the sweep of study {name!r} in {was}: choose another --out, or give that "
+                         "--storage and --study_name")  # fmt: skip
 
 
 def _create(spec: StudySpec, create: bool) -> optuna.Study:

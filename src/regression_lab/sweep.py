@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from regression_lab import errors
@@ -113,6 +114,10 @@ class StudySpec:
         self.n_trials = self.n_trials or 20
         if self.seed is not None:
             check_int("--seed", self.seed, 0, MAX_SEED)
+        if self.accelerator == "gpu" and not torch.cuda.is_available():
+            raise UsageError("--accelerator gpu: this machine has no CUDA device (use auto or cpu)")
+        if self.accelerator == "auto":
+            self.accelerator = "gpu" if torch.cuda.is_available() else "cpu"
         self.seeds = seed_ranges(parse_seeds(self.seeds))
         if self.data_csv is not None:
             from regression_lab.csvfile import read_xy
@@ -235,22 +240,6 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def check_same_study(out: Path, spec: StudySpec) -> None:
-    """Refuse an ``--out`` whose sweep.json names another study: its results would be replaced by this one's."""
-    from regression_lab.study import file_of, mask
-
-    saved: Any = None
-    with contextlib.suppress(OSError, ValueError):
-        saved = json.loads((out / SETTINGS_FILE).read_text())
-    was, name = (saved.get("storage"), saved.get("study_name")) if isinstance(saved, dict) else (None, None)
-    now = spec.storage or f"sqlite:///{out / 'study.db'}"
-    files = file_of(str(was)), file_of(now)
-    same = files[0].resolve() == files[1].resolve() if all(files) else was == mask(now)
-    if was is not None and not (same and name in (None, spec.study_name)):
-        raise UsageError(f"{out} holds the sweep of study {name!r} in {was}: choose another --out, or give that "
-                         "--storage and --study_name")  # fmt: skip
-
-
 def run(args: Namespace) -> list[dict[str, Any]]:
     """Create or join the study, run its trials, print and write the ranked table; its rows (for the Python API)."""
     from regression_lab import study as studies
@@ -264,18 +253,11 @@ def run(args: Namespace) -> list[dict[str, Any]]:
             raise UsageError("--report needs the study's --storage (or the --out of a sweep with the default storage)")
         spec.storage = spec.storage or f"sqlite:///{Path(args.out) / 'study.db'}"
         return report(studies.open_study(spec, create=False), None)
-    import torch
-
-    if spec.accelerator == "gpu" and not torch.cuda.is_available():
-        raise UsageError("--accelerator gpu: this machine has no CUDA device (use auto or cpu)")
-    if spec.accelerator == "auto":
-        spec.accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     if spec.workers > cores():  # more processes than cores train no faster, and each holds Lightning
         print(f"note: --workers {spec.workers} capped at this machine's {cores()} cores", file=sys.stderr)
         spec.workers = cores()
     spec.quiet = spec.quiet or spec.workers > 1
-    if args.out is not None:
-        check_same_study(Path(args.out), spec)
+    studies.check_same_study(args.out, spec)
     # A given storage is opened first: one unreachable, or holding another search, is refused before anything is made.
     study = studies.open_study(spec) if spec.storage else None
     out = resolve_out(args.out, spec)
