@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from regression_lab.pictures import setting_name
 from regression_lab.study import mask
-from regression_lab.sweep import seed_ranges
+from regression_lab.sweep import build_parser, parse_seeds, seed_ranges
 from regression_lab.sweep_report import MEMBERS_ATTR, mean_ci, trial_name
 
 GRID = "--hidden_sizes 4 8 --epochs 20 60 --seeds 0-29 --quiet".split()
@@ -243,6 +243,9 @@ def test_names_masks_intervals_and_seed_ranges():
     assert (mean, std) == (2.5, statistics.stdev([1.0, 2.0, 3.0, 4.0]))
     assert high - mean == pytest.approx(3.182 * std / 2)
     assert seed_ranges([0, 1, 2, 7, 9, 10]) == ["0-2", "7", "9-10"]
+    config = build_parser().parse_string("seeds: [0, 1, 5-7]")  # a YAML list of numbers and ranges
+    given = build_parser().parse_args(["--seeds", "0", "1", "5-7"])
+    assert parse_seeds(config.seeds) == [0, 1, 5, 6, 7] == parse_seeds(given.seeds)
 
 
 def test_an_unreachable_storage_is_one_line_with_the_password_masked(tmp_path):

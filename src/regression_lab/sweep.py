@@ -226,7 +226,7 @@ def build_parser() -> ArgumentParser:
     add("--log", action="store_true", help="tpe: search the learning rate on a log scale")
     add("--epochs_range", type=int, nargs=2, default=d.epochs_range, help="tpe: epoch counts LOW HIGH")
     add("--seed", type=int | None, help="the sampler's seed (a TPE sweep is reproducible with one worker)")
-    add("--seeds", type=str, nargs="+", default=d.seeds, help="training seeds: integers and inclusive ranges (0-999)")
+    add("--seeds", type=int | str, nargs="+", default=d.seeds, help="training seeds: integers and ranges (0-999)")
     add("--pruner", type=Literal["none", "median", "hyperband"], default=d.pruner, help="stop trials behind the others")
     add("--storage", type=str | None, help="an Optuna storage URL or journal file (default: SQLite in --out)")
     add("--study_name", type=str, default=d.study_name, help="the study's name in the storage")
