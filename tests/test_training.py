@@ -100,6 +100,11 @@ def test_validate_and_test_evaluate_the_checkpoint_with_its_own_hyperparameters(
     assert 0 <= test.trainer.callback_metrics["test/mae"].item() < 0.1 and test.model.hparams.hidden_size == 5
     proc = run_main("test", "--ckpt_path", ckpt, "--model.hidden_size", "8", cwd=tmp_path)  # never silently ignored
     one_error_line(proc, "was trained with model.hidden_size=5; --model.hidden_size 8 cannot change its model")
+    other = torch.load(ckpt, weights_only=True)
+    other["hyper_parameters"]["lr"] = 0.02
+    torch.save(other, tmp_path / "lr.ckpt")  # a value given at its default is given too
+    proc = run_main("validate", "--ckpt_path", "lr.ckpt", "--model.lr", "0.01", cwd=tmp_path)
+    one_error_line(proc, "was trained with model.lr=0.02; --model.lr 0.01 cannot change its model")
 
 
 def test_last_checkpoint_holds_the_final_weights_between_scheduled_saves_and_checkpoints_can_be_off(tmp_path):

@@ -69,6 +69,8 @@ class RegressionLabCLI(LightningCLI):
         given = kwargs.get("args") or []  # a data setting given? Else validate, test and resume take the checkpoint's
         names = given if isinstance(given, list) else [f"--{k}" for k in given[command]]
         self._data_given = any(str(a).startswith(("--data", "--config", "-c")) for a in names)
+        model = [str(a).split("=")[0] for a in given] if isinstance(given, list) else given[command].get("model") or {}
+        self._model_given = {str(k).removeprefix("--model.") for k in model}  # each given, even at its default
         try:
             super().__init__(*args, **kwargs)
         finally:
@@ -139,8 +141,7 @@ class RegressionLabCLI(LightningCLI):
                 for key in DATA_DEFAULTS.keys() & saved.keys():
                     cfg.data[key] = saved[key]
 
-    @staticmethod
-    def _check_against(cfg: Any, checkpoint: dict[str, Any], ckpt: Any, sub: str) -> None:
+    def _check_against(self, cfg: Any, checkpoint: dict[str, Any], ckpt: Any, sub: str) -> None:
         """Refuse a run on a checkpoint that cannot run, or that would not do what was asked."""
         if sub == "fit" and (problem := resume_problem(checkpoint)) is not None:
             raise UsageError(f"refusing to resume from {ckpt}: it {problem}")
@@ -155,7 +156,8 @@ class RegressionLabCLI(LightningCLI):
         saved = checkpoint.get("hyper_parameters") or {}
         default = {k: p.default for k, p in inspect.signature(regression_model).parameters.items()}
         for key, value in (cfg.get("model") or {}).items():
-            if key in saved and value not in (saved[key], default.get(key)) and key != "first_seed":
+            given = key in self._model_given or value != default.get(key)
+            if key in saved and value != saved[key] and given and key != "first_seed":
                 what = "a resumed run: start a new one without --ckpt_path" if sub == "fit" else "its model"
                 raise UsageError(f"{ckpt} was trained with model.{key}={saved[key]!r}; --model.{key} {value!r} "
                                  f"cannot change {what}")  # fmt: skip
