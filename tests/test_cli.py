@@ -271,6 +271,8 @@ BAD_INPUT = [
     (["sweep", "--seeds", "9-3"], "--seeds range '9-3' is reversed"), (["sweep", "--seeds", "0-199999"], "100,000"),
     (["sweep", "--seeds", "1", "0-2"], "--seeds repeats a seed"), (["sweep", "--sampler", "random"], "sampler"),
     (["sweep", "--n_trials", "0"], "--n_trials must be an integer >= 1"), (["sweep", "--n_trials", "5"], "tpe"),
+    (["sweep", "--log"], "--log is for --sampler tpe: the grid sampler does not use it"),
+    ("sweep --sampler tpe --hidden_sizes 4".split(), "--hidden_sizes is for --sampler grid: the tpe sampler"),
     (["sweep", "--lr_range", "0.3", "0.001"], "--lr_range takes LOW HIGH with LOW <= HIGH"),
     (["sweep", "--hidden_range", "0", "4"], "--hidden_range values must be >= 1"),
     (["sweep", "--workers", "0"], "--workers must be an integer >= 1"),

@@ -64,6 +64,10 @@ def seed_ranges(seeds: list[int]) -> list[str]:
     return [f"{a}-{b}" if a != b else str(a) for a, b in runs]
 
 
+#: The grid's search space; TPE's is hidden_range, lr_range, log and epochs_range.
+GRID_KEYS = ("hidden_sizes", "epochs", "lrs")
+
+
 @dataclass
 class StudySpec:
     """Everything a worker needs to join the study: the command's options and defaults, as plain values."""
@@ -109,8 +113,11 @@ class StudySpec:
         for name in ("n_trials", "workers", "heartbeat_interval"):
             if getattr(self, name) is not None:
                 check_int(f"--{name}", getattr(self, name), 1)
-        if self.sampler == "grid" and self.n_trials is not None:
-            raise UsageError("--n_trials is for --sampler tpe: the grid trains each of its settings once")
+        grid, default = self.sampler == "grid", StudySpec()
+        for name in ("n_trials", "hidden_range", "lr_range", "log", "epochs_range") if grid else GRID_KEYS:
+            if getattr(self, name) != getattr(default, name):  # the other sampler's option: refused, not ignored
+                raise UsageError(f"--{name} is for --sampler {'tpe' if grid else 'grid'}: the {self.sampler} "
+                                 "sampler does not use it")  # fmt: skip
         self.n_trials = self.n_trials or 20
         if self.seed is not None:
             check_int("--seed", self.seed, 0, MAX_SEED)
@@ -128,7 +135,7 @@ class StudySpec:
     def definition(self) -> dict[str, Any]:
         """What the study searches: a study is continued only with the same."""
         grid = self.sampler == "grid"
-        keys = ("hidden_sizes", "epochs", "lrs") if grid else ("hidden_range", "lr_range", "log", "epochs_range")
+        keys = GRID_KEYS if grid else ("hidden_range", "lr_range", "log", "epochs_range")
         data = {"data_csv": self.data_csv, "data_sha256": self.data_sha256} if self.data_csv else {}
         return {"sampler": self.sampler, "seeds": self.seeds, **{k: getattr(self, k) for k in keys}, **data}
 
