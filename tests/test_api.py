@@ -32,7 +32,10 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
     torch.save({"state_dict": state, "hyper_parameters": {"hidden_size": 5}}, tmp_path / "m.ckpt")
     with torch.no_grad():
         expected = float(net(torch.tensor([[10.0]])))
-    assert api.predict(tmp_path / "m.ckpt", [10.0])[0][0] == pytest.approx(expected, rel=1e-6)
+    assert api.predict(tmp_path / "m.ckpt", [10.0])[0] == pytest.approx([expected], rel=1e-6)
+    assert api.predict(tmp_path / "m.ckpt", 10.0) == api.predict(tmp_path / "m.ckpt", [10.0])
+    with pytest.raises(UsageError, match="no x values"):
+        api.predict(tmp_path / "m.ckpt", [])
     for x in (float("nan"), True, "10"):  # what the command's parser refuses, refused here too
         with pytest.raises(UsageError, match=f"x must be a finite number, got {x!r}"):
             api.predict(tmp_path / "m.ckpt", [x])

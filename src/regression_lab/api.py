@@ -69,9 +69,13 @@ def load(checkpoint: str | Path) -> Any:
     return Predictor(checkpoint)
 
 
-def predict(checkpoint: str | Path, xs: list[float]) -> tuple[list[float], list[float] | None]:
-    """``regression-lab predict``: the predictions at ``xs`` (and an ensemble's spread), checked as the command does."""
-    return load(checkpoint)(list(xs))
+def predict(checkpoint: str | Path, xs: float | list[float]) -> tuple[list[float], list[float] | None]:
+    """``regression-lab predict``: the predictions at ``xs`` (one x or a list; and an ensemble's spread), checked as
+    the command does."""
+    values = [xs] if isinstance(xs, (int, float)) else list(xs)
+    if not values:
+        raise UsageError("no x values to predict")
+    return load(checkpoint)(values)
 
 
 def landscape(checkpoint: str | Path | None = None, data_csv: str | Path | None = None, **settings: Any) -> Any:
