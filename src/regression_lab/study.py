@@ -127,7 +127,9 @@ def check_same_study(out: str | None, spec: StudySpec) -> None:
     was, name = (saved.get("storage"), saved.get("study_name")) if isinstance(saved, dict) else (None, None)
     now = spec.storage or f"sqlite:///{Path(out) / 'study.db'}"
     files = file_of(str(was)), file_of(now)
-    same = files[0].resolve() == files[1].resolve() if all(files) else was == mask(now)
+    # A relative path was relative to its own working directory: the directory's own study.db is its default storage.
+    own = not spec.storage and files[0] is not None and files[0].parts[-2:] == (Path(out).resolve().name, "study.db")
+    same = own or (files[0].resolve() == files[1].resolve() if all(files) else was == mask(now))
     if was is not None and not (same and name in (None, spec.study_name)):
         raise UsageError(f"{out} holds the sweep of study {name!r} in {was}: choose another --out, or give that "
                          "--storage and --study_name")  # fmt: skip
