@@ -199,10 +199,13 @@ class Trajectory(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.epochs[-1] != trainer.current_epoch:
             self._keep(trainer.current_epoch, pl_module)
-        self.on_exception(trainer, pl_module, None)
+        self.write(trainer)
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException | None) -> None:
-        # Also when SIGTERM raises out of the fit (Lightning's way): the resumed run goes on from these points.
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.write(trainer)  # also when SIGTERM raises out of the fit (Lightning's way): a resume goes on from here
+
+    def write(self, trainer: L.Trainer) -> None:
+        """Write the points kept so far to the run's ``trajectory.pt`` (rank 0), replacing it atomically."""
         if trainer.is_global_zero and self.epochs:
             with atomic_write(Path(trainer.log_dir or ".") / self.FILE) as fh:
                 torch.save({"epochs": torch.tensor(self.epochs), "weights": torch.stack(self.weights)}, fh)

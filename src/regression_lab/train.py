@@ -256,10 +256,10 @@ class RegressionLabCLI(LightningCLI):
                 self.trainer.fit(**kwargs)
         except errors.Interrupted:  # SIGINT ends the fit, SIGTERM raises out of it (Lightning), at a batch end
             if not errors.forced():  # a second signal stops anywhere (mid-step, mid-restore): no save then
-                self._save_last()
+                self.save_last_checkpoint()
             raise
 
-    def _save_last(self) -> str | None:
+    def save_last_checkpoint(self) -> str | None:
         """Write the run's last.ckpt as of now (timed saves can be an interval old); its path, if the run has one."""
         last = os.path.join(self._last.dirpath, "last.ckpt") if self._last is not None and self._last.dirpath else None
         if last is not None:  # weights_only=False is the save flag: optimizer and loop states too
@@ -270,7 +270,7 @@ class RegressionLabCLI(LightningCLI):
         """Write the final last.ckpt, and report what the lab asks and where the weights are."""
         # A resumed run that had nothing left to train never reached on_train_end.
         self.final_metrics = self._final.metrics or self._final.compute(self.trainer, self.model)
-        self.last_path = self._save_last()  # for the Python API
+        self.last_path = self.save_last_checkpoint()  # for the Python API
         if self.trainer.is_global_zero:
             report(self.model, self.trainer, self.datamodule, self.final_metrics, self.last_path)
 
