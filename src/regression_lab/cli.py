@@ -110,20 +110,19 @@ def bound_configs(argv: list[str]) -> list[str]:
     return out
 
 
-def run_command(command: str, argv: Sequence[str]) -> int:
+def run_command(command: str, argv: Sequence[str]) -> None:
     """Parse ``argv`` with the command's parser and run it; the training commands through LightningCLI."""
     with usage_errors(command):
         if command in TRAINING:
             from regression_lab.train import cli_main
 
             cli_main([command, *argv])
-            return 0
+            return
         try:
             module = importlib.import_module(f"regression_lab.{command}")
         except ImportError as err:  # an extra not installed (serve: LitServe)
             raise UsageError(f"{command} needs {err.name}: pip install 'regression-lab[serve]'") from None
         module.run(module.build_parser().parse_args(list(argv)))
-        return 0
 
 
 @contextlib.contextmanager
@@ -180,9 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"unknown command {command!r}: choose from {', '.join((*TRAINING, *COMMANDS))}")
         if bad := [a for a in argv if re.search("[\ud800-\udfff]", a)]:  # bytes that are not UTF-8 arrive so
             raise UsageError(f"an argument is not valid UTF-8 (the files written hold text): {quote(bad[0])}")
-        code = run_command(command, bound_configs(argv[1:]))
+        run_command(command, bound_configs(argv[1:]))
         sys.stdout.flush()  # a full disk fails here, in this handler, not as Python exits
-        return code
+        return 0
     except (UsageError, TrainingFailed) as err:  # bad input exits 2, a failed run 1
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2 if isinstance(err, UsageError) else 1

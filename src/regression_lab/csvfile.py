@@ -125,8 +125,8 @@ def parse_xy(stream: TextIO, name: str) -> tuple[list[float], list[float]]:
 def read_xy(
     path: str | Path, what: str = "--data.csv", least: int = 1, why: str = ""
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """A data file's x and y as (n, 1) float32 tensors, and its record: absolute path, size and SHA-256. Fewer than
-    ``least`` rows are refused, saying ``why`` so many are needed."""
+    """A data file's x and y as (n, 1) float32 tensors, and the record a checkpoint keeps instead of the data: absolute
+    path, size and SHA-256. Fewer than ``least`` rows are refused, saying ``why`` so many are needed."""
     path = Path(path).absolute()
     digest = hashlib.sha256()
     with open_text(path, what, digest) as fh:
@@ -136,14 +136,12 @@ def read_xy(
         raise UsageError(f"{what} {path} holds no (x, y) rows")
     if len(xs) < least:
         raise UsageError(f"{what} {path} has {len(xs)} row{'s' * (len(xs) > 1)}: {least} at least{why}")
-    # The record a checkpoint keeps instead of the data.
     record = {"path": str(path), "size": size, "sha256": digest.hexdigest()}
     return torch.tensor(xs).unsqueeze(1), torch.tensor(ys).unsqueeze(1), record
 
 
 def check_unchanged(saved: object, now: dict[str, Any], where: str) -> None:
-    """Refuse data read from the same path as a record's (``saved``) whose contents have changed ``where`` (since a
-    run was trained on it)."""
+    """Refuse data read from the path of record ``saved`` but with other contents: changed since ``where``."""
     if isinstance(saved, dict) and saved.get("path") == now["path"] and saved.get("sha256") != now["sha256"]:
         raise UsageError(f"{now['path']} has changed since {where} (its SHA-256 differs): restore the file, or "
                          "start a new run on it")  # fmt: skip

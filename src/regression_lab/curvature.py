@@ -61,8 +61,7 @@ def hessians(weights: Tensor, width: int, x: Tensor, y: Tensor) -> Tensor:
 
 
 def spectrum(h: Tensor) -> dict[str, float | Tensor]:
-    """The eigenvalues of a symmetric ``h`` (ascending, float64), its trace, the top eigenvalue and the ratio of the
-    smallest eigenvalue to the largest."""
+    """A symmetric ``h``'s eigenvalues (ascending, float64), trace, top eigenvalue and smallest/largest ratio."""
     eigenvalues = torch.linalg.eigvalsh(h.double())
     top = float(eigenvalues[-1])
     return {"eigenvalues": eigenvalues, "trace": float(h.double().trace()), "top": top,
@@ -70,9 +69,8 @@ def spectrum(h: Tensor) -> dict[str, float | Tensor]:
 
 
 def trajectory_plane(weights: Tensor, final: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The first two principal components (2, P) of the rows of ``weights - final`` (as Li et al.'s
-    ``plot_trajectory.py`` takes them), each row's coordinates (T, 2) on them, and each component's share of the
-    variance (2,)."""
+    """The first two principal components (2, P) of the rows of ``weights - final`` (as Li et al.'s plot_trajectory.py
+    takes them), each row's coordinates (T, 2) on them, and each component's share of the variance (2,)."""
     diff = (weights - final).double()
     _, s, vh = torch.linalg.svd(diff - diff.mean(dim=0), full_matrices=False)
     axes = vh[:2] if len(vh) >= 2 else torch.cat([vh, torch.zeros(2 - len(vh), diff.shape[1], dtype=vh.dtype)])
@@ -116,12 +114,9 @@ def add_to(results: Any, net: nn.Module, x: Tensor, y: Tensor, trajectory: dict[
         )
     if trajectory is None:
         return
-    final = final.double()
-    if trajectory["weights"].shape[1] != len(final):
-        raise UsageError(
-            f"the trajectory has {trajectory['weights'].shape[1]} weights a point, the network {len(final)}"
-        )
-    axes, path, explained = trajectory_plane(trajectory["weights"], final.cpu())
+    if (weights := trajectory["weights"]).shape[1] != count:
+        raise UsageError(f"the trajectory has {weights.shape[1]} weights a point, the network {count}")
+    axes, path, explained = trajectory_plane(weights, final.double().cpu())
     sizes = [p.numel() for p in params.values()]
     directions = [{n: t.reshape(p.shape).to(p) for (n, p), t in zip(params.items(), a.split(sizes), strict=True)}
                   for a in axes]  # fmt: skip
@@ -135,9 +130,8 @@ def add_to(results: Any, net: nn.Module, x: Tensor, y: Tensor, trajectory: dict[
 
 
 def log_top_eigenvalues(writer: Any, module: nn.Module, datamodule: Any, step: int) -> None:
-    """Per setting of an ensemble, a histogram of its healthy members' top eigenvalue at ``step``
-    (``members_top_hessian_eigenvalue/<setting>``): do wider networks find flatter minima? On at most
-    :data:`MAX_HESSIAN_SAMPLES` training samples (evenly), skipped past :data:`MAX_MEMBER_HESSIAN_WORK`."""
+    """Per setting, a histogram of an ensemble's healthy members' top eigenvalue (do wider networks find flatter
+    minima?), on :data:`MAX_HESSIAN_SAMPLES` samples at most (evenly); none past :data:`MAX_MEMBER_HESSIAN_WORK`."""
     from regression_lab.pictures import setting_name
 
     stride = -(-len(datamodule.train_x) // MAX_HESSIAN_SAMPLES)

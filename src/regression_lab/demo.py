@@ -224,18 +224,14 @@ def build_parser() -> ArgumentParser:
 def run(args: Namespace) -> None:
     """Compute the sections, print them, and write the graphs with ``--logdir``."""
     sections = run_demo(args.section, args.seed)
-    graphs: list[Path] = []
-    if args.logdir:
-        graphs = write_graphs(Path(args.logdir), list(DEMOS) if args.section == "all" else [args.section], args.seed)
-        if not graphs:
-            raise UsageError(
-                f"--logdir writes model graphs, and demo {args.section!r} has no model: use tinymodel or mynn"
-            )
+    names = list(DEMOS) if args.section == "all" else [args.section]
+    graphs = write_graphs(Path(args.logdir), names, args.seed) if args.logdir else []
+    if args.logdir and not graphs:
+        raise UsageError(f"--logdir writes model graphs, and demo {args.section!r} has no model: use tinymodel or mynn")
     if args.json:
         payload = {"sections": [{"title": s.title, "note": s.note, "values": s.values} for s in sections]}
         payload.update({"graphs": [str(p) for p in graphs]} if graphs else {})
-        json.dump(payload, sys.stdout, indent=2, default=lambda v: v.tolist())  # tensors and arrays as lists
-        sys.stdout.write("\n")
+        print(json.dumps(payload, indent=2, default=lambda v: v.tolist()))  # tensors and arrays as lists
         return
     sys.stdout.write("\n".join(format_section(s) for s in sections))
     for path in graphs:

@@ -147,13 +147,14 @@ class EnsembleRegressionModule(L.LightningModule):
             self.check_memory(self.trainer.datamodule)
 
 
-def _values(name: str, value: Any, check: Any) -> list:
+def _values(name: str, value: Any, check: Any, *limits: Any, **kwargs: Any) -> list:
+    """A setting's values as a list, each passed through ``check(f"model.{name}", v, *limits, **kwargs)``."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     if not values:
         raise UsageError(f"model.{name} is empty: give at least one value")
     if len(set(values)) < len(values):
         raise UsageError(f"model.{name} repeats a value: {values}")
-    return [check(f"model.{name}", v) for v in values]
+    return [check(f"model.{name}", v, *limits, **kwargs) for v in values]
 
 
 def regression_model(
@@ -180,13 +181,11 @@ def regression_model(
         first_seed: an ensemble's first seed (default: ``seed_everything``).
         seeds: an ensemble's explicit seeds.
     """
-    positive = lambda name, v: check_float(name, v, 0.0, strict=True)  # noqa: E731
-    non_negative = lambda name, v: check_float(name, v, 0.0)  # noqa: E731
     settings = {
-        "hidden_size": _values("hidden_size", hidden_size, lambda name, v: check_int(name, v, 1)),
-        "lr": _values("lr", lr, positive),
-        "momentum": _values("momentum", momentum, non_negative),
-        "weight_decay": _values("weight_decay", weight_decay, non_negative),
+        "hidden_size": _values("hidden_size", hidden_size, check_int, 1),
+        "lr": _values("lr", lr, check_float, 0.0, strict=True),
+        "momentum": _values("momentum", momentum, check_float, 0.0),
+        "weight_decay": _values("weight_decay", weight_decay, check_float, 0.0),
     }
     probe_x = check_float("model.probe_x", probe_x, -FLOAT32_MAX, high=FLOAT32_MAX)
     lists = any(isinstance(v, (list, tuple)) for v in (hidden_size, lr, momentum, weight_decay))

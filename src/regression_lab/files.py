@@ -117,8 +117,7 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     if not probe.is_dir():
         raise UsageError(f"{what} {path}: {probe} is a file, not a directory")
     try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
+        tempfile.TemporaryFile(dir=probe).close()
     except OSError as err:
         raise UsageError(f"cannot write {what} in {probe}: {err.strerror or err}") from None
 

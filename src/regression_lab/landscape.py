@@ -19,6 +19,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from regression_lab.curvature import add_to, load_trajectory
 from regression_lab.errors import UsageError, check_float, check_int, summary
 from regression_lab.models import MAX_SEED
 
@@ -190,18 +191,14 @@ def compute_for(settings: Settings, x: Tensor, y: Tensor, net: nn.Module | None 
         loss = grid_losses(module, x, y, on(start), [on(d) for d in directions], axes)
         results.landscapes[name] = Landscape(name, names, [a.cpu() for a in axes], loss.cpu())
     if net is not None:
-        from regression_lab.curvature import add_to
-
         add_to(results, net, x, y, trajectory)
     return results
 
 
 def compute(settings: Settings, ckpt_path: str | Path | None, data_csv: str | None = None) -> Results:
-    """Every landscape of a checkpoint's network on its training data (without one, the lab's data), or on every row
-    of ``data_csv``."""
+    """Every landscape of a checkpoint's network on its training data (without one, the lab's), or on ``data_csv``."""
     from regression_lab.checkpoint import INITIAL_STATE_KEY, load_model
     from regression_lab.csvfile import read_xy
-    from regression_lab.curvature import load_trajectory
     from regression_lab.data import RegressionDataModule
 
     net, ckpt = (None, {}) if ckpt_path is None else load_model(ckpt_path)
@@ -269,8 +266,7 @@ def run(args: Namespace) -> None:
     from regression_lab.files import check_writable_dir, newest_checkpoint
     from regression_lab.landscape_plots import hessian_lines, run_dir_of, thinning_notes, write_files, write_tensorboard
 
-    ranges = {name for name, kind, _ in OPTIONS if kind == "range"}
-    settings = Settings(**{k: tuple(args[k]) if k in ranges and args[k] else args[k] for k in asdict(Settings())})
+    settings = Settings(**{k: tuple(v) if isinstance(v := args[k], list) else v for k in asdict(Settings())})
     settings.check()  # before any file is read or written
     root, ckpt = Path(args.logdir), args.ckpt_path
     with contextlib.suppress(UsageError):  # without any checkpoint: the lab's data alone

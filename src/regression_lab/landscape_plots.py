@@ -14,21 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from regression_lab.curvature import NOTE
 from regression_lab.errors import UsageError
-from regression_lab.files import (
-    atomic_write,
-    markdown_table,
-    png_of,
-    replace_all,
-    reserve_numbered_dir,
-    write_figure,
-    write_text,
-)
+from regression_lab.files import atomic_write, markdown_table, png_of, replace_all, write_figure, write_text
 from regression_lab.landscape import Landscape, Results
 
-#: What the pictures show at most: a figure is about 600 pixels wide and TensorBoard's mesh viewer numbers vertices
-#: with 16 bits (at most 256 x 256 of them), so finer grids are drawn thinned evenly; the summaries and --out keep
-#: every point.
+#: What the pictures show at most (a figure is about 600 pixels wide, TensorBoard's mesh viewer numbers vertices with
+#: 16 bits: 256 x 256 at most): finer grids are drawn thinned evenly; the summaries and --out keep every point.
 MAX_DRAWN_AXIS = 255
 MAX_DRAWN_CURVE = 10_000
 TITLES = {
@@ -117,8 +109,8 @@ def picture(results: Results, name: str) -> bytes:
 
 
 def _mesh(ls: Landscape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Vertices (x, loss, y), faces and colours for TensorBoard's mesh plugin, each axis scaled to [-1, 1] so a steep
-    loss does not flatten the others."""
+    """TensorBoard mesh vertices (x, loss, y), colours and faces, each axis scaled to [-1, 1]: a steep loss flattens
+    no other."""
     ix, iy = thinned(len(ls.axes[0]), MAX_DRAWN_AXIS), thinned(len(ls.axes[1]), MAX_DRAWN_AXIS)
     gx, gy = torch.meshgrid(ls.axes[0][ix], ls.axes[1][iy], indexing="ij")
     unit = lambda t: 2 * (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12) - 1  # noqa: E731
@@ -129,12 +121,11 @@ def _mesh(ls: Landscape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     faces = torch.cat([torch.stack([a, b, c], -1).reshape(-1, 3), torch.stack([b, d, c], -1).reshape(-1, 3)])
     t = (z.flatten() + 1) / 2
     colors = torch.stack([255 * t, 80 + 0 * t, 255 * (1 - t)], dim=-1).round().to(torch.uint8)
-    return vertices, faces.int().unsqueeze(0), colors.unsqueeze(0)
+    return vertices, colors.unsqueeze(0), faces.int().unsqueeze(0)
 
 
 def settings_text(results: Results, ckpt_path: Any) -> dict[str, str]:
-    """The run's settings and its numbers as two Markdown tables (two cards in TensorBoard's Text tab, each short
-    enough to show whole), by tag."""
+    """The settings and the numbers as two Markdown tables by tag (two Text cards, each short enough to show whole)."""
     s, linear = results.settings, results.landscapes["linear_2d"]
     biases = "included" if s.include_bias else "zeroed"
     (w_lo, w_hi), (b_lo, b_hi) = ((float(a[0]), float(a[-1])) for a in linear.axes)
@@ -166,8 +157,6 @@ MESH_CONFIG = {"camera": {"cls": "PerspectiveCamera", "fov": 60, "position": [2.
 
 def hessian_lines(results: Results) -> list[str]:
     """The exact curvature at the trained weights, and the trajectory's plane, in a few lines."""
-    from regression_lab.curvature import NOTE
-
     lines, h, t = [], results.hessian, results.trajectory
     if h is not None:
         # Negative beyond rounding (numpy's matrix_rank tolerance, for the float64 Hessian): a dead unit's exact
@@ -186,8 +175,7 @@ def hessian_lines(results: Results) -> list[str]:
 
 
 def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) -> None:
-    """Figures, 3D meshes and the settings and summaries as a Text table, through a SummaryWriter (the curves are
-    figures against w or alpha: a scalar chart would plot them against a step)."""
+    """Figures, 3D meshes and the Text tables through a SummaryWriter (curves as figures: a chart's x is a step)."""
     from torch.utils.tensorboard.summary import mesh
 
     for name, ls in results.landscapes.items():
@@ -195,8 +183,7 @@ def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) 
         if len(ls.axes) == 2:
             title = TITLES[name].format(b0=results.settings.b0)
             what = f"{title}: x = {ls.names[0]}, up = MSE loss, depth = {ls.names[1]}, each scaled to [-1, 1]"
-            vertices, faces, colors = _mesh(ls)
-            summary = mesh(f"landscape/{name}_surface", vertices, colors, faces, MESH_CONFIG, title, what)
+            summary = mesh(f"landscape/{name}_surface", *_mesh(ls), MESH_CONFIG, title, what)
             writer.file_writer.add_summary(summary, global_step=step)
     for tag, text in settings_text(results, ckpt_path).items():
         write_text(writer, tag, text, step)
@@ -216,6 +203,8 @@ def write_tensorboard(results: Results, root: Path, ckpt_path: Any) -> Path:
     """The results as TensorBoard events in the checkpoint's own run at its step, else in a new run under ``root``."""
     from torch.utils.tensorboard import SummaryWriter
 
+    from regression_lab.files import reserve_numbered_dir
+
     logdir = run_dir_of(ckpt_path) or reserve_numbered_dir(root)
     with SummaryWriter(log_dir=str(logdir)) as writer:
         log_to_writer(results, writer, ckpt_path, results.step)
@@ -233,15 +222,13 @@ def write_files(results: Results, out: Path) -> list[Path]:
                     points = zip(ls.axes[0].tolist(), ls.loss.tolist(), strict=True)
                     with atomic_write(out / f"{name}.csv", "w", queue, newline="") as fh:
                         csv.writer(fh).writerows([[ls.names[0], "loss"], *points])
-                    written.append(out / f"{name}.csv")
                 else:
-                    axes, loss = {n: a.numpy() for n, a in zip(ls.names, ls.axes, strict=True)}, ls.loss.numpy()
+                    axes = {n: a.numpy() for n, a in zip(ls.names, ls.axes, strict=True)}
                     extra = {k: v.numpy() for k, v in results.trajectory.items()} if name == "trajectory" else {}
                     with atomic_write(out / f"{name}.npz", "wb", queue) as fh:
-                        np.savez(fh, **axes, loss=loss, **extra)
-                    written.append(out / f"{name}.npz")
+                        np.savez(fh, **axes, loss=ls.loss.numpy(), **extra)
                 write_figure(picture(results, name), png=out / f"{name}.png", pending=queue)
-                written.append(out / f"{name}.png")
+                written += [out / f"{name}.{'csv' if len(ls.axes) == 1 else 'npz'}", out / f"{name}.png"]
             if results.hessian is not None:  # eigenvalues ascending
                 with atomic_write(out / "hessian.npz", "wb", queue) as fh:
                     np.savez(fh, eigenvalues=results.hessian["eigenvalues"].numpy(), trace=results.hessian["trace"])

@@ -123,10 +123,9 @@ class FinalMetrics(L.Callback):
         if not hasattr(pl_module, "settings") or trainer.sanity_checking or trainer.logger is None:
             return
         numbers = member_numbers(pl_module, trainer.datamodule, trainer.strategy, ("val",))  # every rank: reduced
-        step = trainer.global_step
         if "val_loss" not in numbers or not trainer.is_global_zero:
             return
-        trainer.logger.log_metrics(percentiles("val_loss", pl_module, numbers["val_loss"]), step=step)
+        trainer.logger.log_metrics(percentiles("val_loss", pl_module, numbers["val_loss"]), step=trainer.global_step)
         if (writer := _writer(trainer)) is None:
             return
         sizes = pl_module.setting_sizes()
@@ -137,7 +136,7 @@ class FinalMetrics(L.Callback):
                 # log10: the dead-unit tail shows beside the spike near 0. Values past the bins' 1e20 (a far
                 # probe_x) cannot be binned: no histogram, the numbers are in the report.
                 with contextlib.suppress(ValueError):
-                    writer.add_histogram(f"members_{tag}/{name}", values[torch.isfinite(values)], step)
+                    writer.add_histogram(f"members_{tag}/{name}", values[torch.isfinite(values)], trainer.global_step)
 
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """The last epoch's snapshot and summary (every rank must call it: losses are reduced)."""
@@ -156,16 +155,13 @@ class FinalMetrics(L.Callback):
         logged = getattr(trainer.logger, "hparams", None)  # (DummyLogger: a no-op function)
         if isinstance(logged, dict) and logged.get("seed_everything") is not None:
             params["seed_everything"] = logged["seed_everything"]
-        writer = _writer(trainer)
-        if hasattr(pl_module, "settings"):
-            if writer is not None:
-                self._write_ensemble(trainer, pl_module, writer, params)
+        writer, ensemble = _writer(trainer), hasattr(pl_module, "settings")
+        if ensemble and writer is not None:
+            self._write_ensemble(trainer, pl_module, writer, params)
         elif writer is not None:  # a row per fit (a resumed run adds one): TensorBoard keeps a run's first
-            name = setting_name(pl_module.hparams, trainer.current_epoch)
-            write_hparams(
-                writer, name, {**params, "epochs": trainer.current_epoch, "seeds": 1}, self.metrics, trainer.global_step
-            )
-        else:
+            row = {**params, "epochs": trainer.current_epoch, "seeds": 1}
+            write_hparams(writer, setting_name(row, row["epochs"]), row, self.metrics, trainer.global_step)
+        elif not ensemble:
             trainer.logger.log_hyperparams(params)
             trainer.logger.log_metrics({f"hp/{k}": v for k, v in self.metrics.items()}, step=trainer.global_step)
 
@@ -190,13 +186,10 @@ class FinalMetrics(L.Callback):
         data = {k: v for k, v in params.items() if k.startswith("data.") or k in ("seed_everything", "probe_x")}
         for setting, epochs, m in self.per_setting(pl_module):  # a row per setting, not per member
             name, healthy = setting_name(setting, epochs), ~m["diverged"]
-            numbers = {
-                **(summary(m, truth) if bool(healthy.any()) else {}),
-                "diverged_share": float((~healthy).double().mean()),
-            }
-            write_hparams(
-                writer, name, {**data, **setting, "epochs": epochs, "seeds": len(m["diverged"])}, numbers, epochs
-            )
+            numbers = summary(m, truth) if bool(healthy.any()) else {}
+            numbers["diverged_share"] = float((~healthy).double().mean())
+            row = {**data, **setting, "epochs": epochs, "seeds": len(m["diverged"])}
+            write_hparams(writer, name, row, numbers, epochs)
             if not bool(healthy.any()):
                 notes.append([name, "every member diverged", *[""] * (2 if truth is None else 4)])
                 continue

@@ -125,6 +125,7 @@ def error_figure(rows: list[dict[str, Any]], truth: float, probe_x: float) -> An
     fig = Figure(figsize=(6.5, 4.2), dpi=100)
     ax = fig.add_subplot()
     done = [r for r in rows if r["state"] == "COMPLETE"]
+    lrs, seeds = sorted({r["lr"] for r in done}), sorted({r["n_seeds"] for r in done})
     lines: dict[tuple, list[dict[str, Any]]] = {}
     for r in sorted(done, key=lambda r: r["epochs"]):
         lines.setdefault((r["hidden_size"], r["lr"]), []).append(r)
@@ -133,14 +134,12 @@ def error_figure(rows: list[dict[str, Any]], truth: float, probe_x: float) -> An
         bars = [[max(0.0, m - r["err10_ci_low"]) for m, r in zip(means, group, strict=True)],
                 [max(0.0, r["err10_ci_high"] - m) for m, r in zip(means, group, strict=True)]]  # fmt: skip
         bars = [[b if math.isfinite(b) else 0.0 for b in side] for side in bars]
-        label = f"hidden {h}" + (f", lr {lr:g}" if len({r["lr"] for r in done}) > 1 else "")
+        label = f"hidden {h}" + (f", lr {lr:g}" if len(lrs) > 1 else "")
         ax.errorbar([r["epochs"] for r in group], means, yerr=bars, marker="o", capsize=3, label=label)
-    ylabel = f"|prediction({probe_x:g}) - {truth:g}|, mean and 95% CI over seeds"
-    lrs, seeds = sorted({r["lr"] for r in done}), sorted({r["n_seeds"] for r in done})
     title = (
         f"Error at x = {probe_x:g}: lr {', '.join(f'{lr:g}' for lr in lrs)}, {', '.join(f'{n:,}' for n in seeds)} seeds"
     )
-    ax.set(xlabel="epochs", ylabel=ylabel, title=title)
+    ax.set(xlabel="epochs", ylabel=f"|prediction({probe_x:g}) - {truth:g}|, mean and 95% CI over seeds", title=title)
     if done and all(0 < r["err10_mean"] < math.inf for r in done):
         log_scale(ax)
     ax.legend(fontsize=8)

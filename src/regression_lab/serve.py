@@ -7,7 +7,6 @@
 """
 
 # No `from __future__ import annotations`: LitServe reads decode_request's annotation as the request model.
-import math
 import os
 import secrets
 import socket
@@ -68,6 +67,7 @@ class JSONOnly:
     """ASGI middleware: 415 for a ``POST /predict`` body not declared JSON (FastAPI would answer 422)."""
 
     def __init__(self, app: Any) -> None:
+        """Args: app: the ASGI application it wraps."""
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -135,7 +135,7 @@ def run(args: Namespace) -> None:
     check_int("--port", args.port, 1024, 65535)
     for name in ("workers", "max_batch_size", "max_items", "max_body_bytes"):
         check_int(f"--{name}", args[name], 1)
-    if not math.isfinite(args.batch_timeout) or not 0 <= args.batch_timeout < REQUEST_TIMEOUT:
+    if not 0 <= args.batch_timeout < REQUEST_TIMEOUT:  # NaN and inf fail it too
         raise UsageError(f"--batch_timeout must be a finite number >= 0 and below the {REQUEST_TIMEOUT} s a request "
                          f"may wait, got {args.batch_timeout}")  # fmt: skip
     if args.accelerator == "cuda" and not torch.cuda.is_available():

@@ -65,7 +65,7 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep says what it does itself
     for attempt in range(5):  # sweeps started together on a new database race to create its tables
         try:
-            return _checked(_create(spec, create), spec, create)
+            return _create(spec, create)
         except UsageError:
             raise
         except ImportError as err:
@@ -154,15 +154,13 @@ def _create(spec: StudySpec, create: bool) -> optuna.Study:
         "median": optuna.pruners.MedianPruner(n_startup_trials=2),  # a grid is often small
         "hyperband": optuna.pruners.HyperbandPruner(min_resource=20, max_resource=top),
     }.get(spec.pruner, optuna.pruners.NopPruner())
-    return optuna.create_study(storage=storage, study_name=spec.study_name, direction="minimize", sampler=sampler,
-                               pruner=pruner, load_if_exists=True)  # fmt: skip
+    return _checked(optuna.create_study(storage=storage, study_name=spec.study_name, direction="minimize",
+                                        sampler=sampler, pruner=pruner, load_if_exists=True), spec)  # fmt: skip
 
 
-def _checked(study: optuna.Study, spec: StudySpec, create: bool) -> optuna.Study:
+def _checked(study: optuna.Study, spec: StudySpec) -> optuna.Study:
     """The study, if it is this sweep's (or new: then made so); refused before it is changed otherwise."""
     where, name = mask(spec.storage), spec.study_name
-    if not create:
-        return study
     truth = None if spec.data_csv else RegressionDataModule().line_at(PROBE_X)  # a file has no known line
     wanted = {**spec.definition(), "probe_x": PROBE_X, "truth": truth}
     saved = study.user_attrs.get(DEFINITION_ATTR)
@@ -256,16 +254,13 @@ def _next(study: optuna.Study, spec: StudySpec) -> str:
     with quiet_notices():
         optuna.storages.fail_stale_trials(study)  # Optuna does it itself only when a new trial starts
     trials = study.get_trials(deepcopy=False)
-    busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
-    if any(t.state == TrialState.WAITING for t in trials):
-        return "run"
     if spec.sampler == "tpe":
-        started = sum(t.state != TrialState.FAIL for t in trials)
-        return "run" if started < spec.n_trials else "wait" if busy else "done"
-    tried = _grid_states(study)
-    if any((h, float(lr)) not in tried for h in spec.hidden_sizes for lr in spec.lrs):
+        left = sum(t.state != TrialState.FAIL for t in trials) < spec.n_trials
+    else:
+        left = not {(h, float(lr)) for h in spec.hidden_sizes for lr in spec.lrs}.issubset(_grid_states(study))
+    if left or any(t.state == TrialState.WAITING for t in trials):
         return "run"
-    return "wait" if busy else "done"
+    return "wait" if any(t.state == TrialState.RUNNING for t in trials) else "done"
 
 
 def work(spec: StudySpec, study: optuna.Study) -> None:
@@ -284,13 +279,12 @@ def storage_failures(storage: str) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        from optuna.exceptions import StorageInternalError
         from sqlalchemy.exc import SQLAlchemyError
 
         chain = [err]  # the database's own error, behind what Optuna raised while it handled it
         while chain[-1].__cause__ or chain[-1].__context__:
             chain.append(chain[-1].__cause__ or chain[-1].__context__)
-        if not (found := [e for e in chain if isinstance(e, SQLAlchemyError | StorageInternalError)]):
+        if not (found := [e for e in chain if isinstance(e, SQLAlchemyError | optuna.exceptions.StorageInternalError)]):
             raise
         why = _scrub(str(getattr(found[-1], "orig", None) or found[-1]), storage)
         raise errors.TrainingFailed(f"the study's storage {mask(storage)} failed during the sweep: {why}") from None

@@ -96,11 +96,10 @@ class StudySpec:
 
     def check(self) -> None:
         """Refuse options that cannot make a study (:class:`UsageError`), before anything is written."""
-        for name in ("hidden_sizes", "epochs", "lrs"):
-            values = getattr(self, name)
+        for name in GRID_KEYS:
+            values, what = getattr(self, name), f"--{name} values"
             if len(set(values)) < len(values):
                 raise UsageError(f"--{name} repeats a value: {values}")
-            what = f"--{name} values"
             for v in values:  # a learning rate > 0, a count >= 1, a width the model takes
                 top = MAX_HIDDEN_SIZE if name == "hidden_sizes" else None
                 check_float(what, v, 0.0, strict=True) if name == "lrs" else check_int(what, v, 1, top)
@@ -134,8 +133,7 @@ class StudySpec:
 
     def definition(self) -> dict[str, Any]:
         """What the study searches: a study is continued only with the same."""
-        grid = self.sampler == "grid"
-        keys = GRID_KEYS if grid else ("hidden_range", "lr_range", "log", "epochs_range")
+        keys = GRID_KEYS if self.sampler == "grid" else ("hidden_range", "lr_range", "log", "epochs_range")
         data = {"data_csv": self.data_csv, "data_sha256": self.data_sha256} if self.data_csv else {}
         return {"sampler": self.sampler, "seeds": self.seeds, **{k: getattr(self, k) for k in keys}, **data}
 
@@ -195,8 +193,6 @@ def run_workers(spec: StudySpec) -> None:
 def worker_main(spec: dict[str, Any], threads: int) -> None:
     """A worker process of ``--workers N``: join the study and run trials. Its parent may be the fork server, which
     outlives the sweep while workers run: the worker watches the sweep itself, and stops (SIGTERM) when it ends."""
-    import torch
-
     from regression_lab.study import open_study, storage_failures, work
 
     errors.handle_signals()

@@ -213,23 +213,18 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
         writer.writerows(rows)
 
 
-def write_outputs(rows: list, members: list, truth: float | None, probe_x: float, out_dir: Path, writer: Any) -> None:
-    """results.csv, members.csv and the error figure as PNG; the table, verdict and figure into TensorBoard."""
-    write_csv(out_dir / "results.csv", rows, CSV_COLUMNS)
+def write_outputs(rows: list, members: list, truth: float | None, probe_x: float, out: Path, writer: Any) -> None:
+    """results.csv, members.csv and the error figures as PNG; the table, verdict and figures into TensorBoard."""
+    write_csv(out / "results.csv", rows, CSV_COLUMNS)
     ordered = sorted(members, key=lambda r: (r["hidden_size"], r["epochs"], r["lr"], r["seed"]))
-    write_csv(out_dir / "members.csv", ordered, MEMBER_COLUMNS)
+    write_csv(out / "members.csv", ordered, MEMBER_COLUMNS)
     if truth is not None:
-        fig = error_figure(rows, truth, probe_x)
-        write_figure(fig, writer, "sweep/error_vs_epochs", out_dir / "error_vs_epochs.png")
-        done = sorted(
-            (r for r in rows if any(not m["diverged"] for m in r["_group"])),
-            key=lambda r: (r["epochs"], r["hidden_size"], r["lr"]),
-        )
+        write_figure(error_figure(rows, truth, probe_x), writer, "sweep/error_vs_epochs", out / "error_vs_epochs.png")
+        done = [r for r in rows if any(not m["diverged"] for m in r["_group"])]
+        done.sort(key=lambda r: (r["epochs"], r["hidden_size"], r["lr"]))
         errors = [np.array([m["abs_error"] for m in r["_group"] if not m["diverged"]]) for r in done]
         names = [setting_name(r, r["epochs"]) for r in done]
-        write_figure(
-            box_figure(errors, names, probe_x, truth), writer, "sweep/abs_error_box", out_dir / "error_box.png"
-        )
+        write_figure(box_figure(errors, names, probe_x, truth), writer, "sweep/abs_error_box", out / "error_box.png")
     write_text(writer, "sweep/verdict", verdict(rows, truth, probe_x))  # its own card: never below a scrolled table
     for tag, text in markdown(rows, truth, probe_x).items():
         write_text(writer, tag, text)
@@ -244,7 +239,7 @@ def optuna_outputs(study: Any, out: Path, writer: Any) -> None:
     attrs = ("number", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs", "state")
     frame = study.trials_dataframe(attrs=attrs)  # not the system attributes: the members' numbers
     with atomic_write(out / "trials.csv", "w", newline="") as fh:
-        frame.drop(columns=[c for c in frame.columns if c == "user_attrs_members"]).to_csv(fh, index=False)
+        frame.drop(columns="user_attrs_members", errors="ignore").to_csv(fh, index=False)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     plots = ["optimization_history"] + (["slice"] if len(complete) > 1 else [])
     if len(complete) > 1 and sum(len({t.params.get(k) for t in complete}) > 1 for k in complete[0].params) > 1:
@@ -280,8 +275,7 @@ def report(study: Any, out: Path | None) -> list[dict[str, Any]]:
         with SummaryWriter(log_dir=str(out / "summary")) as writer:
             write_outputs(rows, members, truth, probe_x, out, writer)
             optuna_outputs(study, out, writer)
-    print(table(rows, truth, probe_x))
-    print(verdict(rows, truth, probe_x))
+    print(table(rows, truth, probe_x), verdict(rows, truth, probe_x), sep="\n")
     if out is not None:
         print(f"results: {out / 'results.csv'}  (tensorboard --logdir {out})")
     return rows
