@@ -1,5 +1,4 @@
-"""Shared fixtures (the lab's training run, trained once per test session), and how ``-n`` deals out the tests.
-Run the suite with ``make test`` (or ``pytest -n 2``) from the repository root (see README)."""
+"""Shared fixtures (the lab's run, trained once per session) and how ``-n`` deals out the tests (``make test``)."""
 
 import os
 import shutil

@@ -1,5 +1,4 @@
-"""Helpers for the tests: run the command as a user does (a subprocess: the slow tier) or in-process through its entry
-point (the fast tier), and compare directories before and after. Use: ``from helpers import run_cli, run_main``."""
+"""Run the command as a process (the slow tier) or in-process through ``cli.main`` (the fast tier); compare trees."""
 
 import contextlib
 import hashlib
@@ -57,8 +56,7 @@ def run_main(*args: str, cwd: Path, stdin: object = "") -> subprocess.CompletedP
 
 
 def fit_in_process(workdir: Path, *args: str, command: str = "fit"):
-    """``regression-lab fit ARGS`` (or ``validate``/``test``) in this process inside ``workdir`` (made if missing): the
-    CLI object."""
+    """``regression-lab fit ARGS`` (or ``command``) in this process inside ``workdir`` (made if missing): the CLI."""
     from regression_lab.train import cli_main
 
     old_cwd = Path.cwd()
@@ -80,8 +78,7 @@ def events(path: Path, **guidance: int):
 
 
 def one_error_line(proc: subprocess.CompletedProcess, phrase: str, code: int = 2) -> str:
-    """Assert exit ``code`` and a last line ``error: ...`` holding ``phrase``, the only line for bad input (exit 2:
-    refused before any work; a failed run may have said what it was doing); return that line."""
+    """Assert exit ``code`` and a last line ``error: ...`` holding ``phrase``, the only line at exit 2; return it."""
     assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and phrase in lines[-1], proc.stderr[-2000:]
@@ -90,10 +87,24 @@ def one_error_line(proc: subprocess.CompletedProcess, phrase: str, code: int = 2
 
 
 def fingerprint(root: Path) -> dict[str, str | bool]:
-    """Content hashes of every file under ``root`` (other entries: True for a directory), to show a command changed
-    nothing."""
+    """Every file's hash under ``root`` (True for a directory), to show that a command changed nothing."""
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else p.is_dir()  # noqa: E731
     return {str(p.relative_to(root)): digest(p) for p in sorted(root.rglob("*"))}
+
+
+def edited(src: Path, dst: Path, edit) -> Path:
+    """The checkpoint ``src`` saved at ``dst`` once ``edit(ckpt)`` has changed it."""
+    import torch
+
+    ckpt = torch.load(src, weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, dst)
+    return dst
+
+
+def put(key: object, value: object):
+    """An edit setting one entry of a checkpoint's state_dict."""
+    return lambda ckpt: ckpt["state_dict"].__setitem__(key, value)
 
 
 def free_port() -> int:
@@ -104,8 +115,7 @@ def free_port() -> int:
 
 
 def signal_when(condition, signum: int) -> threading.Event:
-    """Send ``signum`` to this process from a thread once ``condition()`` holds (handled in the main thread), or at
-    the deadline; not once the returned event is set (the command ended without it)."""
+    """Signal this process (``signum``) from a thread once ``condition()`` holds or at 120 s, unless ``done`` is set."""
     done = threading.Event()
 
     def wait_and_send() -> None:

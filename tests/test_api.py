@@ -1,6 +1,4 @@
-"""The Python API beyond what the lab's notebook runs (``tests/test_notebook.py`` trains, predicts, sweeps and draws
-through it): bad settings raise the commands' own errors, and a checkpoint loads as a predictor.
-Run: pytest tests/test_api.py"""
+"""The Python API beyond what test_notebook runs: the commands' own errors, and a checkpoint as a predictor."""
 
 import pytest
 import torch

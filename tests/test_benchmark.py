@@ -1,7 +1,5 @@
-"""The GPU check script and the quick benchmark it ends with, run on a CPU: every step runs, every row is reported,
-and each ratio is the two timings it names, divided as its target reads (the timings are not asserted: a benchmark;
-``make check-bench`` runs these, not ``make test``). And Lightning's floor, the yardstick of what Lightning itself
-costs, trains the lab's model (fast tier). Run: pytest -m bench tests/test_benchmark.py"""
+"""gpu_check.sh and its quick benchmark on a CPU: every step and row, each ratio its timings divided as its target
+reads (timings are not asserted; ``make check-bench``); and Lightning's floor trains the lab's model (fast tier)."""
 
 import json
 import os
@@ -14,9 +12,8 @@ import pytest
 import torch
 from helpers import REPO
 
-#: Each row, in the order reported, and its ratios as numerator / denominator of its timings: a time over its
-#: baseline's where the target reads "at most", a rate over its baseline's where it reads "at least" (no denominator:
-#: the timing itself).
+#: Each row, in the order reported, and its ratios as numerator / denominator timings: a time over its baseline's for
+#: "at most", a rate over its baseline's for "at least" (no denominator: the timing itself).
 RATIOS = {
     "lab_epochs": {"ratio": ("fit_us", "plain_us"), "yardstick_ratio": ("fit_us", "floor_us"),
                    "cadence_ratio": ("fit_us", "cadence_floor_us"),
@@ -81,8 +78,7 @@ def test_benchmark_refuses_gpu_without_cuda_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("floor", [{}, {"cadences": True}, {"hidden": [5], "seeds": [0], "cadences": True}])
 def test_lightnings_floor_trains_the_labs_model(monkeypatch, floor):
-    # The floor is compared with fit, so it must end where `regression-lab fit` ends (the lab's 31.9979 for x = 10):
-    # bare, with fit's cadences, and as a one-member stack (seed 0, as the lab's MyNN) validated as in `ensemble`.
+    # Compared with fit, the floor must end where fit does (31.9979): bare, with fit's cadences, as a one-member stack.
     monkeypatch.syspath_prepend(str(REPO))
     from benchmarks.run import fit_floor
 

@@ -1,6 +1,5 @@
-"""The command line: the README's main job as a process; predict from a file or stdin; configs and
-overrides; the table of bad input, each refused in one line with exit 2 and nothing touched.
-Run: pytest tests/test_cli.py            (pytest -m "not slow" tests/test_cli.py for the fast part)"""
+"""The command line: the lab's fit as a process, predict from a file or stdin, configs and overrides, and the table of
+bad input, each refused in one line with exit 2 and nothing touched (``-m "not slow"``: the fast part)."""
 
 import importlib.util
 import shutil
@@ -12,7 +11,7 @@ import warnings
 import pytest
 import torch
 import yaml
-from helpers import LAST, REPO, fingerprint, fit_in_process, one_error_line, run_cli, run_main
+from helpers import LAST, REPO, fingerprint, one_error_line, run_cli, run_main
 
 from regression_lab.errors import FLOAT32_MAX
 from regression_lab.predict import Predictor
@@ -137,8 +136,7 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
     return workdir
 
 
-BAD_INPUT = [
-    # (arguments, a phrase the one error line must hold)
+BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["predict", "--x", "abc"], "not a number in --x: 'abc'"), (["predict", "--x", "1_0"], "not a number in --x"),
     (["predict", "--x", "1e39"], "out of float32's range (|x| <= 3.403e+38) in --x: '1e39'"),
     (["predict", "--x", "10", "--x=-3e38"], "further out its prediction overflows float32): -3e+38"),
@@ -205,13 +203,11 @@ BAD_INPUT = [
     (["sweep", "--data_csv", "one_row.csv"], "one_row.csv has 1 row: 3 at least, 1 to train on and 2 to validate on"),
     (["landscape", "--data_csv", "one_row.csv"], "has 1 row: 2 at least for a least-squares line"),
     (["fit", "--data.csv", "half.csv"], "header (line 1) names a column x but none y: name both, or neither"),
-    # demo
-    (["demo", "bogus"], "unknown demo 'bogus'"), ("demo forward --seed abc".split(), 'Parser key "seed"'),
+    (["demo", "bogus"], "unknown demo 'bogus'"), ("demo forward --seed abc".split(), 'Parser key "seed"'),  # demo
     ("demo forward --seed -1".split(), "--seed must be an integer >= 0"),
     (["demo", "forward", "--seed", str(2**64)], "--seed must be <= 4,294,967,295"),
     ("demo forward --logdir x".split(), "has no model"),
-    # landscape
-    ("landscape --resolution 1".split(), "--resolution must be an integer >= 2"),
+    ("landscape --resolution 1".split(), "--resolution must be an integer >= 2"),  # landscape
     ("landscape --resolution 100000".split(), "--resolution must be <= 4,001"),
     ("landscape --w_range 5 -1".split(), "--w_range must be an increasing range"),
     ("landscape --span 0 0".split(), "--span must be an increasing range"),
@@ -221,8 +217,7 @@ BAD_INPUT = [
     ("landscape --ckpt_path missing.ckpt".split(), "checkpoint not found"),
     ("landscape --ckpt_path other_shape.ckpt".split(), "not a regression-lab MyNN checkpoint"),
     (["landscape", "--trajectory"], "has no trajectory in its run"),  # a run without a trajectory
-    # ensembles
-    (["fit", "--model.num_seeds", "0"], "model.num_seeds must be an integer >= 1"),
+    (["fit", "--model.num_seeds", "0"], "model.num_seeds must be an integer >= 1"),  # ensembles
     (["fit", "--model.num_seeds", "2000000"], "model.num_seeds must be <= 1,000,000"),
     (["fit", "--model.seeds", "[]"], "model.seeds is empty"), (["fit", "--model.seeds", "[1,1]"], "repeats a seed"),
     (["fit", "--model.seeds", "[-1]"], "model.seeds must be integers in [0, 4294967295]"),
@@ -232,8 +227,7 @@ BAD_INPUT = [
     ("fit --model.num_seeds 1000 --data.num_samples 100000000".split(), "more than half of this machine's memory"),
     (["fit", "--trajectory_every", "0"], "--trajectory_every must be an integer >= 1"),
     ("fit --trajectory_every 5 --model.num_seeds 2".split(), "--trajectory_every keeps one network's weights"),
-    # data settings
-    (["fit", "--data.num_samples", "0"], "data.num_samples must be an integer >= 1"),
+    (["fit", "--data.num_samples", "0"], "data.num_samples must be an integer >= 1"),  # data settings
     (["fit", "--data.num_samples", "1000000000"], "data.num_samples must be <= 100,000,000"),
     (["fit", "--data.noise_std", "-1"], "data.noise_std must be >= 0"),
     ("fit --data.x_min 5 --data.x_max 1".split(), "data.x_min must be < data.x_max"),
@@ -242,14 +236,12 @@ BAD_INPUT = [
     (["fit", "--data.val_x_max", ".inf"], "data.val_x_max must be a finite number, got inf"),
     (["fit", "--data.x_max", "1e39"], "beyond float32's range 3.4e+38 (about 3e+39)"),
     (["fit", "--data.noise_std", "1e308"], "beyond float32's range 3.4e+38: scale"),
-    # export
     ("export --format onnx --out m.onnx --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
     ("export --format onnx --out nodir/m.onnx".split(), "--out's directory does not exist"),
     ("export --format onnx --out a_dir.ckpt".split(), "--out is a directory"),
     (["export", "--format", "onnx", "--out", f"./{LAST}"], f"--out {LAST} is the checkpoint itself"),  # the newest
     ("export --format pickle --out m.onnx".split(), "format"),
-    # serve
-    ("serve --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
+    ("serve --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),  # serve
     ("serve --ckpt_path text.ckpt".split(), "not a readable checkpoint"), (["serve", "--host", "10.0.0.1"], "host"),
     ("serve --port 80".split(), "--port must be an integer >= 1024"), ("serve --port 70000".split(), "<= 65,535"),
     ("serve --max_batch_size 0".split(), "--max_batch_size must be an integer >= 1"),
@@ -258,8 +250,7 @@ BAD_INPUT = [
     ("serve --batch_timeout 40".split(), "below the 30 s a request may wait, got 40"),
     pytest.param(["serve", "--accelerator", "cuda"], "this machine has no CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="refused only without a CUDA device")),
-    # sweep
-    (["sweep", "--hidden_sizes"], "expected at least one argument"),
+    (["sweep", "--hidden_sizes"], "expected at least one argument"),  # sweep
     (["sweep", "--epochs", "0"], "--epochs values must be an integer >= 1"),
     (["sweep", "--hidden_sizes", "4", "4"], "--hidden_sizes repeats a value"),
     (["sweep", "--hidden_sizes", "20000"], "--hidden_sizes values must be <= 10,000, got 20,000"),
@@ -306,15 +297,6 @@ def test_a_bad_setting_is_the_whole_stderr_of_the_process(tmp_path):
     proc = run_cli("fit", "--model.hidden_size", "0", cwd=tmp_path)
     assert proc.stderr == "error: model.hidden_size must be an integer >= 1, got 0\n" and proc.stdout == ""
     assert proc.returncode == 2
-
-
-def test_a_quoted_tilde_or_variable_in_the_root_dir_is_expanded_for_the_logs_and_the_checkpoints(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LAB_RUNS", "runs")
-    cli = fit_in_process(tmp_path, "--trainer.max_epochs", "2", "--trainer.default_root_dir", "~/$LAB_RUNS")
-    run = tmp_path / "home/runs/lightning_logs/version_0"
-    assert cli.last_path == str(run / "checkpoints/last.ckpt") and cli.trainer.log_dir == str(run)
-    assert [p.name for p in tmp_path.iterdir()] == ["home"]
 
 
 @pytest.mark.parametrize("option, output", [

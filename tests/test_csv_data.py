@@ -1,6 +1,5 @@
-"""(x, y) data from a CSV file: read by predict's rules and split by the data seed; fit, validate, landscape and the
-sweep on it; a checkpoint keeps the file's record (never its rows), and a changed file is refused. The bad files are
-rows of the bad-input table in tests/test_cli.py. Run: pytest tests/test_csv_data.py"""
+"""(x, y) rows from a CSV file: read by predict's rules, split by the data seed, recorded (never copied) in a
+checkpoint and refused once changed; fit, validate, landscape and sweep on it (bad files: test_cli's table)."""
 
 import hashlib
 import importlib.util

@@ -1,7 +1,5 @@
-"""The exact curvature and the trajectory plane, cross-checked: the closed-form Hessian against the linear model's,
-finite differences of the gradient and torch.func's (an ensemble member's: the same seed alone), its top eigenvalue
-against power iteration, and ``fit --trajectory_every`` through ``landscape --trajectory``.
-Run: pytest tests/test_curvature.py"""
+"""The exact Hessian against the linear model's closed form, finite differences, torch.func (an ensemble member's: the
+same seed alone) and power iteration; and ``fit --trajectory_every`` through ``landscape --trajectory``."""
 
 from types import SimpleNamespace
 
@@ -20,8 +18,7 @@ Y = 3 * X + 2
 
 
 def autograd(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple:
-    """The MSE's gradient as a function of the flat parameters (torch.func), at them, and its Jacobian: the Hessian
-    by reverse over reverse mode, the reference the closed form is held to."""
+    """torch.func's MSE gradient in the flat parameters, the parameters, and its Jacobian: the reference Hessian."""
     shapes = {n: p.shape for n, p in net.named_parameters()}
     theta, sizes = torch.cat([p.detach().flatten() for p in net.parameters()]), [s.numel() for s in shapes.values()]
 
@@ -94,8 +91,6 @@ def test_fit_keeps_a_trajectory_and_landscape_draws_its_plane_and_the_curvature(
     assert plane["loss"].shape == (9, 9) and np.allclose(plane["path"][-1], 0, atol=1e-6)  # it ends at the trained θ*
     axes, path, explained = trajectory_plane(saved["weights"].double(), saved["weights"][-1].double())
     assert np.allclose(plane["path"], path.numpy(), atol=1e-5) and float(explained.sum()) <= 1 + 1e-9
-    curvature = np.load(tmp_path / "o" / "hessian.npz")
-    values = curvature["eigenvalues"]
-    assert (
-        len(values) == 16 and (np.diff(values) >= 0).all() and float(curvature["trace"]) == pytest.approx(values.sum())
-    )
+    hessian = np.load(tmp_path / "o" / "hessian.npz")
+    values = hessian["eigenvalues"]
+    assert len(values) == 16 and (np.diff(values) >= 0).all() and float(hessian["trace"]) == pytest.approx(values.sum())

@@ -1,5 +1,4 @@
-"""The DataModule: the lab's samples, tensor-indexed batches, seeded noise, shards (bad settings: tests/test_cli.py's
-table). Run: pytest tests/test_data.py"""
+"""The DataModule: the lab's samples, tensor-indexed batches, seeded noise, shards (bad settings: test_cli's table)."""
 
 import pytest
 import torch
@@ -12,10 +11,8 @@ def test_defaults_are_the_labs_data():
     dm = RegressionDataModule()
     dm.setup("fit")
     assert dm.train_x.dtype == torch.float32 and dm.train_x.shape == (5, 1)
-    assert dm.train_x.flatten().tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert dm.train_y.flatten().tolist() == [5.0, 8.0, 11.0, 14.0, 17.0]
-    assert dm.val_x.flatten().tolist() == [6.0, 7.0, 8.0, 9.0, 10.0]
-    assert dm.val_y.flatten().tolist() == [20.0, 23.0, 26.0, 29.0, 32.0]
+    got = [t.flatten().tolist() for t in (dm.train_x, dm.train_y, dm.val_x, dm.val_y)]
+    assert got == [[1, 2, 3, 4, 5], [5, 8, 11, 14, 17], [6, 7, 8, 9, 10], [20, 23, 26, 29, 32]]
     (batch,) = list(dm.train_dataloader())  # one full batch per epoch, as in the lab
     assert torch.equal(batch[0], dm.train_x)
     dm = RegressionDataModule(slope=-2.0, intercept=0.5, test_samples=3, test_x_min=0.0, test_x_max=1.0)

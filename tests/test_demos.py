@@ -1,5 +1,4 @@
-"""The lab's part A: every printed number, the agreement of the loop, NumPy and torch versions,
-the exercise, TinyModel, nn.Linear, and the model graphs in TensorBoard. Run: pytest tests/test_demos.py"""
+"""The lab's part A: every printed number, the loop, NumPy and torch agreeing, TinyModel, nn.Linear, the graphs."""
 
 import json
 

@@ -1,5 +1,4 @@
-"""Scale-out on Lightning's own engine: DDP with two CPU processes (gloo) against one process.
-Run: pytest tests/test_distributed.py"""
+"""Scale-out on Lightning's own engine: DDP with two CPU processes (gloo) against one process; bf16 on a CPU."""
 
 import pytest
 import torch
@@ -32,8 +31,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert sorted(p.name for p in (tmp_path / "ddp" / "lightning_logs").iterdir()) == ["version_0"]
     assert len(list((tmp_path / "ddp" / RUN).glob("events.out.tfevents.*"))) == 1
     ckpt = torch.load(tmp_path / "ddp" / LAST, map_location="cpu", weights_only=True)
-    # Each epoch covers the 7 samples once across the ranks (shards of 4 and 3, no sample twice): 3 steps of the
-    # global batch 3 (the last of 1, one rank's part of it empty), weighted to be one process's.
+    # Each epoch: the 7 samples once across shards of 4 and 3, 3 steps of the global batch 3 (one rank's last empty).
     assert ckpt["global_step"] == single.trainer.global_step == 30
     for key, value in single.model.state_dict().items():
         torch.testing.assert_close(ckpt["state_dict"][key], value, rtol=1e-4, atol=1e-5)

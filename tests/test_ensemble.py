@@ -1,10 +1,9 @@
-"""Seed ensembles: every member equals the same seed trained alone (snapshots: test_sweep), a diverged member
-leaves the others alone, checkpoints predict a mean and a spread and resume the same members, and the TensorBoard
-pictures hold the members' numbers. In-process (fast tier). Run: pytest tests/test_ensemble.py"""
+"""Seed ensembles (in-process): each member is its seed trained alone, a diverged member leaves the others alone,
+checkpoints predict a mean and a spread and resume, and TensorBoard holds the members' numbers."""
 
 import pytest
 import torch
-from helpers import LAST, QUIET, RUN, events, fit_in_process, one_error_line, run_main
+from helpers import LAST, QUIET, RUN, edited, events, fit_in_process, one_error_line, put, run_main
 
 from regression_lab import predict
 from regression_lab.checkpoint import load_model
@@ -115,8 +114,7 @@ def test_tensorboard_holds_the_members_numbers_per_setting(lab_ensemble):
             val_p50 = [p.value for p in acc.Scalars(f"val_loss_percentiles/{name}/p50") if p.step == epochs]
             assert val_p50 == [pytest.approx(float(torch.quantile(val.double(), 0.5)), rel=1e-4)]
     assert "ensemble/abs_error_at_10" in acc.Tags()["images"]
-    # The percentiles at step 20 are those of the 20th step's losses, made with the weights after
-    # 19 epochs: the snapshot at 19.
+    # The percentiles at step 20 are those of the 20th step's losses, made with the weights of the snapshot at 19.
     for setting, losses in zip(ens.model.settings, final(ens).snapshots[19]["train_loss"].split(sizes), strict=True):
         tag = f"train_loss_percentiles/h{setting['hidden_size']}_lr{setting['lr']:g}"
         for level in (10, 50, 90):
@@ -134,8 +132,6 @@ def test_a_sweeps_and_a_crafted_ensemble_checkpoint_are_refused_clearly(lab_ense
                          ("export --format onnx --out m.onnx".split(), "ensemble: export takes a single")):  # fmt: skip
         one_error_line(run_main(*args, "--ckpt_path", str(src), cwd=tmp_path), phrase)
     assert (tmp_path / "m.onnx").read_bytes() == b"an earlier export"
-    ckpt = torch.load(src, weights_only=True)
-    ckpt["state_dict"]["stacks.0.seeds"] = torch.zeros(3, dtype=torch.int64)
-    torch.save(ckpt, tmp_path / "bad.ckpt")
+    edited(src, tmp_path / "bad.ckpt", put("stacks.0.seeds", torch.zeros(3, dtype=torch.int64)))
     one_error_line(run_main(*"predict --ckpt_path bad.ckpt --x 10".split(), cwd=tmp_path),
                    "checkpoint's stacks.0.seeds has shape (3,), not (4,)")  # fmt: skip

@@ -1,6 +1,4 @@
-"""export: ONNX (run in onnxruntime, no torch), torch.export and TorchScript files predict what
-``predict`` predicts, for any batch size (bad input: tests/test_cli.py's table). In-process through ``cli.main``
-(fast tier). Run: pytest tests/test_export.py"""
+"""export: ONNX (in onnxruntime), torch.export and TorchScript files predict what ``predict`` does, any batch size."""
 
 import warnings
 

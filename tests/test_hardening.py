@@ -1,7 +1,5 @@
-"""Hostile but realistic input, found by probing: endless, closed and odd inputs, numbers past float32, crafted
-checkpoint values and objects, YAML bombs and giant configs, unwritable destinations, devices and links as outputs.
-Every refusal is one line, exit 2, and leaves every file as it was; the parsers are property-tested.
-Run: pytest tests/test_hardening.py"""
+"""Hostile but realistic input: endless, closed and odd inputs, numbers past float32, crafted checkpoints, YAML bombs,
+unwritable destinations, devices and links as outputs; each refusal one line; the parsers property-tested."""
 
 import contextlib
 import io
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import LAST, RUN, fingerprint, fit_in_process, one_error_line, run_main
+from helpers import LAST, RUN, edited, fingerprint, fit_in_process, one_error_line, put, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -68,17 +66,6 @@ class Payload:
         return (os.mkdir, ("PWNED",))
 
 
-def crafted(lab_ckpt: Path, tmp_path: Path, edit) -> Path:
-    ckpt = torch.load(lab_ckpt, weights_only=True)
-    edit(ckpt)
-    torch.save(ckpt, path := tmp_path / "crafted.ckpt")
-    return path
-
-
-def put(key: object, value: object):
-    return lambda ckpt: ckpt["state_dict"].__setitem__(key, value)
-
-
 W1 = "net.linear1.weight"
 CRAFTED = [
     (put(W1, torch.full((5, 1), math.nan)), "checkpoint's linear1.weight holds NaN or infinite values"),
@@ -99,7 +86,7 @@ CRAFTED = [
 
 @pytest.mark.parametrize("edit, phrase", CRAFTED, ids=[p for _, p in CRAFTED])
 def test_crafted_checkpoint_values_are_refused_by_every_reader(lab_ckpt, tmp_path, edit, phrase, monkeypatch):
-    path = crafted(lab_ckpt, tmp_path, edit)
+    path = edited(lab_ckpt, tmp_path / "crafted.ckpt", edit)
     assert path.stat().st_size < 100_000
     monkeypatch.chdir(tmp_path)
     torch.load(path, weights_only=False)  # an unsafe load runs a payload (it is live); the readers below never do
@@ -115,7 +102,7 @@ def test_crafted_checkpoint_values_are_refused_by_every_reader(lab_ckpt, tmp_pat
 
 @pytest.mark.parametrize("edit", [lambda c: c.pop("pytorch-lightning_version"), lambda c: c.__setitem__("loops", "x")])
 def test_validate_and_test_refuse_a_checkpoint_without_lightnings_bookkeeping(lab_ckpt, tmp_path, edit):
-    path = crafted(lab_ckpt, tmp_path, edit)
+    path = edited(lab_ckpt, tmp_path / "crafted.ckpt", edit)
     one_error_line(run_main("validate", "--ckpt_path", str(path), cwd=tmp_path), "lacks Lightning's bookkeeping")
     assert run_main("predict", "--x", "10", "--ckpt_path", str(path), cwd=tmp_path).returncode == 0
 
@@ -133,7 +120,7 @@ def test_landscape_checks_a_checkpoints_data_settings_as_the_datamodule_does(lab
         saved = ckpt["datamodule_hyper_parameters"]
         ckpt["datamodule_hyper_parameters"] = {**saved, **data} if isinstance(data, dict) else data
 
-    path = crafted(lab_ckpt, tmp_path, edit)
+    path = edited(lab_ckpt, tmp_path / "crafted.ckpt", edit)
     before = fingerprint(tmp_path)
     one_error_line(run_main("landscape", "--ckpt_path", str(path), "--resolution", "5", cwd=tmp_path), phrase)
     assert fingerprint(tmp_path) == before
@@ -256,13 +243,17 @@ def test_a_full_disk_under_a_checkpoint_write_is_one_line_and_keeps_the_last_che
     assert fingerprint(tmp_path / RUN / "checkpoints") == before  # the old last.ckpt, whole; no temporary file
 
 
-def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path):
-    fit_in_process(tmp_path, *"--trainer.max_epochs 3 --trainer.default_root_dir runs".split())
-    run = tmp_path / "runs" / RUN
-    assert (run / "checkpoints" / "last.ckpt").is_file() and list(run.glob("events.out.tfevents.*"))
-    assert not (tmp_path / "lightning_logs").exists()
-    fit_in_process(tmp_path, *"--trainer.max_epochs 5 --trainer.default_root_dir runs --ckpt_path last".split())
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 5
+def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LAB_RUNS", "runs")  # a quoted ~ and $VAR: expanded for the logs and the checkpoints alike
+    cli = fit_in_process(tmp_path, *"--trainer.max_epochs 3 --trainer.default_root_dir ~/$LAB_RUNS".split())
+    run = tmp_path / "home/runs" / RUN
+    assert cli.last_path == str(run / "checkpoints/last.ckpt") and cli.trainer.log_dir == str(run)
+    assert (run / "checkpoints/last.ckpt").is_file() and list(run.glob("events.out.tfevents.*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["home"]  # no ./lightning_logs
+    resume = "--trainer.max_epochs 5 --trainer.default_root_dir runs --ckpt_path last"  # a relative DIR, in home
+    fit_in_process(tmp_path / "home", *resume.split())
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 5
 
 
 @pytest.mark.parametrize("args, code, advice", [

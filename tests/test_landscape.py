@@ -1,6 +1,5 @@
-"""Loss landscapes against exact oracles: 11 (w - 3)^2, least squares, one-by-one evaluation, the
-checkpoint's own losses; the TensorBoard export read back; thinning (bad input: tests/test_cli.py's table).
-Run: pytest tests/test_landscape.py"""
+"""Loss landscapes against exact oracles (11 (w - 3)^2, least squares, one-by-one evaluation, the checkpoint's own
+losses), the TensorBoard export read back, and thinning (bad input: test_cli's table)."""
 
 import math
 import re
@@ -9,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import RUN, events, fit_in_process, one_error_line, run_main
+from helpers import RUN, edited, events, fit_in_process, one_error_line, run_main
 from torch.func import functional_call
 
 from regression_lab import landscape as ls
@@ -76,8 +75,7 @@ def test_filter_normalized_directions_live_on_the_parameters_device(include_bias
             assert d[name].norm().item() == pytest.approx(p.norm().item() if include_bias else 0.0, rel=1e-5)
     again = ls.filter_normalized_direction(params, torch.Generator().manual_seed(3), include_bias)
     assert all(torch.equal(d[n], again[n]) for n in d)
-    # 'meta' stands in for a GPU: arithmetic mixing it with the CPU generator's draws fails the way
-    # cuda:0-and-cpu does (which a GPU run once hit).
+    # 'meta' stands in for a GPU: mixing it with the CPU generator's draws fails as cuda:0-and-cpu did on a GPU run.
     meta = ls.filter_normalized_direction({n: p.to("meta") for n, p in params.items()}, torch.Generator(), include_bias)
     assert all(t.device.type == "meta" for t in meta.values())
 
@@ -148,10 +146,8 @@ def test_a_landscape_finer_than_a_picture_is_drawn_thinned_and_kept_whole(lab_ck
 
 
 def test_a_run_on_many_samples_gets_an_evenly_thinned_landscape(lab_ckpt, tmp_path):
-    ckpt = torch.load(lab_ckpt, weights_only=True)
     settings = {"num_samples": 1_000_001, "x_min": 0.0, "x_max": 1.0, "noise_std": 0.5, "seed": 4}
-    ckpt["datamodule_hyper_parameters"].update(settings)
-    torch.save(ckpt, tmp_path / "big.ckpt")
+    edited(lab_ckpt, tmp_path / "big.ckpt", lambda ckpt: ckpt["datamodule_hyper_parameters"].update(settings))
     results = ls.compute(ls.Settings(resolution=3, w_points=3, interp_points=3), tmp_path / "big.ckpt")
     stride = math.ceil(1_000_001 / ls.MAX_LANDSCAPE_SAMPLES)  # 11: exactly every 11th sample, noise and all
     x, y = RegressionDataModule(**settings).samples("train")

@@ -1,5 +1,4 @@
-"""MyNN and MyNNStack (TinyModel: test_demos): structure, the lab's numbers, members equal to lone models.
-Run: pytest tests/test_models.py"""
+"""MyNN and MyNNStack (TinyModel: test_demos): structure, the lab's numbers, members equal to lone models."""
 
 import pytest
 import torch

@@ -1,5 +1,4 @@
-"""The lab as a notebook: ``notebooks/lab3.ipynb`` run top to bottom in a real Jupyter kernel (nbclient, ipykernel),
-its outputs checked against the lab's numbers. Run: pytest tests/test_notebook.py"""
+"""notebooks/lab3.ipynb run top to bottom in a real Jupyter kernel, its outputs checked against the lab's numbers."""
 
 import nbformat
 import pytest

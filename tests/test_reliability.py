@@ -1,6 +1,5 @@
-"""Reliability and security: a resume never follows its checkpoint out of the run, divergence stops cleanly and
-writes nothing bad, SIGKILL leaves loadable checkpoints, an interrupted run resumes bit-identical, signals end every
-command in one line, and concurrent runs keep to their own directories. Run: pytest tests/test_reliability.py"""
+"""Reliability: resumes kept in their run, clean divergence, SIGKILL-safe checkpoints, a bit-identical resume, signals
+ending every command in one line, and concurrent runs in their own directories."""
 
 import concurrent.futures
 import contextlib

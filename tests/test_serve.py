@@ -1,8 +1,5 @@
-"""serve: a real LitServe server as a subprocess on a free loopback port, and a real HTTP client. Good requests answer
-what ``predict`` answers, bad ones a 4xx with a one-line JSON error and the server goes on; the API key; loopback
-only; a load of 1,600 requests from 32 clients with 10% malformed; SIGTERM drains, then one line and 143 (the last
-test of the module's one server: it stops it). Bad start-up options are rows of the bad-input table in
-tests/test_cli.py. Run: pytest tests/test_serve.py"""
+"""serve: a real LitServe process on a free loopback port and an HTTP client: predict's answers, one-line 4xx errors,
+the API key, loopback only, a load 10% malformed, SIGTERM draining (the last test on the module's one server)."""
 
 import concurrent.futures
 import http.client

@@ -1,7 +1,5 @@
-"""The sweep as an Optuna study: a small real grid, its table against members.csv and against lone
-fits, the study in its storage, TensorBoard, re-runs, workers, pruning, TPE, SIGKILL and SIGTERM
-(slow tier, processes as a user runs them); a storage that cannot be reached (bad input: tests/test_cli.py's table).
-Run: pytest tests/test_sweep.py"""
+"""The sweep as an Optuna study (processes as a user runs them): its table against members.csv and lone fits, the
+storage, TensorBoard, re-runs, workers, pruning, TPE, SIGKILL and SIGTERM."""
 
 import contextlib
 import csv
@@ -138,8 +136,7 @@ def test_a_diverged_setting_is_ranked_last_and_pruning_stops_hopeless_trials(tmp
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "lightning_logs" / "sweep_0"
     trials = study_in(out).trials
-    # lr 0.5 kills every unit (a flat fit, val loss 243): behind the median of the first two
-    # trials at its first validation (epoch index 19), it is pruned there.
+    # lr 0.5 kills every unit (val loss 243): behind the first two trials' median at epoch index 19, pruned there.
     for t in trials[2:]:
         if t.params["lr"] == 0.5:
             assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [19]
@@ -156,10 +153,8 @@ def test_a_diverged_setting_is_ranked_last_and_pruning_stops_hopeless_trials(tmp
 
 @pytest.mark.slow
 def test_tpe_is_reproducible_with_its_seed_and_a_journal_file_storage_works(tmp_path):
-    args = (
-        "--sampler tpe --n_trials 1 --seed 3 --hidden_range 2 8 --lr_range 0.005 0.05 --log --epochs_range 20 60 "
-        "--seeds 0-4 --quiet"
-    ).split()
+    tpe = "--sampler tpe --n_trials 1 --seed 3 --hidden_range 2 8 --lr_range 0.005 0.05 --log --epochs_range 20 60"
+    args = [*tpe.split(), "--seeds", "0-4", "--quiet"]
     first = run_main("sweep", *args, "--out", "a", cwd=tmp_path)
     second = run_main("sweep", *args, *"--storage study.log --out b".split(), cwd=tmp_path)
     assert first.returncode == second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
