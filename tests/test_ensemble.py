@@ -55,7 +55,9 @@ def test_shuffled_noisy_mini_batches_with_momenta_and_decays_are_exact_too(tmp_p
         lone = fit_in_process(tmp_path, *f"{setting} --model.weight_decay {decay} {data}".split())
         assert lone.final_metrics["train_loss"] < 5.0  # it trained: the comparison means something
         i = member(ens, hidden_size=hidden, lr=lr, momentum=momentum, weight_decay=decay, seed=seed)
-        assert max_diff(ens.model.member(i).state_dict(), lone.model.net.state_dict()) <= 1e-5
+        # Steps of lr 0.01 at momentum 0.5 on pairs of noisy samples amplify float32's last bits, in which a padded
+        # member's products may differ (an AVX-512 CPU ends 3.4e-5 apart); another seed or setting would be 0.1 off.
+        assert max_diff(ens.model.member(i).state_dict(), lone.model.net.state_dict()) <= 1e-4
 
 
 def test_a_diverged_member_is_retired_and_the_others_train_on(tmp_path):

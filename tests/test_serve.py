@@ -139,7 +139,9 @@ def test_load_32_clients_1600_requests_10_percent_malformed(server):
                 results.append((status, 400 <= status < 500))
             else:
                 status, body = post(port, {"x": xs[i]}, conn=conn)
-                results.append((status, status == 200 and abs(body["prediction"] - expected[xs[i]]) <= 1e-5))
+                # Within float32's rounding: a batch of other requests may be summed in another order.
+                same = status == 200 and body["prediction"] == pytest.approx(expected[xs[i]], rel=1e-6, abs=1e-5)
+                results.append((status, same))
         conn.close()
         return results
 
