@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import LAST, RUN, edited, fingerprint, fit_in_process, one_error_line, put, run_main
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -144,15 +144,22 @@ def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(
 
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(st.text(max_size=60), st.floats().map(repr), st.integers().map(str)))
+@example("1_0").via("Python reads it as 10")
+@example("\uff11\uff10").via("fullwidth digits, which Python reads too")
 def test_the_number_parser_accepts_exactly_the_finite_float32_values(text):
     try:
         value = parse_number(text, " in --x")
     except UsageError as err:
         assert "\n" not in str(err) and len(str(err)) <= 100 + QUOTE_CHARS
-        with contextlib.suppress(ValueError):  # a float Python reads: not finite, or past float32
-            assert not (math.isfinite(float(text)) and abs(float(text)) <= FLOAT32_MAX)
+        with contextlib.suppress(ValueError):  # a float Python reads: not finite, past float32, or not plain ASCII
+            assert not (math.isfinite(float(text)) and abs(float(text)) <= FLOAT32_MAX and plain(text))
         return
-    assert value == float(text) and math.isfinite(value) and abs(value) <= FLOAT32_MAX
+    assert value == float(text) and math.isfinite(value) and abs(value) <= FLOAT32_MAX and plain(text)
+
+
+def plain(text: str) -> bool:
+    """Written as a user types a number: ASCII, no ``_`` (Python's float() takes ``1_0`` and fullwidth digits)."""
+    return text.isascii() and "_" not in text
 
 
 JSON = st.recursive(
