@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import events, run_main
+from helpers import LAST, events, run_main
 
 from regression_lab import demo as demos
+from regression_lab.checkpoint import INITIAL_STATE_KEY
 
 LAB_LAYER = [6.96, 1.867, 2.106]
 LAB_BATCH = [[6.96, 1.867, 2.106], [12.9, 1.523, 4.058], [0.39, 1.051, 0.026]]
@@ -79,3 +80,10 @@ def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
         assert acc.Tags()["graph"] is True
         names = " ".join(node.name for node in acc.Graph().node)
         assert "linear1" in names and "linear2" in names
+
+
+def test_mynn_shows_the_weights_a_fit_of_its_seed_starts_from(lab_run, tmp_path):
+    shown = [json.loads(run_main(*f"demo mynn --json --seed {s}".split(), cwd=tmp_path).stdout) for s in (0, 5)]
+    start = [d["sections"][0]["values"]["initial_weights"] for d in shown]
+    state = torch.load(lab_run[0] / LAST, weights_only=True)[INITIAL_STATE_KEY]  # the lab's fit: seed 0
+    assert start[0] == torch.cat([t.flatten() for t in state.values()]).tolist() and start[1] != start[0]

@@ -153,7 +153,9 @@ def mynn(seed: int = 0) -> Section:
     counts = {name: p.numel() for name, p in model.named_parameters()}
     note = ("One input, one output, a ReLU hidden layer and no output activation: a regression network. "
             "`regression-lab fit` trains it on y = 3x + 2.")  # fmt: skip
-    values = dict(architecture=str(model), parameter_counts=counts, total_parameters=sum(counts.values()))
+    # The weights `fit --seed_everything SEED` starts from, in MyNN's order (a checkpoint's initial_state).
+    start = torch.cat([p.detach().flatten() for p in model.parameters()])
+    values = dict(architecture=str(model), parameter_counts=counts, total_parameters=len(start), initial_weights=start)
     return Section("MyNN(5): 1 -> 5 -> 1", note, values)
 
 
