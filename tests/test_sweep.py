@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from regression_lab.pictures import setting_name
 from regression_lab.study import mask
-from regression_lab.sweep import build_parser, parse_seeds, seed_ranges
+from regression_lab.sweep import build_parser, capped, cores, parse_seeds, seed_ranges
 from regression_lab.sweep_report import MEMBERS_ATTR, mean_ci, trial_name
 
 GRID = "--hidden_sizes 4 8 --epochs 20 60 --seeds 0-29 --quiet".split()
@@ -230,7 +230,12 @@ def test_a_storage_damaged_mid_sweep_is_one_line_exit_1(tmp_path):
     one_error_line(proc, "the study's storage sqlite:///w/study.db failed during the sweep: ", code=1)
 
 
-def test_names_masks_intervals_and_seed_ranges():
+def test_names_masks_intervals_and_seed_ranges(capsys):
+    assert capped(cores()) == cores() and capsys.readouterr().err == ""
+    assert (
+        capped(10**6) == cores()
+        and f"--workers 1000000 capped at this machine's {cores()} cores" in capsys.readouterr().err
+    )
     assert mask(f"{PG}user:s3cret@db:5432/optuna") == f"{PG}user:***@db:5432/optuna"
     assert trial_name(5, 400, 0.01, 0) == "h5_e400_lr0.01_s0"
     assert setting_name({"hidden_size": 5, "lr": 0.01}) != setting_name({"hidden_size": 5, "lr": 0.0100001})  # repr

@@ -142,6 +142,13 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def capped(workers: int) -> int:
+    """At most a worker per core (more train no faster, and each holds Lightning), with a note when capped."""
+    if workers > cores():
+        print(f"note: --workers {workers} capped at this machine's {cores()} cores", file=sys.stderr)
+    return min(workers, cores())
+
+
 def resolve_out(out: str | None, spec: StudySpec) -> Path:
     """``--out``; with ``--storage``, ``lightning_logs/sweep_<study_name>``; else the newest ``sweep_N`` of the same
     search (its study continues) or a new one, chosen under a lock, so identical sweeps started together join one."""
@@ -256,16 +263,14 @@ def run(args: Namespace) -> list[dict[str, Any]]:
             raise UsageError("--report needs the study's --storage (or the --out of a sweep with the default storage)")
         spec.storage = spec.storage or f"sqlite:///{Path(args.out) / 'study.db'}"
         return report(studies.open_study(spec, create=False), None)
-    if spec.workers > cores():  # more processes than cores train no faster, and each holds Lightning
-        print(f"note: --workers {spec.workers} capped at this machine's {cores()} cores", file=sys.stderr)
-        spec.workers = cores()
-    spec.quiet = spec.quiet or spec.workers > 1
     studies.check_same_study(args.out, spec)
     # A given storage is opened first: one unreachable, or holding another search, is refused before anything is made.
     study = studies.open_study(spec) if spec.storage else None
     out = resolve_out(args.out, spec)
     if out.is_dir() and any(out.iterdir()) and not (out / SETTINGS_FILE).is_file():
         raise UsageError(f"{out} exists and is not a sweep directory: choose another --out")
+    spec.workers = capped(spec.workers)  # noted once the options are known to be good: bad input is one line
+    spec.quiet = spec.quiet or spec.workers > 1
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
