@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Check regression-lab on a GPU machine, in about five minutes, printing every figure:
+# Check regression-lab on a GPU machine, printing every figure:
 #   1. install the project (into the current Python, keeping a CUDA torch that is already there);
 #   2. `fit` with the default accelerator=auto, and show that it chose CUDA;
 #   3. predict x = 10 from the checkpoint it wrote;
