@@ -17,7 +17,7 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 from torch import nn
 
-from regression_lab.errors import UsageError, check_int, summary
+from regression_lab.errors import UsageError, check_int, command_parser
 from regression_lab.models import MAX_SEED, MyNN, TinyModel
 from regression_lab.notices import quiet_notices
 
@@ -214,7 +214,7 @@ def write_graphs(logdir: Path, names: list[str], seed: int = 0) -> list[Path]:
 
 def build_parser() -> ArgumentParser:
     """The ``demo`` command's options."""
-    parser = ArgumentParser(prog="regression-lab demo", description=summary(__doc__), exit_on_error=False)
+    parser = command_parser("demo", __doc__)
     add = parser.add_argument
     add("section", nargs="?", default="all", help="forward, tinymodel, linear, mynn or all (default)")
     add("--seed", type=int, default=0, help="seed for the random parts (the exercise, models)")

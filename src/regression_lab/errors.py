@@ -15,7 +15,10 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import jsonargparse
 
 #: The largest finite float32: an input beyond it overflows the model's arithmetic to inf.
 FLOAT32_MAX = 3.4028234663852886e38
@@ -40,10 +43,16 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def summary(doc: str | None) -> str:
-    """A module docstring's first sentence as one line, without its example or Sphinx roles: a command's ``--help``."""
+def command_parser(command: str, doc: str | None) -> jsonargparse.ArgumentParser:
+    """The parser of ``regression-lab COMMAND``: its ``--help`` the module docstring's first sentence (no example or
+    Sphinx roles), its errors raised (one line, exit 2), abbreviated options (``--conf``) not taken for others."""
+    import jsonargparse  # here: the Python API's predict and demo parse no options
+
     text = re.sub(r":\w+:`([^`]*)`", r"\1", " ".join((doc or "").replace("``", "").split()))
-    return text.split(". ")[0].split("::")[0].rstrip(":.") + "."
+    description = text.split(". ")[0].split("::")[0].rstrip(":.") + "."
+    return jsonargparse.ArgumentParser(
+        prog=f"regression-lab {command}", description=description, exit_on_error=False, allow_abbrev=False
+    )
 
 
 def quote(text: str) -> str:

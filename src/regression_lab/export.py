@@ -19,7 +19,7 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from regression_lab.checkpoint import load_model
-from regression_lab.errors import UsageError, summary
+from regression_lab.errors import UsageError, command_parser
 from regression_lab.files import atomic_write, newest_checkpoint
 from regression_lab.models import MyNN
 
@@ -49,7 +49,7 @@ def export_bytes(model: torch.nn.Module, fmt: str) -> bytes:
 
 def build_parser() -> ArgumentParser:
     """The ``export`` command's options."""
-    parser = ArgumentParser(prog="regression-lab export", description=summary(__doc__), exit_on_error=False)
+    parser = command_parser("export", __doc__)
     add, formats = parser.add_argument, Literal["onnx", "exported_program", "torchscript"]
     add("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
     add("--format", type=formats, required=True, help="onnx (runs in onnxruntime), exported_program "

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from regression_lab.curvature import add_to, load_trajectory
-from regression_lab.errors import UsageError, check_float, check_int, summary
+from regression_lab.errors import UsageError, check_float, check_int, command_parser
 from regression_lab.models import MAX_SEED
 
 Params = dict[str, Tensor]
@@ -241,7 +241,7 @@ OPTIONS = (
 
 def build_parser() -> ArgumentParser:
     """The ``landscape`` command's options: :class:`Settings`, and where things go."""
-    parser = ArgumentParser(prog="regression-lab landscape", description=summary(__doc__), exit_on_error=False)
+    parser = command_parser("landscape", __doc__)
     add, defaults = parser.add_argument, Settings()
     add("--config", action=ActionConfigFile, help="a YAML file of the options below")
     add("--ckpt_path", type=str | None, help="checkpoint (default: the newest under --logdir)")

@@ -17,7 +17,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from regression_lab.checkpoint import load_model
 from regression_lab.csvfile import open_text, parse_number, rows
-from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, summary
+from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, command_parser
 from regression_lab.files import newest_checkpoint
 from regression_lab.models import MyNN
 
@@ -108,7 +108,7 @@ class Predictor:
 
 def build_parser() -> ArgumentParser:
     """The ``predict`` command's options."""
-    parser = ArgumentParser(prog="regression-lab predict", description=summary(__doc__), exit_on_error=False)
+    parser = command_parser("predict", __doc__)
     parser.add_argument("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
     src = parser.add_mutually_exclusive_group(required=True)
     # Untyped: each value goes through parse_number, which names a bad one exactly.

@@ -22,7 +22,7 @@ from jsonargparse import ArgumentParser, Namespace
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from regression_lab import errors
-from regression_lab.errors import FLOAT32_MAX, UsageError, check_int, summary
+from regression_lab.errors import FLOAT32_MAX, UsageError, check_int, command_parser
 from regression_lab.files import newest_checkpoint
 from regression_lab.predict import Predictor
 
@@ -115,7 +115,7 @@ class RegressionAPI(ls.LitAPI):
 
 def build_parser() -> ArgumentParser:
     """The ``serve`` command's options."""
-    parser = ArgumentParser(prog="regression-lab serve", description=summary(__doc__), exit_on_error=False)
+    parser = command_parser("serve", __doc__)
     add = parser.add_argument
     add("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
     add("--host", type=Literal["127.0.0.1", "0.0.0.0", "::"], default="127.0.0.1", help="address (0.0.0.0: all)")

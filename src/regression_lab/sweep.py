@@ -24,7 +24,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from regression_lab import errors
-from regression_lab.errors import UsageError, check_float, check_int, summary
+from regression_lab.errors import UsageError, check_float, check_int, command_parser
 from regression_lab.files import LOG_ROOT, atomic_write, lock_dir, numbered_dirs, reserve_numbered_dir
 from regression_lab.models import MAX_HIDDEN_SIZE, MAX_SEED, check_seeds
 
@@ -223,7 +223,7 @@ def worker_main(spec: dict[str, Any], threads: int) -> None:
 
 def build_parser() -> ArgumentParser:
     """The ``sweep`` command's options (``--config FILE`` takes the same keys in YAML)."""
-    parser = ArgumentParser(prog="regression-lab sweep", exit_on_error=False, description=summary(__doc__))
+    parser = command_parser("sweep", __doc__)
     d, add = StudySpec(), parser.add_argument
     add("--config", action=ActionConfigFile, help="a YAML file of the options below")
     add("--sampler", type=Literal["grid", "tpe"], default=d.sampler, help="grid, or TPE over ranges")
