@@ -302,7 +302,9 @@ def test_a_bad_setting_is_the_whole_stderr_of_the_process(tmp_path):
     # Lightning logs to the process's own stderr (its seed line), which the in-process table cannot see.
     proc = run_cli("fit", "--model.hidden_size", "0", cwd=tmp_path)
     assert proc.stderr == "error: model.hidden_size must be an integer >= 1, got 0\n" and proc.stdout == ""
-    assert proc.returncode == 2
+    assert proc.returncode == 2 and not list(tmp_path.iterdir())  # not even an empty lightning_logs
+    refused = run_main(*"fit --model.num_seeds 0 --trainer.default_root_dir a/b".split(), cwd=tmp_path)
+    assert one_error_line(refused, "model.num_seeds must be") and not list(tmp_path.iterdir())  # nor a/b
 
 
 @pytest.mark.parametrize("option, output", [

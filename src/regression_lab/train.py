@@ -184,11 +184,12 @@ class RegressionLabCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         # This run's version_N is reserved now (an atomic mkdir), so runs started together get their own; by rank 0.
-        cfg, reserved = self.config[self.subcommand] if self.subcommand else self.config, None
+        cfg, made = self.config[self.subcommand] if self.subcommand else self.config, []
         init = self._logger_args(cfg)
         if init is not None and init.get("version") is None and rank_zero_only.rank == 0:
-            check_writable_dir(self._log_root(cfg), "logs")
-            reserved = reserve_numbered_dir(self._log_root(cfg))
+            check_writable_dir(root := self._log_root(cfg), "logs")
+            made = [p for p in (root, *root.parents) if not p.exists()]  # the log root and its parents made here
+            made.insert(0, reserved := reserve_numbered_dir(root))
             init.version = int(reserved.name.removeprefix("version_"))
             self._chose_version = True
             self._lock(reserved)
@@ -209,9 +210,9 @@ class RegressionLabCLI(LightningCLI):
                 raise UsageError(f"--model.probe_x {probe:g}: the line's value there, {line:g}, is past float32's "
                                  "range")  # fmt: skip
         except BaseException:
-            if reserved is not None:  # bad settings found while building: no empty run left behind
-                with contextlib.suppress(OSError):
-                    reserved.rmdir()
+            for path in made:  # bad settings found while building: no empty run or directory left behind
+                with contextlib.suppress(OSError):  # one another process has written to stays
+                    path.rmdir()
             raise
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
