@@ -21,6 +21,7 @@ from torch.func import functional_call, vmap
 
 from regression_lab.curvature import add_to, load_trajectory
 from regression_lab.errors import UsageError, check_float, check_int, command_parser
+from regression_lab.files import LOG_ROOT
 from regression_lab.models import MAX_SEED
 
 Params = dict[str, Tensor]
@@ -246,7 +247,7 @@ def build_parser() -> ArgumentParser:
     add("--config", action=ActionConfigFile, help="a YAML file of the options below")
     add("--ckpt_path", type=str | None, help="checkpoint (default: the newest under --logdir)")
     add("--out", type=str | None, help="also write CSV/NPZ results and PNG figures to this directory")
-    add("--logdir", default="lightning_logs", help="where runs are (a new one for a lone checkpoint)")
+    add("--logdir", default=str(LOG_ROOT), help="where runs are (a new one for a lone checkpoint)")
     add("--no_tensorboard", action="store_true", help="skip the TensorBoard export")
     add("--data_csv", type=str | None, help="(x, y) rows of a CSV file (default: the checkpoint's training data)")
     for name, kind, text in OPTIONS:

@@ -124,7 +124,7 @@ def build_parser() -> ArgumentParser:
     add("--max_batch_size", type=int, default=64, help="requests batched into one forward pass")
     add("--batch_timeout", type=float, default=0.005, help="seconds a batch waits to fill")
     add("--api_key", type=str | None, help=f"require this X-API-Key header (or set ${API_KEY_ENV})")
-    add("--max_items", type=int, default=10_000, help="most x values in one request")
+    add("--max_items", type=int, default=PredictRequest.max_items, help="most x values in one request")
     add("--max_body_bytes", type=int, default=1_000_000, help="largest request body accepted")
     add("--accelerator", type=Literal["auto", "cpu", "cuda"], default="auto", help="where the model runs")
     return parser
