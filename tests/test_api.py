@@ -38,3 +38,11 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
         with pytest.raises(UsageError, match=f"x must be a finite number, got {x!r}"):
             api.predict(tmp_path / "m.ckpt", [x])
     assert not list(tmp_path.glob("lightning_logs/*"))  # the refused fit left no run behind
+
+
+def test_a_resume_through_the_api_trains_on_the_runs_own_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False}
+    api.train(data={"slope": 5.0}, trainer={"max_epochs": 20, **quiet})
+    resumed = api.train(ckpt_path="last", trainer={"max_epochs": 40, **quiet})  # no data given: the run's
+    assert resumed.datamodule.hparams.slope == 5.0 and resumed.trainer.current_epoch == 40

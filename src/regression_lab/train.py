@@ -67,7 +67,7 @@ class RegressionLabCLI(LightningCLI):
         self._chose_version = False  # the run's version_N is this CLI's choice, not a setting
         self._chosen_ckpt: str | None = None  # validate and test without --ckpt_path: which checkpoint they take
         given = kwargs.get("args") or []  # a data setting given? Else validate, test and resume take the checkpoint's
-        names = given if isinstance(given, list) else [f"--{k}" for k in given[command]]
+        names = given if isinstance(given, list) else [f"--{k}" for k, v in given[command].items() if v != {}]
         self._data_given = any(str(a).startswith(("--data", "--config", "-c")) for a in names)
         model = [str(a).split("=")[0] for a in given] if isinstance(given, list) else given[command].get("model") or {}
         self._model_given = {str(k).removeprefix("--model.") for k in model}  # each given, even at its default
