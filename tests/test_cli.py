@@ -194,6 +194,9 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["fit", "--conf", "x.yaml"], "unrecognized arguments: --conf"),  # no abbreviated options, for any command
     *[([c, "--conf", "x.yaml"], "unrecognized arguments: --conf") for c in ("sweep", "landscape")],
     ("predict --inp -".split(), "one of the arguments --x --input is required"),
+    *[([*c.split(), "--ckpt_path", path], "--ckpt_path is empty")  # an unset "$CKPT": not the newest run
+      for c, path in [("fit", ""), ("validate", ""), ("predict --x 1", ""), ("landscape", ""), ("serve", " "),
+                      ("export --format onnx --out m.onnx", " ")]],
     (["fit", "--data.val_samples", "1"], "data.val_samples must be an integer >= 2"),
     (["fit", "--data.csv", "empty.csv"], "empty.csv holds no (x, y) rows"),
     (["fit", "--data.csv", "one_row.csv"], "has 1 row: 3 at least"), (["test", "--data.csv", "."], "is a directory"),

@@ -20,7 +20,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from regression_lab.checkpoint import load_model
 from regression_lab.errors import UsageError, command_parser
-from regression_lab.files import atomic_write, newest_checkpoint
+from regression_lab.files import atomic_write, chosen_checkpoint
 from regression_lab.models import MyNN
 
 
@@ -65,7 +65,7 @@ def run(args: Namespace) -> None:
         raise UsageError(f"--out is a directory: {out}")
     if not out.parent.is_dir():
         raise UsageError(f"--out's directory does not exist: {out.parent}")
-    ckpt = args.ckpt_path or newest_checkpoint()
+    ckpt = chosen_checkpoint(args.ckpt_path)
     if out.exists() and Path(ckpt).exists() and out.samefile(ckpt):
         raise UsageError(f"--out {out} is the checkpoint itself: write the export to another file")
     model, _ = load_model(ckpt)

@@ -178,3 +178,14 @@ def newest_checkpoint(root: str | os.PathLike = LOG_ROOT, name: str | None = Non
         f"no {name or 'checkpoint'} found under {Path(root)}/version_*/checkpoints/: "
         "train one with 'regression-lab fit' or pass --ckpt_path"
     )
+
+
+#: Why ``--ckpt_path ""`` (an unset variable in ``--ckpt_path "$CKPT"``) is refused, not taken for none given.
+EMPTY_CKPT_PATH = "--ckpt_path is empty: give a checkpoint's path, or leave the option out"
+
+
+def chosen_checkpoint(path: str | os.PathLike | None, root: str | os.PathLike = LOG_ROOT) -> Path:
+    """``--ckpt_path``'s file, else (not given) the newest run's; an empty one (``"$UNSET"``) is refused."""
+    if path is not None and not str(path).strip():
+        raise UsageError(EMPTY_CKPT_PATH)
+    return newest_checkpoint(root) if path is None else Path(path)

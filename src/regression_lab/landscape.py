@@ -264,12 +264,12 @@ def build_parser() -> ArgumentParser:
 
 def run(args: Namespace) -> None:
     """Compute, write to TensorBoard (and ``--out``), print a summary."""
-    from regression_lab.files import check_writable_dir, newest_checkpoint
+    from regression_lab.files import check_writable_dir, chosen_checkpoint, newest_checkpoint
     from regression_lab.landscape_plots import hessian_lines, run_dir_of, thinning_notes, write_files, write_tensorboard
 
     settings = Settings(**{k: tuple(v) if isinstance(v := args[k], list) else v for k in asdict(Settings())})
     settings.check()  # before any file is read or written
-    root, ckpt = Path(args.logdir), args.ckpt_path
+    root, ckpt = Path(args.logdir), None if args.ckpt_path is None else chosen_checkpoint(args.ckpt_path)
     with contextlib.suppress(UsageError):  # without any checkpoint: the lab's data alone
         ckpt = ckpt or newest_checkpoint(root)
     if args.out:  # unwritable destinations are refused before the work

@@ -18,7 +18,7 @@ from jsonargparse import ArgumentParser, Namespace
 from regression_lab.checkpoint import load_model
 from regression_lab.csvfile import open_text, parse_number, rows
 from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, command_parser
-from regression_lab.files import newest_checkpoint
+from regression_lab.files import chosen_checkpoint
 from regression_lab.models import MyNN
 
 #: The longest line of an input: an x is a few dozen characters, and an endless input (``< /dev/zero``) must end.
@@ -132,7 +132,7 @@ def run(args: Namespace) -> None:
     else:
         with open_text(args.input, "input file") as fh:
             xs = read_inputs(fh, args.input, texts)
-    preds, stds = Predictor(args.ckpt_path or newest_checkpoint())(xs)
+    preds, stds = Predictor(chosen_checkpoint(args.ckpt_path))(xs)
     if stds is None:
         rows = ["x,prediction", *(f"{x},{p:.6f}" for x, p in zip(texts, preds, strict=True))]
     else:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from regression_lab import errors
 from regression_lab.errors import FLOAT32_MAX, UsageError, check_int, command_parser
-from regression_lab.files import newest_checkpoint
+from regression_lab.files import chosen_checkpoint
 from regression_lab.predict import Predictor
 
 #: The environment variable that may hold the API key instead of ``--api_key`` (out of the process list).
@@ -144,7 +144,7 @@ def run(args: Namespace) -> None:
     if key is not None and not key.strip():  # an unset variable in `--api_key "$KEY"`
         raise UsageError(f"the API key (--api_key or ${API_KEY_ENV}) is empty: give the key, or leave both out to "
                          "serve without one")  # fmt: skip
-    ckpt = args.ckpt_path or newest_checkpoint()
+    ckpt = chosen_checkpoint(args.ckpt_path)
     predictor = Predictor(ckpt)  # a bad or missing checkpoint stops here, in one line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     try:

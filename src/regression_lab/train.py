@@ -22,7 +22,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.plugins import CheckpointIO, DoublePrecision, HalfPrecision
 from lightning.pytorch.utilities import rank_zero_only
 
-from regression_lab import errors
+from regression_lab import errors, files
 from regression_lab.callbacks import AtomicCheckpointIO, Guard, LandscapeLogger, RunProgressBar, Trajectory
 from regression_lab.checkpoint import load_model, resume_problem
 from regression_lab.data import DATA_DEFAULTS, RegressionDataModule
@@ -120,7 +120,8 @@ class RegressionLabCLI(LightningCLI):
             logger.save_dir = str(cfg.trainer.default_root_dir)
         if logger is not None and logger.save_dir:  # Lightning expands ~ and $VAR in the logs' path only
             logger.save_dir = os.path.expandvars(os.path.expanduser(logger.save_dir))
-        ckpt = cfg.get("ckpt_path")
+        if isinstance(ckpt := cfg.get("ckpt_path"), str) and not ckpt.strip():
+            raise UsageError(files.EMPTY_CKPT_PATH)
         if sub == "fit" and ckpt == "last":
             ckpt = newest_checkpoint(self._log_root(cfg), name="last.ckpt")  # always in a version_N run
             self._lock(ckpt.parent.parent)  # before its config.yaml or events are touched
