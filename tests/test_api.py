@@ -34,8 +34,8 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
     assert api.predict(tmp_path / "m.ckpt", 10.0) == api.predict(tmp_path / "m.ckpt", [10.0])
     with pytest.raises(UsageError, match="no x values"):
         api.predict(tmp_path / "m.ckpt", [])
-    for x in (float("nan"), True, "10"):  # what the command's parser refuses, refused here too
-        with pytest.raises(UsageError, match=f"x must be a finite number, got {x!r}"):
+    for x in (float("nan"), True, "10", 10**400):  # what the command's parser refuses, refused here too
+        with pytest.raises(UsageError, match=f"x must be a finite number, got {repr(x)[:40]}"):
             api.predict(tmp_path / "m.ckpt", [x])
     assert not list(tmp_path.glob("lightning_logs/*"))  # the refused fit left no run behind
 

@@ -75,8 +75,13 @@ def check_float(
     name: str, value: object, low: float = -math.inf, *, strict: bool = False, high: float = math.inf
 ) -> float:
     """``value`` as a finite float in ``[low, high]`` (``low`` excluded with ``strict``), else :class:`UsageError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UsageError(f"{name} must be a finite number, got {value!r}")
+    try:
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an int past float's range (a Python caller's 10**400)
+        finite = False
+    if not finite:
+        shown = repr(value) if len(repr(value)) <= QUOTE_CHARS else repr(value)[:QUOTE_CHARS] + "..."
+        raise UsageError(f"{name} must be a finite number, got {shown}")
     if value < low or (strict and value == low):
         raise UsageError(f"{name} must be {'>' if strict else '>='} {low:g}, got {value!r}")
     if value > high:

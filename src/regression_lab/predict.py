@@ -113,7 +113,7 @@ def build_parser() -> ArgumentParser:
     src = parser.add_mutually_exclusive_group(required=True)
     # Untyped: each value goes through parse_number, which names a bad one exactly.
     src.add_argument("--x", action="append", metavar="X", help="an input value; repeat for more")
-    src.add_argument("--input", metavar="FILE", help="one x per line (or a CSV with an x column); '-' reads stdin")
+    src.add_argument("--input", metavar="FILE", help="one x per line (or a CSV, x its first column); '-': stdin")
     return parser
 
 

@@ -243,7 +243,7 @@ def build_parser() -> ArgumentParser:
     add("--workers", type=int, default=d.workers, help="local worker processes joining the study")
     add("--heartbeat_interval", type=int, default=d.heartbeat_interval, help="seconds between a trial's heartbeats")
     add("--report", action="store_true", help="print the table of an existing study, train nothing")
-    add("--data_csv", type=str | None, help="(x, y) rows of a CSV file instead of the lab's line (20%% validate)")
+    add("--data_csv", type=str | None, help="(x, y) rows of a CSV file instead of the lab's line (20% validate)")
     add("--accelerator", type=Literal["cpu", "gpu", "auto"], default=d.accelerator, help="where ensembles train")
     add("--out", type=str | None, help="sweep directory (default: lightning_logs/sweep_N)")
     add("--quiet", action="store_true", help="no progress bars")
