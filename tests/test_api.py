@@ -24,6 +24,12 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
         api.train(model={"hidden_sizes": 3})  # jsonargparse's refusal, as the command says it
     with pytest.raises(UsageError, match="regression-lab sweep: Option 'bogus' is not accepted"):
         api.sweep(bogus=1)
+    (tmp_path / "alias.yaml").write_text("hidden_sizes: &h [4]\nepochs: *h\n")
+    (tmp_path / "list.yaml").write_text("- 4\n")
+    # A --config read as the command reads it:
+    for config, refusal in {"alias.yaml": "YAML aliases", "missing.yaml": "cannot read", "list.yaml": "a YAML"}.items():
+        with pytest.raises(UsageError, match=refusal):
+            api.sweep(config=config)
     torch.manual_seed(0)
     net = MyNN(5)
     state = {f"net.{k}": v for k, v in net.state_dict().items()}

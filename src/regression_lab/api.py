@@ -104,12 +104,19 @@ def sweep(**options: Any) -> list[dict[str, Any]]:
     """``regression-lab sweep``: trains its study (or, with ``report=True``, reads it) and returns the ranked table,
     a dict per setting and epoch count with the columns of ``results.csv``. ``options`` are the command's, e.g.
     ``seeds="0-99"`` (or a list of them), ``hidden_sizes=[4, 8], out="my_sweep"``."""
-    from regression_lab.cli import usage_errors
+    import yaml
+
+    from regression_lab.cli import no_aliases, read_config, usage_errors
     from regression_lab.sweep import build_parser, run
 
     if isinstance(options.get("seeds"), str):  # "0-99 200" as the command line takes it
         options["seeds"] = options["seeds"].split()
     with usage_errors("sweep"):
+        if "config" in options:  # read as the command reads it: bounded, valid YAML, no aliases; options win
+            settings = no_aliases(yaml.safe_load)(read_config(path := str(options.pop("config"))))
+            if not isinstance(settings, dict):
+                raise UsageError(f"--config {path} must be a YAML mapping of the sweep's options")
+            options = {**settings, **options}
         rows = run(build_parser().parse_object(options))
     return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
 

@@ -95,19 +95,27 @@ def bound_configs(argv: list[str]) -> list[str]:
         j, path = (i, value) if eq else (i + 1, argv[i + 1])
         if not os.path.exists(path) or os.path.isdir(path):
             continue  # jsonargparse says what it is (or reads it as YAML text)
-        try:
-            with open(path, "rb") as fh:  # noqa: PTH123
-                text = fh.read(MAX_CONFIG_BYTES + 1).decode("utf-8", errors="replace")
-        except OSError as err:
-            raise UsageError(f"cannot read --config {path}: {err.strerror or err}") from None
-        if len(text) > MAX_CONFIG_BYTES:
-            raise UsageError(f"--config {path} is larger than {MAX_CONFIG_BYTES:,} bytes: not a config file")
-        try:  # named here: passed on as text, jsonargparse could not say which file it was
-            yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise UsageError(f"--config {path} is not valid YAML: {one_line(err)}") from None
+        text = read_config(path)
         out[j] = f"{flag}={text}" if eq else text
     return out
+
+
+def read_config(path: str) -> str:
+    """A ``--config`` file's text, as every command reads it: at most :data:`MAX_CONFIG_BYTES`, valid YAML."""
+    import yaml
+
+    try:
+        with open(path, "rb") as fh:  # noqa: PTH123
+            text = fh.read(MAX_CONFIG_BYTES + 1).decode("utf-8", errors="replace")
+    except OSError as err:
+        raise UsageError(f"cannot read --config {path}: {err.strerror or err}") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise UsageError(f"--config {path} is larger than {MAX_CONFIG_BYTES:,} bytes: not a config file")
+    try:  # named here: passed on as text, jsonargparse could not say which file it was
+        yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UsageError(f"--config {path} is not valid YAML: {one_line(err)}") from None
+    return text
 
 
 def run_command(command: str, argv: Sequence[str]) -> None:
