@@ -96,6 +96,8 @@ class StudySpec:
 
     def check(self) -> None:
         """Refuse options that cannot make a study (:class:`UsageError`), before anything is written."""
+        if not self.study_name.strip():  # an unset "$NAME": a study no one could name again
+            raise UsageError("--study_name is empty: give the study a name (the default is 'sweep')")
         for name in GRID_KEYS:
             values, what = getattr(self, name), f"--{name} values"
             if len(set(values)) < len(values):
