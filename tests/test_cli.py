@@ -220,6 +220,7 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     ("landscape --resolution 100000".split(), "--resolution must be <= 4,001"),
     ("landscape --w_range 5 -1".split(), "--w_range must be an increasing range"),
     ("landscape --span 0 0".split(), "--span must be an increasing range"),
+    ("landscape --w_points 10000001".split(), "--w_points must be <= 10,000,000"),  # landscape.MAX_POINTS_1D
     ("landscape --w_range a 1".split(), "Expected a <class 'float'>. Got value: a"),
     ("landscape --interp_points 1".split(), "--interp_points"), ("landscape --seed -1".split(), "--seed must be an"),
     ("landscape --device tpu".split(), "--device must be auto, cpu or cuda"),

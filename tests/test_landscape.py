@@ -11,8 +11,8 @@ import torch
 from helpers import RUN, edited, events, fit_in_process, one_error_line, run_main
 from torch.func import functional_call
 
+from regression_lab import curvature, landscape_plots
 from regression_lab import landscape as ls
-from regression_lab import landscape_plots
 from regression_lab.checkpoint import load_model
 from regression_lab.data import RegressionDataModule
 from regression_lab.models import MyNN
@@ -131,12 +131,18 @@ def test_the_command_writes_files_and_tensorboard_into_the_run(lab_ckpt, tmp_pat
 
 def test_a_landscape_finer_than_a_picture_is_drawn_thinned_and_kept_whole(lab_ckpt, tmp_path, monkeypatch):
     shutil.copy(lab_ckpt, tmp_path / "alone.ckpt")  # outside a run: its events go to a new version_N
-    drawn = 21  # a smaller limit than the shipped one: the same thinning, less drawing
+    drawn = 21  # smaller limits than the shipped ones: the same thinning and notes, less drawing
     monkeypatch.setattr(landscape_plots, "MAX_DRAWN_AXIS", drawn)
+    monkeypatch.setattr(landscape_plots, "MAX_DRAWN_CURVE", 50)
+    monkeypatch.setattr(curvature, "MAX_HESSIAN_PARAMS", 10)
     res = 2 * drawn + 1
-    proc = run_main(*f"landscape --ckpt_path alone.ckpt --resolution {res} --out o --logdir tb".split(), cwd=tmp_path)
+    options = f"--resolution {res} --w_points 101 --out o --logdir tb"
+    proc = run_main(*f"landscape --ckpt_path alone.ckpt {options}".split(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"the figures and 3D meshes show {drawn} of the {res} points per axis" in proc.stderr
+    assert "the 1D figures show 50 of 101 points" in proc.stderr
+    assert len((tmp_path / "o" / "lab_1d.csv").read_text().splitlines()) == 1 + 101  # the file keeps every point
+    assert "note: the Hessian is formed up to 10 parameters; this network has 16" in proc.stderr
     assert np.load(tmp_path / "o" / "linear_2d.npz")["loss"].shape == (res, res)
     acc = events(tmp_path / "tb" / "version_0", tensors=0, scalars=0)
     vertices = acc.Tensors("landscape/linear_2d_surface_VERTEX")[0].tensor_proto
