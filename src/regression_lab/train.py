@@ -115,8 +115,7 @@ class RegressionLabCLI(LightningCLI):
         if "weights_only" in cfg:  # whatever Lightning's default, never unpickle objects
             cfg.weights_only = True
         logger = self._logger_args(cfg)
-        # --trainer.default_root_dir DIR: runs in DIR/lightning_logs, as Lightning's default logger (a save_dir wins).
-        if logger is not None and cfg.trainer.get("default_root_dir") and logger.save_dir == ".":
+        if logger is not None and cfg.trainer.get("default_root_dir") and logger.save_dir == ".":  # as Lightning's
             logger.save_dir = str(cfg.trainer.default_root_dir)
         if logger is not None and logger.save_dir:  # Lightning expands ~ and $VAR in the logs' path only
             logger.save_dir = os.path.expandvars(os.path.expanduser(logger.save_dir))
