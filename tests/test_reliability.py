@@ -147,27 +147,34 @@ def test_a_runs_config_yaml_given_as_config_trains_a_new_run_and_leaves_the_old_
     assert fingerprint(tmp_path) == before
 
 
+SIGNALLED = [  # a command reading a named pipe, what it says it left on disk
+    ("predict --input", "predict wrote nothing that a rerun does not write again"),
+    ("landscape --no_tensorboard --data_csv", "each --out file is whole or the previous one: run it again"),
+    ("validate --data.csv", "validate wrote nothing that a rerun does not write again"),
+]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signalled_light_command_says_so_and_exits_128_plus_n(lab_ckpt, tmp_path, signum):
-    # predict waits on a named pipe that stays open and silent: signalled while it reads.
+@pytest.mark.parametrize("command, on_disk", SIGNALLED, ids=[c.split()[0] for c, _ in SIGNALLED])
+def test_a_signalled_light_command_says_so_and_exits_128_plus_n(lab_ckpt, tmp_path, signum, command, on_disk):
+    # Each waits on a named pipe that stays open and silent: signalled while it reads.
     fifo = tmp_path / "xs.fifo"
     os.mkfifo(fifo)
     opened, answered = threading.Event(), threading.Event()
 
     def writer() -> None:
-        with fifo.open("w") as fh:  # blocks until predict opens the pipe for reading
+        with fifo.open("w") as fh:  # blocks until the command opens the pipe for reading
             opened.set()
-            fh.write("10\n")
+            fh.write("1,5\n")
             fh.flush()
-            answered.wait(120)  # open until predict has ended
+            answered.wait(120)  # open until the command has ended
 
     threading.Thread(target=writer, daemon=True).start()
     signal_when(opened.is_set, signum)
-    proc = run_main("predict", "--ckpt_path", str(lab_ckpt), "--input", str(fifo), cwd=tmp_path)
+    proc = run_main(*command.split(), str(fifo), "--ckpt_path", str(lab_ckpt), cwd=tmp_path)
     answered.set()
-    assert proc.returncode == 128 + signum and proc.stdout == ""
-    name = signal.Signals(signum).name
-    assert proc.stderr == f"interrupted by {name} (predict wrote nothing that a rerun does not write again)\n"
+    assert proc.returncode == 128 + signum and proc.stdout == "", proc.stderr
+    assert proc.stderr == f"interrupted by {signal.Signals(signum).name} ({on_disk})\n"
 
 
 def _run_held_by(proc: subprocess.Popen) -> Path | None:
