@@ -1,5 +1,6 @@
 """The Python API beyond what test_notebook runs: the commands' own errors, and a checkpoint as a predictor."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +39,7 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
         expected = float(net(torch.tensor([[10.0]])))
     assert api.predict(tmp_path / "m.ckpt", [10.0])[0] == pytest.approx([expected], rel=1e-6)
     assert api.predict(tmp_path / "m.ckpt", 10.0) == api.predict(tmp_path / "m.ckpt", [10.0])
+    assert api.predict(tmp_path / "m.ckpt", np.float32(10)) == api.predict(tmp_path / "m.ckpt", [np.float64(10)])
     with pytest.raises(UsageError, match="no x values"):
         api.predict(tmp_path / "m.ckpt", [])
     for x in (float("nan"), True, "10", 10**400):  # what the command's parser refuses, refused here too

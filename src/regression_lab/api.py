@@ -10,6 +10,7 @@ command would print. Try::
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def load(checkpoint: str | Path) -> Any:
 def predict(checkpoint: str | Path, xs: float | list[float]) -> tuple[list[float], list[float] | None]:
     """``regression-lab predict``: the predictions at ``xs`` (one x or a list; and an ensemble's spread), checked as
     the command does."""
-    values = [xs] if isinstance(xs, (int, float)) else list(xs)
+    values = [xs] if isinstance(xs, numbers.Real) else list(xs)  # NumPy scalars too
     if not values:
         raise UsageError("no x values to predict")
     return load(checkpoint)(values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import re
 import signal
@@ -76,7 +77,7 @@ def check_float(
 ) -> float:
     """``value`` as a finite float in ``[low, high]`` (``low`` excluded with ``strict``), else :class:`UsageError`."""
     try:
-        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     except OverflowError:  # an int past float's range (a Python caller's 10**400)
         finite = False
     if not finite:
