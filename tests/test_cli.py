@@ -285,6 +285,7 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["sweep", "--report", "--storage", "new.log"], "no study named 'sweep' in new.log: there is no such file"),
     ("sweep --out mine --seeds 0 --workers 999".split(), "mine exists and is not a sweep directory"),  # no note
     (["sweep", "--study_name", " "], "--study_name is empty"),
+    ("sweep --storage new.log --out mine --seeds 0".split(), "mine exists and is not a sweep directory"),  # no study
     (["sweep", "--storage", "sqlite:///mine.db"], "mine.db is not an Optuna study (a SQLite database of another "
                                                   "schema)"),
     (["sweep", "--report", "--storage", "sqlite:///empty.db"], "empty.db is not an Optuna study (an empty file)"),

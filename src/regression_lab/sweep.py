@@ -266,11 +266,11 @@ def run(args: Namespace) -> list[dict[str, Any]]:
         spec.storage = spec.storage or f"sqlite:///{Path(args.out) / 'study.db'}"
         return report(studies.open_study(spec, create=False), None)
     studies.check_same_study(args.out, spec)
-    # A given storage is opened first: one unreachable, or holding another search, is refused before anything is made.
-    study = studies.open_study(spec) if spec.storage else None
-    out = resolve_out(args.out, spec)
+    out = resolve_out(args.out, spec)  # with --out or --storage only a path: nothing is made yet
     if out.is_dir() and any(out.iterdir()) and not (out / SETTINGS_FILE).is_file():
         raise UsageError(f"{out} exists and is not a sweep directory: choose another --out")
+    # A given storage is opened next: one unreachable, or holding another search, is refused before anything is made.
+    study = studies.open_study(spec) if spec.storage else None
     spec.workers = capped(spec.workers)  # noted once the options are known to be good: bad input is one line
     spec.quiet = spec.quiet or spec.workers > 1
     try:
