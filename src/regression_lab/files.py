@@ -155,7 +155,7 @@ def reserve_numbered_dir(root: str | os.PathLike, prefix: str = "version_") -> P
         first = int(existing[-1].name[len(prefix) :]) + 1 if existing else 0
         for n in range(first, first + 10_000):
             with contextlib.suppress(FileExistsError):  # taken by another process, or a file
-                (root / f"{prefix}{n}").mkdir()
+                (root / f"{prefix}{n}").mkdir(parents=True)  # parents: a refused fit may have removed the root
                 return root / f"{prefix}{n}"
     except (NotADirectoryError, FileExistsError):
         raise UsageError(f"{root} is not a directory") from None
@@ -184,8 +184,8 @@ def newest_checkpoint(root: str | os.PathLike = LOG_ROOT, name: str | None = Non
 EMPTY_CKPT_PATH = "--ckpt_path is empty: give a checkpoint's path, or leave the option out"
 
 
-def chosen_checkpoint(path: str | os.PathLike | None, root: str | os.PathLike = LOG_ROOT) -> Path:
+def chosen_checkpoint(path: str | os.PathLike | None, root: str | os.PathLike = LOG_ROOT) -> str | os.PathLike:
     """``--ckpt_path``'s file, else (not given) the newest run's; an empty one (``"$UNSET"``) is refused."""
     if path is not None and not str(path).strip():
         raise UsageError(EMPTY_CKPT_PATH)
-    return newest_checkpoint(root) if path is None else Path(path)
+    return newest_checkpoint(root) if path is None else path  # as given: the messages quote it so
