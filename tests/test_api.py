@@ -1,4 +1,5 @@
-"""The Python API beyond what test_notebook runs: the commands' own errors, and a checkpoint as a predictor."""
+"""The Python API beyond what test_notebook runs: the commands' own errors, and a checkpoint as a predictor.
+Run: pytest tests/test_api.py"""
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
     with pytest.raises(UsageError, match="regression-lab fit: .* does not accept option 'model.hidden_sizes'"):
         api.train(model={"hidden_sizes": 3})  # jsonargparse's refusal, as the command says it
     with pytest.raises(UsageError, match="regression-lab sweep: Option 'bogus' is not accepted"):
-        api.sweep(bogus=1)
+        api.sweep(config=None, bogus=1)  # an unset config is no config
     (tmp_path / "alias.yaml").write_text("hidden_sizes: &h [4]\nepochs: *h\n")
     (tmp_path / "list.yaml").write_text("- 4\n")
     # A --config read as the command reads it:

@@ -194,6 +194,7 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["fit", "--conf", "x.yaml"], "unrecognized arguments: --conf"),  # no abbreviated options, for any command
     *[([c, "--conf", "x.yaml"], "unrecognized arguments: --conf") for c in ("sweep", "landscape")],
     ("predict --inp -".split(), "one of the arguments --x --input is required"),
+    ("predict --x 1 --inp -".split(), "unrecognized arguments: --inp"),
     *[([*c.split(), "--ckpt_path", path], "--ckpt_path is empty")  # an unset "$CKPT": not the newest run
       for c, path in [("fit", ""), ("validate", ""), ("predict --x 1", ""), ("landscape", ""), ("serve", " "),
                       ("export --format onnx --out m.onnx", " ")]],

@@ -1,4 +1,5 @@
-"""export: ONNX (in onnxruntime), torch.export and TorchScript files predict what ``predict`` does, any batch size."""
+"""export: ONNX (in onnxruntime), torch.export and TorchScript files predict what ``predict`` does, any batch size.
+Run: pytest tests/test_export.py"""
 
 import warnings
 
@@ -21,7 +22,7 @@ def expected(lab_run):
 
 def close(got: np.ndarray, want: np.ndarray) -> None:
     """Within float32's rounding of ``predict``: a runtime may order the sums otherwise (a step at 150 is 1.5e-5)."""
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=3e-7, atol=1e-5)
 
 
 def export(ckpt, fmt: str, out) -> None:

@@ -113,8 +113,8 @@ def sweep(**options: Any) -> list[dict[str, Any]]:
     if isinstance(options.get("seeds"), str):  # "0-99 200" as the command line takes it
         options["seeds"] = options["seeds"].split()
     with usage_errors("sweep"):
-        if "config" in options:  # read as the command reads it: bounded, valid YAML, no aliases; options win
-            settings = no_aliases(yaml.safe_load)(read_config(path := str(options.pop("config"))))
+        if (path := options.pop("config", None)) is not None:  # as the command reads it: bounded, no aliases
+            settings = no_aliases(yaml.safe_load)(read_config(str(path)))
             if not isinstance(settings, dict):
                 raise UsageError(f"--config {path} must be a YAML mapping of the sweep's options")
             options = {**settings, **options}

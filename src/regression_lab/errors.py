@@ -47,7 +47,7 @@ class Interrupted(KeyboardInterrupt):
 def command_parser(command: str, doc: str | None) -> jsonargparse.ArgumentParser:
     """The parser of ``regression-lab COMMAND``: its ``--help`` the module docstring's first sentence (no example or
     Sphinx roles), its errors raised (one line, exit 2), abbreviated options (``--conf``) not taken for others."""
-    import jsonargparse  # here: the Python API's predict and demo parse no options
+    import jsonargparse  # here, not above: the modules that import errors but parse nothing stay light
 
     text = re.sub(r":\w+:`([^`]*)`", r"\1", " ".join((doc or "").replace("``", "").split()))
     description = text.split(". ")[0].split("::")[0].rstrip(":.") + "."
@@ -76,17 +76,17 @@ def check_float(
     name: str, value: object, low: float = -math.inf, *, strict: bool = False, high: float = math.inf
 ) -> float:
     """``value`` as a finite float in ``[low, high]`` (``low`` excluded with ``strict``), else :class:`UsageError`."""
+    shown = repr(value) if len(repr(value)) <= QUOTE_CHARS else repr(value)[:QUOTE_CHARS] + "..."
     try:
         finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     except OverflowError:  # an int past float's range (a Python caller's 10**400)
         finite = False
     if not finite:
-        shown = repr(value) if len(repr(value)) <= QUOTE_CHARS else repr(value)[:QUOTE_CHARS] + "..."
         raise UsageError(f"{name} must be a finite number, got {shown}")
     if value < low or (strict and value == low):
-        raise UsageError(f"{name} must be {'>' if strict else '>='} {low:g}, got {value!r}")
+        raise UsageError(f"{name} must be {'>' if strict else '>='} {low:g}, got {shown}")
     if value > high:
-        raise UsageError(f"{name} must be <= {high:.4g}, got {value!r}")
+        raise UsageError(f"{name} must be <= {high:.4g}, got {shown}")
     return float(value)
 
 

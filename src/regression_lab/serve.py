@@ -30,6 +30,8 @@ from regression_lab.predict import Predictor
 API_KEY_ENV = "REGRESSION_LAB_API_KEY"
 #: Seconds a request may wait for its answer (LitServe's timeout: a batch must fill well within it).
 REQUEST_TIMEOUT = 30
+#: The most x values one request may hold, unless ``--max_items`` says otherwise.
+MAX_ITEMS = 10_000
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 
 
@@ -38,7 +40,7 @@ class PredictRequest(BaseModel):
     it before LitServe queues it (LitServe answers an error raised for one request to its whole batch)."""
 
     model_config = ConfigDict(extra="forbid")
-    max_items: ClassVar[int] = 10_000  #: the longest list of x (``--max_items``)
+    max_items: ClassVar[int] = MAX_ITEMS  #: the longest list of x (``--max_items``, set by run)
     max_abs_x: ClassVar[float] = FLOAT32_MAX  #: the model's finite range (:attr:`Predictor.max_abs_x`)
     x: Number | list[Number]
 
@@ -124,7 +126,7 @@ def build_parser() -> ArgumentParser:
     add("--max_batch_size", type=int, default=64, help="requests batched into one forward pass")
     add("--batch_timeout", type=float, default=0.005, help="seconds a batch waits to fill")
     add("--api_key", type=str | None, help=f"require this X-API-Key header (or set ${API_KEY_ENV})")
-    add("--max_items", type=int, default=PredictRequest.max_items, help="most x values in one request")
+    add("--max_items", type=int, default=MAX_ITEMS, help="most x values in one request")
     add("--max_body_bytes", type=int, default=1_000_000, help="largest request body accepted")
     add("--accelerator", type=Literal["auto", "cpu", "cuda"], default="auto", help="where the model runs")
     return parser
