@@ -1,5 +1,6 @@
 """gpu_check.sh and its quick benchmark on a CPU: every step and row, each ratio its timings divided as its target
-reads (timings are not asserted; ``make check-bench``); and Lightning's floor trains the lab's model (fast tier)."""
+reads (timings are not asserted; ``make check-bench``); and Lightning's floor trains the lab's model (fast tier).
+Run: pytest tests/test_benchmark.py"""
 
 import json
 import os

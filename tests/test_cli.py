@@ -1,5 +1,6 @@
 """The command line: the lab's fit as a process, predict from a file or stdin, configs and overrides, and the table of
-bad input, each refused in one line with exit 2 and nothing touched (``-m "not slow"``: the fast part)."""
+bad input, each refused in one line with exit 2 and nothing touched (``-m "not slow"``: the fast part).
+Run: pytest tests/test_cli.py"""
 
 import importlib.util
 import shutil

@@ -1,5 +1,6 @@
 """(x, y) rows from a CSV file: read by predict's rules, split by the data seed, recorded (never copied) in a
-checkpoint and refused once changed; fit, validate, landscape and sweep on it (bad files: test_cli's table)."""
+checkpoint and refused once changed; fit, validate, landscape and sweep on it (bad files: test_cli's table).
+Run: pytest tests/test_csv_data.py"""
 
 import hashlib
 import importlib.util

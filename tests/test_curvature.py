@@ -1,5 +1,6 @@
 """The exact Hessian against the linear model's closed form, finite differences, torch.func (an ensemble member's: the
-same seed alone) and power iteration; and ``fit --trajectory_every`` through ``landscape --trajectory``."""
+same seed alone) and power iteration; and ``fit --trajectory_every`` through ``landscape --trajectory``.
+Run: pytest tests/test_curvature.py"""
 
 from types import SimpleNamespace
 

@@ -1,4 +1,5 @@
-"""The DataModule: the lab's samples, tensor-indexed batches, seeded noise, shards (bad settings: test_cli's table)."""
+"""The DataModule: the lab's samples, tensor-indexed batches, seeded noise, shards (bad settings: test_cli's table).
+Run: pytest tests/test_data.py"""
 
 import pytest
 import torch

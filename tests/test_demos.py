@@ -1,4 +1,5 @@
-"""The lab's part A: every printed number, the loop, NumPy and torch agreeing, TinyModel, nn.Linear, the graphs."""
+"""The lab's part A: every printed number, the loop, NumPy and torch agreeing, TinyModel, nn.Linear, the graphs.
+Run: pytest tests/test_demos.py"""
 
 import json
 

@@ -1,4 +1,5 @@
-"""Scale-out on Lightning's own engine: DDP with two CPU processes (gloo) against one process; bf16 on a CPU."""
+"""Scale-out on Lightning's own engine: DDP with two CPU processes (gloo) against one process; bf16 on a CPU.
+Run: pytest tests/test_distributed.py"""
 
 import pytest
 import torch

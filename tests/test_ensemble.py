@@ -1,5 +1,6 @@
 """Seed ensembles (in-process): each member is its seed trained alone, a diverged member leaves the others alone,
-checkpoints predict a mean and a spread and resume, and TensorBoard holds the members' numbers."""
+checkpoints predict a mean and a spread and resume, and TensorBoard holds the members' numbers.
+Run: pytest tests/test_ensemble.py"""
 
 import pytest
 import torch

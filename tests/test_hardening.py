@@ -1,5 +1,6 @@
 """Hostile but realistic input: endless, closed and odd inputs, numbers past float32, crafted checkpoints, YAML bombs,
-unwritable destinations, devices and links as outputs; each refusal one line; the parsers property-tested."""
+unwritable destinations, devices and links as outputs; each refusal one line; the parsers property-tested.
+Run: pytest tests/test_hardening.py"""
 
 import contextlib
 import io

@@ -1,5 +1,6 @@
 """Loss landscapes against exact oracles (11 (w - 3)^2, least squares, one-by-one evaluation, the checkpoint's own
-losses), the TensorBoard export read back, and thinning (bad input: test_cli's table)."""
+losses), the TensorBoard export read back, and thinning (bad input: test_cli's table).
+Run: pytest tests/test_landscape.py"""
 
 import math
 import re

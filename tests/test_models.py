@@ -1,4 +1,5 @@
-"""MyNN and MyNNStack (TinyModel: test_demos): structure, the lab's numbers, members equal to lone models."""
+"""MyNN and MyNNStack (TinyModel: test_demos): structure, the lab's numbers, members equal to lone models.
+Run: pytest tests/test_models.py"""
 
 import pytest
 import torch

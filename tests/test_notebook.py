@@ -1,4 +1,5 @@
-"""notebooks/lab3.ipynb run top to bottom in a real Jupyter kernel, its outputs checked against the lab's numbers."""
+"""notebooks/lab3.ipynb run top to bottom in a real Jupyter kernel, its outputs checked against the lab's numbers.
+Run: pytest tests/test_notebook.py"""
 
 import nbformat
 import pytest

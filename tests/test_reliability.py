@@ -1,5 +1,5 @@
 """Reliability: resumes kept in their run, clean divergence, SIGKILL-safe checkpoints, a bit-identical resume, signals
-ending every command in one line, and concurrent runs in their own directories."""
+ending every command in one line, and concurrent runs in their own directories. Run: pytest tests/test_reliability.py"""
 
 import concurrent.futures
 import contextlib

@@ -1,5 +1,5 @@
 """The sweep as an Optuna study (processes as a user runs them): its table against members.csv and lone fits, the
-storage, TensorBoard, re-runs, workers, pruning, TPE, SIGKILL and SIGTERM."""
+storage, TensorBoard, re-runs, workers, pruning, TPE, SIGKILL and SIGTERM. Run: pytest tests/test_sweep.py"""
 
 import contextlib
 import csv

@@ -1,5 +1,6 @@
 """Two ``sweep`` commands sharing one study on a real PostgreSQL server (a throwaway cluster of Debian's ``postgresql``
-on a Unix socket, as ``postgres`` under root); skipped without one unless REGRESSION_LAB_REQUIRE_POSTGRES=1."""
+on a Unix socket, as ``postgres`` under root); skipped without one unless REGRESSION_LAB_REQUIRE_POSTGRES=1.
+Run: pytest tests/test_sweep_postgres.py"""
 
 import glob
 import os

@@ -1,4 +1,5 @@
-"""TensorBoard as a user sees it: a real server on every kind of run, asked through its HTTP data API what tabs show."""
+"""TensorBoard as a user sees it: a real server on every kind of run, asked through its HTTP data API what tabs show.
+Run: pytest tests/test_tensorboard.py"""
 
 import json
 import subprocess

@@ -1,4 +1,5 @@
-"""The training pipeline, trained for real: the lab's numbers, checkpoints, TensorBoard, evaluation and resume."""
+"""The training pipeline, trained for real: the lab's numbers, checkpoints, TensorBoard, evaluation and resume.
+Run: pytest tests/test_training.py"""
 
 import pytest
 import torch
