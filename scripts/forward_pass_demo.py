@@ -11,5 +11,4 @@ import sys
 from regression_lab.cli import main
 
 if __name__ == "__main__":
-    sys.argv[1:1] = ["demo"]
-    sys.exit(main())
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -10,5 +10,4 @@ import sys
 from regression_lab.cli import main
 
 if __name__ == "__main__":
-    sys.argv[1:1] = ["predict"]
-    sys.exit(main())
+    sys.exit(main(["predict", *sys.argv[1:]]))

@@ -10,5 +10,4 @@ import sys
 from regression_lab.cli import main
 
 if __name__ == "__main__":
-    sys.argv[1:1] = ["sweep"]
-    sys.exit(main())
+    sys.exit(main(["sweep", *sys.argv[1:]]))

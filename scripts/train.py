@@ -10,5 +10,4 @@ import sys
 from regression_lab.cli import main
 
 if __name__ == "__main__":
-    sys.argv[1:1] = ["fit"]
-    sys.exit(main())
+    sys.exit(main(["fit", *sys.argv[1:]]))
