@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import LAST, RUN, fit_in_process, run_main
+from helpers import LAST, RUN, fit_in_process, one_error_line, run_main
 
 from regression_lab import curvature
 from regression_lab.curvature import hessians, spectrum, trajectory_plane
@@ -95,3 +95,7 @@ def test_fit_keeps_a_trajectory_and_landscape_draws_its_plane_and_the_curvature(
     hessian = np.load(tmp_path / "o" / "hessian.npz")
     values = hessian["eigenvalues"]
     assert len(values) == 16 and (np.diff(values) >= 0).all() and float(hessian["trace"]) == pytest.approx(values.sum())
+    (tmp_path / RUN / "trajectory.pt").write_bytes(b"not torch")  # damaged: the landscape and a resume refuse it
+    one_error_line(run_main(*landscape.split(), cwd=tmp_path), "trajectory.pt is not a trajectory (")
+    resume = "fit --ckpt_path last --trajectory_every 5 --trainer.max_epochs 25".split()
+    one_error_line(run_main(*resume, cwd=tmp_path), "trajectory.pt is not a trajectory (")

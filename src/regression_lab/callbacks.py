@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from regression_lab import errors
+from regression_lab.checkpoint import TRAJECTORY_FILE, read_trajectory
 from regression_lab.data import LARGE_DATA
 from regression_lab.errors import FLOAT32_MAX, TrainingFailed, UsageError, check_int
 from regression_lab.files import atomic_write
@@ -170,8 +171,6 @@ class Trajectory(L.Callback):
     ``trajectory.pt`` (not in every checkpoint), for ``regression-lab landscape --trajectory``; a resumed run goes on
     with its file. It loads with ``weights_only=True``: ``{"epochs": (T,), "weights": (T, P)}``."""
 
-    FILE = "trajectory.pt"
-
     def __init__(self, every_n_epochs: int) -> None:
         """Configure the cadence.
 
@@ -184,9 +183,9 @@ class Trajectory(L.Callback):
         self.weights: list[torch.Tensor] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        path = Path(trainer.log_dir or ".") / self.FILE
+        path = Path(trainer.log_dir or ".") / TRAJECTORY_FILE
         if path.is_file():  # a resumed run: its points so far
-            saved = torch.load(path, weights_only=True)
+            saved = read_trajectory(path)
             keep = saved["epochs"] <= trainer.current_epoch
             self.epochs, self.weights = saved["epochs"][keep].tolist(), list(saved["weights"][keep])
         if not self.epochs:
@@ -207,7 +206,7 @@ class Trajectory(L.Callback):
     def write(self, trainer: L.Trainer) -> None:
         """Write the points kept so far to the run's ``trajectory.pt`` (rank 0), replacing it atomically."""
         if trainer.is_global_zero and self.epochs:
-            with atomic_write(Path(trainer.log_dir or ".") / self.FILE) as fh:
+            with atomic_write(Path(trainer.log_dir or ".") / TRAJECTORY_FILE) as fh:
                 torch.save({"epochs": torch.tensor(self.epochs), "weights": torch.stack(self.weights)}, fh)
 
     def _keep(self, epoch: int, pl_module: L.LightningModule) -> None:

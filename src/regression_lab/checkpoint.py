@@ -21,6 +21,8 @@ from regression_lab.models import MAX_HIDDEN_SIZE, MAX_MEMBERS, MyNN, MyNNStack
 
 #: Where ``fit`` keeps the weights from before training (the landscape's interpolation starts there).
 INITIAL_STATE_KEY = "initial_state_dict"
+#: Where ``fit --trajectory_every N`` keeps the weights every N epochs, in its run (not in every checkpoint).
+TRAJECTORY_FILE = "trajectory.pt"
 #: The paths Lightning's ModelCheckpoint keeps in its state; resumed, it removes files by them as it saves new ones.
 CALLBACK_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 #: An ensemble setting's tensors (``stacks.N.<name>``) for M members of width H.
@@ -60,6 +62,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise UsageError(f"not a Lightning checkpoint (no state_dict): {path}")
     return ckpt
+
+
+def read_trajectory(path: Path) -> dict[str, torch.Tensor]:
+    """A run's ``trajectory.pt``, ``{"epochs": (T,), "weights": (T, P)}``, loaded weights-only and checked."""
+    try:
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+        epochs, weights = saved["epochs"], saved["weights"]
+        if epochs.dim() != 1 or weights.dim() != 2 or len(epochs) != len(weights) or not weights.is_floating_point():
+            raise ValueError("shapes")
+    except Exception as err:  # noqa: BLE001 (a damaged or foreign file: whatever torch or the checks raise)
+        what = type(err).__name__
+        raise UsageError(f"{path} is not a trajectory ({what}): fit again with --trajectory_every") from None
+    return {"epochs": epochs, "weights": weights}
 
 
 def _tensor(state: dict, key: str, shape: tuple[int, ...], source: Path, real: bool = True) -> torch.Tensor:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from regression_lab.checkpoint import TRAJECTORY_FILE, read_trajectory
 from regression_lab.errors import UsageError
 
 #: Parameters up to which the whole Hessian is formed (its P x P entries, and their eigenvalues).
@@ -80,22 +81,13 @@ def trajectory_plane(weights: Tensor, final: Tensor) -> tuple[Tensor, Tensor, Te
 
 def load_trajectory(ckpt_path: str | Path | None) -> dict[str, Tensor]:
     """The training trajectory kept in a checkpoint's run (``fit --trajectory_every N``), checked; else UsageError."""
-    from regression_lab.callbacks import Trajectory
     from regression_lab.landscape_plots import run_dir_of
 
-    if (run := run_dir_of(ckpt_path)) is None or not (path := run / Trajectory.FILE).is_file():
+    if (run := run_dir_of(ckpt_path)) is None or not (path := run / TRAJECTORY_FILE).is_file():
         what = f"{ckpt_path} has no trajectory in its run" if ckpt_path else "there is no checkpoint, so no trajectory"
         raise UsageError(f"--trajectory: {what}; train with `fit --trajectory_every N` (every N epochs)")
-    try:
-        saved = torch.load(path, weights_only=True, map_location="cpu")
-        epochs, weights = saved["epochs"], saved["weights"]
-        if epochs.dim() != 1 or weights.dim() != 2 or len(epochs) != len(weights) or not weights.is_floating_point():
-            raise ValueError("shapes")
-    except Exception as err:  # noqa: BLE001 (a damaged or foreign file: whatever torch or the checks raise)
-        raise UsageError(
-            f"{path} is not a trajectory ({type(err).__name__}): fit again with --trajectory_every"
-        ) from None
-    return {"epochs": epochs, "weights": weights.double()}
+    saved = read_trajectory(path)
+    return {"epochs": saved["epochs"], "weights": saved["weights"].double()}
 
 
 def add_to(results: Any, net: nn.Module, x: Tensor, y: Tensor, trajectory: dict[str, Tensor] | None) -> None:
