@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from regression_lab.data import RegressionDataModule, TensorBatches
-from regression_lab.module import RegressionModule
+from regression_lab.ensemble import regression_model
 
 
 def test_defaults_are_the_labs_data():
@@ -55,7 +55,7 @@ def test_shards_rebuild_the_whole_set_and_evaluation_shards_are_exact():
 
 @pytest.mark.parametrize("num, batch_size", [(5, None), (7, None), (7, 3), (5, 2)])
 def test_ranks_steps_weigh_into_one_process_loss_and_gradient_for_any_number_of_samples(num, batch_size):
-    dm, module = RegressionDataModule(num_samples=num, noise_std=0.3), RegressionModule(hidden_size=5, lr=0.01)
+    dm, module = RegressionDataModule(num_samples=num, noise_std=0.3), regression_model(hidden_size=5, lr=0.01)
     alone = list(TensorBatches(*dm.samples("train"), batch_size))
     ranks = [list(TensorBatches(*dm.samples("train", r, 2), batch_size, shard=(r, 2, num))) for r in range(2)]
     assert len(ranks[0]) == len(ranks[1]) == len(alone)  # the ranks step together, as often as one process

@@ -75,7 +75,7 @@ def test_text_and_json_output_show_the_labs_numbers(tmp_path):
 def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):
     proc = run_main("demo", "tinymodel", "--logdir", str(tmp_path / "graphs"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    for run in [tmp_path / "graphs" / "tinymodel", *demos.write_graphs(tmp_path / "more", ["mynn", "tinymodel"])]:
+    for run in [tmp_path / "graphs" / "tinymodel", *demos.write_graphs(tmp_path / "more", ["mynn", "tinymodel"], 0)]:
         (file,) = run.glob("events.out.tfevents.*")
         acc = events(file)
         assert acc.Tags()["graph"] is True

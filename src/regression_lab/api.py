@@ -39,7 +39,7 @@ def demo(name: str = "all", seed: int = 0) -> list[str]:
 
 
 def train(model: dict | None = None, data: dict | None = None, trainer: dict | None = None,
-          seed_everything: int = 0, **options: Any) -> Trained:  # fmt: skip
+          seed_everything: int | None = None, **options: Any) -> Trained:  # fmt: skip
     """``regression-lab fit``: the lab's model (or an ensemble, with ``model={"num_seeds": 1000}``) on the lab's
     data, with every default of the command.
 
@@ -47,14 +47,15 @@ def train(model: dict | None = None, data: dict | None = None, trainer: dict | N
         model: ``--model.*`` settings (``regression_model``'s arguments), e.g. ``{"hidden_size": 8}``.
         data: ``--data.*`` settings (``RegressionDataModule``'s arguments).
         trainer: ``--trainer.*`` settings, e.g. ``{"max_epochs": 200}``.
-        seed_everything: the seed (the command's ``--seed_everything``).
+        seed_everything: the seed (the command's ``--seed_everything``; its default if None).
         options: the command's other options as keywords: ``checkpoint``, ``last_checkpoint``, ``ckpt_path``,
             ``trajectory_every``.
     """
     from regression_lab.cli import usage_errors
     from regression_lab.train import cli_main
 
-    config = {"model": model or {}, "data": data or {}, "trainer": trainer or {}, "seed_everything": seed_everything}
+    config = {"model": model or {}, "data": data or {}, "trainer": trainer or {}}
+    config |= {} if seed_everything is None else {"seed_everything": seed_everything}
     with usage_errors("fit"):
         cli = cli_main({"fit": {**config, **options}})
     last = Path(cli.last_path) if cli.last_path else None

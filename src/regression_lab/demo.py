@@ -170,7 +170,7 @@ DEMOS = {
 GRAPHS = {"tinymodel": (TinyModel, (1, 100)), "mynn": (MyNN, (1, 1))}
 
 
-def run_demo(name: str, seed: int = 0) -> list[Section]:
+def run_demo(name: str, seed: int) -> list[Section]:
     """The sections of demo ``name`` (``forward``, ``tinymodel``, ``linear``, ``mynn`` or ``all``)."""
     if name != "all" and name not in DEMOS:
         raise UsageError(f"unknown demo {name!r}: choose from {', '.join([*DEMOS, 'all'])}")
@@ -195,7 +195,7 @@ def format_section(section: Section) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_graphs(logdir: Path, names: list[str], seed: int = 0) -> list[Path]:
+def write_graphs(logdir: Path, names: list[str], seed: int) -> list[Path]:
     """The graphs of the named demos' models, a TensorBoard run each under ``logdir``."""
     from torch.utils.tensorboard import SummaryWriter
 

@@ -3,7 +3,8 @@ train, validation and test; torchmetrics under ``val/loss``, ``val/mae``, ``val/
 hyperparameters, so a checkpoint loads with ``weights_only=True``. Use it through ``regression-lab fit``, or::
 
     from regression_lab.data import RegressionDataModule
-    L.Trainer(max_epochs=400).fit(RegressionModule(hidden_size=5, lr=0.01), RegressionDataModule())
+    L.Trainer(max_epochs=400).fit(RegressionModule(5, lr=0.01, momentum=0.0, weight_decay=0.0, probe_x=10.0),
+                                  RegressionDataModule())
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ def batch_parts(batch: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
 class RegressionModule(L.LightningModule):
     """``MyNN`` regressing a line: MSE loss, SGD, TensorBoard-friendly metrics."""
 
-    def __init__(
-        self, hidden_size: int, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, probe_x: float = 10.0
-    ) -> None:
-        """Build the model and its metrics (``fit`` builds it with ``ensemble.regression_model``, which checks values).
+    def __init__(self, hidden_size: int, lr: float, momentum: float, weight_decay: float, probe_x: float) -> None:
+        """Build the model and its metrics (``fit`` builds it with ``ensemble.regression_model``, which holds the
+        defaults and checks the values).
 
         Args:
             hidden_size: ReLU units in MyNN's hidden layer.
