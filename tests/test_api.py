@@ -22,6 +22,9 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
         api.landscape(resolution=1)
     with pytest.raises(UsageError, match="landscape: .* unexpected keyword argument 'bogus'"):
         api.landscape(bogus=1)
+    for bad in ({"span": None}, {"span": (1,)}, {"include_bias": "no"}):  # values the command's parser never makes
+        with pytest.raises(UsageError, match=f"--{next(iter(bad))} must be (a range MIN MAX|true or false), got"):
+            api.landscape(**bad)
     with pytest.raises(UsageError, match="regression-lab fit: .* does not accept option 'model.hidden_sizes'"):
         api.train(model={"hidden_sizes": 3})  # jsonargparse's refusal, as the command says it
     with pytest.raises(UsageError, match="regression-lab sweep: Option 'bogus' is not accepted"):
@@ -55,3 +58,4 @@ def test_a_resume_through_the_api_trains_on_the_runs_own_data(tmp_path, monkeypa
     api.train(data={"slope": 5.0}, trainer={"max_epochs": 20, **quiet})
     resumed = api.train(ckpt_path="last", trainer={"max_epochs": 40, **quiet})  # no data given: the run's
     assert resumed.datamodule.hparams.slope == 5.0 and resumed.trainer.current_epoch == 40
+    assert api.predict(None, 10.0) == api.predict(resumed.checkpoint, 10.0)  # None: the newest, as the command's

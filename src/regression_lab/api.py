@@ -62,18 +62,19 @@ def train(model: dict | None = None, data: dict | None = None, trainer: dict | N
     return Trained(cli.model, cli.datamodule, cli.trainer, cli.final_metrics, last)
 
 
-def load(checkpoint: str | Path) -> Any:
-    """A checkpoint's network for predictions, without Lightning (:class:`~regression_lab.predict.Predictor`: call it
-    with a list of x for ``(means, stds)``, the stds None for a single model). ``RegressionModule.load_from_checkpoint
-    (path, weights_only=True)`` loads it the Lightning way."""
+def load(checkpoint: str | Path | None = None) -> Any:
+    """A checkpoint's network (None: the newest under ./lightning_logs) for predictions, without Lightning
+    (:class:`~regression_lab.predict.Predictor`: call it with a list of x for ``(means, stds)``, the stds None for a
+    single model). ``RegressionModule.load_from_checkpoint(path, weights_only=True)`` loads it the Lightning way."""
+    from regression_lab.files import chosen_checkpoint
     from regression_lab.predict import Predictor
 
-    return Predictor(checkpoint)
+    return Predictor(chosen_checkpoint(checkpoint))
 
 
-def predict(checkpoint: str | Path, xs: float | list[float]) -> tuple[list[float], list[float] | None]:
-    """``regression-lab predict``: the predictions at ``xs`` (one x or a list; and an ensemble's spread), checked as
-    the command does."""
+def predict(checkpoint: str | Path | None, xs: float | list[float]) -> tuple[list[float], list[float] | None]:
+    """``regression-lab predict``: the predictions at ``xs`` (one x or a list; and an ensemble's spread) from a
+    checkpoint (None: the newest, as the command takes), checked as the command does."""
     values = [xs] if isinstance(xs, numbers.Real) else list(xs)  # NumPy scalars too
     if not values:
         raise UsageError("no x values to predict")

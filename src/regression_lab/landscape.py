@@ -82,8 +82,7 @@ def grid_losses(
 def least_squares(x: Tensor, y: Tensor) -> tuple[float, float]:
     """The closed-form least-squares line (w, b) through (x, y)."""
     a = torch.cat([x, torch.ones_like(x)], dim=1).double().cpu()
-    w, b = torch.linalg.lstsq(a, y.double().cpu()).solution.flatten().tolist()
-    return w, b
+    return tuple(torch.linalg.lstsq(a, y.double().cpu()).solution.flatten().tolist())
 
 
 def filter_normalized_direction(params: Params, generator: torch.Generator, include_bias: bool = False) -> Params:
@@ -128,9 +127,15 @@ class Settings:
         check_int("--seed", self.seed, 0, MAX_SEED)
         check_float("--b0", self.b0)
         for name in ("w_range", "linear_w_range", "linear_b_range", "span", "interp_range"):
-            pair = getattr(self, name)
-            if pair is not None and not check_float(f"--{name}", pair[0]) < check_float(f"--{name}", pair[1]):
+            if (pair := getattr(self, name)) is None and name.startswith("linear"):
+                continue  # least squares' w and b, give or take a margin
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise UsageError(f"--{name} must be a range MIN MAX, got {pair!r:.40}")
+            if not check_float(f"--{name}", pair[0]) < check_float(f"--{name}", pair[1]):
                 raise UsageError(f"--{name} must be an increasing range MIN MAX, got {pair[0]:g} {pair[1]:g}")
+        for name in ("include_bias", "trajectory"):
+            if not isinstance(value := getattr(self, name), bool):
+                raise UsageError(f"--{name} must be true or false, got {value!r:.40}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -217,8 +222,7 @@ def compute(settings: Settings, ckpt_path: str | Path | None, data_csv: str | No
     results = compute_for(settings, x, y, net, ckpt.get(INITIAL_STATE_KEY), trajectory)  # checked: None or a dict
     if stride > 1:
         results.notes.append(f"the run trained on {n:,} samples; the landscape uses every {stride:,}th ({len(x):,})")
-    step = ckpt.get("global_step", 0)
-    results.step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
+    results.step = step if type(step := ckpt.get("global_step")) is int and step >= 0 else 0  # noqa: E721 (no bool)
     return results
 
 
