@@ -7,10 +7,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import LAST, RUN, fit_in_process, one_error_line, run_main
+from helpers import LAST, RUN, events, fit_in_process, one_error_line, run_main
 
 from regression_lab import curvature
 from regression_lab.curvature import hessians, spectrum, trajectory_plane
+from regression_lab.data import RegressionDataModule
+from regression_lab.ensemble import regression_model
 from regression_lab.landscape_plots import hessian_lines
 from regression_lab.models import MyNN, MyNNStack
 
@@ -68,6 +70,24 @@ def test_an_ensemble_members_hessian_is_torch_funcs_of_the_same_seed_alone(monke
         alone = autograd(stack.member(i), X, Y)[2]
         torch.testing.assert_close(closed[i][rows][:, rows], alone, rtol=1e-5, atol=1e-5)
         assert float(closed[i].abs().sum()) == pytest.approx(float(alone.abs().sum()), rel=1e-5)  # the rest is 0
+
+
+def test_members_top_eigenvalues_are_histograms_per_setting_and_skipped_past_their_work_limit(tmp_path, monkeypatch):
+    from torch.utils.tensorboard import SummaryWriter
+
+    module, dm = regression_model(hidden_size=[2, 5], num_seeds=3, first_seed=0), RegressionDataModule()
+    dm.setup("fit")
+    for limit, run in ((curvature.MAX_MEMBER_HESSIAN_WORK, "logged"), (1, "skipped")):
+        monkeypatch.setattr(curvature, "MAX_MEMBER_HESSIAN_WORK", limit)
+        with SummaryWriter(tmp_path / run) as writer:
+            curvature.log_top_eigenvalues(writer, module, dm, 0)
+    assert events(tmp_path / "skipped").Tags()["histograms"] == []
+    for setting, members in (("h2_lr0.01", range(3)), ("h5_lr0.01", range(3, 6))):
+        top = max(
+            float(torch.linalg.eigvalsh(autograd(module.member(i), dm.train_x, dm.train_y)[2])[-1]) for i in members
+        )
+        logged = events(tmp_path / "logged").Histograms(f"members_top_hessian_eigenvalue/{setting}")[0]
+        assert logged.histogram_value.max == pytest.approx(top, rel=1e-4) and logged.histogram_value.num == 3
 
 
 def test_a_zero_residuals_symmetry_zeros_are_not_counted_negative_on_many_samples():

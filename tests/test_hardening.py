@@ -20,6 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from regression_lab import csvfile, predict
 from regression_lab.checkpoint import INITIAL_STATE_KEY
 from regression_lab.errors import FLOAT32_MAX, QUOTE_CHARS, UsageError
 from regression_lab.files import atomic_write, reserve_numbered_dir
@@ -49,6 +50,19 @@ def test_endless_closed_piped_and_spreadsheet_inputs(lab_ckpt, tmp_path):
     assert bad == f"error: not a number in bad.txt line 2: '{'z' * QUOTE_CHARS}...'\n"
     echoed = run_main(*ckpt, *"--x 1234567 --x 0.1000".split(), cwd=tmp_path)
     assert [line.split(",")[0] for line in echoed.stdout.splitlines()] == ["x", "1234567", "0.1000"]
+
+
+def test_an_input_or_data_file_past_its_row_limit_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(predict, "MAX_INPUT_VALUES", 3)
+    monkeypatch.setattr(csvfile, "MAX_ROWS", 3)
+    assert read_inputs(io.StringIO("x\n1\n2\n3\n"), "stdin") == [1.0, 2.0, 3.0]  # the header is no value
+    with pytest.raises(UsageError, match="^stdin holds more than 3 x values$"):
+        read_inputs(io.StringIO("1\n2\n3\n4\n"), "stdin")
+    (tmp_path / "d.csv").write_text("x,y\n1,5\n2,8\n3,11\n")
+    assert csvfile.read_xy(tmp_path / "d.csv")[0].flatten().tolist() == [1.0, 2.0, 3.0]
+    (tmp_path / "d.csv").write_text("x,y\n1,5\n2,8\n3,11\n4,14\n")
+    with pytest.raises(UsageError, match="d.csv holds more than 3 rows$"):
+        csvfile.read_xy(tmp_path / "d.csv")
 
 
 def test_a_stray_file_where_a_run_directory_goes_is_skipped(tmp_path):

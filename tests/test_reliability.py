@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers import LAST, RUN, fingerprint, fit_in_process, one_error_line, run_main, signal_when, start, wait_for
 
+from regression_lab import errors
 from regression_lab.cli import on_disk
 from regression_lab.errors import TrainingFailed
 from regression_lab.study import open_study
@@ -151,6 +152,7 @@ SIGNALLED = [  # a command reading a named pipe, what it says it left on disk
     ("predict --input", "predict wrote nothing that a rerun does not write again"),
     ("landscape --no_tensorboard --data_csv", "each --out file is whole or the previous one: run it again"),
     ("validate --data.csv", "validate wrote nothing that a rerun does not write again"),
+    ("test --data.csv", "test wrote nothing that a rerun does not write again"),
 ]
 
 
@@ -175,6 +177,19 @@ def test_a_signalled_light_command_says_so_and_exits_128_plus_n(lab_ckpt, tmp_pa
     answered.set()
     assert proc.returncode == 128 + signum and proc.stdout == "", proc.stderr
     assert proc.stderr == f"interrupted by {signal.Signals(signum).name} ({on_disk})\n"
+
+
+def test_in_a_deferred_block_a_first_signal_waits_for_its_end_and_a_second_cuts_at_once():
+    previous, reached = errors.handle_signals(), []
+    try:  # a fit runs deferred: the first stops it at a batch end and saves; after a second, forced, nothing is saved
+        with pytest.raises(errors.Interrupted, match="^SIGINT$"), errors.deferred():
+            signal.raise_signal(signal.SIGTERM)
+            reached.append(errors.forced())
+            signal.raise_signal(signal.SIGINT)
+            reached.append("after the second signal")
+        assert reached == [False] and errors.forced()
+    finally:
+        errors.restore_signals(previous)
 
 
 def _run_held_by(proc: subprocess.Popen) -> Path | None:

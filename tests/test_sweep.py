@@ -154,7 +154,7 @@ def test_a_diverged_setting_is_ranked_last_and_pruning_stops_hopeless_trials(tmp
 @pytest.mark.slow
 def test_tpe_is_reproducible_with_its_seed_and_a_journal_file_storage_works(tmp_path):
     tpe = "--sampler tpe --n_trials 1 --seed 3 --hidden_range 2 8 --lr_range 0.005 0.05 --log --epochs_range 20 60"
-    args = [*tpe.split(), "--seeds", "0-4", "--quiet"]
+    args = [*tpe.split(), "--seeds", "0-4", "--pruner", "hyperband", "--quiet"]  # a lone trial: none to prune
     first = run_main("sweep", *args, "--out", "a", cwd=tmp_path)
     second = run_main("sweep", *args, *"--storage study.log --out b".split(), cwd=tmp_path)
     assert first.returncode == second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
@@ -162,6 +162,7 @@ def test_tpe_is_reproducible_with_its_seed_and_a_journal_file_storage_works(tmp_
     assert (tmp_path / "study.log").stat().st_size > 0 and not (tmp_path / "b" / "study.db").exists()
     trials = study_in(tmp_path / "a").trials
     assert len(trials) == 1 and all(2 <= t.params["hidden_size"] <= 8 for t in trials)
+    assert trials[0].state == TrialState.COMPLETE and trials[0].intermediate_values  # reported to the pruner
     assert all(20 <= t.params["epochs"] <= 60 for t in trials)
     report = run_main(*"sweep --storage study.log --report".split(), cwd=tmp_path)
     assert report.returncode == 0 and table_of(report.stdout) == table_of(second.stdout)
