@@ -222,7 +222,7 @@ def compute(settings: Settings, ckpt_path: str | Path | None, data_csv: str | No
     results = compute_for(settings, x, y, net, ckpt.get(INITIAL_STATE_KEY), trajectory)  # checked: None or a dict
     if stride > 1:
         results.notes.append(f"the run trained on {n:,} samples; the landscape uses every {stride:,}th ({len(x):,})")
-    results.step = step if type(step := ckpt.get("global_step")) is int and step >= 0 else 0  # noqa: E721 (no bool)
+    results.step = step if type(step := ckpt.get("global_step")) is int and step >= 0 else 0  # a bool is no step
     return results
 
 
