@@ -307,6 +307,8 @@ def test_outputs_go_through_pipes_and_links_and_keep_the_umask(lab_ckpt, tmp_pat
     assert run_main(*export, str(fifo), cwd=tmp_path).returncode == 0
     reader.join(timeout=60)
     assert stat.S_ISFIFO(fifo.stat().st_mode) and received == [(tmp_path / "plain.pt2").read_bytes()]
+    # A device is written in place: a full one is a failed run (exit 1), not a destination refused (exit 2).
+    one_error_line(run_main(*export, "/dev/full", cwd=tmp_path), "cannot write: No space left on device", code=1)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "m.pt2").write_bytes(b"old")
     (tmp_path / "current.pt2").symlink_to(tmp_path / "models" / "m.pt2")

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from regression_lab import errors
 from regression_lab.errors import Interrupted, TrainingFailed, UsageError, handle_signals, quote, restore_signals
 
 USAGE = """\
@@ -104,11 +105,8 @@ def read_config(path: str) -> str:
     """A ``--config`` file's text, as every command reads it: at most :data:`MAX_CONFIG_BYTES`, valid YAML."""
     import yaml
 
-    try:
-        with open(path, "rb") as fh:  # noqa: PTH123
-            text = fh.read(MAX_CONFIG_BYTES + 1).decode("utf-8", errors="replace")
-    except OSError as err:
-        raise UsageError(f"cannot read --config {path}: {err.strerror or err}") from None
+    with errors.refused_os_errors(f"cannot read --config {path}"), open(path, "rb") as fh:  # noqa: PTH123
+        text = fh.read(MAX_CONFIG_BYTES + 1).decode("utf-8", errors="replace")
     if len(text) > MAX_CONFIG_BYTES:
         raise UsageError(f"--config {path} is larger than {MAX_CONFIG_BYTES:,} bytes: not a config file")
     try:  # named here: passed on as text, jsonargparse could not say which file it was

@@ -17,7 +17,7 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 from torch import nn
 
-from regression_lab.errors import UsageError, check_int, command_parser
+from regression_lab.errors import UsageError, check_int, command_parser, refused_os_errors
 from regression_lab.models import MAX_SEED, MyNN, TinyModel
 from regression_lab.notices import quiet_notices
 
@@ -203,11 +203,9 @@ def write_graphs(logdir: Path, names: list[str], seed: int) -> list[Path]:
     for name in (n for n in names if n in GRAPHS):
         torch.manual_seed(seed)
         model, shape = GRAPHS[name]
-        try:
+        with refused_os_errors(f"cannot write TensorBoard events under {logdir}"):
             with SummaryWriter(log_dir=str(logdir / name)) as writer, quiet_notices():  # torch.jit.trace's deprecation
                 writer.add_graph(model(), torch.rand(shape))
-        except OSError as err:
-            raise UsageError(f"cannot write TensorBoard events under {logdir}: {err.strerror or err}") from None
         written.append(logdir / name)
     return written
 

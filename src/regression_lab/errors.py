@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import numbers
 import os
@@ -88,6 +89,24 @@ def check_float(
     if value > high:
         raise UsageError(f"{name} must be <= {high:.4g}, got {shown}")
     return float(value)
+
+
+#: OSErrors that :func:`regression_lab.cli.main` answers itself: a full or failing disk (a failed run, exit 1, saying
+#: what is on disk) and a path too long (bad input, however deep it was found).
+PASSED_ON = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.ENAMETOOLONG)
+
+
+@contextlib.contextmanager
+def refused_os_errors(message: str) -> Iterator[None]:
+    """An OSError in the block is bad input, ``message: why`` (a directory where a file goes, no permission, a port
+    in use); the :data:`PASSED_ON` ones go on as they are."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in PASSED_ON:
+            raise
+        where = f" ({err.filename})" if err.filename and str(err.filename) not in message else ""
+        raise UsageError(f"{message}: {err.strerror or err}{where}") from None
 
 
 _signal: dict[str, int | bool | None] = {"signum": None, "deferred": False, "pid": None, "forced": False}

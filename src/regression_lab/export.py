@@ -19,7 +19,7 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from regression_lab.checkpoint import load_model
-from regression_lab.errors import UsageError, command_parser
+from regression_lab.errors import UsageError, command_parser, refused_os_errors
 from regression_lab.files import atomic_write, chosen_checkpoint
 from regression_lab.models import MyNN
 
@@ -76,9 +76,6 @@ def run(args: Namespace) -> None:
         data = export_bytes(model.eval(), args.format)
     except ImportError as err:
         raise UsageError(f"--format {args.format} needs: pip install 'regression-lab[serve]' ({err})") from None
-    try:
-        with atomic_write(out, "wb") as fh:
-            fh.write(data)
-    except OSError as err:
-        raise UsageError(f"cannot write {out}: {err.strerror or err}") from None
+    with refused_os_errors(f"cannot write {out}"), atomic_write(out, "wb") as fh:
+        fh.write(data)
     print(f"exported {ckpt} as {args.format} to {out}: input x (N, 1) float32, output (N, 1)", file=sys.stderr)

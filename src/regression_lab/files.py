@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from regression_lab.errors import UsageError
+from regression_lab.errors import UsageError, refused_os_errors
 
 #: Where runs go by default (relative to the working directory), as Lightning's own logger does.
 LOG_ROOT = Path("lightning_logs")
@@ -116,10 +116,8 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise UsageError(f"{what} {path}: {probe} is a file, not a directory")
-    try:
+    with refused_os_errors(f"cannot write {what} in {probe}"):
         tempfile.TemporaryFile(dir=probe).close()
-    except OSError as err:
-        raise UsageError(f"cannot write {what} in {probe}: {err.strerror or err}") from None
 
 
 def lock_dir(path: str | os.PathLike, wait: bool = False) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from regression_lab.curvature import NOTE
-from regression_lab.errors import UsageError
+from regression_lab.errors import refused_os_errors
 from regression_lab.files import atomic_write, markdown_table, png_of, replace_all, write_figure, write_text
 from regression_lab.landscape import Landscape, Results
 
@@ -214,7 +214,7 @@ def write_tensorboard(results: Results, root: Path, ckpt_path: Any) -> Path:
 def write_files(results: Results, out: Path) -> list[Path]:
     """Every point in ``out``: a CSV per curve (``w,loss``), an NPZ per surface (``w``, ``b``, ``loss``), a PNG each."""
     written = []
-    try:
+    with refused_os_errors(f"cannot write the results in --out {out}"):  # a directory named like one of the files
         out.mkdir(parents=True, exist_ok=True)
         with replace_all() as queue:  # the old files stay until every new one is whole
             for name, ls in results.landscapes.items():
@@ -233,6 +233,4 @@ def write_files(results: Results, out: Path) -> list[Path]:
                 with atomic_write(out / "hessian.npz", "wb", queue) as fh:
                     np.savez(fh, eigenvalues=results.hessian["eigenvalues"].numpy(), trace=results.hessian["trace"])
                 written.append(out / "hessian.npz")
-    except OSError as err:  # a directory named like one of the files, a full disk
-        raise UsageError(f"cannot write the results in --out {out}: {err.strerror or err} ({err.filename})") from None
     return written

@@ -22,7 +22,7 @@ from jsonargparse import ArgumentParser, Namespace
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from regression_lab import errors
-from regression_lab.errors import FLOAT32_MAX, UsageError, check_int, command_parser
+from regression_lab.errors import FLOAT32_MAX, UsageError, check_int, command_parser, refused_os_errors
 from regression_lab.files import chosen_checkpoint
 from regression_lab.predict import Predictor
 
@@ -148,12 +148,9 @@ def run(args: Namespace) -> None:
                          "serve without one")  # fmt: skip
     ckpt = chosen_checkpoint(args.ckpt_path)
     predictor = Predictor(ckpt)  # a bad or missing checkpoint stops here, in one line
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    try:
-        with socket.create_server((args.host, args.port), family=family):
-            pass  # the port is free (LitServe would fail later, in a worker, with a traceback)
-    except OSError as err:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    family, address = socket.AF_INET6 if ":" in args.host else socket.AF_INET, (args.host, args.port)
+    with refused_os_errors(f"cannot listen on {args.host}:{args.port}"), socket.create_server(address, family=family):
+        pass  # the port is free (LitServe would fail later, in a worker, with a traceback)
     if args.host != "127.0.0.1" and key is None:
         print(f"warning: serving on {args.host} without an API key: anyone who can reach this machine can use it "
               f"(--api_key or ${API_KEY_ENV})", file=sys.stderr)  # fmt: skip

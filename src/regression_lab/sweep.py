@@ -24,7 +24,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from regression_lab import errors
-from regression_lab.errors import UsageError, check_float, check_int, command_parser
+from regression_lab.errors import UsageError, check_float, check_int, command_parser, refused_os_errors
 from regression_lab.files import LOG_ROOT, atomic_write, lock_dir, numbered_dirs, reserve_numbered_dir
 from regression_lab.models import MAX_HIDDEN_SIZE, MAX_SEED, check_seeds
 
@@ -156,11 +156,9 @@ def resolve_out(out: str | None, spec: StudySpec) -> Path:
     search (its study continues) or a new one, chosen under a lock, so identical sweeps started together join one."""
     if out is not None or spec.storage:
         return Path(out) if out is not None else LOG_ROOT / f"sweep_{spec.study_name}"
-    try:
+    with refused_os_errors(f"cannot write the sweep directory under {LOG_ROOT}"):
         LOG_ROOT.mkdir(parents=True, exist_ok=True)
         lock = lock_dir(LOG_ROOT, wait=True)  # held for milliseconds, never over training
-    except OSError as err:
-        raise UsageError(f"cannot write the sweep directory under {LOG_ROOT}: {err.strerror or err}") from None
     try:
         for found in numbered_dirs(LOG_ROOT, "sweep_")[-1:]:
             with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -273,10 +271,8 @@ def run(args: Namespace) -> list[dict[str, Any]]:
     study = studies.open_study(spec) if spec.storage else None
     spec.workers = capped(spec.workers)  # noted once the options are known to be good: bad input is one line
     spec.quiet = spec.quiet or spec.workers > 1
-    try:
+    with refused_os_errors(f"cannot write the sweep directory {out}"):
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot write the sweep directory {out}: {err.strerror or err}") from None
     spec.out_dir, spec.storage = str(out), spec.storage or f"sqlite:///{out / 'study.db'}"
     study = study or studies.open_study(spec)
     with atomic_write(out / SETTINGS_FILE, "w") as fh:
