@@ -226,43 +226,31 @@ def compute(settings: Settings, ckpt_path: str | Path | None, data_csv: str | No
     return results
 
 
-#: The options that are :class:`Settings` fields: (name, kind, help); ranges take MIN MAX.
-OPTIONS = (
-    ("w_range", "range", "the lab's sweep over w"),
-    ("w_points", int, "points of the lab's sweep"),
-    ("b0", float, "the fixed bias of the lab's sweep y = w x + b0"),
-    ("linear_w_range", "range", "w axis of the (w, b) grid (default: least squares w +- 2)"),
-    ("linear_b_range", "range", "b axis of the (w, b) grid (default: least squares b +- 4)"),
-    ("resolution", int, "points per axis of each 2D grid and of the random 1D line"),
-    ("span", "range", "coefficients along the random directions"),
-    ("interp_range", "range", "alpha of the initial-to-trained line"),
-    ("interp_points", int, "points of the initial-to-trained line"),
-    ("seed", int, "seed of the random directions"),
-    ("include_bias", bool, "give the random directions bias components (zero by default)"),
-    ("trajectory", bool, "the loss on the plane of the training path's principal components (fit --trajectory_every)"),
-    ("device", str, "auto (GPU when there is one), cpu or cuda"),
-)
-
-
 def build_parser() -> ArgumentParser:
     """The ``landscape`` command's options: :class:`Settings`, and where things go."""
     parser = command_parser("landscape", __doc__)
-    add, defaults = parser.add_argument, Settings()
+    add, d = parser.add_argument, Settings()
     add("--config", action=ActionConfigFile, help="a YAML file of the options below")
     add("--ckpt_path", type=str | None, help="checkpoint (default: the newest under --logdir)")
     add("--out", type=str | None, help="also write CSV/NPZ results and PNG figures to this directory")
     add("--logdir", default=str(LOG_ROOT), help="where runs are (a new one for a lone checkpoint)")
     add("--no_tensorboard", action="store_true", help="skip the TensorBoard export")
     add("--data_csv", type=str | None, help="(x, y) rows of a CSV file (default: the checkpoint's training data)")
-    for name, kind, text in OPTIONS:
-        default = getattr(defaults, name)
-        if kind == "range":
-            default = list(default) if default else None
-            add(f"--{name}", type=float, nargs=2, metavar=("MIN", "MAX"), default=default, help=text)
-        elif kind is bool:
-            add(f"--{name}", action="store_true", help=text)
-        else:
-            add(f"--{name}", type=kind, default=default, help=text)
+    rng = dict(type=float, nargs=2, metavar=("MIN", "MAX"))
+    add("--w_range", **rng, default=list(d.w_range), help="the lab's sweep over w")
+    add("--w_points", type=int, default=d.w_points, help="points of the lab's sweep")
+    add("--b0", type=float, default=d.b0, help="the fixed bias of the lab's sweep y = w x + b0")
+    add("--linear_w_range", **rng, default=None, help="w axis of the (w, b) grid (default: least squares w +- 2)")
+    add("--linear_b_range", **rng, default=None, help="b axis of the (w, b) grid (default: least squares b +- 4)")
+    add("--resolution", type=int, default=d.resolution, help="points per axis of each 2D grid and the random 1D line")
+    add("--span", **rng, default=list(d.span), help="coefficients along the random directions")
+    add("--interp_range", **rng, default=list(d.interp_range), help="alpha of the initial-to-trained line")
+    add("--interp_points", type=int, default=d.interp_points, help="points of the initial-to-trained line")
+    add("--seed", type=int, default=d.seed, help="seed of the random directions")
+    add("--include_bias", action="store_true", help="give the random directions bias components (zero by default)")
+    add("--trajectory", action="store_true", help="the loss on the plane of the training path's principal components "
+        "(fit --trajectory_every)")  # fmt: skip
+    add("--device", type=str, default=d.device, help="auto (GPU when there is one), cpu or cuda")
     return parser
 
 
