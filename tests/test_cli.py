@@ -46,7 +46,7 @@ def test_predict_reads_a_file_or_stdin_and_agrees_with_the_weights_by_hand(lab_c
 
 def test_the_range_predict_answers_is_where_the_network_overflows_float32(lab_ckpt):
     predictor = Predictor(lab_ckpt)
-    w1, w2 = predictor.model.linear1.weight[:, 0].double(), predictor.model.linear2.weight[0].double()
+    w1, w2 = predictor.model.linear1.weight[:, 0].detach().double(), predictor.model.linear2.weight[0].detach().double()
     # Far out, past every ReLU kink, the network is a line (the units on there); a steeper unit overflows first.
     slopes = [(w1 * w2)[w1 > 0].sum().abs(), (w1 * w2)[w1 < 0].sum().abs(), w1.abs().max()]
     assert predictor.max_abs_x == pytest.approx(FLOAT32_MAX / float(max(slopes)), rel=1e-3)
