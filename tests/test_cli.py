@@ -157,6 +157,7 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["predict", "--input", "missing.txt"], "input file not found"),
     ("predict --x 1 --bogus".split(), "unrecognized arguments: --bogus"),
     (["fit", "--model.hidden_size", "0"], "model.hidden_size must be an integer >= 1"),
+    ("fit --data.csv lab.csv --data.slope 3.0".split(), "--data.slope describes the generated line"),  # its default
     (["fit", "--model.probe_x", "1e39"], "model.probe_x must be <= 3.403e+38, got 1e+39"),
     (["fit", "--model.probe_x", "3e38"], "--model.probe_x 3e+38: the line's value there, 9e+38, is past float32's"),
     (["fit", "--model.hidden_size", "10001"], "hidden_size must be <= 10,000"),

@@ -32,6 +32,12 @@ LINE_SETTINGS = ("slope", "intercept", "num_samples", "x_min", "x_max", "noise_s
                  "val_x_max", "test_samples", "test_x_min", "test_x_max")  # fmt: skip
 
 
+def refuse_line_settings(given: Any) -> None:
+    """Refuse the generated line's settings among ``given`` (names) beside ``--data.csv``: they would be ignored."""
+    if line := [k for k in LINE_SETTINGS if k in given]:
+        raise UsageError(f"--data.{line[0]} describes the generated line: it does not apply to --data.csv")
+
+
 class TensorBatches:
     """``(x, y, share)`` batches cut from two tensors by indexing, not gathered sample by sample as a DataLoader does.
 
@@ -132,8 +138,7 @@ class RegressionDataModule(L.LightningDataModule):
     def read_files(self) -> None:
         """Read ``csv`` (and ``val_csv``) into the splits, refusing the line's settings beside them."""
         hp = self.hparams
-        if line := [k for k in LINE_SETTINGS if hp[k] != DATA_DEFAULTS[k]]:
-            raise UsageError(f"--data.{line[0]} describes the generated line: it does not apply to --data.csv")
+        refuse_line_settings([k for k in LINE_SETTINGS if hp[k] != DATA_DEFAULTS[k]])
         if hp.val_csv is not None:
             if hp.val_fraction != DATA_DEFAULTS["val_fraction"]:
                 raise UsageError("--data.val_fraction splits --data.csv; with --data.val_csv every row of it trains")

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from regression_lab import errors, files
 from regression_lab.callbacks import AtomicCheckpointIO, Guard, LandscapeLogger, RunProgressBar, Trajectory
 from regression_lab.checkpoint import load_model, resume_problem
-from regression_lab.data import DATA_DEFAULTS, RegressionDataModule
+from regression_lab.data import DATA_DEFAULTS, RegressionDataModule, refuse_line_settings
 from regression_lab.ensemble import EnsembleRegressionModule, regression_model
 from regression_lab.errors import FLOAT32_MAX, UsageError
 from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_checkpoint, reserve_numbered_dir
@@ -69,8 +69,9 @@ class RegressionLabCLI(LightningCLI):
         given = kwargs.get("args") or []  # a data setting given? Else validate, test and resume take the checkpoint's
         names = given if isinstance(given, list) else [f"--{k}" for k, v in given[command].items() if v != {}]
         self._data_given = any(str(a).startswith(("--data", "--config", "-c")) for a in names)
-        model = [str(a).split("=")[0] for a in given] if isinstance(given, list) else given[command].get("model") or {}
-        self._model_given = {str(k).removeprefix("--model.") for k in model}  # each given, even at its default
+        flags = [str(a).split("=")[0] for a in given if str(a).startswith("--")] if isinstance(given, list) else None
+        keys = lambda g: flags if flags is not None else given[command].get(g) or {}  # noqa: E731
+        self._named = {g: {str(k).removeprefix(f"--{g}.") for k in keys(g)} for g in ("model", "data")}  # even defaults
         try:
             super().__init__(*args, **kwargs)
         finally:
@@ -103,8 +104,8 @@ class RegressionLabCLI(LightningCLI):
                              "model LightningCLI makes from regression_model; use ddp")  # fmt: skip
         if str(cfg.trainer.get("precision")) in ("64-true", "64", "16-true", "bf16-true"):
             raise UsageError(f"--trainer.precision {cfg.trainer.precision} {CONVERTS}")
-        seed = cfg.get("seed_everything")
-        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
+        refuse_line_settings(self._named["data"] if (cfg.get("data") or {}).get("csv") is not None else ())  # even 3.0
+        if type(seed := cfg.get("seed_everything")) is int and not 0 <= seed <= MAX_SEED:  # a bool is no seed
             raise UsageError(f"seed_everything must be in [0, {MAX_SEED}], got {seed}")
         for group in ("checkpoint", "last_checkpoint"):
             dirpath = (cfg.get(group) or {}).get("dirpath")
@@ -156,7 +157,7 @@ class RegressionLabCLI(LightningCLI):
         saved = checkpoint.get("hyper_parameters") or {}
         default = {k: p.default for k, p in inspect.signature(regression_model).parameters.items()}
         for key, value in (cfg.get("model") or {}).items():
-            given = key in self._model_given or value != default.get(key)
+            given = key in self._named["model"] or value != default.get(key)
             if key in saved and value != saved[key] and given and key != "first_seed":
                 what = "a resumed run: start a new one without --ckpt_path" if sub == "fit" else "its model"
                 raise UsageError(f"{ckpt} was trained with model.{key}={saved[key]!r}; --model.{key} {value!r} "
