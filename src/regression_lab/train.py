@@ -104,7 +104,7 @@ class RegressionLabCLI(LightningCLI):
                              "model LightningCLI makes from regression_model; use ddp")  # fmt: skip
         if str(cfg.trainer.get("precision")) in ("64-true", "64", "16-true", "bf16-true"):
             raise UsageError(f"--trainer.precision {cfg.trainer.precision} {CONVERTS}")
-        refuse_line_settings(self._named["data"] if (cfg.get("data") or {}).get("csv") is not None else ())  # even 3.0
+        refuse_line_settings(self._named["data"] if (cfg.get("data") or {}).get("csv") else ())  # named at defaults too
         if type(seed := cfg.get("seed_everything")) is int and not 0 <= seed <= MAX_SEED:  # a bool is no seed
             raise UsageError(f"seed_everything must be in [0, {MAX_SEED}], got {seed}")
         for group in ("checkpoint", "last_checkpoint"):
