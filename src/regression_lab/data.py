@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ LINE_SETTINGS = ("slope", "intercept", "num_samples", "x_min", "x_max", "noise_s
                  "val_x_max", "test_samples", "test_x_min", "test_x_max")  # fmt: skip
 
 
-def refuse_line_settings(given: Any) -> None:
+def refuse_line_settings(given: Collection[str]) -> None:
     """Refuse the generated line's settings among ``given`` (names) beside ``--data.csv``: they would be ignored."""
     if line := [k for k in LINE_SETTINGS if k in given]:
         raise UsageError(f"--data.{line[0]} describes the generated line: it does not apply to --data.csv")

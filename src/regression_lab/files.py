@@ -147,18 +147,17 @@ def numbered_dirs(root: str | os.PathLike, prefix: str = "version_") -> list[Pat
 def reserve_numbered_dir(root: str | os.PathLike, prefix: str = "version_") -> Path:
     """Create the next ``{prefix}N`` under ``root`` and return it (``mkdir`` is atomic: two processes get two)."""
     root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        existing = numbered_dirs(root, prefix)
-        first = int(existing[-1].name[len(prefix) :]) + 1 if existing else 0
-        for n in range(first, first + 10_000):
-            with contextlib.suppress(FileExistsError):  # taken by another process, or a file
-                (root / f"{prefix}{n}").mkdir(parents=True)  # parents: a refused fit may have removed the root
-                return root / f"{prefix}{n}"
-    except (NotADirectoryError, FileExistsError):
-        raise UsageError(f"{root} is not a directory") from None
-    except OSError as err:
-        raise UsageError(f"cannot write under {root}: {err.strerror or err}") from None
+    with refused_os_errors(f"cannot write under {root}"):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            existing = numbered_dirs(root, prefix)
+            first = int(existing[-1].name[len(prefix) :]) + 1 if existing else 0
+            for n in range(first, first + 10_000):
+                with contextlib.suppress(FileExistsError):  # taken by another process, or a file
+                    (root / f"{prefix}{n}").mkdir(parents=True)  # parents: a refused fit may have removed the root
+                    return root / f"{prefix}{n}"
+        except (NotADirectoryError, FileExistsError):
+            raise UsageError(f"{root} is not a directory") from None
     raise UsageError(f"cannot find a free {prefix}N name under {root}")
 
 
