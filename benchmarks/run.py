@@ -145,8 +145,8 @@ class FloorModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out, y = self(batch[0]), batch[1]  # one MyNN's MSE, as fit's, or the members' sum, as the stacked loop's
         loss = F.mse_loss(out, y) if out.dim() == 2 else ((out - y) ** 2).mean(dim=(1, 2)).sum()
-        # Validation (in eval mode) logs it as val/loss. A bare Trainer has no logger: saying so skips a warning a call.
-        self.log(f"{'train' if self.training else 'val'}/loss", loss, prog_bar=True, logger=self.logger is not None)
+        split = "train" if self.training else "val"  # validation_step is this step, in eval mode
+        self.log(f"{split}/loss", loss, prog_bar=True, logger=self.logger is not None, batch_size=len(y))  # no warning
         return loss
 
     validation_step = training_step
