@@ -110,33 +110,28 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
     """A directory with a trained run and assorted bad files, for the bad-input table."""
     workdir = tmp_path_factory.mktemp("bad_input")
     shutil.copytree(lab_run[0] / "lightning_logs", workdir / "lightning_logs")
-    good = workdir / LAST
-    (workdir / "empty.ckpt").write_bytes(b"")
-    (workdir / "text.ckpt").write_text("not a checkpoint\n")
-    (workdir / "truncated.ckpt").write_bytes(good.read_bytes()[:2000])
+    (workdir / "truncated.ckpt").write_bytes((workdir / LAST).read_bytes()[:2000])
     (workdir / "a_dir.ckpt").mkdir()
+    (workdir / "mine").mkdir()  # a user's own directory and files, not a sweep's or a study
+    sqlite3.connect(workdir / "mine.db").execute("CREATE TABLE runs (x REAL)").connection.commit()
     torch.save({"state_dict": {"net.linear1.weight": torch.zeros(4, 2)}}, workdir / "other_shape.ckpt")
     torch.save({"weights": torch.zeros(3)}, workdir / "no_state.ckpt")
     with warnings.catch_warnings(action="ignore", category=DeprecationWarning):  # torch.jit's
         torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), workdir / "script.pt")
-    (workdir / "xs_bad.txt").write_text("1\nabc\n")
-    (workdir / "xs_empty.txt").write_text("# nothing\n")
-    (workdir / "bad.yaml").write_text("model: [unclosed\n")
-    (workdir / "unknown_key.yaml").write_text("model:\n  hidden_sizes: 4\n")
-    (workdir / "a_file").write_text("")
-    (workdir / "mine").mkdir()  # a user's own directory and files, not a sweep's or a study
-    (workdir / "mine" / "results.csv").write_text("my own results\n")
-    sqlite3.connect(workdir / "mine.db").execute("CREATE TABLE runs (x REAL)").connection.commit()
-    data = {"empty.csv": "# no rows\n", "one_row.csv": "x,y\n1,5\n", "words.csv": "x,y\n1,5\none,8\n",
-            "nan.csv": "1,5\n2,nan\n", "twice.csv": "x,x,y\n1,2,3\n", "wide.csv": "1," * 10**6 + "1\n",
-            "ragged.csv": "1,5\n2\n", "lab.csv": "x,y\n1,5\n2,8\n3,11\n", "half.csv": "time,x\n1,5\n", "empty.db": "",
-            "sweep_keys.yaml": "hidden: [4]\n", "no_seeds.yaml": "seeds: []\n", "a.txt": "my notes\n"}  # fmt: skip
-    for name, text in data.items():
+    texts = {"empty.ckpt": "", "text.ckpt": "not a checkpoint\n", "xs_bad.txt": "1\nabc\n", "a_file": "",
+             "xs_empty.txt": "# nothing\n", "bad.yaml": "model: [unclosed\n", "a.txt": "my notes\n",
+             "unknown_key.yaml": "model:\n  hidden_sizes: 4\n", "mine/results.csv": "my own results\n",
+             "empty.csv": "# no rows\n", "one_row.csv": "x,y\n1,5\n", "words.csv": "x,y\n1,5\none,8\n",
+             "nan.csv": "1,5\n2,nan\n", "twice.csv": "x,x,y\n1,2,3\n", "wide.csv": "1," * 10**6 + "1\n",
+             "ragged.csv": "1,5\n2\n", "lab.csv": "x,y\n1,5\n2,8\n3,11\n", "half.csv": "time,x\n1,5\n", "empty.db": "",
+             "sweep_keys.yaml": "hidden: [4]\n", "no_seeds.yaml": "seeds: []\n"}  # fmt: skip
+    for name, text in texts.items():
         (workdir / name).write_text(text)
     (workdir / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     return workdir
 
 
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only without a CUDA device")
 BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["predict", "--x", "abc"], "not a number in --x: 'abc'"), (["predict", "--x", "1_0"], "not a number in --x"),
     (["predict", "--x", "1e39"], "out of float32's range (|x| <= 3.403e+38) in --x: '1e39'"),
@@ -188,13 +183,12 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["validate", "--ckpt_path", "."], "is a directory"),
     (["test", "--ckpt_path", "other_shape.ckpt"], "not a regression-lab MyNN checkpoint"),
     (["fit", "--trainer.check_val_every_n_epoch", "0"], "check_val_every_n_epoch must be >= 1"),
-    (["fit", "--trainer.precision", "64-true"], "converts the model, not its own float32 inputs"),
     (["fit", "--trainer.strategy", "ddp_spawn"], "--trainer.strategy ddp_spawn: the processes it spawns cannot"),
-    (["fit", "--trainer.plugins", "DoublePrecision"], "--trainer.plugins DoublePrecision converts the model"),
-    (["fit", "--trainer.plugins", "HalfPrecision"], "--trainer.plugins HalfPrecision converts the model"),
-    *[(["fit", "--trainer.precision", p], f"--trainer.precision {p} converts") for p in ("16-true", "bf16-true")],
-    (["fit", "--conf", "x.yaml"], "unrecognized arguments: --conf"),  # no abbreviated options, for any command
-    *[([c, "--conf", "x.yaml"], "unrecognized arguments: --conf") for c in ("sweep", "landscape")],
+    *[(["fit", f"--trainer.{key}", value], f"--trainer.{key} {value} converts the model, not its own float32 inputs")
+      for key, value in [("precision", "64-true"), ("precision", "16-true"), ("precision", "bf16-true"),
+                         ("plugins", "DoublePrecision"), ("plugins", "HalfPrecision")]],
+    *[([c, "--conf", "x.yaml"], "unrecognized arguments: --conf")  # no abbreviated options, for any command
+      for c in ("fit", "sweep", "landscape")],
     ("predict --inp -".split(), "one of the arguments --x --input is required"),
     ("predict --x 1 --inp -".split(), "unrecognized arguments: --inp"),
     *[([*c.split(), "--ckpt_path", path], "--ckpt_path is empty")  # an unset "$CKPT": not the newest run
@@ -261,15 +255,14 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["serve", "--api_key", " "], "the API key (--api_key or $REGRESSION_LAB_API_KEY) is empty: give the key"),
     ("serve --batch_timeout -1".split(), "--batch_timeout must be a finite number >= 0"),
     ("serve --batch_timeout 40".split(), "below the 30 s a request may wait, got 40"),
-    pytest.param(["serve", "--accelerator", "cuda"], "this machine has no CUDA device",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="refused only without a CUDA device")),
+    pytest.param(["serve", "--accelerator", "cuda"], "this machine has no CUDA device", marks=NO_CUDA),
     (["sweep", "--hidden_sizes"], "expected at least one argument"),  # sweep
     (["sweep", "--epochs", "0"], "--epochs values must be an integer >= 1"),
     (["sweep", "--hidden_sizes", "4", "4"], "--hidden_sizes repeats a value"),
     (["sweep", "--hidden_sizes", "20000"], "--hidden_sizes values must be <= 10,000, got 20,000"),
     ("sweep --sampler tpe --hidden_range 1 20000".split(), "--hidden_range's HIGH must be <= 10,000"),
     pytest.param(["sweep", "--accelerator", "gpu"], "--accelerator gpu: this machine has no CUDA device",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="refused only without a CUDA device")),
+                 marks=NO_CUDA),
     (["sweep", "--lrs", "-0.1"], "--lrs values must be > 0"),
     (["sweep", "--seeds", "-1"], "--seeds takes integers >= 0 or ranges like 0-999"),
     (["sweep", "--seeds", "9-3"], "--seeds range '9-3' is reversed"), (["sweep", "--seeds", "0-199999"], "100,000"),
