@@ -28,6 +28,16 @@ from regression_lab.predict import MAX_LINE_CHARS, parse_number, read_inputs
 from regression_lab.serve import PredictRequest
 
 
+@contextlib.contextmanager
+def piped(fifo: Path, other_end):
+    """A named pipe at ``fifo``, ``other_end(fifo)`` (its writer or reader) in a thread joined as the block ends."""
+    os.mkfifo(fifo)
+    thread = threading.Thread(target=other_end, args=(fifo,), daemon=True)  # daemon: a failed test does not hang
+    thread.start()
+    yield fifo
+    thread.join(timeout=60)
+
+
 def test_endless_closed_piped_and_spreadsheet_inputs(lab_ckpt, tmp_path):
     ckpt = ["predict", "--ckpt_path", str(lab_ckpt)]
     with open("/dev/zero", encoding="latin-1") as zeros:  # noqa: PTH123
@@ -37,12 +47,8 @@ def test_endless_closed_piped_and_spreadsheet_inputs(lab_ckpt, tmp_path):
     proc = run_main(*ckpt, "--input", "-", cwd=tmp_path, stdin=None)
     assert proc.stderr == "error: --input -: standard input is closed, there is nothing to read\n"
     plain = run_main(*ckpt, *"--x 10 --x 3".split(), cwd=tmp_path)
-    fifo = tmp_path / "xs.fifo"
-    os.mkfifo(fifo)
-    writer = threading.Thread(target=lambda: fifo.write_text("10\n3\n"))
-    writer.start()
-    assert run_main(*ckpt, "--input", str(fifo), cwd=tmp_path).stdout == plain.stdout
-    writer.join()
+    with piped(tmp_path / "xs.fifo", lambda fifo: fifo.write_text("10\n3\n")) as fifo:
+        assert run_main(*ckpt, "--input", str(fifo), cwd=tmp_path).stdout == plain.stdout
     (tmp_path / "sheet.csv").write_bytes('\ufeff# exported by a spreadsheet\n"x","y"\n10,32\n3,11\n'.encode())
     assert run_main(*ckpt, "--input", "sheet.csv", cwd=tmp_path).stdout == plain.stdout
     (tmp_path / "bad.txt").write_text("10\n" + "z" * 900 + "\n")
@@ -220,12 +226,9 @@ def test_yaml_bombs_giant_and_endless_configs_are_refused_and_a_piped_one_is_rea
     one_error_line(run_main("fit", "--model.hidden_size", "&a [5, *a]", cwd=tmp_path), "YAML aliases")
     assert len(one_error_line(run_main("fit", "-c", "long.yaml", cwd=tmp_path), "hidden_size")) < 1100  # not 2 MB
     assert fingerprint(tmp_path) == before
-    fifo = tmp_path / "settings.fifo"  # what <(...) gives: a valid config, read up to the limit
-    os.mkfifo(fifo)
-    writer = threading.Thread(target=lambda: fifo.write_text("resolution: 7\nw_points: 9\n"))
-    writer.start()
-    proc = run_main("landscape", f"--config={fifo}", "--no_tensorboard", "--out", "o", cwd=tmp_path)
-    writer.join()
+    # What <(...) gives: a valid config, read up to the limit.
+    with piped(tmp_path / "settings.fifo", lambda fifo: fifo.write_text("resolution: 7\nw_points: 9\n")) as fifo:
+        proc = run_main("landscape", f"--config={fifo}", "--no_tensorboard", "--out", "o", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert len((tmp_path / "o" / "lab_1d.csv").read_text().splitlines()) == 1 + 9
 
@@ -279,7 +282,6 @@ def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path, m
 
 
 @pytest.mark.parametrize("args, code, advice", [
-    # Squares past float32: no learning rate helps, and the advice says so.
     (["--data.x_max", "1e20"], 1, "the training data reach about 3e+20, whose squares overflow float32"),
     ("--data.slope 1e30 --model.num_seeds 3".split(), 1, "the training data reach about 5e+30"),
     (["--data.csv", "huge.csv"], 1, "whose squares overflow float32 whatever the rate: scale the file's x and y"),
@@ -299,13 +301,9 @@ def test_outputs_go_through_pipes_and_links_and_keep_the_umask(lab_ckpt, tmp_pat
     # The output path logic is the same for every format: an exported program is quick to write.
     export = ["export", "--ckpt_path", str(lab_ckpt), "--format", "exported_program", "--out"]
     assert run_main(*export, "plain.pt2", cwd=tmp_path).returncode == 0
-    fifo = tmp_path / "model.fifo"  # renamed over, a pipe (or /dev/null, as root) would become a file
-    os.mkfifo(fifo)
-    received: list[bytes] = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
-    reader.start()
-    assert run_main(*export, str(fifo), cwd=tmp_path).returncode == 0
-    reader.join(timeout=60)
+    received: list[bytes] = []  # renamed over, a pipe (or /dev/null, as root) would become a file
+    with piped(tmp_path / "model.fifo", lambda fifo: received.append(fifo.read_bytes())) as fifo:
+        assert run_main(*export, str(fifo), cwd=tmp_path).returncode == 0
     assert stat.S_ISFIFO(fifo.stat().st_mode) and received == [(tmp_path / "plain.pt2").read_bytes()]
     # A device is written in place: a full one is a failed run (exit 1), not a destination refused (exit 2).
     one_error_line(run_main(*export, "/dev/full", cwd=tmp_path), "cannot write: No space left on device", code=1)
