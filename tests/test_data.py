@@ -44,10 +44,9 @@ def test_shuffled_batches_cover_every_sample_once_in_the_seeded_order():
 def test_shards_rebuild_the_whole_set_and_evaluation_shards_are_exact():
     dm = RegressionDataModule(num_samples=9, noise_std=0.3, seed=4)
     x, y = dm.samples("train")
-    parts = [dm.samples("train", rank, 3) for rank in range(3)]
+    xs, ys = zip(*(dm.samples("train", rank, 3) for rank in range(3)), strict=True)
     order = torch.cat([torch.arange(rank, 9, 3) for rank in range(3)])
-    assert torch.equal(torch.cat([p[0] for p in parts]), x[order])
-    assert torch.equal(torch.cat([p[1] for p in parts]), y[order])
+    assert torch.equal(torch.cat(xs), x[order]) and torch.equal(torch.cat(ys), y[order])
     lab = RegressionDataModule()
     assert [lab.samples("val", r, 2)[0].flatten().tolist() for r in range(2)] == [[6.0, 8.0, 10.0], [7.0, 9.0]]
     assert [lab.samples("train", r, 2)[0].flatten().tolist() for r in range(2)] == [[1.0, 3.0, 5.0], [2.0, 4.0]]

@@ -18,17 +18,15 @@ from helpers import LAST, RUN, fingerprint, fit_in_process, one_error_line, run_
 
 from regression_lab import errors
 from regression_lab.cli import on_disk
-from regression_lab.errors import TrainingFailed
 from regression_lab.study import open_study
 from regression_lab.sweep import StudySpec, resolve_out
 
 
 def assert_checkpoints_whole(ckpt_dir: Path) -> list[Path]:
     """Every file under a final checkpoint name loads weights-only and holds finite weights."""
-    files = sorted(ckpt_dir.glob("*.ckpt"))
-    for path in files:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()), path
+    for path in (files := sorted(ckpt_dir.glob("*.ckpt"))):
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values()), path
     return files
 
 
@@ -64,19 +62,17 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_writes_no_bad_checkpo
 def _diverge_in_a_long_epoch(workdir: Path, every: int, *extra: str) -> str:
     """Train lr 3 over 200 batches an epoch, the guard reading its flag every ``every`` steps."""
     long_epoch = "--model.lr 3.0 --data.num_samples 2000 --data.batch_size 10 --trainer.log_every_n_steps"
-    with pytest.raises(TrainingFailed) as info:
+    with pytest.raises(errors.TrainingFailed) as info:
         fit_in_process(workdir, *long_epoch.split(), str(every), *extra)
     return str(info.value)
 
 
 def test_divergence_inside_a_long_epoch_is_caught_within_the_check_interval(tmp_path):
     exact = _diverge_in_a_long_epoch(tmp_path / "every_step", 1)  # the oracle: checked every step
-    first_bad = int(exact.split(", step ")[1].split(";")[0])
-    assert "(finite up to" not in exact and "epoch 1," in exact
+    first_bad = int(re.search(r"at epoch 1, step (\d+);", exact)[1])  # the step itself: no "(finite up to step N)"
     message = _diverge_in_a_long_epoch(tmp_path / "every_7", 7)  # no host sync in between
-    step = int(message.split(", step ")[1].split(" ")[0])
-    finite_up_to = int(message.split("(finite up to step ")[1].split(")")[0])
-    assert finite_up_to < first_bad <= step < first_bad + 7 and "epoch 1," in message
+    step, finite_up_to = map(int, re.search(r"at epoch 1, step (\d+) \(finite up to step (\d+)\);", message).groups())
+    assert finite_up_to < first_bad <= step < first_bad + 7
     # last.ckpt due at every step: some save falls between the overflowing update and the next check, and refuses it.
     _diverge_in_a_long_epoch(tmp_path / "timed", 50, "--last_checkpoint.train_time_interval", "0:00:00")
     assert [f.name for f in assert_checkpoints_whole(tmp_path / "timed" / RUN / "checkpoints")] == ["last.ckpt"]
@@ -88,48 +84,45 @@ LONG_RUN = (
 ).split()
 
 
-SHUFFLED = (
-    "--data.num_samples 64 --data.batch_size 16 --data.shuffle true --data.noise_std 0.3 --model.momentum 0.9 "
-    "--model.lr 0.003 --seed_everything 5 --trainer.check_val_every_n_epoch 5"
-).split()
-
-
 def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
-    straight = fit_in_process(tmp_path / "straight", *SHUFFLED, "--trainer.max_epochs", "30")
-    first = fit_in_process(tmp_path / "resumed", *SHUFFLED, "--trainer.max_epochs", "13")
+    shuffled = (
+        "--data.num_samples 64 --data.batch_size 16 --data.shuffle true --data.noise_std 0.3 --model.momentum 0.9 "
+        "--model.lr 0.003 --seed_everything 5 --trainer.check_val_every_n_epoch 5"
+    ).split()
+    straight = fit_in_process(tmp_path / "straight", *shuffled, "--trainer.max_epochs", "30")
+    first = fit_in_process(tmp_path / "resumed", *shuffled, "--trainer.max_epochs", "13")
     initial = {k: v.clone() for k, v in first.model.initial_state.items()}
-    resumed = fit_in_process(tmp_path / "resumed", *SHUFFLED, *"--trainer.max_epochs 30 --ckpt_path last".split())
+    resumed = fit_in_process(tmp_path / "resumed", *shuffled, *"--trainer.max_epochs 30 --ckpt_path last".split())
     assert resumed.trainer.global_step == straight.trainer.global_step == 30 * 4
     assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in straight.model.state_dict().items())
     ckpt = torch.load(tmp_path / "resumed" / LAST, weights_only=True)
     assert all(torch.equal(ckpt["initial_state_dict"][k], v) for k, v in initial.items())  # the first run's
 
 
-@pytest.mark.parametrize("args, phrase", [
-    (["--trainer.max_epochs", "3"], "has trained 6 epochs: --trainer.max_epochs must be >= 6 to resume it (now 3)"),
-    ("--trainer.max_epochs 9 --model.hidden_size 8".split(), "was trained with model.hidden_size=5"),
-    ("--trainer.max_epochs 9 --checkpoint.monitor val/bogus".split(), "'val/bogus' is not a metric this model logs"),
-])  # fmt: skip
-def test_a_rejected_resume_touches_nothing(tmp_path, args, phrase):
-    fit_in_process(tmp_path, "--trainer.max_epochs", "6")
+def test_a_rejected_resume_touches_nothing(tmp_path):
+    fit_in_process(tmp_path, "--trainer.max_epochs", "6")  # one run, each refusal checked against it untouched
     before = fingerprint(tmp_path)
-    one_error_line(run_main("fit", "--ckpt_path", "last", *args, cwd=tmp_path), phrase)
-    assert fingerprint(tmp_path) == before  # config.yaml and the event files too
+    for args, phrase in [
+        ("3", "has trained 6 epochs: --trainer.max_epochs must be >= 6 to resume it (now 3)"),
+        ("9 --model.hidden_size 8", "was trained with model.hidden_size=5"),
+        ("9 --checkpoint.monitor val/bogus", "'val/bogus' is not a metric this model logs"),
+    ]:
+        one_error_line(run_main(*f"fit --ckpt_path last --trainer.max_epochs {args}".split(), cwd=tmp_path), phrase)
+        assert fingerprint(tmp_path) == before, args  # config.yaml and the event files too
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signalled_fit_saves_its_last_checkpoint_says_so_and_resumes_that_run(tmp_path, signum):
     fit_in_process(tmp_path, "--trainer.max_epochs", "2")  # an older run, which the resume must not take
     run = tmp_path / "lightning_logs/version_1"
+    every = ("--trajectory_every", "1")  # the weights after each epoch, in the run's trajectory.pt
     signal_when((run / "config.yaml").is_file, signum)  # the fit has begun; no timed save for an hour
-    proc = run_main(*LONG_RUN, "--last_checkpoint.train_time_interval", "1:00:00", "--trajectory_every", "1",
-                    cwd=tmp_path)  # fmt: skip
+    proc = run_main(*LONG_RUN, "--last_checkpoint.train_time_interval", "1:00:00", *every, cwd=tmp_path)
     assert proc.returncode == 128 + signum, proc.stderr[-2000:]
     assert proc.stderr.strip() == f"interrupted by {signal.Signals(signum).name} ({on_disk('fit')})"
     epoch = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["epoch"]
     assert torch.load(run / "trajectory.pt", weights_only=True)["epochs"].tolist() == list(range(epoch + 1))
-    resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 3),
-                             "--trajectory_every", "1")  # fmt: skip
+    resumed = fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epoch + 3), *every)
     assert Path(resumed.trainer.log_dir).name == "version_1" and resumed.trainer.current_epoch == epoch + 3
     assert torch.load(run / "trajectory.pt", weights_only=True)["epochs"].tolist() == list(range(epoch + 4))
 
@@ -167,8 +160,7 @@ def test_a_signalled_light_command_says_so_and_exits_128_plus_n(lab_ckpt, tmp_pa
     def writer() -> None:
         with fifo.open("w") as fh:  # blocks until the command opens the pipe for reading
             opened.set()
-            fh.write("1,5\n")
-            fh.flush()
+            print("1,5", file=fh, flush=True)
             answered.wait(120)  # open until the command has ended
 
     threading.Thread(target=writer, daemon=True).start()
@@ -239,18 +231,17 @@ def test_fits_started_together_keep_to_their_runs_refuse_a_resume_of_them_and_su
 def test_identical_default_sweeps_started_together_choose_one_directory_and_one_study(tmp_path, monkeypatch):
     # Threads at a barrier: they race where processes would, in mkdir, flock and SQLite's schema creation.
     (spec := StudySpec(hidden_sizes=[4, 8], epochs=[20], seeds=["0-9"])).check()
+
+    def start_sweep(barrier: threading.Barrier) -> Path:
+        barrier.wait()
+        out = resolve_out(None, spec)
+        open_study(StudySpec(**{**asdict(spec), "out_dir": str(out), "storage": f"sqlite:///{out / 'study.db'}"}))
+        return out
+
     for attempt in range(3):
         (tmp_path / str(attempt)).mkdir()
         monkeypatch.chdir(tmp_path / str(attempt))
-        barrier = threading.Barrier(3)
-
-        def start_sweep(barrier: threading.Barrier = barrier) -> Path:
-            barrier.wait()
-            out = resolve_out(None, spec)
-            open_study(StudySpec(**{**asdict(spec), "out_dir": str(out), "storage": f"sqlite:///{out / 'study.db'}"}))
-            return out
-
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            assert list(pool.map(lambda _: start_sweep(), range(3))) == [Path("lightning_logs/sweep_0")] * 3
+            assert list(pool.map(start_sweep, [threading.Barrier(3)] * 3)) == [Path("lightning_logs/sweep_0")] * 3
         assert [d.name for d in Path("lightning_logs").iterdir()] == ["sweep_0"]
         assert optuna.get_all_study_names("sqlite:///lightning_logs/sweep_0/study.db") == ["sweep"]

@@ -23,8 +23,7 @@ def test_a_too_large_learning_rate_kills_every_unit_and_says_so(tmp_path, capsys
     # lr 0.1 pushes every ReLU unit off the five inputs: the net is flat at its output bias, the targets' mean (11).
     cli = fit_in_process(tmp_path, *"--model.lr 0.1 --trainer.max_epochs 50".split())
     assert int(cli.model.active_units(cli.datamodule.train_x)) == 0
-    with torch.no_grad():
-        flat = cli.model(torch.arange(1.0, 6.0).unsqueeze(1)).flatten()
+    flat = cli.model(torch.arange(1.0, 6.0).unsqueeze(1)).flatten()
     assert torch.all(flat == flat[0]) and flat[0].item() == pytest.approx(11.0, abs=0.2)
     err = capsys.readouterr().err
     assert "warning: every hidden ReLU unit is off on all training inputs (dead)" in err
@@ -32,14 +31,11 @@ def test_a_too_large_learning_rate_kills_every_unit_and_says_so(tmp_path, capsys
 
 
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):
-    runs = {}
-    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        runs[name] = fit_in_process(tmp_path / name, "--trainer.max_epochs", "20", "--seed_everything", str(seed)).model
-    pairs = zip(runs["a"].state_dict().values(), runs["b"].state_dict().values(), strict=True)
-    assert all(torch.equal(a, b) for a, b in pairs)
-    assert not torch.equal(runs["a"].net.linear1.weight, runs["c"].net.linear1.weight)
-    hparams = (tmp_path / "a" / RUN / "hparams.yaml").read_text()
-    assert "seed_everything: 3" in hparams  # the seed is recorded with the run
+    args = ("--trainer.max_epochs", "20", "--seed_everything")
+    a, b, c = (fit_in_process(tmp_path / run, *args, seed).model for run, seed in (("a", "3"), ("b", "3"), ("c", "4")))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert not torch.equal(a.net.linear1.weight, c.net.linear1.weight)
+    assert "seed_everything: 3" in (tmp_path / "a" / RUN / "hparams.yaml").read_text()  # recorded with the run
 
 
 def test_checkpoints_are_last_and_best_and_load_weights_only(lab_run):
@@ -80,11 +76,10 @@ def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
     (prediction,) = acc.Scalars("hp/prediction")
     assert prediction.step == 400 and prediction.value == pytest.approx(cli.final_metrics["prediction"], rel=1e-6)
     assert acc.Scalars("hp/abs_error")[-1].value == pytest.approx(abs(prediction.value - 32.0), abs=1e-5)
-    with torch.no_grad():  # the final losses are the model's MSE on the DataModule's own data
-        for split in ("train", "val"):
-            x, y = getattr(cli.datamodule, f"{split}_x"), getattr(cli.datamodule, f"{split}_y")
-            expected = torch.mean((cli.model(x) - y) ** 2).item()
-            assert acc.Scalars(f"hp/{split}_loss")[-1].value == pytest.approx(expected, rel=1e-5, abs=1e-12)
+    for split in ("train", "val"):  # the final losses are the model's MSE on the DataModule's own data
+        x, y = getattr(cli.datamodule, f"{split}_x"), getattr(cli.datamodule, f"{split}_y")
+        expected = torch.mean((cli.model(x) - y) ** 2).item()
+        assert acc.Scalars(f"hp/{split}_loss")[-1].value == pytest.approx(expected, rel=1e-5, abs=1e-12)
 
 
 def test_validate_and_test_evaluate_the_checkpoint_with_its_own_hyperparameters(lab_run, tmp_path):
@@ -101,27 +96,23 @@ def test_validate_and_test_evaluate_the_checkpoint_with_its_own_hyperparameters(
     one_error_line(proc, "was trained with model.lr=0.02; --model.lr 0.01 cannot change its model")
 
 
-def test_last_checkpoint_holds_the_final_weights_between_scheduled_saves_and_checkpoints_can_be_off(tmp_path):
-    # Scheduled saves come every 100 epochs: 120 epochs end 20 epochs after the last of them.
-    cli = fit_in_process(tmp_path, "--trainer.max_epochs", "120")
+def test_last_checkpoint_holds_the_final_weights_the_bar_counts_resumes_too_and_checkpoints_can_be_off(tmp_path):
+    # Scheduled saves come every 100 epochs: 120 epochs end 20 epochs after the last of them; 3 batches an epoch.
+    on = ("--trainer.enable_progress_bar", "true", "--data.num_samples", "20", "--data.batch_size", "8")
+    cli = fit_in_process(tmp_path, *on, "--trainer.max_epochs", "120")
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, RunProgressBar) and bar.train_progress_bar.total == bar.train_progress_bar.n == 120 * 3
     ckpt = torch.load(tmp_path / LAST, map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 120
+    assert ckpt["global_step"] == 120 * 3
     assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in cli.model.state_dict().items())
-    # Resuming the finished run trains nothing and reports the same numbers.
-    again = fit_in_process(tmp_path, *"--trainer.max_epochs 120 --ckpt_path last".split())
-    assert again.trainer.global_step == 120
+    # Resuming the finished run trains nothing and reports the same numbers; resumed further, the bar counts on.
+    again = fit_in_process(tmp_path, *on, *"--trainer.max_epochs 120 --ckpt_path last".split())
+    assert again.trainer.global_step == 120 * 3
     assert set(again.final_metrics) == {"prediction", "train_loss", "val_loss", "abs_error"}
     assert again.final_metrics == pytest.approx(cli.final_metrics, rel=1e-6, abs=1e-9)
-    cli = fit_in_process(tmp_path / "off", *"--trainer.max_epochs 5 --trainer.enable_checkpointing false".split())
-    assert cli.trainer.checkpoint_callback is None and not (tmp_path / "off" / RUN / "checkpoints").exists()
-
-
-def test_one_progress_bar_counts_the_whole_run_and_validate_shows_progress(tmp_path):
-    on = ("--trainer.enable_progress_bar", "true", "--data.num_samples", "20", "--data.batch_size", "8")
-    cli = fit_in_process(tmp_path, *on, "--trainer.max_epochs", "30")
-    bar = cli.trainer.progress_bar_callback
-    assert isinstance(bar, RunProgressBar) and bar.train_progress_bar.total == bar.train_progress_bar.n == 30 * 3
-    resumed = fit_in_process(tmp_path, *on, *"--trainer.max_epochs 40 --ckpt_path last".split())
-    assert resumed.trainer.progress_bar_callback.train_progress_bar.n == 40 * 3  # from where the run was
+    resumed = fit_in_process(tmp_path, *on, *"--trainer.max_epochs 130 --ckpt_path last".split())
+    assert resumed.trainer.progress_bar_callback.train_progress_bar.n == 130 * 3  # from where the run was
     validated = fit_in_process(tmp_path, *on[:2], "--ckpt_path", str(tmp_path / LAST), command="validate")
     assert validated.trainer.progress_bar_callback
+    cli = fit_in_process(tmp_path / "off", *"--trainer.max_epochs 5 --trainer.enable_checkpointing false".split())
+    assert cli.trainer.checkpoint_callback is None and not (tmp_path / "off" / RUN / "checkpoints").exists()
