@@ -51,14 +51,13 @@ def test_shuffled_noisy_mini_batches_with_momenta_and_decays_are_exact_too(tmp_p
     grid = "--model.hidden_size [5,8] --model.lr [0.005,0.01] --model.momentum [0.0,0.5]"
     ens = fit_in_process(tmp_path, *f"{grid} --model.weight_decay [0.0,0.01] --model.seeds [1,2] {data}".split())
     assert len(ens.model.stacks) == 8  # one SGD parameter group per (lr, momentum, weight decay)
-    for hidden, lr, momentum, decay, seed in [(5, 0.01, 0.5, 0.01, 2)]:  # padded to 8, momentum and decay
-        setting = f"--model.hidden_size {hidden} --model.lr {lr} --model.momentum {momentum} --seed_everything {seed}"
-        lone = fit_in_process(tmp_path, *f"{setting} --model.weight_decay {decay} {data}".split())
-        assert lone.final_metrics["train_loss"] < 5.0  # it trained: the comparison means something
-        i = member(ens, hidden_size=hidden, lr=lr, momentum=momentum, weight_decay=decay, seed=seed)
-        # Steps of lr 0.01 at momentum 0.5 on pairs of noisy samples amplify float32's last bits, in which a padded
-        # member's products may differ (by how much depends on the CPU); another seed or setting is far further off.
-        assert max_diff(ens.model.member(i).state_dict(), lone.model.net.state_dict()) <= 1e-4
+    setting = "--model.hidden_size 5 --model.lr 0.01 --model.momentum 0.5 --model.weight_decay 0.01 --seed_everything 2"
+    lone = fit_in_process(tmp_path, *f"{setting} {data}".split())  # padded to 8, with momentum and decay
+    assert lone.final_metrics["train_loss"] < 5.0  # it trained: the comparison means something
+    i = member(ens, hidden_size=5, lr=0.01, momentum=0.5, weight_decay=0.01, seed=2)
+    # Steps of lr 0.01 at momentum 0.5 on pairs of noisy samples amplify float32's last bits, in which a padded
+    # member's products may differ (by how much depends on the CPU); another seed or setting is far further off.
+    assert max_diff(ens.model.member(i).state_dict(), lone.model.net.state_dict()) <= 1e-4
 
 
 def test_a_diverged_member_is_retired_and_the_others_train_on(tmp_path):
@@ -83,8 +82,7 @@ def test_an_ensemble_checkpoint_predicts_the_mean_and_spread_and_resumes_the_sam
     assert proc.returncode == 0 and lines[0] == "x,prediction,std", proc.stderr
     with torch.no_grad():  # each member as a lone MyNN (a lone fit of its seed: test_a_member_equals...)
         preds = [cli.model.member(i)(torch.tensor([[3.0], [10.0]])).flatten().tolist() for i in range(3)]
-    per_x = torch.tensor(preds, dtype=torch.float64).T
-    for line, values in zip(lines[1:], per_x, strict=True):
+    for line, values in zip(lines[1:], torch.tensor(preds, dtype=torch.float64).T, strict=True):
         expected = [float(values.mean()), float(values.std())]
         assert [float(v) for v in line.split(",")[1:]] == pytest.approx(expected, abs=2e-5)
     assert float(lines[2].split(",")[2]) > 10 * float(lines[1].split(",")[2])  # members disagree far out
@@ -104,9 +102,8 @@ def test_tensorboard_holds_the_members_numbers_per_setting(lab_ensemble):
     acc, sizes = events(run, scalars=0, histograms=0, images=0), ens.model.setting_sizes()
     for epochs in (100, 120):  # validations at every 20th epoch: these two are snapshots too
         snap = final(ens).snapshots[epochs]
-        for setting, val, pred in zip(  # noqa: B905 (one split each, of the same sizes)
-            ens.model.settings, snap["val_loss"].split(sizes), snap["prediction"].split(sizes)
-        ):
+        vals, preds = snap["val_loss"].split(sizes), snap["prediction"].split(sizes)
+        for setting, val, pred in zip(ens.model.settings, vals, preds, strict=True):
             name = f"h{setting['hidden_size']}_lr{setting['lr']:g}"
             (hist,) = [h for h in acc.Histograms(f"members_val_loss_log10/{name}") if h.step == epochs]
             assert hist.histogram_value.num == 2
@@ -127,8 +124,7 @@ def test_tensorboard_holds_the_members_numbers_per_setting(lab_ensemble):
 
 def test_a_sweeps_and_a_crafted_ensemble_checkpoint_are_refused_clearly(lab_ensemble, tmp_path):
     src = lab_ensemble[0] / LAST
-    stacks, _ = load_model(src)
-    assert [s.hidden_sizes.tolist() for s in stacks] == [[4, 4, 5, 5]] * 2
+    assert [s.hidden_sizes.tolist() for s in load_model(src)[0]] == [[4, 4, 5, 5]] * 2
     (tmp_path / "m.onnx").write_bytes(b"an earlier export")  # left whole by the refusal
     for args, phrase in ((["predict", "--x", "10"], "holds an ensemble of 4 settings (a sweep's)"),
                          (["landscape", "--no_tensorboard"], "holds an ensemble: landscape takes a single-model"),

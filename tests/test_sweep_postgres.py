@@ -29,26 +29,23 @@ def postgres_url():
     initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not initdb:
         _unavailable("no PostgreSQL server binaries (apt-get install postgresql)")
-    bindir = Path(initdb[-1]).parent
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            _unavailable("running as root without runuser")
-        as_postgres = [runuser, "-u", "postgres", "--"]
+    bindir, root, runuser = Path(initdb[-1]).parent, os.geteuid() == 0, shutil.which("runuser")
+    if root and runuser is None:
+        _unavailable("running as root without runuser")
+    as_postgres = [runuser, "-u", "postgres", "--"] if root else []
     base = Path(tempfile.mkdtemp(prefix="regression-lab-pg-", dir="/tmp"))
-    if os.geteuid() == 0:
+    if root:
         shutil.chown(base, "postgres", "postgres")
     data = base / "data"
 
-    def pg(*cmd: str) -> None:
-        subprocess.run([*as_postgres, *cmd], check=True, capture_output=True, timeout=120)
+    def pg(tool: str, *args: str, check: bool = True) -> None:
+        subprocess.run([*as_postgres, str(bindir / tool), *args], check=check, capture_output=True, timeout=120)
 
     try:
-        pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
+        pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        pg("pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"),
            "-o", f"-k {base} -c listen_addresses='' -p 5433", "start")  # fmt: skip
-        pg(str(bindir / "createdb"), "-h", str(base), "-p", "5433", "-U", "postgres", "optuna")
+        pg("createdb", "-h", str(base), "-p", "5433", "-U", "postgres", "optuna")
     except (subprocess.CalledProcessError, OSError) as err:
         shutil.rmtree(base, ignore_errors=True)
         detail = getattr(err, "stderr", b"") or b""
@@ -56,8 +53,7 @@ def postgres_url():
     try:
         yield f"postgresql+psycopg://postgres:s3cret@/optuna?host={base}&port=5433"
     finally:
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)  # fmt: skip
+        pg("pg_ctl", "-D", str(data), "-m", "immediate", "stop", check=False)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -67,8 +63,7 @@ def test_two_commands_share_one_postgres_study_and_train_each_setting_once(postg
     # Two "machines": two separate commands, started together, each with its own directory.
     procs = [start(*args, "--out", name, cwd=tmp_path) for name in ("machine_a", "machine_b")]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outputs]
     study = optuna.load_study(study_name="lab", storage=postgres_url)
     trained = {(t.params["hidden_size"], t.params["lr"]) for t in study.trials if t.state == TrialState.COMPLETE}
     assert trained == {(h, lr) for h in (4, 5, 8) for lr in (0.01, 0.02)}
@@ -80,13 +75,11 @@ def test_two_commands_share_one_postgres_study_and_train_each_setting_once(postg
     # The password never shows: not in output, messages or files.
     for out, err in outputs:
         assert "s3cret" not in out + err and "postgres:***@" in err
-    for path in tmp_path.rglob("*"):  # both machines' directories
-        if path.is_file() and path.suffix in (".json", ".csv", ".yaml"):
-            assert "s3cret" not in path.read_text(errors="replace"), path
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".csv", ".yaml")]
+    assert not [p for p in written if "s3cret" in p.read_text(errors="replace")]  # both machines' directories
     # Any machine can report the study from the storage alone (here in-process, as can the refusal below).
     report = run_main("sweep", "--storage", postgres_url, "--study_name", "lab", "--report", cwd=tmp_path)
-    assert report.returncode == 0, report.stderr[-2000:]
-    assert report.stdout.splitlines() == tables[0]
+    assert report.returncode == 0 and report.stdout.splitlines() == tables[0], report.stderr[-2000:]
     # Another search space under the same name is refused, the study and the files left as they were.
     before, files = [(t.number, t.state, t.params) for t in study.trials], fingerprint(tmp_path)
     other = "--hidden_sizes 3 --seeds 0-19 --study_name lab --out machine_a".split()
