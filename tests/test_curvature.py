@@ -1,7 +1,9 @@
 """The exact Hessian against the linear model's closed form, finite differences, torch.func (an ensemble member's: the
-same seed alone) and power iteration; and ``fit --trajectory_every`` through ``landscape --trajectory``.
+same seed alone) and power iteration; ``fit --trajectory_every`` through ``landscape --trajectory``, in a fit whose
+LandscapeLogger's TensorBoard landscapes are read back.
 Run: pytest tests/test_curvature.py"""
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -101,8 +103,15 @@ def test_a_zero_residuals_symmetry_zeros_are_not_counted_negative_on_many_sample
     assert "13 eigenvalues" in hessian_lines(results)[0] and "0 negative" in hessian_lines(results)[0]
 
 
-def test_fit_keeps_a_trajectory_and_landscape_draws_its_plane_and_the_curvature(tmp_path):
-    fit_in_process(tmp_path, *"--trajectory_every 5 --trainer.max_epochs 20".split())
+def test_fit_logs_the_landscape_keeps_a_trajectory_and_landscape_draws_its_plane_and_the_curvature(tmp_path):
+    logger = "--trainer.callbacks+=LandscapeLogger --trainer.callbacks.resolution 11"  # at the end of training
+    cli = fit_in_process(tmp_path, *f"--trajectory_every 5 --trainer.max_epochs 20 {logger}".split())
+    acc = events(tmp_path / RUN, scalars=0, images=0)
+    assert "landscape/random_2d" in acc.Tags()["images"] and "train/loss" in acc.Tags()["scalars"]
+    (text,) = acc.Tensors("landscape/summary/text_summary")
+    centre = re.search(r"\| random_2d \| .*; at the centre ([^;]+);", text.tensor_proto.string_val[0].decode())
+    mse = torch.mean((cli.model.net(X) - Y) ** 2).item()  # X, Y: the data it trained on
+    assert text.step == 20 and float(centre.group(1)) == pytest.approx(mse, rel=1e-4)
     saved = torch.load(tmp_path / RUN / "trajectory.pt", weights_only=True)
     assert saved["epochs"].tolist() == [0, 5, 10, 15, 20] and saved["weights"].shape == (5, 16)
     landscape = f"landscape --ckpt_path {LAST} --trajectory --no_tensorboard --out o --resolution 9"

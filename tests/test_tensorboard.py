@@ -17,27 +17,24 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def board(tmp_path):
     """Runs of every kind in one ``lightning_logs``, and a function asking the TensorBoard server on it."""
-    work = tmp_path
-    fit_in_process(work, "--trainer.max_epochs", "40")  # version_0: the lab's model, then resumed: a row each
-    fit_in_process(work, *"--ckpt_path last --trainer.max_epochs 60".split())
+    fit_in_process(tmp_path, "--trainer.max_epochs", "40")  # version_0: the lab's model, then resumed: a row each
+    fit_in_process(tmp_path, *"--ckpt_path last --trainer.max_epochs 60".split())
     # version_1: one seed per setting of hidden {4, 8} x lr {0.01, 5} (every lr-5 member diverges)
-    fit_in_process(work, *"--model.hidden_size [4,8] --model.lr [0.01,5] --trainer.max_epochs 40".split())
+    fit_in_process(tmp_path, *"--model.hidden_size [4,8] --model.lr [0.01,5] --trainer.max_epochs 40".split())
     sweep = "sweep --seeds 0-9 --hidden_sizes 4 8 --epochs 20 40 --quiet --out lightning_logs/sweep".split()
-    assert run_main(*sweep, cwd=work).returncode == 0
+    assert run_main(*sweep, cwd=tmp_path).returncode == 0
     landscape = "landscape --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --resolution 5".split()
-    assert run_main(*landscape, cwd=work).returncode == 0
+    assert run_main(*landscape, cwd=tmp_path).returncode == 0
     port = free_port()
     tensorboard = str(Path(sys.executable).with_name("tensorboard"))
-    server = subprocess.Popen([tensorboard, "--logdir", str(work / "lightning_logs"), "--port", str(port), "--host",
+    server = subprocess.Popen([tensorboard, "--logdir", str(tmp_path / "lightning_logs"), "--port", str(port), "--host",
                                "127.0.0.1", "--load_fast", "false", "--reload_interval", "0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
     def ask(path: str, body: dict | None = None, **query: str):
         url = f"http://127.0.0.1:{port}/data/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            url, data=data, headers={"X-XSRF-Protected": "1", "Content-Type": "application/json"}
-        )
+        headers = {"X-XSRF-Protected": "1", "Content-Type": "application/json"}
+        request = urllib.request.Request(url, None if body is None else json.dumps(body).encode(), headers)
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -65,12 +62,7 @@ def groups(ask) -> dict[str, dict]:
 
 # One test: under xdist, tests share a fixture only within a worker, and these runs are the cost.
 def test_every_tab_shows_what_the_readme_says(board):
-    hparams_is_one_table_of_the_lab_run_the_ensemble_settings_and_the_sweep_settings(board)
-    distributions_show_the_members_over_training_and_custom_scalars_their_percentiles(board)
-    text_tables_are_markdown_and_the_verdict_stands_alone(board)
-
-
-def hparams_is_one_table_of_the_lab_run_the_ensemble_settings_and_the_sweep_settings(board):
+    # HParams: one table of the lab's run, the ensemble's settings and the sweep's settings.
     experiment = board("plugin/hparams/experiment", {"experimentName": ""})
     columns = {h["name"] for h in experiment["hparamInfos"]}
     assert {"hidden_size", "lr", "epochs", "seeds", "seed_everything", "data.x_min", "data.slope"} <= columns
@@ -86,9 +78,7 @@ def hparams_is_one_table_of_the_lab_run_the_ensemble_settings_and_the_sweep_sett
         assert {"hp/val_loss", "hp/prediction", "data.x_max"} <= set(rows[name]) and rows[name]["seeds"] == seeds
     diverged = rows["version_1/hparams/h8_e40_lr5.0"]  # a setting whose every member diverged keeps its row
     assert diverged["hp/diverged_share"] == 1 and "hp/val_loss" not in diverged
-
-
-def distributions_show_the_members_over_training_and_custom_scalars_their_percentiles(board):
+    # Distributions: the members over training; Custom Scalars: their percentiles.
     tags = board("plugin/histograms/tags")
     expected = "members_val_loss_log10/h4 members_prediction/h8 members_top_hessian_eigenvalue/h8".split()
     assert {f"{name}_lr0.01" for name in expected} <= set(tags["version_1"])
@@ -100,11 +90,8 @@ def distributions_show_the_members_over_training_and_custom_scalars_their_percen
     margin = charts["val loss, median and 10th-90th percentiles"]["margin"]["series"][0]
     assert margin["value"].endswith("/p50") and margin["lower"].endswith("/p10") and margin["upper"].endswith("/p90")
     assert "train loss, median per setting" in charts
-    scalars = board("plugin/scalars/tags")
-    assert "val_loss_percentiles/h8_lr0.01/p90" in scalars["version_1"]
-
-
-def text_tables_are_markdown_and_the_verdict_stands_alone(board):
+    assert "val_loss_percentiles/h8_lr0.01/p90" in board("plugin/scalars/tags")["version_1"]
+    # Text: tables in Markdown, and the verdict standing alone.
     text = lambda run, tag: board("plugin/text/text", run=run, tag=f"{tag}/text_summary")[0]["text"]  # noqa: E731
     html = text("sweep/summary", "sweep/results")  # the columns of results.csv, in two cards
     assert html.count("<table>") == 1 and "<th>all units dead</th>" in html and "<th>a unit dead</th>" in html
