@@ -319,6 +319,7 @@ def test_a_bad_setting_is_the_whole_stderr_of_the_process(tmp_path):
     ("--model.probe_x 1.13e38 --model.num_seeds 2 --seed_everything 1",  # two members: no histogram of inf
      "warning: the prediction at --model.probe_x 1.13e+38 is past float32's range"),
 ])  # fmt: skip
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # an inf or NaN in the numbers, drawn or summed anyway
 def test_lightnings_trainer_options_and_a_far_probe_work_with_the_projects_callbacks(tmp_path, option, output):
     proc = run_main("fit", "--trainer.max_epochs", "40", *option.split(), cwd=tmp_path)
     assert proc.returncode == 0 and output in proc.stdout + proc.stderr, proc.stderr[-2000:]

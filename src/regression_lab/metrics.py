@@ -194,8 +194,8 @@ class FinalMetrics(L.Callback):
                 notes.append([name, "every member diverged", *[""] * (2 if truth is None else 4)])
                 continue
             err = None if truth is None else (m["prediction"][healthy].double() - truth).abs()  # None: from a file
-            if err is not None:
-                errors.append(err.numpy())
+            if err is not None:  # a prediction past float32 (a far probe_x) has no place on the axis
+                errors.append(err[err.isfinite()].numpy())
                 labels.append(name)
             val, dead = m["val_loss"][healthy].double(), m["active_units"][healthy] < setting["hidden_size"]
             stats = (val.mean(), val.median(), *(() if err is None else (err.mean(), err.median())))

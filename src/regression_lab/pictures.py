@@ -113,7 +113,7 @@ def box_figure(errors: list, labels: list[str], probe_x: float, truth: float) ->
     seeds = ", ".join(sorted({f"{len(e):,}" for e in errors}))
     ax.set(ylabel=f"|prediction({probe_x:g}) - {truth:g}|",
            title=f"Error over the seeds ({seeds} per setting): boxes, outliers, mean (red diamond)")  # fmt: skip
-    if all(float(e.min()) > 0 for e in errors):
+    if all(e.size and float(e.min()) > 0 for e in errors):
         log_scale(ax)
     return fig
 
