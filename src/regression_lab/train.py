@@ -282,6 +282,8 @@ def cli_main(args: list[str] | dict[str, Any], run: bool = True) -> RegressionLa
     ``run=False``, ``args`` are fit's options and the caller runs the fit."""
     kwargs = {"exit_on_error": False, "prog": "regression-lab", "allow_abbrev": False}
     command = "fit" if not run else args[0] if isinstance(args, list) else next(iter(args))
+    if run and isinstance(args, dict):  # named: jsonargparse does not infer a command whose groups are all empty
+        args = {"subcommand": command, **args}
     with quiet_notices():
         return RegressionLabCLI(
             regression_model,  # one MyNN, or an ensemble of them with --model.num_seeds N
