@@ -29,6 +29,10 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
         api.train(model={"hidden_sizes": 3})  # jsonargparse's refusal, as the command says it
     with pytest.raises(UsageError, match="regression-lab sweep: Option 'bogus' is not accepted"):
         api.sweep(config=None, bogus=1)  # an unset config is no config
+    with pytest.raises(UsageError, match="--epochs values must be an integer >= 1, got 0"):
+        api.sweep(hidden_sizes=4, epochs=0, seeds=0)  # one value for a list: the list of it
+    with pytest.raises(UsageError, match=r"--lr_range takes LOW HIGH, got \[0.1\]"):
+        api.sweep(sampler="tpe", lr_range=[0.1])
     (tmp_path / "alias.yaml").write_text("hidden_sizes: &h [4]\nepochs: *h\n")
     (tmp_path / "list.yaml").write_text("- 4\n")
     # A --config read as the command reads it:

@@ -110,7 +110,7 @@ def sweep(**options: Any) -> list[dict[str, Any]]:
     import yaml
 
     from regression_lab.cli import no_aliases, read_config, usage_errors
-    from regression_lab.sweep import build_parser, run
+    from regression_lab.sweep import GRID_KEYS, build_parser, run
 
     if isinstance(options.get("seeds"), str):  # "0-99 200" as the command line takes it
         options["seeds"] = options["seeds"].split()
@@ -120,6 +120,8 @@ def sweep(**options: Any) -> list[dict[str, Any]]:
             if not isinstance(settings, dict):
                 raise UsageError(f"--config {path} must be a YAML mapping of the sweep's options")
             options = {**settings, **options}
+        listed = (*GRID_KEYS, "seeds")  # one value where a list goes: the list of it
+        options |= {k: [v] for k in listed if isinstance(v := options.get(k), numbers.Real)}
         rows = run(build_parser().parse_object(options))
     return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
 

@@ -100,13 +100,17 @@ class StudySpec:
             raise UsageError("--study_name is empty: give the study a name (the default is 'sweep')")
         for name in GRID_KEYS:
             values, what = getattr(self, name), f"--{name} values"
+            if not isinstance(values, list) or not values:  # a config's empty list: no grid to search
+                raise UsageError(f"--{name} takes a list of one or more values, got {values!r}")
             if len(set(values)) < len(values):
                 raise UsageError(f"--{name} repeats a value: {values}")
             for v in values:  # a learning rate > 0, a count >= 1, a width the model takes
                 top = MAX_HIDDEN_SIZE if name == "hidden_sizes" else None
                 check_float(what, v, 0.0, strict=True) if name == "lrs" else check_int(what, v, 1, top)
         for name, low in (("hidden_range", 1), ("lr_range", 0.0), ("epochs_range", 1)):
-            lo, hi = getattr(self, name)
+            if not isinstance(pair := getattr(self, name), list) or len(pair) != 2:
+                raise UsageError(f"--{name} takes LOW HIGH, got {pair!r}")
+            lo, hi = pair
             check_float(f"--{name} values", lo, low, strict=not low)
             if not lo <= hi:
                 raise UsageError(f"--{name} takes LOW HIGH with LOW <= HIGH, got {[lo, hi]}")
