@@ -53,6 +53,12 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
     for x in (float("nan"), True, "10", 10**400):  # what the command's parser refuses, refused here too
         with pytest.raises(UsageError, match=f"x must be a finite number, got {repr(x)[:40]}"):
             api.predict(tmp_path / "m.ckpt", [x])
+    for x in ("10", None):  # one x, not its characters
+        with pytest.raises(UsageError, match=f"x must be a finite number, got {x!r}$"):
+            api.predict(tmp_path / "m.ckpt", x)
+    results = api.landscape(tmp_path / "m.ckpt", resolution=5)
+    with pytest.raises(UsageError, match="no landscape 'trajectory' in these results: choose from lab_1d, linear_2d"):
+        api.figure(results, "trajectory")  # none kept
     assert not list(tmp_path.glob("lightning_logs/*"))  # the refused fit left no run behind
 
 

@@ -11,6 +11,7 @@ command would print. Try::
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def load(checkpoint: str | Path | None = None) -> Any:
 def predict(checkpoint: str | Path | None, xs: float | list[float]) -> tuple[list[float], list[float] | None]:
     """``regression-lab predict``: the predictions at ``xs`` (one x or a list; and an ensemble's spread) from a
     checkpoint (None: the newest, as the command takes), checked as the command does."""
-    values = [xs] if isinstance(xs, numbers.Real) else list(xs)  # NumPy scalars too
+    many = isinstance(xs, Iterable) and not isinstance(xs, (str, bytes))  # "10" is one (refused) x, not two
+    values = list(xs) if many else [xs]  # NumPy scalars too
     if not values:
         raise UsageError("no x values to predict")
     return load(checkpoint)(values)
@@ -85,7 +87,7 @@ def landscape(checkpoint: str | Path | None = None, data_csv: str | Path | None 
     """``regression-lab landscape``'s numbers (:class:`~regression_lab.landscape.Results`: each landscape, least
     squares, the Hessian, the trajectory), without writing files, on the checkpoint's training data or every row of
     ``data_csv``; ``settings`` are its options, e.g. ``resolution=101`` or ``trajectory=True``. Draw one with
-    :func:`figure`."""
+    :func:`figure`. ``checkpoint=None`` takes none (the line families alone), where the command takes the newest run."""
     from regression_lab.landscape import Settings, compute
 
     try:
@@ -100,6 +102,8 @@ def figure(results: Any, name: str) -> Any:
     ``random_2d``, ``random_1d``, ``interpolation``, ``trajectory``), as the command draws it."""
     from regression_lab.landscape_plots import figure as draw
 
+    if name not in results.landscapes:  # trajectory: only from a run that kept one, with trajectory=True
+        raise UsageError(f"no landscape {name!r} in these results: choose from {', '.join(results.landscapes)}")
     return draw(results.landscapes[name], results)
 
 
