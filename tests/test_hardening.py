@@ -51,6 +51,8 @@ def test_endless_closed_piped_and_spreadsheet_inputs(lab_ckpt, tmp_path):
         assert run_main(*ckpt, "--input", str(fifo), cwd=tmp_path).stdout == plain.stdout
     (tmp_path / "sheet.csv").write_bytes('\ufeff# exported by a spreadsheet\n"x","y"\n10,32\n3,11\n'.encode())
     assert run_main(*ckpt, "--input", "sheet.csv", cwd=tmp_path).stdout == plain.stdout
+    (tmp_path / "named.csv").write_text("load_kg,extension_cm\n10,6.7\n3,2.1\n")  # a --data.csv file's header
+    assert run_main(*ckpt, "--input", "named.csv", cwd=tmp_path).stdout == plain.stdout
     (tmp_path / "bad.txt").write_text("10\n" + "z" * 900 + "\n")
     bad = run_main(*ckpt, "--input", "bad.txt", cwd=tmp_path).stderr
     assert bad == f"error: not a number in bad.txt line 2: '{'z' * QUOTE_CHARS}...'\n"
@@ -158,8 +160,10 @@ def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(
         assert "\n" not in str(err) and len(str(err)) < 200 and str(err).startswith(starts)
         return
     lines = [line.strip() for line in text.split("\n")]
-    content = [line.split(",")[0].strip() for line in lines if line and not line.startswith("#")]
-    kept = content[1:] if content and content[0].strip('"').lower() == "x" else content
+    rows = [line.split(",") for line in lines if line and not line.startswith("#")]
+    content = [row[0].strip().strip('"').strip() for row in rows]
+    header = content and (content[0].lower() == "x" or (len(rows[0]) > 1 and not csvfile.is_number(content[0])))
+    kept = content[1:] if header else content
     assert got == [float(v) for v in kept] and all(math.isfinite(v) for v in got)
 
 

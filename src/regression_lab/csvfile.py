@@ -84,7 +84,8 @@ def open_text(path: str | Path, what: str, digest: Any = None) -> Iterator[TextI
         raise UsageError(f"cannot read {what} {path}: {err.strerror or err}") from None
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether Python reads ``text`` as a float (``nan`` and ``inf`` too): a row of names holds none."""
     try:
         float(text)
     except ValueError:
@@ -103,7 +104,7 @@ def parse_xy(stream: TextIO, name: str) -> tuple[list[float], list[float]]:
             if width < 2:
                 raise UsageError(f"{name} line {lineno} has one column: a data file has two at least, x and y, "
                                  "separated by commas")  # fmt: skip
-            if not any(_is_number(f) for f in fields[:2]):  # a header
+            if not any(is_number(f) for f in fields[:2]):  # a header
                 names = [f.lower() for f in fields]
                 if twice := next((n for n in names if n and names.count(n) > 1), None):
                     raise UsageError(f"{name}'s header (line {lineno}) names the column {quote(twice)} twice")
