@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import LAST, fit_in_process
+from helpers import LAST
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 SHARED_FIXTURES = ("test_serve.py", "test_sweep.py", "test_ensemble.py")
@@ -13,9 +13,16 @@ SHARED_FIXTURES = ("test_serve.py", "test_sweep.py", "test_ensemble.py")
 
 @pytest.fixture(scope="session")
 def lab_run(tmp_path_factory: pytest.TempPathFactory):
-    """The lab's default training (hidden 5, lr 0.01, 400 full-batch epochs), trained once per session."""
-    workdir = tmp_path_factory.mktemp("lab_run")
-    return workdir, fit_in_process(workdir)
+    """The lab's default training (hidden 5, lr 0.01, 400 full-batch epochs), trained once per session by
+    ``api.train()`` with no arguments (the API's first example; ``test_cli`` runs the command's)."""
+    from regression_lab import api
+
+    workdir, old_cwd = tmp_path_factory.mktemp("lab_run"), Path.cwd()
+    os.chdir(workdir)
+    try:
+        return workdir, api.train()
+    finally:
+        os.chdir(old_cwd)
 
 
 @pytest.fixture

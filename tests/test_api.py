@@ -69,10 +69,3 @@ def test_a_resume_through_the_api_trains_on_the_runs_own_data(tmp_path, monkeypa
     resumed = api.train(ckpt_path="last", trainer={"max_epochs": 40, **quiet})  # no data given: the run's
     assert resumed.datamodule.hparams.slope == 5.0 and resumed.trainer.current_epoch == 40
     assert api.predict(None, 10.0) == api.predict(resumed.checkpoint, 10.0)  # None: the newest, as the command's
-
-
-def test_train_with_no_arguments_is_the_labs_fit(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    run = api.train()  # the module docstring's first line: every group empty, the command still named
-    assert run.metrics["prediction"] == pytest.approx(31.9979, abs=1e-4) and run.trainer.current_epoch == 400
-    assert "Model prediction for 10 is 31.9979" in capsys.readouterr().out

@@ -1,6 +1,8 @@
 """The training pipeline, trained for real: the lab's numbers, checkpoints, TensorBoard, evaluation and resume.
 Run: pytest tests/test_training.py"""
 
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import LAST, RUN, edited, events, fit_in_process, one_error_line, run_main
@@ -12,11 +14,11 @@ from regression_lab.module import RegressionModule
 
 
 def test_lab_training_learns_y_equals_3x_plus_2(lab_run):
-    _, cli = lab_run
-    assert cli.trainer.current_epoch == 400 and cli.trainer.callback_metrics["train/loss"].item() < 1e-3
-    assert cli.final_metrics["prediction"] == pytest.approx(31.9979, abs=1e-4)  # the lab's number
+    _, run = lab_run  # api.train(), which returns the trained objects and the last checkpoint
+    assert run.trainer.current_epoch == 400 and run.trainer.callback_metrics["train/loss"].item() < 1e-3
+    assert run.metrics["prediction"] == pytest.approx(31.9979, abs=1e-4) and run.checkpoint == Path(LAST)
     x = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]])
-    torch.testing.assert_close(cli.model(x), 3 * x + 2, atol=0.01, rtol=0)
+    torch.testing.assert_close(run.model(x), 3 * x + 2, atol=0.01, rtol=0)
 
 
 def test_a_too_large_learning_rate_kills_every_unit_and_says_so(tmp_path, capsys):
@@ -39,17 +41,17 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path):
 
 
 def test_checkpoints_are_last_and_best_and_load_weights_only(lab_run):
-    workdir, cli = lab_run
+    workdir, run = lab_run
     files = sorted(p.name for p in (workdir / RUN / "checkpoints").iterdir())
     assert files == ["best-epoch=399-step=400.ckpt", "last.ckpt"]  # written atomically: no temporary files left
-    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    best = cli.trainer.checkpoint_callback
+    assert isinstance(run.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    best = run.trainer.checkpoint_callback
     assert best.monitor == "val/loss" and best.best_model_score < 1e-3
     path = workdir / LAST
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["hidden_size"] == 5 and ckpt["hyper_parameters"]["lr"] == 0.01
     x = torch.tensor([[10.0], [11.0]])
-    expected = cli.model.net(x)
+    expected = run.model.net(x)
     torch.testing.assert_close(load_model(path)[0](x), expected)  # the project's reader (by hand: test_cli's predict)
     restored = RegressionModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)  # Lightning's
     torch.testing.assert_close(restored(x), expected)
@@ -59,7 +61,7 @@ def test_checkpoints_are_last_and_best_and_load_weights_only(lab_run):
 
 
 def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
-    workdir, cli = lab_run
+    workdir, run = lab_run
     (file,) = (workdir / RUN).glob("events.out.tfevents.*")
     acc = events(file, scalars=0)
     assert {"train/loss", "val/loss", "val/mae", "val/r2"} <= set(acc.Tags()["scalars"])
@@ -74,11 +76,11 @@ def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
     assert hparams["data.num_samples"].number_value == 5 and hparams["seed_everything"].number_value == 0
     assert not [k for k in hparams if k.startswith("_")]  # no LightningCLI bookkeeping (_instantiator)
     (prediction,) = acc.Scalars("hp/prediction")
-    assert prediction.step == 400 and prediction.value == pytest.approx(cli.final_metrics["prediction"], rel=1e-6)
+    assert prediction.step == 400 and prediction.value == pytest.approx(run.metrics["prediction"], rel=1e-6)
     assert acc.Scalars("hp/abs_error")[-1].value == pytest.approx(abs(prediction.value - 32.0), abs=1e-5)
     for split in ("train", "val"):  # the final losses are the model's MSE on the DataModule's own data
-        x, y = getattr(cli.datamodule, f"{split}_x"), getattr(cli.datamodule, f"{split}_y")
-        expected = torch.mean((cli.model(x) - y) ** 2).item()
+        x, y = getattr(run.datamodule, f"{split}_x"), getattr(run.datamodule, f"{split}_y")
+        expected = torch.mean((run.model(x) - y) ** 2).item()
         assert acc.Scalars(f"hp/{split}_loss")[-1].value == pytest.approx(expected, rel=1e-5, abs=1e-12)
 
 
