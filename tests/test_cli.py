@@ -162,6 +162,7 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["fit", "--model.momentum", "-1"], "model.momentum must be >= 0"),
     (["fit", "--model.num_seeds", "3", "--model.seeds", "[1,2]"], "model.seeds names every seed: give it without"),
     (["fit", "--model.first_seed", "3", "--model.seeds", "[1,2]"], "model.seeds names every seed: give it without"),
+    (["fit", "--model.num_seeds", "1", "--model.seeds", "[1,2]"], "model.seeds names every seed"),  # the default too
     (["fit", "--trainer.max_epochs", "0"], "max_epochs must be >= 1"),
     (["fit", "--seed_everything", "4294967296"], "seed_everything must be in [0, 4294967295], got 4294967296"),
     (["fit", "--checkpoint.dirpath", "a_file"], "--checkpoint.dirpath is a file, not a directory: a_file"),

@@ -147,6 +147,10 @@ class EnsembleRegressionModule(L.LightningModule):
             self.check_memory(self.trainer.datamodule)
 
 
+#: Why ``seeds`` beside ``num_seeds`` or ``first_seed`` is refused (even beside their defaults, by the command).
+SEEDS_NAME_EVERY = "model.seeds names every seed: give it without model.num_seeds or model.first_seed"
+
+
 def _values(name: str, value: Any, check: Any, *limits: Any, **kwargs: Any) -> list:
     """A setting's values as a list, each passed through ``check(f"model.{name}", v, *limits, **kwargs)``."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -197,7 +201,7 @@ def regression_model(
             first_seed = torch.initial_seed()  # the seed seed_everything set
         check_int("model.first_seed", first_seed, 0, MAX_SEED - num_seeds + 1)
     elif first_seed is not None or num_seeds not in (1, len(check_seeds(seeds, "model.seeds"))):  # which counts?
-        raise UsageError("model.seeds names every seed: give it without model.num_seeds or model.first_seed")
+        raise UsageError(SEEDS_NAME_EVERY)
     else:
         num_seeds, first_seed = len(seeds), 0
     members = num_seeds * len(list(itertools.product(*settings.values())))

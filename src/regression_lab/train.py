@@ -26,7 +26,7 @@ from regression_lab import errors, files
 from regression_lab.callbacks import AtomicCheckpointIO, Guard, LandscapeLogger, RunProgressBar, Trajectory
 from regression_lab.checkpoint import load_model, resume_problem
 from regression_lab.data import DATA_DEFAULTS, RegressionDataModule, refuse_line_settings
-from regression_lab.ensemble import EnsembleRegressionModule, regression_model
+from regression_lab.ensemble import SEEDS_NAME_EVERY, EnsembleRegressionModule, regression_model
 from regression_lab.errors import FLOAT32_MAX, UsageError
 from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_checkpoint, reserve_numbered_dir
 from regression_lab.metrics import FinalMetrics, report
@@ -48,9 +48,8 @@ LAST_CHECKPOINT_DEFAULTS = {"save_top_k": 0, "save_last": True, "train_time_inte
 CONVERTS = "converts the model, not its own float32 inputs: use 32-true (the default), bf16-mixed or 16-mixed"
 #: A Trainer argument that takes one object or a list of them (callbacks, plugins), as a list.
 listed = lambda value: list(value) if isinstance(value, (list, tuple)) else [] if value is None else [value]  # noqa: E731
-LOGGER_DEFAULT = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                  "init_args": {"save_dir": ".", "name": str(LOG_ROOT), "log_graph": True,
-                                "default_hp_metric": False}}  # fmt: skip
+LOGGER_DEFAULT = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": ".",
+                  "name": str(LOG_ROOT), "log_graph": True, "default_hp_metric": False}}  # fmt: skip
 
 
 class RegressionLabCLI(LightningCLI):
@@ -200,6 +199,8 @@ class RegressionLabCLI(LightningCLI):
                 raise UsageError(f"{run} holds a run, which a new fit would overwrite: leave out "
                                  "trainer.logger.init_args.version, or resume it with --ckpt_path")  # fmt: skip
         try:
+            if {"num_seeds", "first_seed"} & self._named["model"] and (cfg.get("model") or {}).get("seeds") is not None:
+                raise UsageError(SEEDS_NAME_EVERY)  # named at its default too: regression_model cannot tell
             super().instantiate_classes()
             if self._chose_version:  # the logger has it: the run's config.yaml, reused with --config, makes a new run
                 init.version = None
