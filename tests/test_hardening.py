@@ -160,9 +160,10 @@ def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(
         assert "\n" not in str(err) and len(str(err)) < 200 and str(err).startswith(starts)
         return
     lines = [line.strip() for line in text.split("\n")]
-    rows = [line.split(",") for line in lines if line and not line.startswith("#")]
-    content = [row[0].strip().strip('"').strip() for row in rows]
-    header = content and (content[0].lower() == "x" or (len(rows[0]) > 1 and not csvfile.is_number(content[0])))
+    lines = [line for line in lines if line and not line.startswith("#")]
+    rows = [[f.strip().strip('"').strip() for f in line.split(",")] for line in lines]
+    content = [row[0] for row in rows]
+    header = content and (content[0].lower() == "x" or (len(rows[0]) > 1 and csvfile.is_header(rows[0])))
     kept = content[1:] if header else content
     assert got == [float(v) for v in kept] and all(math.isfinite(v) for v in got)
 

@@ -84,12 +84,12 @@ def open_text(path: str | Path, what: str, digest: Any = None) -> Iterator[TextI
         raise UsageError(f"cannot read {what} {path}: {err.strerror or err}") from None
 
 
-def is_number(text: str) -> bool:
-    """Whether Python reads ``text`` as a float (``nan`` and ``inf`` too): a row of names holds none."""
-    try:
-        float(text)
-    except ValueError:
-        return False
+def is_header(fields: list[str]) -> bool:
+    """Whether a first row is a header: neither of its first two fields reads as a float (``nan`` and ``inf`` do)."""
+    for field in fields[:2]:
+        with contextlib.suppress(ValueError):
+            float(field)
+            return False  # a number: a row of data
     return True
 
 
@@ -104,7 +104,7 @@ def parse_xy(stream: TextIO, name: str) -> tuple[list[float], list[float]]:
             if width < 2:
                 raise UsageError(f"{name} line {lineno} has one column: a data file has two at least, x and y, "
                                  "separated by commas")  # fmt: skip
-            if not any(is_number(f) for f in fields[:2]):  # a header
+            if is_header(fields):
                 names = [f.lower() for f in fields]
                 if twice := next((n for n in names if n and names.count(n) > 1), None):
                     raise UsageError(f"{name}'s header (line {lineno}) names the column {quote(twice)} twice")

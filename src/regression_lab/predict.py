@@ -16,7 +16,7 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from regression_lab.checkpoint import load_model
-from regression_lab.csvfile import is_number, open_text, parse_number, rows
+from regression_lab.csvfile import is_header, open_text, parse_number, rows
 from regression_lab.errors import FLOAT32_MAX, UsageError, check_float, command_parser
 from regression_lab.files import chosen_checkpoint
 from regression_lab.models import MyNN
@@ -35,7 +35,7 @@ def read_inputs(stream: TextIO, name: str, texts: list[str] | None = None) -> li
     values: list[float] = []
     for i, (lineno, fields) in enumerate(rows(stream, name, MAX_LINE_CHARS)):
         first = fields[0]
-        if i == 0 and (first.lower() == "x" or (len(fields) > 1 and not is_number(first))):  # a --data.csv file's
+        if i == 0 and (first.lower() == "x" or (len(fields) > 1 and is_header(fields))):  # as --data.csv's
             continue
         values.append(parse_number(first, f" in {name} line {lineno}"))
         if texts is not None:
