@@ -9,6 +9,7 @@ the loss sums the members' MSE, so member ``(h, lr, s)`` trains as ``fit --seed_
 # No `from __future__ import annotations`: LightningCLI reads regression_model's return annotation as a class.
 import itertools
 import os
+from collections.abc import Collection
 from typing import Any
 
 import lightning as L
@@ -147,8 +148,14 @@ class EnsembleRegressionModule(L.LightningModule):
             self.check_memory(self.trainer.datamodule)
 
 
-#: Why ``seeds`` beside ``num_seeds`` or ``first_seed`` is refused (even beside their defaults, by the command).
+#: Why ``seeds`` beside ``num_seeds`` or ``first_seed`` is refused.
 SEEDS_NAME_EVERY = "model.seeds names every seed: give it without model.num_seeds or model.first_seed"
+
+
+def refuse_counts_beside_seeds(given: Collection[str], seeds: object) -> None:
+    """Refuse ``num_seeds`` or ``first_seed`` among ``given`` (names) beside ``seeds``, even at their defaults."""
+    if seeds is not None and {"num_seeds", "first_seed"} & set(given):
+        raise UsageError(SEEDS_NAME_EVERY)
 
 
 def _values(name: str, value: Any, check: Any, *limits: Any, **kwargs: Any) -> list:

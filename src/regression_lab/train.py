@@ -26,7 +26,7 @@ from regression_lab import errors, files
 from regression_lab.callbacks import AtomicCheckpointIO, Guard, LandscapeLogger, RunProgressBar, Trajectory
 from regression_lab.checkpoint import load_model, resume_problem
 from regression_lab.data import DATA_DEFAULTS, RegressionDataModule, refuse_line_settings
-from regression_lab.ensemble import SEEDS_NAME_EVERY, EnsembleRegressionModule, regression_model
+from regression_lab.ensemble import EnsembleRegressionModule, refuse_counts_beside_seeds, regression_model
 from regression_lab.errors import FLOAT32_MAX, UsageError
 from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_checkpoint, reserve_numbered_dir
 from regression_lab.metrics import FinalMetrics, report
@@ -93,8 +93,7 @@ class RegressionLabCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         # Checked right after parsing: a bad setting is one line before any file is touched.
         super().parse_arguments(parser, args)
-        sub = self.config.get("subcommand")
-        cfg = self.config[sub] if sub else self.config  # run=False: fit's options at the top
+        cfg = self.config[sub] if (sub := self.config.get("subcommand")) else self.config  # run=False: fit's at the top
         for key in ("max_epochs", "check_val_every_n_epoch"):  # Lightning divides by the latter
             if cfg.trainer.get(key) is not None and cfg.trainer[key] < 1:
                 raise UsageError(f"trainer.{key} must be >= 1 (or null), got {cfg.trainer[key]}")
@@ -104,6 +103,7 @@ class RegressionLabCLI(LightningCLI):
         if str(cfg.trainer.get("precision")) in ("64-true", "64", "16-true", "bf16-true"):
             raise UsageError(f"--trainer.precision {cfg.trainer.precision} {CONVERTS}")
         refuse_line_settings(self._named["data"] if (cfg.get("data") or {}).get("csv") else ())  # named at defaults too
+        refuse_counts_beside_seeds(self._named["model"], (cfg.get("model") or {}).get("seeds"))  # named at defaults too
         if type(seed := cfg.get("seed_everything")) is int and not 0 <= seed <= MAX_SEED:  # a bool is no seed
             raise UsageError(f"seed_everything must be in [0, {MAX_SEED}], got {seed}")
         for group in ("checkpoint", "last_checkpoint"):
@@ -199,8 +199,6 @@ class RegressionLabCLI(LightningCLI):
                 raise UsageError(f"{run} holds a run, which a new fit would overwrite: leave out "
                                  "trainer.logger.init_args.version, or resume it with --ckpt_path")  # fmt: skip
         try:
-            if {"num_seeds", "first_seed"} & self._named["model"] and (cfg.get("model") or {}).get("seeds") is not None:
-                raise UsageError(SEEDS_NAME_EVERY)  # named at its default too: regression_model cannot tell
             super().instantiate_classes()
             if self._chose_version:  # the logger has it: the run's config.yaml, reused with --config, makes a new run
                 init.version = None
