@@ -65,12 +65,12 @@ class RegressionLabCLI(LightningCLI):
         self._trained_on: tuple[dict[str, Any], str] | None = None  # a checkpoint run on, and its path
         self._chose_version = False  # the run's version_N is this CLI's choice, not a setting
         self._chosen_ckpt: str | None = None  # validate and test without --ckpt_path: which checkpoint they take
-        given = kwargs.get("args") or []  # a data setting given? Else validate, test and resume take the checkpoint's
-        names = given if isinstance(given, list) else [f"--{k}" for k, v in given[command].items() if v != {}]
-        self._data_given = any(str(a).startswith(("--data", "--config", "-c")) for a in names)
-        flags = [str(a).split("=")[0] for a in given if str(a).startswith("--")] if isinstance(given, list) else None
-        keys = lambda g: flags if flags is not None else given[command].get(g) or {}  # noqa: E731
-        self._named = {g: {str(k).removeprefix(f"--{g}.") for k in keys(g)} for g in ("model", "data")}  # even defaults
+        given = kwargs.get("args") or []
+        if isinstance(given, dict):  # the Python API's {command: {group: {option: value}}}, as the flags it names
+            given = [f"--{g}.{k}" for g, v in given[command].items() for k in (v if isinstance(v, dict) else [""])]
+        flags = [str(a).split("=")[0] for a in given if str(a).startswith("-")]
+        self._data_given = any(f.startswith(("--data", "--config", "-c")) for f in flags)  # else a checkpoint's
+        self._named = {g: {f.split(".", 1)[1] for f in flags if f.startswith(f"--{g}.")} for g in ("model", "data")}
         try:
             super().__init__(*args, **kwargs)
         finally:
