@@ -40,9 +40,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise UsageError(f"checkpoint file is empty: {path}")
     unreadable = f"not a readable checkpoint (truncated, corrupt, or not a torch file): {path}"
-    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; a cut one loses its directory
-        raise UsageError(unreadable)
-    try:
+    try:  # torch.save writes zip archives (a cut one loses its directory): opened first, a foreign file fails here
         with zipfile.ZipFile(path) as archive:  # torch.load would hand a TorchScript archive to torch.jit.load
             if any(name.endswith("/constants.pkl") for name in archive.namelist()):
                 raise UsageError(f"{path} is a TorchScript export, not a checkpoint: give the .ckpt it came from")
@@ -169,9 +167,8 @@ def resume_problem(ckpt: dict[str, Any]) -> str | None:
         top_k = state.get("best_k_models")
         paths = [state.get(k) for k in CALLBACK_PATH_KEYS] + (list(top_k) if isinstance(top_k, dict) else [top_k])
         for path in (p for p in paths if p not in (None, "")):
-            folder, strings = state["dirpath"], isinstance(path, str) and isinstance(state["dirpath"], str)
-            with contextlib.suppress(OSError, ValueError, RuntimeError):  # NUL, too long, a symlink loop: outside
-                if strings and Path(path).resolve().parent == Path(folder).resolve():
+            with contextlib.suppress(TypeError, OSError, ValueError, RuntimeError):  # no str, NUL, a loop: outside
+                if Path(path).resolve().parent == Path(state["dirpath"]).resolve():
                     continue
             return f"names a file outside its checkpoint directory in its callback state ({str(path)[:200]!r})"
     return None

@@ -94,10 +94,9 @@ def bound_configs(argv: list[str]) -> list[str]:
         if flag not in ("--config", "-c") or not (eq or i + 1 < len(argv)):
             continue
         j, path = (i, value) if eq else (i + 1, argv[i + 1])
-        if not os.path.exists(path) or os.path.isdir(path):
-            continue  # jsonargparse says what it is (or reads it as YAML text)
-        text = read_config(path)
-        out[j] = f"{flag}={text}" if eq else text
+        if os.path.exists(path) and not os.path.isdir(path):  # else jsonargparse says what it is (or reads it as YAML)
+            text = read_config(path)
+            out[j] = f"{flag}={text}" if eq else text
     return out
 
 

@@ -47,8 +47,7 @@ def atomic_write(
         else:
             pending.append((tmp, target))
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -63,8 +62,7 @@ def replace_all() -> Iterator[list]:
             os.replace(tmp, target)
     except BaseException:
         for tmp, _ in queue:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -165,8 +163,8 @@ def newest_checkpoint(root: str | os.PathLike = LOG_ROOT, name: str | None = Non
     """The newest run's ``last.ckpt``, else its newest ``.ckpt`` (or only ``name``); :class:`UsageError` if none."""
     for run in reversed(numbered_dirs(root)):
         folder = run / "checkpoints"
-        found = [folder / name] if name else [folder / "last.ckpt"]
-        if not name and folder.is_dir():
+        found = [folder / (name or "last.ckpt")]
+        if not name:  # glob finds nothing in a folder that is not there
             found += sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
         for path in found:
             if path.is_file():
@@ -181,8 +179,8 @@ def newest_checkpoint(root: str | os.PathLike = LOG_ROOT, name: str | None = Non
 EMPTY_CKPT_PATH = "--ckpt_path is empty: give a checkpoint's path, or leave the option out"
 
 
-def chosen_checkpoint(path: str | os.PathLike | None, root: str | os.PathLike = LOG_ROOT) -> str | os.PathLike:
+def chosen_checkpoint(path: str | os.PathLike | None) -> str | os.PathLike:
     """``--ckpt_path``'s file, else (not given) the newest run's; an empty one (``"$UNSET"``) is refused."""
     if path is not None and not str(path).strip():
         raise UsageError(EMPTY_CKPT_PATH)
-    return newest_checkpoint(root) if path is None else path  # as given: the messages quote it so
+    return newest_checkpoint() if path is None else path  # as given: the messages quote it so
