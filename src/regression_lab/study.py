@@ -37,6 +37,10 @@ from regression_lab.train import TRAINER_DEFAULTS
 
 #: The lab's question, from the model's and the data's own defaults: the prediction at probe_x against the true line.
 PROBE_X = inspect.signature(regression_model).parameters["probe_x"].default
+#: Optuna's RDB tables: SQLite creates them one by one, so a study being made shows some of them.
+OPTUNA_TABLES = {"studies", "version_info", "study_directions", "study_user_attributes", "study_system_attributes",
+                 "trials", "trial_user_attributes", "trial_system_attributes", "trial_params", "trial_values",
+                 "trial_intermediate_values", "trial_heartbeats", "alembic_version"}  # fmt: skip
 
 
 def mask(url: str) -> str:
@@ -78,12 +82,6 @@ def open_study(spec: StudySpec, create: bool = True) -> optuna.Study:
             if attempt == 4 or not any(word in str(err) for word in ("UNIQUE", "already exists", "Duplicate")):
                 raise UsageError(f"cannot open the storage {where}: {_scrub(str(err), spec.storage)}") from None
             time.sleep(0.5)  # the loser's next attempt finds them made
-
-
-#: Optuna's RDB tables: SQLite creates them one by one, so a study being made shows some of them.
-OPTUNA_TABLES = {"studies", "version_info", "study_directions", "study_user_attributes", "study_system_attributes",
-                 "trials", "trial_user_attributes", "trial_system_attributes", "trial_params", "trial_values",
-                 "trial_intermediate_values", "trial_heartbeats", "alembic_version"}  # fmt: skip
 
 
 def _foreign(storage: str, create: bool) -> str | None:
@@ -166,8 +164,7 @@ def _checked(study: optuna.Study, spec: StudySpec) -> optuna.Study:
     saved = study.user_attrs.get(DEFINITION_ATTR)
     if saved is None and study.get_trials(deepcopy=False):
         raise UsageError(f"study {name!r} in {where} is not a regression-lab sweep: choose another --study_name")
-    same_but_data = {**(saved or {}), "data_sha256": 0} == {**wanted, "data_sha256": 0}
-    if saved and saved != wanted and saved.get("data_sha256") and same_but_data:
+    if saved and saved != wanted and {**saved, "data_sha256": 0} == {**wanted, "data_sha256": 0}:  # the hash alone
         raise UsageError(f"{spec.data_csv} has changed since study {name!r} in {where} began on it (its SHA-256 "
                          "differs): restore the file, or choose another --study_name")  # fmt: skip
     if saved is not None and saved != wanted:

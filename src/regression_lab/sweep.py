@@ -24,6 +24,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from regression_lab import errors
+from regression_lab.csvfile import read_xy
 from regression_lab.errors import UsageError, check_float, check_int, command_parser, refused_os_errors
 from regression_lab.files import LOG_ROOT, atomic_write, lock_dir, numbered_dirs, reserve_numbered_dir
 from regression_lab.models import MAX_HIDDEN_SIZE, MAX_SEED, check_seeds
@@ -31,6 +32,9 @@ from regression_lab.models import MAX_HIDDEN_SIZE, MAX_SEED, check_seeds
 SETTINGS_FILE = "sweep.json"
 #: A sweep keeps every member's numbers in its study: this many seeds at most.
 MAX_SWEEP_SEEDS = 100_000
+#: Each sampler's search space: the other sampler refuses these options.
+GRID_KEYS = ("hidden_sizes", "epochs", "lrs")
+TPE_KEYS = ("hidden_range", "lr_range", "log", "epochs_range")
 
 
 def parse_seeds(values: list[str | int]) -> list[int]:
@@ -64,15 +68,11 @@ def seed_ranges(seeds: list[int]) -> list[str]:
     return [f"{a}-{b}" if a != b else str(a) for a, b in runs]
 
 
-#: The grid's search space; TPE's is hidden_range, lr_range, log and epochs_range.
-GRID_KEYS = ("hidden_sizes", "epochs", "lrs")
-
-
 @dataclass
 class StudySpec:
     """Everything a worker needs to join the study: the command's options and defaults, as plain values."""
 
-    storage: str = ""
+    storage: str | None = None
     study_name: str = "sweep"
     out_dir: str = ""
     sampler: str = "grid"
@@ -119,7 +119,7 @@ class StudySpec:
             if getattr(self, name) is not None:
                 check_int(f"--{name}", getattr(self, name), 1)
         grid, default = self.sampler == "grid", StudySpec()
-        for name in ("n_trials", "hidden_range", "lr_range", "log", "epochs_range") if grid else GRID_KEYS:
+        for name in ("n_trials", *TPE_KEYS) if grid else GRID_KEYS:
             if getattr(self, name) != getattr(default, name):  # the other sampler's option: refused, not ignored
                 raise UsageError(f"--{name} is for --sampler {'tpe' if grid else 'grid'}: the {self.sampler} "
                                  "sampler does not use it")  # fmt: skip
@@ -132,14 +132,12 @@ class StudySpec:
             self.accelerator = "gpu" if torch.cuda.is_available() else "cpu"
         self.seeds = seed_ranges(parse_seeds(self.seeds))
         if self.data_csv is not None:
-            from regression_lab.csvfile import read_xy
-
             _, _, record = read_xy(self.data_csv, "--data_csv", 3, ", 1 to train on and 2 to validate on")
             self.data_csv, self.data_sha256 = record["path"], record["sha256"]
 
     def definition(self) -> dict[str, Any]:
         """What the study searches: a study is continued only with the same."""
-        keys = GRID_KEYS if self.sampler == "grid" else ("hidden_range", "lr_range", "log", "epochs_range")
+        keys = GRID_KEYS if self.sampler == "grid" else TPE_KEYS
         data = {"data_csv": self.data_csv, "data_sha256": self.data_sha256} if self.data_csv else {}
         return {"sampler": self.sampler, "seeds": self.seeds, **{k: getattr(self, k) for k in keys}, **data}
 
@@ -259,8 +257,7 @@ def run(args: Namespace) -> list[dict[str, Any]]:
     from regression_lab import study as studies
     from regression_lab.sweep_report import report
 
-    spec = StudySpec(**{k: args[k] for k in asdict(StudySpec()) if k in args and k != "out_dir"})
-    spec.storage = spec.storage or ""
+    spec = StudySpec(**{k: args[k] for k in asdict(StudySpec()) if k in args})
     spec.check()
     if args.report:
         if not spec.storage and not args.out:

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
+from optuna.trial import TrialState
 
 from regression_lab.errors import UsageError
 from regression_lab.files import atomic_write, markdown_table, write_figure, write_text
 from regression_lab.pictures import box_figure, error_figure, setting_name
+from regression_lab.sweep import parse_seeds
 
 #: The study user attribute that records what the sweep searches (and the probe's truth).
 DEFINITION_ATTR = "regression_lab_sweep"
@@ -60,13 +63,9 @@ def mean_ci(values: list[float]) -> tuple[float, float, float, float]:
     return mean, std, mean - half, mean + half
 
 
-def members_of(study: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None]:
+def members_of(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None]:
     """From the storage: a row per member and epoch count of the finished settings, a row per pruned, failed or
     running setting that never finished, and the truth at the probe."""
-    from optuna.trial import TrialState
-
-    from regression_lab.sweep import parse_seeds
-
     definition = study.user_attrs.get(DEFINITION_ATTR, {})
     seeds, truth = parse_seeds(definition.get("seeds", [])), definition.get("truth")
     rows, unfinished, done = [], {}, set()
@@ -97,17 +96,15 @@ def members_of(study: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], 
     return rows, left, truth
 
 
-def summarize(results: list[dict[str, Any]], unfinished: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def summarize(results: list[dict[str, Any]], unfinished: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per setting, best first by the mean validation loss over its healthy seeds; the unfinished after them."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
+    by_seed: dict[int, tuple[float, tuple]] = {}  # per seed, the setting of lowest validation loss: how often it wins
     for r in results:
-        groups.setdefault((r["hidden_size"], r["epochs"], r["lr"]), []).append(r)
-    # How often each setting is the best one: per seed, the setting of lowest validation loss.
-    by_seed: dict[int, tuple[float, tuple]] = {}
-    for key, group in groups.items():
-        for r in group:
-            if r["seed"] not in by_seed or r["val_loss"] < by_seed[r["seed"]][0]:
-                by_seed[r["seed"]] = (r["val_loss"], key)
+        key = (r["hidden_size"], r["epochs"], r["lr"])
+        groups.setdefault(key, []).append(r)
+        if r["seed"] not in by_seed or r["val_loss"] < by_seed[r["seed"]][0]:
+            by_seed[r["seed"]] = (r["val_loss"], key)
     wins = Counter(key for _, key in by_seed.values())
     rows = []
     for (h, e, lr), group in groups.items():
@@ -127,7 +124,7 @@ def summarize(results: list[dict[str, Any]], unfinished: list[dict[str, Any]] | 
             "state": "COMPLETE", "_group": group,
         })  # fmt: skip
     rows.sort(key=lambda r: (r["val_loss_mean"], r["err10_mean"]))
-    for u in sorted(unfinished or [], key=lambda u: (u["state"], u["val_loss_mean"])):
+    for u in sorted(unfinished, key=lambda u: (u["state"], u["val_loss_mean"])):
         rows.append({**dict.fromkeys(CSV_COLUMNS, math.nan), "err10_mean": math.inf, "_group": [], **u})
     return rows
 
@@ -230,11 +227,9 @@ def write_outputs(rows: list, members: list, truth: float | None, probe_x: float
         write_text(writer, tag, text)
 
 
-def optuna_outputs(study: Any, out: Path, writer: Any) -> None:
+def optuna_outputs(study: optuna.Study, out: Path, writer: Any) -> None:
     """trials.csv (Optuna's dataframe, one row per trial) and Optuna's plots as PNGs and figures."""
-    import optuna
     from matplotlib import pyplot as plt
-    from optuna.trial import TrialState
 
     attrs = ("number", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs", "state")
     frame = study.trials_dataframe(attrs=attrs)  # not the system attributes: the members' numbers
@@ -261,7 +256,7 @@ def optuna_outputs(study: Any, out: Path, writer: Any) -> None:
                 plt.close(fig)  # Optuna draws with pyplot, which keeps each figure until it is closed
 
 
-def report(study: Any, out: Path | None) -> list[dict[str, Any]]:
+def report(study: optuna.Study, out: Path | None) -> list[dict[str, Any]]:
     """Print the ranked table and verdict of a study (and return its rows); with ``out``, write its files there too."""
     from regression_lab.study import PROBE_X  # the model's default: for a study that did not record its probe
 
