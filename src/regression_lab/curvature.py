@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from regression_lab.checkpoint import TRAJECTORY_FILE, read_trajectory
 from regression_lab.errors import UsageError
+from regression_lab.pictures import setting_name
 
 #: Parameters up to which the whole Hessian is formed (its P x P entries, and their eigenvalues).
 MAX_HESSIAN_PARAMS = 2_000
@@ -124,15 +125,12 @@ def add_to(results: Any, net: nn.Module, x: Tensor, y: Tensor, trajectory: dict[
 def log_top_eigenvalues(writer: Any, module: nn.Module, datamodule: Any, step: int) -> None:
     """Per setting, a histogram of an ensemble's healthy members' top eigenvalue (do wider networks find flatter
     minima?), on :data:`MAX_HESSIAN_SAMPLES` samples at most (evenly); none past :data:`MAX_MEMBER_HESSIAN_WORK`."""
-    from regression_lab.pictures import setting_name
-
     stride = -(-len(datamodule.train_x) // MAX_HESSIAN_SAMPLES)
     x, y = datamodule.train_x[::stride], datamodule.train_y[::stride]
     if sum(len(s) * s.weights.shape[1] ** 2 * len(x) for s in module.stacks) > MAX_MEMBER_HESSIAN_WORK:
         return
     tops = torch.cat([torch.linalg.eigvalsh(hessians(s.weights, s.width, x, y).double())[:, -1] for s in module.stacks])
-    tops = tops.cpu()
-    sizes = module.setting_sizes()
+    tops, sizes = tops.cpu(), module.setting_sizes()
     for setting, top, out in zip(module.settings, tops.split(sizes), module.diverged().cpu().split(sizes), strict=True):
         if bool((~out).any()):
             writer.add_histogram(f"members_top_hessian_eigenvalue/{setting_name(setting)}", top[~out], step)

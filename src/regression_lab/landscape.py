@@ -21,7 +21,7 @@ from torch.func import functional_call, vmap
 
 from regression_lab.curvature import add_to, load_trajectory
 from regression_lab.errors import UsageError, check_float, check_int, command_parser
-from regression_lab.files import LOG_ROOT
+from regression_lab.files import LOG_ROOT, check_writable_dir, chosen_checkpoint, newest_checkpoint
 from regression_lab.models import MAX_SEED
 
 Params = dict[str, Tensor]
@@ -256,7 +256,6 @@ def build_parser() -> ArgumentParser:
 
 def run(args: Namespace) -> None:
     """Compute, write to TensorBoard (and ``--out``), print a summary."""
-    from regression_lab.files import check_writable_dir, chosen_checkpoint, newest_checkpoint
     from regression_lab.landscape_plots import hessian_lines, run_dir_of, thinning_notes, write_files, write_tensorboard
 
     settings = Settings(**{k: tuple(v) if isinstance(v := args[k], list) else v for k in asdict(Settings())})

@@ -62,6 +62,7 @@ def figure(ls: Landscape, results: Results) -> Any:
     fig = Figure(figsize=(6, 4 if len(ls.axes) == 1 else 5), dpi=100)
     ax = fig.add_subplot()
     title = TITLES.get(ls.name, ls.name).format(b0=results.settings.b0)
+    ax.set(title=title, xlabel=ls.names[0], ylabel="MSE loss" if len(ls.axes) == 1 else ls.names[1])
     marks = {"random_1d": {"trained": 0.0}, "interpolation": {"initial": 0.0, "trained": 1.0}}.get(ls.name, {})
     if len(ls.axes) == 1:
         keep = thinned(len(ls.loss), MAX_DRAWN_CURVE)
@@ -70,7 +71,6 @@ def figure(ls: Landscape, results: Results) -> Any:
         ax.plot([where], [low], "o", color="C3", label=f"minimum {low:.3g} at {ls.names[0]} = {_num(where)}")
         for (label, at), (colour, style) in zip(marks.items(), (("C1", "--"), ("C2", ":")), strict=False):
             ax.axvline(at, color=colour, ls=style, lw=1.5, label=f"{label} ({ls.names[0]} = {at:g})")
-        ax.set(title=title, xlabel=ls.names[0], ylabel="MSE loss")
     else:
         ix, iy = thinned(len(ls.axes[0]), MAX_DRAWN_AXIS), thinned(len(ls.axes[1]), MAX_DRAWN_AXIS)
         z = ls.loss[ix][:, iy].numpy().T.astype(np.float64)
@@ -79,8 +79,7 @@ def figure(ls: Landscape, results: Results) -> Any:
         levels, norm = 10, None
         if zmax > zmin:
             floor = max(zmin, zmax * 1e-6, 1e-12)
-            levels = np.geomspace(floor, zmax, 25)
-            levels = np.concatenate([[zmin], levels]) if zmin < floor else levels
+            levels = np.unique([zmin, *np.geomspace(floor, zmax, 25)])  # zmin too, when below the floor
             norm = BoundaryNorm(levels, ncolors=256)
         cs = ax.contourf(ls.axes[0][ix].numpy(), ls.axes[1][iy].numpy(), z, levels=levels, cmap="viridis", norm=norm)
         fig.colorbar(cs, ax=ax, label="MSE loss", format="%.2g")
@@ -89,7 +88,6 @@ def figure(ls: Landscape, results: Results) -> Any:
         # A wide ring under a small star: the two points nearly coincide, and both must show.
         ax.plot(*at, "o", color="C1", mfc="none", ms=18, mew=2, label=f"{what} ({_num(at[0])}, {_num(at[1])})")
         ax.plot([mx], [my], "r*", ms=9, zorder=3, label=f"grid minimum ({_num(mx)}, {_num(my)})")
-        ax.set(title=title, xlabel=ls.names[0], ylabel=ls.names[1])
         if ls.name == "trajectory":
             t = results.trajectory
             path, (first, last) = t["path"].numpy(), (int(t["epochs"][0]), int(t["epochs"][-1]))
@@ -109,8 +107,7 @@ def picture(results: Results, name: str) -> bytes:
 
 
 def _mesh(ls: Landscape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """TensorBoard mesh vertices (x, loss, y), colours and faces, each axis scaled to [-1, 1]: a steep loss flattens
-    no other."""
+    """Mesh vertices (x, loss, y), colours and faces, each axis scaled to [-1, 1]: a steep loss flattens no other."""
     ix, iy = thinned(len(ls.axes[0]), MAX_DRAWN_AXIS), thinned(len(ls.axes[1]), MAX_DRAWN_AXIS)
     gx, gy = torch.meshgrid(ls.axes[0][ix], ls.axes[1][iy], indexing="ij")
     unit = lambda t: 2 * (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12) - 1  # noqa: E731
@@ -181,9 +178,8 @@ def log_to_writer(results: Results, writer: Any, ckpt_path: Any, step: int = 0) 
     for name, ls in results.landscapes.items():
         write_figure(picture(results, name), writer, f"landscape/{name}", step=step)
         if len(ls.axes) == 2:
-            title = TITLES[name].format(b0=results.settings.b0)
-            what = f"{title}: x = {ls.names[0]}, up = MSE loss, depth = {ls.names[1]}, each scaled to [-1, 1]"
-            summary = mesh(f"landscape/{name}_surface", *_mesh(ls), MESH_CONFIG, title, what)
+            what = f"{TITLES[name]}: x = {ls.names[0]}, up = MSE loss, depth = {ls.names[1]}, each scaled to [-1, 1]"
+            summary = mesh(f"landscape/{name}_surface", *_mesh(ls), MESH_CONFIG, TITLES[name], what)
             writer.file_writer.add_summary(summary, global_step=step)
     for tag, text in settings_text(results, ckpt_path).items():
         write_text(writer, tag, text, step)

@@ -53,10 +53,8 @@ def member_numbers(
 def summary(members: dict[str, torch.Tensor], truth: float | None) -> dict[str, float]:
     """The healthy members' mean numbers, ``abs_error`` from ``truth`` (an ensemble's spread and divergences too)."""
     healthy = ~members["diverged"]
-    out: dict[str, float] = {}
-    for key in ("prediction", "train_loss", "val_loss"):
-        if key in members:
-            out[key] = float(members[key][healthy].double().mean()) if bool(healthy.any()) else math.nan
+    keys = [k for k in ("prediction", "train_loss", "val_loss") if k in members]
+    out = {k: float(members[k][healthy].double().mean()) for k in keys}  # NaN when every member diverged
     if len(healthy) > 1:
         pred = members["prediction"][healthy].double()
         out.update(members=float(len(healthy)), diverged=float((~healthy).sum()))
@@ -93,8 +91,7 @@ class FinalMetrics(L.Callback):
         """Configure what is recorded.
 
         Args:
-            snapshot_epochs: epoch counts after which every member's numbers are recorded, besides
-                the last epoch.
+            snapshot_epochs: epoch counts after which every member's numbers are recorded, besides the last epoch.
             box_plot: draw an ensemble's box plot at the end (a sweep draws one over all its trials).
         """
         super().__init__()

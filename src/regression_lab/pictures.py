@@ -80,11 +80,8 @@ def mean_and_median(probe_x: float, rows: list[list[Any]], errors: bool = True) 
     """:data:`MEAN_AND_MEDIAN` and its table, a row per setting (its name, the numbers, the dead-unit share)."""
     from regression_lab.files import markdown_table
 
-    x = f"{probe_x:g}"
-    header = ["setting", "val loss mean", "val loss median", f"error at {x} mean", f"error at {x} median",
-              "seeds with a dead unit"]  # fmt: skip
-    if not errors:  # data from a file: no known line, no error
-        header = header[:3] + header[5:]
+    error = [f"error at {probe_x:g} mean", f"error at {probe_x:g} median"] if errors else []  # a file: no known line
+    header = ["setting", "val loss mean", "val loss median", *error, "seeds with a dead unit"]
     return MEAN_AND_MEDIAN + "\n\n" + markdown_table(header, rows)
 
 
