@@ -113,9 +113,8 @@ class RunProgressBar(TQDMProgressBar):
         self.train_progress_bar.initial = self.train_progress_bar.n = trainer.global_step  # a resumed run
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
-        self.train_progress_bar.set_description(
-            f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", refresh=False
-        )
+        epoch = f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        self.train_progress_bar.set_description(epoch, refresh=False)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         self.train_progress_bar.update(1)  # tqdm redraws only once mininterval has passed

@@ -199,19 +199,17 @@ def write_graphs(logdir: Path, names: list[str], seed: int) -> list[Path]:
     """The graphs of the named demos' models, a TensorBoard run each under ``logdir``."""
     from torch.utils.tensorboard import SummaryWriter
 
-    written = []
-    for name in (n for n in names if n in GRAPHS):
+    written = [logdir / name for name in names if name in GRAPHS]
+    for path in written:
         torch.manual_seed(seed)
-        model, shape = GRAPHS[name]
+        model, shape = GRAPHS[path.name]
         with refused_os_errors(f"cannot write TensorBoard events under {logdir}"):
-            with SummaryWriter(log_dir=str(logdir / name)) as writer, quiet_notices():  # torch.jit.trace's deprecation
+            with SummaryWriter(log_dir=str(path)) as writer, quiet_notices():  # torch.jit.trace's deprecation
                 writer.add_graph(model(), torch.rand(shape))
-        written.append(logdir / name)
     return written
 
 
 def build_parser() -> ArgumentParser:
-    """The ``demo`` command's options."""
     parser = command_parser("demo", __doc__)
     add = parser.add_argument
     add("section", nargs="?", default="all", help="forward, tinymodel, linear, mynn or all (default)")

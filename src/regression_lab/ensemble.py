@@ -144,7 +144,7 @@ class EnsembleRegressionModule(L.LightningModule):
         check_memory(sum(len(s) for s in self.stacks), max(self.hparams.hidden_size), samples)
 
     def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.datamodule is not None:
+        if self.trainer.datamodule is not None:
             self.check_memory(self.trainer.datamodule)
 
 
@@ -204,8 +204,7 @@ def regression_model(
         return RegressionModule(**{k: v[0] for k, v in settings.items()}, probe_x=probe_x)
     if seeds is None:
         check_int("model.num_seeds", num_seeds, 1, MAX_MEMBERS)
-        if first_seed is None:
-            first_seed = torch.initial_seed()  # the seed seed_everything set
+        first_seed = torch.initial_seed() if first_seed is None else first_seed  # None: the seed seed_everything set
         check_int("model.first_seed", first_seed, 0, MAX_SEED - num_seeds + 1)
     elif first_seed is not None or num_seeds not in (1, len(check_seeds(seeds, "model.seeds"))):  # which counts?
         raise UsageError(SEEDS_NAME_EVERY)

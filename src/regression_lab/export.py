@@ -48,7 +48,6 @@ def export_bytes(model: torch.nn.Module, fmt: str) -> bytes:
 
 
 def build_parser() -> ArgumentParser:
-    """The ``export`` command's options."""
     parser = command_parser("export", __doc__)
     add, formats = parser.add_argument, Literal["onnx", "exported_program", "torchscript"]
     add("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")

@@ -32,15 +32,14 @@ QUIET_LOGGERS = ("lightning.fabric.utilities.seed", "lightning.pytorch.trainer.c
 @contextlib.contextmanager
 def quiet_notices() -> Iterator[None]:
     """Hide :data:`NOTICES` and :data:`QUIET_LOGGERS`' info lines (every other warning shows) within the block."""
-    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
-    levels = [logger.level for logger in loggers]
+    levels = {logger: logger.level for logger in map(logging.getLogger, QUIET_LOGGERS)}
     with warnings.catch_warnings():
         for pattern in NOTICES:
             warnings.filterwarnings("ignore", message=pattern)
-        for logger in loggers:
+        for logger in levels:
             logger.setLevel(logging.WARNING)
         try:
             yield
         finally:
-            for logger, level in zip(loggers, levels, strict=True):
+            for logger, level in levels.items():
                 logger.setLevel(level)

@@ -107,7 +107,6 @@ class Predictor:
 
 
 def build_parser() -> ArgumentParser:
-    """The ``predict`` command's options."""
     parser = command_parser("predict", __doc__)
     parser.add_argument("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
     src = parser.add_mutually_exclusive_group(required=True)

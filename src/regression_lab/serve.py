@@ -116,7 +116,6 @@ class RegressionAPI(ls.LitAPI):
 
 
 def build_parser() -> ArgumentParser:
-    """The ``serve`` command's options."""
     parser = command_parser("serve", __doc__)
     add = parser.add_argument
     add("--ckpt_path", type=str | None, help="checkpoint (default: the newest in ./lightning_logs/)")
