@@ -56,6 +56,8 @@ def train(model: dict | None = None, data: dict | None = None, trainer: dict | N
     from regression_lab.train import cli_main
 
     config = {"model": model or {}, "data": data or {}, "trainer": trainer or {}}
+    if wrong := next((k for k, v in config.items() if not isinstance(v, dict)), None):  # as the command's --model 5
+        raise UsageError(f"{wrong} takes a dict of --{wrong}.* settings, got {config[wrong]!r}")
     config |= {} if seed_everything is None else {"seed_everything": seed_everything}
     with usage_errors("fit"):
         cli = cli_main({"fit": {**config, **options}})
