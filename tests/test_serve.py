@@ -1,5 +1,6 @@
 """serve: a real LitServe process on a free loopback port and an HTTP client: predict's answers, one-line 4xx errors,
-the API key, loopback only, a load 10% malformed, SIGTERM draining (the last test on the module's one server).
+the API key, loopback only, a load 10% malformed, SIGTERM draining (the last test on the module's one server);
+every interface without a key, and SIGINT, on a server of its own.
 Run: pytest tests/test_serve.py"""
 
 import concurrent.futures
@@ -166,6 +167,20 @@ def test_sigterm_finishes_the_requests_in_flight_then_says_so_and_exits_143(serv
     assert "Traceback" not in err
     statuses = [a for a in answers if isinstance(a, int)]
     assert statuses and set(statuses) == {200}  # answered ones are answered right; none is a 5xx
+
+
+@pytest.mark.slow
+def test_on_every_interface_without_a_key_it_warns_answers_anyone_and_sigint_ends_it(lab_ckpt):
+    port, env = free_port(), {k: v for k, v in os.environ.items() if k != "REGRESSION_LAB_API_KEY"}
+    proc = start("serve", "--ckpt_path", str(lab_ckpt), "--host", "0.0.0.0", "--port", str(port), cwd=None, env=env)
+    wait_for(lambda: healthy(port), proc, "the server's start", timeout=90)
+    status, body = post(port, {"x": 10}, **{"X-API-Key": ""})  # no key asked for, none given
+    assert status == 200 and body == {"prediction": pytest.approx(Predictor(lab_ckpt)([10.0])[0][0], abs=1e-5)}
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert "warning: serving on 0.0.0.0 without an API key: anyone who can reach this machine" in err
+    assert err.strip().splitlines()[-1] == "interrupted by SIGINT (the requests in flight were answered)"
 
 
 def test_an_ensemble_checkpoint_answers_the_spread_and_batched_requests_keep_their_shapes(tmp_path):
