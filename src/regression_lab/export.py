@@ -31,9 +31,9 @@ def export_bytes(model: torch.nn.Module, fmt: str) -> bytes:
     if fmt == "onnx":
         import onnx  # the exporter needs it: a clear error early if the serve extra is missing
 
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on its progress
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # and its notices about operators this model has none of
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # its notes on operators this model has none of
+        with warnings.catch_warnings():  # torch's deprecation notice to its own exporter code, not about this model
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
             names = dict(input_names=["x"], output_names=["prediction"])
             program = torch.onnx.export(model, (example,), **names, dynamo=True, dynamic_shapes=batch, verbose=False)
         onnx.save_model(program.model_proto, buffer)
