@@ -327,3 +327,4 @@ def test_a_bad_setting_is_the_whole_stderr_of_the_process(tmp_path):
 def test_lightnings_trainer_options_and_a_far_probe_work_with_the_projects_callbacks(tmp_path, option, output):
     proc = run_main("fit", "--trainer.max_epochs", "40", *option.split(), cwd=tmp_path)
     assert proc.returncode == 0 and output in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert "fast_dev_run" not in option or not list(tmp_path.iterdir()), list(tmp_path.rglob("*"))  # nor a last.ckpt

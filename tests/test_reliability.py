@@ -106,9 +106,12 @@ def test_a_rejected_resume_touches_nothing(tmp_path):
         ("3", "has trained 6 epochs: --trainer.max_epochs must be >= 6 to resume it (now 3)"),
         ("9 --model.hidden_size 8", "was trained with model.hidden_size=5"),
         ("9 --checkpoint.monitor val/bogus", "'val/bogus' is not a metric this model logs"),
+        ("9 --model.num_seeds 3", "was trained with model.num_seeds=1; --model.num_seeds 3 cannot change"),  # one MyNN
     ]:
         one_error_line(run_main(*f"fit --ckpt_path last --trainer.max_epochs {args}".split(), cwd=tmp_path), phrase)
         assert fingerprint(tmp_path) == before, args  # config.yaml and the event files too
+    one_error_line(run_main("validate", "--model.seeds", "[1, 2]", cwd=tmp_path), "was trained with model.seeds=None")
+    assert fingerprint(tmp_path) == before  # no run of its own either
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -138,6 +141,16 @@ def test_a_runs_config_yaml_given_as_config_trains_a_new_run_and_leaves_the_old_
     (tmp_path / "old.yaml").write_text(saved.replace("version: null", "version: 0"))
     before = fingerprint(tmp_path)
     one_error_line(run_main("fit", "--config", "old.yaml", cwd=tmp_path), f"{RUN} holds a run, which a new fit would")
+    assert fingerprint(tmp_path) == before
+    # A resumed run's config.yaml starts a new run too (a resume of its 8 epochs would refuse max_epochs 4).
+    fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", "8")
+    fresh = fit_in_process(tmp_path, "--config", "lightning_logs/version_1/config.yaml", "--trainer.max_epochs", "4")
+    assert Path(fresh.trainer.log_dir).name == "version_2" and fresh.trainer.current_epoch == 4
+    # Without a logger, Lightning writes config.yaml and checkpoints/ into the root directory: a second fit is refused.
+    bare = ("fit", "--trainer.logger", "false", "--trainer.max_epochs", "2", "--trainer.default_root_dir", "bare")
+    fit_in_process(tmp_path, *bare[1:])
+    before = fingerprint(tmp_path)
+    one_error_line(run_main(*bare, cwd=tmp_path), "bare holds a run, which a new fit would overwrite")
     assert fingerprint(tmp_path) == before
 
 

@@ -118,16 +118,18 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
         tempfile.TemporaryFile(dir=probe).close()
 
 
-def lock_dir(path: str | os.PathLike, wait: bool = False) -> int:
+def lock_dir(path: str | os.PathLike, wait: bool = False, busy: str = "") -> int:
     """An exclusive ``flock`` on the directory until the descriptor is closed or the process dies (even by SIGKILL);
-    without ``wait`` a lock held elsewhere raises :class:`BlockingIOError` at once."""
+    without ``wait`` a lock held elsewhere raises :class:`UsageError` ``busy`` at once."""
     import fcntl
 
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BaseException:
+    except BaseException as err:
         os.close(fd)
+        if isinstance(err, BlockingIOError):
+            raise UsageError(busy or f"{path} is locked by another process") from None
         raise
     return fd
 

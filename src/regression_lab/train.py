@@ -156,10 +156,10 @@ class RegressionLabCLI(LightningCLI):
         saved = checkpoint.get("hyper_parameters") or {}
         default = {k: p.default for k, p in inspect.signature(regression_model).parameters.items()}
         for key, value in (cfg.get("model") or {}).items():
-            given = key in self._named["model"] or value != default.get(key)
-            if key in saved and value != saved[key] and given and key != "first_seed":
+            was = saved.get(key, default.get(key))  # one MyNN's checkpoint has no num_seeds: it had the default
+            if value != was and (key in self._named["model"] or value != default.get(key)):
                 what = "a resumed run: start a new one without --ckpt_path" if sub == "fit" else "its model"
-                raise UsageError(f"{ckpt} was trained with model.{key}={saved[key]!r}; --model.{key} {value!r} "
+                raise UsageError(f"{ckpt} was trained with model.{key}={was!r}; --model.{key} {value!r} "
                                  f"cannot change {what}")  # fmt: skip
 
     @staticmethod
@@ -176,16 +176,13 @@ class RegressionLabCLI(LightningCLI):
     def _lock(self, run_dir: Path) -> None:
         """Hold ``run_dir`` while writing there (rank 0): another ``fit --ckpt_path last`` of it is refused."""
         if rank_zero_only.rank == 0 and self._run_lock is None:
-            try:
-                self._run_lock = lock_dir(run_dir)
-            except BlockingIOError:
-                raise UsageError(f"{run_dir} is in use by another fit (training or resuming it now): wait until "
-                                 "it ends") from None  # fmt: skip
+            busy = f"{run_dir} is in use by another fit (training or resuming it now): wait until it ends"
+            self._run_lock = lock_dir(run_dir, busy=busy)
 
     def instantiate_classes(self) -> None:
         # This run's version_N is reserved now (an atomic mkdir), so runs started together get their own; by rank 0.
         cfg, made = self.config[self.subcommand] if self.subcommand else self.config, []
-        init = self._logger_args(cfg)
+        init = None if (quick := cfg.trainer.get("fast_dev_run")) else self._logger_args(cfg)  # a test run: no run
         if init is not None and init.get("version") is None and rank_zero_only.rank == 0:
             check_writable_dir(root := self._log_root(cfg), "logs")
             made = [p for p in (root, *root.parents) if not p.exists()]  # the log root and its parents made here
@@ -193,15 +190,19 @@ class RegressionLabCLI(LightningCLI):
             init.version = int(reserved.name.removeprefix("version_"))
             self._chose_version = True
             self._lock(reserved)
-        elif init is not None and self.subcommand in ("fit", None) and not cfg.get("ckpt_path"):
-            run = self._log_root(cfg) / (v if isinstance(v := init.version, str) else f"version_{v}")
-            if (run / "checkpoints").exists() or (run / "config.yaml").exists():  # an older config.yaml names its run
-                raise UsageError(f"{run} holds a run, which a new fit would overwrite: leave out "
-                                 "trainer.logger.init_args.version, or resume it with --ckpt_path")  # fmt: skip
+        elif self.subcommand in ("fit", None) and not cfg.get("ckpt_path") and not quick:
+            # A version given, or no logger at all: Lightning writes config.yaml and checkpoints/ into default_root_dir.
+            run = Path(cfg.trainer.get("default_root_dir") or ".") if cfg.trainer.get("logger") is False else None
+            run = self._log_root(cfg) / (v if isinstance(v := init.version, str) else f"version_{v}") if init else run
+            if run is not None and ((run / "checkpoints").exists() or (run / "config.yaml").exists()):
+                raise UsageError(f"{run} holds a run, which a new fit would overwrite: resume it with --ckpt_path, or "
+                                 "write elsewhere (no logger version, another --trainer.default_root_dir)")  # fmt: skip
         try:
             super().instantiate_classes()
             if self._chose_version:  # the logger has it: the run's config.yaml, reused with --config, makes a new run
                 init.version = None
+            if cfg.get("ckpt_path"):  # the fit has it (config_init): the run's config.yaml starts no resume either
+                cfg.ckpt_path = None
             if isinstance(self.model, EnsembleRegressionModule) and self.datamodule is not None:
                 self.model.check_memory(self.datamodule)  # before anything is written
             probe = float(self.model.hparams.probe_x)
@@ -222,7 +223,8 @@ class RegressionLabCLI(LightningCLI):
         callbacks = listed(cfg["trainer"].get("callbacks"))
         self._final = next((c for c in callbacks if isinstance(c, FinalMetrics)), None) or FinalMetrics()
         callbacks += [Guard()] + ([self._final] if self._final not in callbacks else [])
-        self._last = cfg["last_checkpoint"] if cfg["trainer"].get("enable_checkpointing") is not False else None
+        writes = cfg["trainer"].get("enable_checkpointing") is not False and not cfg["trainer"].get("fast_dev_run")
+        self._last = cfg["last_checkpoint"] if writes else None  # a test run: its save_last would write at the end
         callbacks += [cfg["checkpoint"], self._last] if self._last is not None else []
         if cfg.get("trajectory_every") is not None:
             if not isinstance(self.model, RegressionModule):  # before any file is written
