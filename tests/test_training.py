@@ -87,7 +87,9 @@ def test_tensorboard_events_hold_curves_hparams_and_graph(lab_run):
 def test_validate_and_test_evaluate_the_checkpoint_with_its_own_hyperparameters(lab_run, tmp_path):
     ckpt = str(lab_run[0] / LAST)
     val = fit_in_process(tmp_path, "--ckpt_path", ckpt, command="validate")
-    test = fit_in_process(tmp_path, "--ckpt_path", ckpt, command="test")
+    (own := tmp_path / "config.yaml").write_text("mine\n")  # without a logger, no run of its own: nothing over this
+    test = fit_in_process(tmp_path, "--ckpt_path", ckpt, "--trainer.logger", "false", command="test")
+    assert own.read_text() == "mine\n" and (tmp_path / "lightning_logs/version_0/config.yaml").exists()  # validate's
     assert val.trainer.callback_metrics["val/loss"].item() < 1e-3
     assert val.trainer.callback_metrics["val/r2"].item() == pytest.approx(1.0, abs=1e-3)
     assert 0 <= test.trainer.callback_metrics["test/mae"].item() < 0.1 and test.model.hparams.hidden_size == 5

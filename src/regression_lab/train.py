@@ -183,7 +183,9 @@ class RegressionLabCLI(LightningCLI):
         # This run's version_N is reserved now (an atomic mkdir), so runs started together get their own; by rank 0.
         cfg, made = self.config[self.subcommand] if self.subcommand else self.config, []
         init = None if (quick := cfg.trainer.get("fast_dev_run")) else self._logger_args(cfg)  # a test run: no run
-        if init is not None and init.get("version") is None and rank_zero_only.rank == 0:
+        fresh = init is not None and init.get("version") is None  # validate and test write config.yaml only there
+        self.save_config_callback = self.save_config_callback if fresh or self.subcommand in ("fit", None) else None
+        if fresh and rank_zero_only.rank == 0:
             check_writable_dir(root := self._log_root(cfg), "logs")
             made = [p for p in (root, *root.parents) if not p.exists()]  # the log root and its parents made here
             made.insert(0, reserved := reserve_numbered_dir(root))
@@ -233,10 +235,8 @@ class RegressionLabCLI(LightningCLI):
         for cb in callbacks:  # before the run's directory holds a file
             if isinstance(cb, LandscapeLogger) and (why := cb.problem(self.model, cfg["trainer"].get("logger"))):
                 raise UsageError(why)
-        if cfg["trainer"].get("enable_progress_bar") is not False and not any(
-            isinstance(c, ProgressBar) for c in callbacks
-        ):
-            callbacks.append(RunProgressBar())
+        bar = not any(isinstance(c, ProgressBar) for c in callbacks)  # the user's own, or the run's
+        callbacks += [RunProgressBar()] if bar and cfg["trainer"].get("enable_progress_bar") is not False else []
         plugins = listed(cfg["trainer"].get("plugins"))
         plugins += [] if any(isinstance(p, CheckpointIO) for p in plugins) else [AtomicCheckpointIO()]
         if converting := next((p for p in plugins if isinstance(p, (DoublePrecision, HalfPrecision))), None):
