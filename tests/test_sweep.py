@@ -109,7 +109,10 @@ def test_running_again_continues_the_study_and_another_space_is_refused(sweep_ru
     assert read_csv(out / "results.csv") == before and len(list(out.glob("trial_*"))) == 2  # nothing trained again
     report = run_main("sweep", "--report", "--out", str(out), cwd=workdir)
     assert report.returncode == 0 and report.stdout == table_of(first.stdout) + "\n"
+    assert run_main("sweep", "--report", *GRID, "--out", str(out), cwd=workdir).stdout == report.stdout  # its own
     files = fingerprint(out)
+    proc = run_main(*"sweep --report --hidden_sizes 5 --out".split(), str(out), cwd=workdir)  # never ignored
+    one_error_line(proc, "searches another space (sampler grid, seeds ['0-29'], hidden_sizes [4, 8]")
     proc = run_main(*"sweep --hidden_sizes 5 --epochs 20 --seeds 0-29 --out".split(), str(out), cwd=workdir)
     one_error_line(proc, "searches another space (sampler grid, seeds ['0-29'], hidden_sizes [4, 8]")
     other = run_main("sweep", *GRID, "--out", str(out), "--storage", f"sqlite:///{workdir / 'other.db'}", cwd=workdir)

@@ -145,8 +145,9 @@ def _create(spec: StudySpec, create: bool) -> optuna.Study:
         sampler = optuna.samplers.GridSampler({"hidden_size": spec.hidden_sizes, "lr": spec.lrs}, seed=spec.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=spec.seed)
-    if not create:
-        return optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler)
+    if not create:  # --report: search options given (not all the defaults) must be the study's own, not ignored
+        study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler)
+        return study if spec.definition() == StudySpec().definition() else _checked(study, spec)
     top = max(spec.epochs) if spec.sampler == "grid" else spec.epochs_range[1]
     pruner = {
         "median": optuna.pruners.MedianPruner(n_startup_trials=2),  # a grid is often small
