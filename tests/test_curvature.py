@@ -114,9 +114,11 @@ def test_fit_logs_the_landscape_keeps_a_trajectory_and_landscape_draws_its_plane
     assert text.step == 20 and float(centre.group(1)) == pytest.approx(mse, rel=1e-4)
     saved = torch.load(tmp_path / RUN / "trajectory.pt", weights_only=True)
     assert saved["epochs"].tolist() == [0, 5, 10, 15, 20] and saved["weights"].shape == (5, 16)
-    landscape = f"landscape --ckpt_path {LAST} --trajectory --no_tensorboard --out o --resolution 9"
+    landscape = f"landscape --ckpt_path {LAST} --trajectory --out o --resolution 9"
     proc = run_main(*landscape.split(), cwd=tmp_path)
     assert proc.returncode == 0 and "trajectory: 5 points (epochs 0 to 20)" in proc.stdout, proc.stderr
+    tags = events(tmp_path / RUN, images=0, tensors=0).Tags()  # beside the run's curves: an image and a mesh
+    assert "landscape/trajectory" in tags["images"] and "landscape/trajectory_surface_VERTEX" in tags["tensors"]
     plane = np.load(tmp_path / "o" / "trajectory.npz")
     assert plane["loss"].shape == (9, 9) and np.allclose(plane["path"][-1], 0, atol=1e-6)  # it ends at the trained θ*
     axes, path, explained = trajectory_plane(saved["weights"].double(), saved["weights"][-1].double())
