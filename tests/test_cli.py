@@ -206,7 +206,7 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["fit", "--data.csv", "binary.csv"], "--data.csv is not UTF-8 text"),
     (["validate", "--data.csv", "missing.csv"], "--data.csv not found: "),
     (["fit", "--data.csv", "lab.csv", "--data.slope", "4"], "--data.slope describes the generated line"),
-    (["fit", "--data.val_fraction", "0.5"], "split a --data.csv file: give --data.csv too"),
+    (["fit", "--data.val_fraction", "0.5"], "error: --data.val_fraction splits a --data.csv file: give --data.csv"),
     (["fit", "--data.csv", "lab.csv", "--data.val_fraction", "1"], "--data.val_fraction must lie in (0, 1), got 1"),
     (["sweep", "--data_csv", "one_row.csv"], "one_row.csv has 1 row: 3 at least, 1 to train on and 2 to validate on"),
     (["landscape", "--data_csv", "one_row.csv"], "has 1 row: 2 at least for a least-squares line"),

@@ -161,8 +161,9 @@ class RegressionDataModule(L.LightningDataModule):
     def check(self) -> None:
         """Refuse (:class:`UsageError`) settings that give no data, or data beyond float32's range."""
         hp = self.hparams
-        if hp.csv is None and (hp.val_csv is not None or hp.val_fraction != DATA_DEFAULTS["val_fraction"]):
-            raise UsageError("--data.val_csv and --data.val_fraction split a --data.csv file: give --data.csv too")
+        given = " and ".join(f"--data.{k}" for k in ("val_csv", "val_fraction") if hp[k] != DATA_DEFAULTS[k])
+        if hp.csv is None and given:
+            raise UsageError(f"{given} split{'' if ' and ' in given else 's'} a --data.csv file: give --data.csv too")
         check_float("data.slope", hp.slope)
         check_float("data.intercept", hp.intercept)
         check_float("data.noise_std", hp.noise_std, 0.0)
