@@ -46,9 +46,12 @@ def test_fit_validate_and_landscape_find_the_files_data_and_refuse_it_changed(tm
     with torch.no_grad():
         by_hand = float(torch.mean((net(vx) - vy) ** 2))
     assert float(fitted.trainer.callback_metrics["val/loss"]) == pytest.approx(by_hand, rel=1e-5)
-    # No --data.csv, from another directory: the checkpoint's data.
-    validated = fit_in_process(tmp_path / "elsewhere", "--ckpt_path", str(tmp_path / LAST), command="validate")
-    assert float(validated.trainer.callback_metrics["val/loss"]) == pytest.approx(by_hand, rel=1e-5)
+    # No --data.csv, from another directory: the checkpoint's data, and beside it the --data.* options given.
+    for named in ([], ["--data.batch_size", "2"]):
+        validated = fit_in_process(tmp_path / "o", "--ckpt_path", str(tmp_path / LAST), *named, command="validate")
+        assert float(validated.trainer.callback_metrics["val/loss"]) == pytest.approx(by_hand, rel=1e-5)
+    proc = run_main("validate", "--data.slope", "3", cwd=tmp_path)  # the line's, at its default: not ignored
+    one_error_line(proc, "--data.slope describes the generated line: it does not apply to --data.csv")
     (tmp_path / "d.csv").write_text("x,y\n" + ROWS + "6,20.5\n")
     for command in (["validate"], ["landscape", "--no_tensorboard"], ["fit", "--ckpt_path", "last"]):
         one_error_line(run_main(*command, cwd=tmp_path), "d.csv has changed since")

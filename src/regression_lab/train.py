@@ -69,7 +69,7 @@ class RegressionLabCLI(LightningCLI):
         if isinstance(given, dict):  # the Python API's {command: {group: {option: value}}}, as the flags it names
             given = [f"--{g}.{k}" for g, v in given[command].items() for k in (v if isinstance(v, dict) else [""])]
         flags = [str(a).split("=")[0] for a in given if str(a).startswith("-")]
-        self._data_given = any(f.startswith(("--data", "--config", "-c")) for f in flags)  # else a checkpoint's
+        self._data_given = any(f in ("--data", "--config", "-c") for f in flags)  # whole: else a checkpoint's, as named
         self._named = {g: {f.split(".", 1)[1] for f in flags if f.startswith(f"--{g}.")} for g in ("model", "data")}
         try:
             super().__init__(*args, **kwargs)
@@ -102,7 +102,6 @@ class RegressionLabCLI(LightningCLI):
                              "model LightningCLI makes from regression_model; use ddp")  # fmt: skip
         if str(cfg.trainer.get("precision")) in ("64-true", "64", "16-true", "bf16-true"):
             raise UsageError(f"--trainer.precision {cfg.trainer.precision} {CONVERTS}")
-        refuse_line_settings(self._named["data"] if (cfg.get("data") or {}).get("csv") else ())  # named at defaults too
         refuse_counts_beside_seeds(self._named["model"], (cfg.get("model") or {}).get("seeds"))  # named at defaults too
         if type(seed := cfg.get("seed_everything")) is int and not 0 <= seed <= MAX_SEED:  # a bool is no seed
             raise UsageError(f"seed_everything must be in [0, {MAX_SEED}], got {seed}")
@@ -135,11 +134,12 @@ class RegressionLabCLI(LightningCLI):
             cfg.ckpt_path = str(ckpt)
             self._check_against(cfg, checkpoint, ckpt, sub)
             self._trained_on = (checkpoint, str(ckpt))
-            # Without any data option, the data the run was trained on: validate, test and resume find it again.
+            # The data the run was trained on, but for the --data.* options given: validate, test and resume find it.
             saved = checkpoint.get("datamodule_hyper_parameters")
             if isinstance(saved, dict) and cfg.get("data") is not None and not self._data_given:
-                for key in DATA_DEFAULTS.keys() & saved.keys():
+                for key in DATA_DEFAULTS.keys() & saved.keys() - self._named["data"]:
                     cfg.data[key] = saved[key]
+        refuse_line_settings(self._named["data"] if (cfg.get("data") or {}).get("csv") else ())  # named at defaults too
 
     def _check_against(self, cfg: Any, checkpoint: dict[str, Any], ckpt: Any, sub: str) -> None:
         """Refuse a run on a checkpoint that cannot run, or that would not do what was asked."""
