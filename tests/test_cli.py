@@ -62,6 +62,9 @@ def test_light_commands_do_not_import_lightning(lab_ckpt):
         "    with contextlib.redirect_stdout(io.StringIO()): rc = main(args)\n"
         "    bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]\n"
         "    assert rc == 0 and not bad, (args, rc, bad)\n"
+        "r, w = os.pipe(); os.close(r); sys.stdout, err = open(w, 'w'), io.StringIO()\n"  # its reader gone (| head)
+        "with contextlib.redirect_stderr(err): rc = main(['demo', 'all'])\n"
+        "assert rc == 141 and not err.getvalue(), err.getvalue()\n"  # quiet, as Unix tools are
         # A full disk, then a closed standard output: one line each, exit 1.
         "for out in (open('/dev/full', 'w'), None):\n"
         "    sys.stdout, err = out, io.StringIO()\n"
