@@ -199,7 +199,7 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     *[([*c.split(), "--ckpt_path", path], "--ckpt_path is empty")  # an unset "$CKPT": not the newest run
       for c, path in [("fit", ""), ("validate", ""), ("predict --x 1", ""), ("landscape", ""), ("serve", " "),
                       ("export --format onnx --out m.onnx", " ")]],
-    (["fit", "--data.val_samples", "1"], "data.val_samples must be an integer >= 2"),
+    (["test", "--data.test_samples", "1"], "data.test_samples must be an integer >= 2"),  # R² of one: undefined
     (["fit", "--data.csv", "empty.csv"], "empty.csv holds no (x, y) rows"),
     (["fit", "--data.csv", "one_row.csv"], "has 1 row: 3 at least"), (["test", "--data.csv", "."], "is a directory"),
     (["fit", "--data.csv", "words.csv"], "not a number in"), (["fit", "--data.csv", "nan.csv"], "not a finite number"),
