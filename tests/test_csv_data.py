@@ -52,6 +52,12 @@ def test_fit_validate_and_landscape_find_the_files_data_and_refuse_it_changed(tm
         assert float(validated.trainer.callback_metrics["val/loss"]) == pytest.approx(by_hand, rel=1e-5)
     proc = run_main("validate", "--data.slope", "3", cwd=tmp_path)  # the line's, at its default: not ignored
     one_error_line(proc, "--data.slope describes the generated line: it does not apply to --data.csv")
+    # A run on a noisy line, validated on the file: another source, so none of the checkpoint's line settings.
+    line = fit_in_process(tmp_path / "line", "--data.noise_std", "0.5", "--trainer.max_epochs", "5").model.net
+    on_file = fit_in_process(tmp_path, "--ckpt_path", f"line/{LAST}", "--data.csv", "d.csv", command="validate")
+    with torch.no_grad():
+        on_line = float(torch.mean((line(vx) - vy) ** 2))
+    assert float(on_file.trainer.callback_metrics["val/loss"]) == pytest.approx(on_line, rel=1e-5)
     (tmp_path / "d.csv").write_text("x,y\n" + ROWS + "6,20.5\n")
     for command in (["validate"], ["landscape", "--no_tensorboard"], ["fit", "--ckpt_path", "last"]):
         one_error_line(run_main(*command, cwd=tmp_path), "d.csv has changed since")

@@ -69,7 +69,7 @@ class RegressionLabCLI(LightningCLI):
         if isinstance(given, dict):  # the Python API's {command: {group: {option: value}}}, as the flags it names
             given = [f"--{g}.{k}" for g, v in given[command].items() for k in (v if isinstance(v, dict) else [""])]
         flags = [str(a).split("=")[0] for a in given if str(a).startswith("-")]
-        self._data_given = any(f in ("--data", "--config", "-c") for f in flags)  # whole: else a checkpoint's, as named
+        self._data_given = any(f in ("--data", "--data.csv", "--config", "-c") for f in flags)  # else a checkpoint's
         self._named = {g: {f.split(".", 1)[1] for f in flags if f.startswith(f"--{g}.")} for g in ("model", "data")}
         try:
             super().__init__(*args, **kwargs)
@@ -134,7 +134,7 @@ class RegressionLabCLI(LightningCLI):
             cfg.ckpt_path = str(ckpt)
             self._check_against(cfg, checkpoint, ckpt, sub)
             self._trained_on = (checkpoint, str(ckpt))
-            # The data the run was trained on, but for the --data.* options given: validate, test and resume find it.
+            # The data the run was trained on, but for the --data.* options given (another source: none of it).
             saved = checkpoint.get("datamodule_hyper_parameters")
             if isinstance(saved, dict) and cfg.get("data") is not None and not self._data_given:
                 for key in DATA_DEFAULTS.keys() & saved.keys() - self._named["data"]:
