@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 import yaml
-from helpers import LAST, REPO, fingerprint, one_error_line, run_cli, run_main
+from helpers import LAST, REPO, RUN, fingerprint, one_error_line, run_cli, run_main
 
 from regression_lab.errors import FLOAT32_MAX
 from regression_lab.predict import Predictor
@@ -168,6 +168,7 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["fit", "--trainer.max_epochs", "0"], "max_epochs must be >= 1"),
     (["fit", "--seed_everything", "4294967296"], "seed_everything must be in [0, 4294967295], got 4294967296"),
     (["fit", "--checkpoint.dirpath", "a_file"], "--checkpoint.dirpath is a file, not a directory: a_file"),
+    (["fit", "--last_checkpoint.dirpath", f"{RUN}/checkpoints"], "holds checkpoints, which a new fit would overwrite"),
     (["validate", "--trainer.accelerator", "tpu"], "missing package"),  # found before its checkpoint notice
     (["fit", "--checkpoint.monitor", "nope"], "--checkpoint.monitor 'nope' is not a metric this model logs"),
     (["fit", "--trainer.callbacks+=LandscapeLogger", "--trainer.callbacks.resolution", "1"],

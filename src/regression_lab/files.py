@@ -107,6 +107,17 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
+def check_checkpoint_dir(dirpath: str | None, option: str, new_fit: bool) -> None:
+    """Refuse a checkpoint directory that is a file, or one holding checkpoints a new fit would overwrite."""
+    if dirpath is None or not (path := Path(dirpath)).exists():
+        return
+    if not path.is_dir():
+        raise UsageError(f"{option} is a file, not a directory: {dirpath}")
+    if new_fit and any(path.glob("*.ckpt")):  # another run's last.ckpt: Lightning would only warn
+        raise UsageError(f"{option} {dirpath} holds checkpoints, which a new fit would overwrite: resume with "
+                         "--ckpt_path, or choose another directory")  # fmt: skip
+
+
 def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     """Refuse (:class:`UsageError`) a directory no file can be created in (one not there yet: its nearest parent)."""
     probe = Path(path)

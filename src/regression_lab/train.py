@@ -105,10 +105,9 @@ class RegressionLabCLI(LightningCLI):
         refuse_counts_beside_seeds(self._named["model"], (cfg.get("model") or {}).get("seeds"))  # named at defaults too
         if type(seed := cfg.get("seed_everything")) is int and not 0 <= seed <= MAX_SEED:  # a bool is no seed
             raise UsageError(f"seed_everything must be in [0, {MAX_SEED}], got {seed}")
+        new_fit = sub in ("fit", None) and not cfg.get("ckpt_path") and not cfg.trainer.get("fast_dev_run")
         for group in ("checkpoint", "last_checkpoint"):
-            dirpath = (cfg.get(group) or {}).get("dirpath")
-            if dirpath is not None and Path(dirpath).exists() and not Path(dirpath).is_dir():
-                raise UsageError(f"--{group}.dirpath is a file, not a directory: {dirpath}")
+            files.check_checkpoint_dir((cfg.get(group) or {}).get("dirpath"), f"--{group}.dirpath", new_fit)
         if cfg.get("weights_only") is False:
             raise UsageError("--weights_only false is not allowed: checkpoints load with weights_only=True")
         if "weights_only" in cfg:  # whatever Lightning's default, never unpickle objects
