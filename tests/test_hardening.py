@@ -53,6 +53,8 @@ def test_endless_closed_piped_and_spreadsheet_inputs(lab_ckpt, tmp_path):
     assert run_main(*ckpt, "--input", "sheet.csv", cwd=tmp_path).stdout == plain.stdout
     (tmp_path / "named.csv").write_text("load_kg,extension_cm\n10,6.7\n3,2.1\n")  # a --data.csv file's header
     assert run_main(*ckpt, "--input", "named.csv", cwd=tmp_path).stdout == plain.stdout
+    (tmp_path / "yx.csv").write_text("id,y,X\n1,32,10\n2,11,3\n")  # x by its header, as --data.csv's
+    assert run_main(*ckpt, "--input", "yx.csv", cwd=tmp_path).stdout == plain.stdout
     (tmp_path / "bad.txt").write_text("10\n" + "z" * 900 + "\n")
     bad = run_main(*ckpt, "--input", "bad.txt", cwd=tmp_path).stderr
     assert bad == f"error: not a number in bad.txt line 2: '{'z' * QUOTE_CHARS}...'\n"
@@ -151,6 +153,7 @@ def test_landscape_checks_a_checkpoints_data_settings_as_the_datamodule_does(lab
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30)), max_size=20))
+@example(["id,X", "1,10", "2,3"]).via("x named in the second column")
 def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(values):
     text = "\n".join(str(v) for v in values)
     try:
@@ -162,9 +165,9 @@ def test_the_input_parser_returns_exactly_the_finite_numbers_or_says_which_line(
     lines = [line.strip() for line in text.split("\n")]
     lines = [line for line in lines if line and not line.startswith("#")]
     rows = [[f.strip().strip('"').strip() for f in line.split(",")] for line in lines]
-    content = [row[0] for row in rows]
-    header = content and (content[0].lower() == "x" or (len(rows[0]) > 1 and csvfile.is_header(rows[0])))
-    kept = content[1:] if header else content
+    header = bool(rows) and (rows[0][0].lower() == "x" or (len(rows[0]) > 1 and csvfile.is_header(rows[0])))
+    col = next((j for j, f in enumerate(rows[0]) if f.lower() == "x"), 0) if header else 0  # the header's x
+    kept = [row[col] for row in rows[header:]]
     assert got == [float(v) for v in kept] and all(math.isfinite(v) for v in got)
 
 

@@ -30,16 +30,19 @@ CHUNK_VALUES = 2**24
 
 
 def read_inputs(stream: TextIO, name: str, texts: list[str] | None = None) -> list[float]:
-    """x values from a text stream: one per line, or the first column of a CSV (after any blank lines and ``#``
-    comments, a first row ``x``, or of names, is its header); ``texts`` receives each value as written."""
+    """x values from a text stream: one per line, or a CSV's column ``x`` (after any blank lines and ``#`` comments,
+    a first row of names is its header; without an ``x`` among them, the first column); ``texts`` receives each value
+    as written."""
     values: list[float] = []
+    col = 0
     for i, (lineno, fields) in enumerate(rows(stream, name, MAX_LINE_CHARS)):
-        first = fields[0]
-        if i == 0 and (first.lower() == "x" or (len(fields) > 1 and is_header(fields))):  # as --data.csv's
+        if i == 0 and (fields[0].lower() == "x" or (len(fields) > 1 and is_header(fields))):  # as --data.csv's
+            col = next((j for j, f in enumerate(fields) if f.lower() == "x"), 0)
             continue
-        values.append(parse_number(first, f" in {name} line {lineno}"))
+        text = fields[col] if col < len(fields) else ""  # a short row: not a number
+        values.append(parse_number(text, f" in {name} line {lineno}"))
         if texts is not None:
-            texts.append(first)
+            texts.append(text)
         if len(values) > MAX_INPUT_VALUES:
             raise UsageError(f"{name} holds more than {MAX_INPUT_VALUES:,} x values")
     if not values:
