@@ -32,10 +32,15 @@ LINE_SETTINGS = ("slope", "intercept", "num_samples", "x_min", "x_max", "noise_s
                  "val_x_max", "test_samples", "test_x_min", "test_x_max")  # fmt: skip
 
 
-def refuse_line_settings(given: Collection[str]) -> None:
-    """Refuse the generated line's settings among ``given`` (names) beside ``--data.csv``: they would be ignored."""
-    if line := [k for k in LINE_SETTINGS if k in given]:
+def refuse_ignored(given: Collection[str], csv: object, val_csv: object) -> None:
+    """Refuse the settings among ``given`` (names) that the data would ignore: the generated line's beside a file,
+    ``val_fraction`` beside ``val_csv``, either split setting without a file."""
+    if csv and (line := [k for k in LINE_SETTINGS if k in given]):
         raise UsageError(f"--data.{line[0]} describes the generated line: it does not apply to --data.csv")
+    if csv and val_csv and "val_fraction" in given:
+        raise UsageError("--data.val_fraction splits --data.csv; with --data.val_csv every row of it trains")
+    if not csv and (split := " and ".join(f"--data.{k}" for k in ("val_csv", "val_fraction") if k in given)):
+        raise UsageError(f"{split} split{'' if ' and ' in split else 's'} a --data.csv file: give --data.csv too")
 
 
 class TensorBatches:
@@ -138,10 +143,7 @@ class RegressionDataModule(L.LightningDataModule):
     def read_files(self) -> None:
         """Read ``csv`` (and ``val_csv``) into the splits, refusing the line's settings beside them."""
         hp = self.hparams
-        refuse_line_settings([k for k in LINE_SETTINGS if hp[k] != DATA_DEFAULTS[k]])
         if hp.val_csv is not None:
-            if hp.val_fraction != DATA_DEFAULTS["val_fraction"]:
-                raise UsageError("--data.val_fraction splits --data.csv; with --data.val_csv every row of it trains")
             x, y, self.source["csv"] = read_xy(hp.csv, "--data.csv")
             # R² of one point is undefined: two at least.
             vx, vy, self.source["val_csv"] = read_xy(hp.val_csv, "--data.val_csv", 2, " to validate on")
@@ -161,9 +163,7 @@ class RegressionDataModule(L.LightningDataModule):
     def check(self) -> None:
         """Refuse (:class:`UsageError`) settings that give no data, or data beyond float32's range."""
         hp = self.hparams
-        given = " and ".join(f"--data.{k}" for k in ("val_csv", "val_fraction") if hp[k] != DATA_DEFAULTS[k])
-        if hp.csv is None and given:
-            raise UsageError(f"{given} split{'' if ' and ' in given else 's'} a --data.csv file: give --data.csv too")
+        refuse_ignored([k for k, v in DATA_DEFAULTS.items() if hp[k] != v], hp.csv, hp.val_csv)  # as given
         check_float("data.slope", hp.slope)
         check_float("data.intercept", hp.intercept)
         check_float("data.noise_std", hp.noise_std, 0.0)

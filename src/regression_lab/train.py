@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from regression_lab import errors, files
 from regression_lab.callbacks import AtomicCheckpointIO, Guard, LandscapeLogger, RunProgressBar, Trajectory
 from regression_lab.checkpoint import load_model, resume_problem
-from regression_lab.data import DATA_DEFAULTS, RegressionDataModule, refuse_line_settings
+from regression_lab.data import DATA_DEFAULTS, RegressionDataModule, refuse_ignored
 from regression_lab.ensemble import EnsembleRegressionModule, refuse_counts_beside_seeds, regression_model
 from regression_lab.errors import FLOAT32_MAX, UsageError
 from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_checkpoint, reserve_numbered_dir
@@ -138,7 +138,7 @@ class RegressionLabCLI(LightningCLI):
             if isinstance(saved, dict) and cfg.get("data") is not None and not self._data_given:
                 for key in DATA_DEFAULTS.keys() & saved.keys() - self._named["data"]:
                     cfg.data[key] = saved[key]
-        refuse_line_settings(self._named["data"] if (cfg.get("data") or {}).get("csv") else ())  # named at defaults too
+        refuse_ignored(self._named["data"], *((cfg.get("data") or {}).get(k) for k in ("csv", "val_csv")))  # named too
 
     def _check_against(self, cfg: Any, checkpoint: dict[str, Any], ckpt: Any, sub: str) -> None:
         """Refuse a run on a checkpoint that cannot run, or that would not do what was asked."""
