@@ -19,8 +19,9 @@ def board(tmp_path):
     """Runs of every kind in one ``lightning_logs``, and a function asking the TensorBoard server on it."""
     fit_in_process(tmp_path, "--trainer.max_epochs", "40")  # version_0: the lab's model, then resumed: a row each
     fit_in_process(tmp_path, *"--ckpt_path last --trainer.max_epochs 60".split())
-    # version_1: one seed per setting of hidden {4, 8} x lr {0.01, 5} (every lr-5 member diverges)
-    fit_in_process(tmp_path, *"--model.hidden_size [4,8] --model.lr [0.01,5] --trainer.max_epochs 40".split())
+    # version_1: seed 3 for each setting of hidden {4, 8} x lr {0.01, 5} (every lr-5 member diverges)
+    ensemble = "--model.hidden_size [4,8] --model.lr [0.01,5] --model.first_seed 3 --trainer.max_epochs 40"
+    fit_in_process(tmp_path, *ensemble.split())
     sweep = "sweep --seeds 0-9 --hidden_sizes 4 8 --epochs 20 40 --quiet --out lightning_logs/sweep".split()
     assert run_main(*sweep, cwd=tmp_path).returncode == 0
     landscape = "landscape --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --resolution 5".split()
@@ -65,17 +66,20 @@ def test_every_tab_shows_what_the_readme_says(board):
     # HParams: one table of the lab's run, the ensemble's settings and the sweep's settings.
     experiment = board("plugin/hparams/experiment", {"experimentName": ""})
     columns = {h["name"] for h in experiment["hparamInfos"]}
-    assert {"hidden_size", "lr", "epochs", "seeds", "seed_everything", "data.x_min", "data.slope"} <= columns
+    assert {"hidden_size", "lr", "epochs", "seeds", "first_seed", "seed_everything", "data.x_min"} <= columns
     metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
     assert {"hp/val_loss", "hp/train_loss", "hp/prediction", "hp/abs_error"} <= metrics
     rows = groups(board)
     lab, resumed = rows["version_0/hparams/h5_e40_lr0.01"], rows["version_0/hparams/h5_e60_lr0.01"]
     assert lab["hp/prediction"] == pytest.approx(32.6772, abs=1e-4)
-    assert [lab[k] for k in ("hidden_size", "epochs", "seeds", "seed_everything", "data.x_max")] == [5, 40, 1, 0, 5]
+    assert [lab[k] for k in ("hidden_size", "epochs", "seeds", "first_seed", "data.x_max")] == [5, 40, 1, 0, 5]
+    assert lab["seed_everything"] == 0
     assert resumed["epochs"] == 60 and resumed["hp/prediction"] != lab["hp/prediction"]
-    for name, seeds in [("version_1/hparams/h4_e40_lr0.01", 1), ("sweep/trial_0/hparams/h8_e40_lr0.01", 10),
-                        ("sweep/trial_1/hparams/h4_e20_lr0.01", 10)]:  # fmt: skip
-        assert {"hp/val_loss", "hp/prediction", "data.x_max"} <= set(rows[name]) and rows[name]["seeds"] == seeds
+    for name, seeds, first in [("version_1/hparams/h4_e40_lr0.01", 1, 3),
+                               ("sweep/trial_0/hparams/h8_e40_lr0.01", 10, 0),
+                               ("sweep/trial_1/hparams/h4_e20_lr0.01", 10, 0)]:  # fmt: skip
+        assert {"hp/val_loss", "hp/prediction", "data.x_max"} <= set(rows[name])
+        assert (rows[name]["seeds"], rows[name]["first_seed"]) == (seeds, first)  # the members' seeds
     diverged = rows["version_1/hparams/h8_e40_lr5.0"]  # a setting whose every member diverged keeps its row
     assert diverged["hp/diverged_share"] == 1 and "hp/val_loss" not in diverged
     # Distributions: the members over training; Custom Scalars: their percentiles.

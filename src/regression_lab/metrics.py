@@ -156,7 +156,7 @@ class FinalMetrics(L.Callback):
         if ensemble and writer is not None:
             self._write_ensemble(trainer, pl_module, writer, params)
         elif writer is not None:  # a row per fit (a resumed run adds one): TensorBoard keeps a run's first
-            row = {**params, "epochs": trainer.current_epoch, "seeds": 1}
+            row = {**params, "epochs": trainer.current_epoch, "seeds": 1, "first_seed": params.get("seed_everything")}
             write_hparams(writer, setting_name(row, row["epochs"]), row, self.metrics, trainer.global_step)
         elif not ensemble:
             trainer.logger.log_hyperparams(params)
@@ -185,7 +185,7 @@ class FinalMetrics(L.Callback):
             name, healthy = setting_name(setting, epochs), ~m["diverged"]
             numbers = summary(m, truth) if bool(healthy.any()) else {}
             numbers["diverged_share"] = float((~healthy).double().mean())
-            row = {**data, **setting, "epochs": epochs, "seeds": len(m["diverged"])}
+            row = {**data, **setting, "epochs": epochs, "seeds": len(m["diverged"]), "first_seed": pl_module.seeds[0]}
             write_hparams(writer, name, row, numbers, epochs)
             if not bool(healthy.any()):
                 notes.append([name, "every member diverged", *[""] * (2 if truth is None else 4)])

@@ -25,7 +25,8 @@ def setting_name(setting: dict[str, Any], epochs: int | None = None) -> str:
 
 #: The HParams columns and metrics every run declares: one experiment, so TensorBoard's HParams tab shows every lab run,
 #: ensemble setting and sweep setting in one table (a run leaves blank what it has not).
-HPARAMS = ("hidden_size", "lr", "momentum", "weight_decay", "epochs", "seeds", "seed_everything", "probe_x")
+HPARAMS = ("hidden_size", "lr", "momentum", "weight_decay", "epochs", "seeds", "first_seed", "seed_everything",
+           "probe_x")  # fmt: skip
 HP_METRICS = ("prediction", "abs_error", "train_loss", "val_loss", "prediction_std", "diverged_share")
 
 
