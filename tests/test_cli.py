@@ -127,7 +127,7 @@ def bad_input_dir(tmp_path_factory, lab_run) -> object:
              "empty.csv": "# no rows\n", "one_row.csv": "x,y\n1,5\n", "words.csv": "x,y\n1,5\none,8\n",
              "nan.csv": "1,5\n2,nan\n", "twice.csv": "x,x,y\n1,2,3\n", "wide.csv": "1," * 10**6 + "1\n",
              "ragged.csv": "1,5\n2\n", "lab.csv": "x,y\n1,5\n2,8\n3,11\n", "half.csv": "time,x\n1,5\n", "empty.db": "",
-             "sweep_keys.yaml": "hidden: [4]\n", "no_seeds.yaml": "seeds: []\n",
+             "sweep_keys.yaml": "hidden: [4]\n", "no_seeds.yaml": "seeds: []\n", "seeds_text.yaml": "seeds: 0-3\n",
              "no_epochs.yaml": "epochs: []\n", "one_epochs.yaml": "epochs: 50\n"}  # fmt: skip
     for name, text in texts.items():
         (workdir / name).write_text(text)
@@ -272,6 +272,7 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["sweep", "--config", "sweep_keys.yaml"], "hidden"), (["sweep", "--config", "no_seeds.yaml"], "--seeds is empty"),
     (["sweep", "--config", "no_epochs.yaml"], "--epochs takes a list of one or more values, got []"),
     (["sweep", "--config", "one_epochs.yaml"], "given one value (in --config, write it as a YAML list, e.g. [50])"),
+    (["sweep", "--config", "seeds_text.yaml"], "given one value (in --config, write it as a YAML list"),  # "0-3"
     (["sweep", "--storage", "nosuchdb://x"], "cannot open the storage nosuchdb://x"),
     (["sweep", "--report"], "--report needs the study's --storage"),
     (["sweep", "--report", "--storage", "sqlite:///new.db"], "no study named 'sweep' in sqlite:///new.db: there is no"),

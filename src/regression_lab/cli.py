@@ -144,7 +144,7 @@ def usage_errors(command: str) -> Iterator[None]:
         message = one_line(err)
         if message.startswith("Unexpected config:"):  # jsonargparse's words for a non-mapping file
             message = "a --config file must be a YAML mapping of settings (as configs/default.yaml is); " + message
-        elif message.endswith("object is not iterable"):  # jsonargparse's words for one value where a list goes
+        elif message.endswith(("object is not iterable", "does not support item assignment")):  # one value, a list's
             message = f"a list option was given one value (in --config, write it as a YAML list, e.g. [50]): {message}"
         raise UsageError(f"regression-lab {command}: {message}") from None
     except ModuleNotFoundError as err:  # --trainer.accelerator tpu, say
