@@ -25,6 +25,10 @@ def test_bad_settings_raise_the_commands_errors_and_a_checkpoint_loads_as_a_pred
         api.train(model={"hidden_sizes": 3})  # jsonargparse's refusal, as the command says it
     with pytest.raises(UsageError, match="model takes a dict of --model.\\* settings, got 5"):
         api.train(model=5)  # the command's --model 5 is refused too
+    with pytest.raises(UsageError, match="train takes no config file: pass its settings as model="):
+        api.train(config="my.yaml")
+    with pytest.raises(UsageError, match="--ckpt_path is empty"):
+        api.landscape("")  # not the directory "."
     with pytest.raises(UsageError, match="regression-lab sweep: Option 'bogus' is not accepted"):
         api.sweep(config=None, bogus=1)  # an unset config is no config
     with pytest.raises(UsageError, match="--epochs values must be an integer >= 1, got 0"):

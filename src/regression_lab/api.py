@@ -55,6 +55,9 @@ def train(model: dict | None = None, data: dict | None = None, trainer: dict | N
     from regression_lab.cli import usage_errors
     from regression_lab.train import cli_main
 
+    if "config" in options:  # jsonargparse reads --config from a command line only (from a dict: an assertion)
+        raise UsageError("train takes no config file: pass its settings as model=, data= and trainer= dicts, or run "
+                         "regression-lab fit --config FILE")  # fmt: skip
     config = {"model": model or {}, "data": data or {}, "trainer": trainer or {}}
     if wrong := next((k for k, v in config.items() if not isinstance(v, dict)), None):  # as the command's --model 5
         raise UsageError(f"{wrong} takes a dict of --{wrong}.* settings, got {config[wrong]!r}")
@@ -90,13 +93,15 @@ def landscape(checkpoint: str | Path | None = None, data_csv: str | Path | None 
     squares, the Hessian, the trajectory), without writing files, on the checkpoint's training data or every row of
     ``data_csv``; ``settings`` are its options, e.g. ``resolution=101`` or ``trajectory=True``. Draw one with
     :func:`figure`. ``checkpoint=None`` takes none (the line families alone), where the command takes the newest run."""
+    from regression_lab.files import chosen_checkpoint
     from regression_lab.landscape import Settings, compute
 
     try:
         chosen = Settings(**settings)
     except TypeError as err:  # an option the command does not have
         raise UsageError(f"landscape: {err}") from None
-    return compute(chosen, checkpoint, None if data_csv is None else str(data_csv))
+    ckpt = None if checkpoint is None else chosen_checkpoint(checkpoint)  # "" is refused, as the command's
+    return compute(chosen, ckpt, None if data_csv is None else str(data_csv))
 
 
 def figure(results: Any, name: str) -> Any:
