@@ -183,6 +183,9 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["fit", "--config", "bad.yaml"], "--config bad.yaml is not valid YAML"),
     (["fit", "--config", "unknown_key.yaml"], "model.hidden_sizes"),
     (["fit", "--config", "a_file"], "a --config file must be a YAML mapping of settings"),
+    (["fit", "--ckpt_path", "text.ckpt"], "not a readable checkpoint"),
+    (["validate", "--ckpt_path", "."], "is a directory"),
+    (["test", "--ckpt_path", "other_shape.ckpt"], "not a regression-lab MyNN checkpoint"),
     (["fit", "--trainer.check_val_every_n_epoch", "0"], "check_val_every_n_epoch must be >= 1"),
     (["fit", "--trainer.strategy", "ddp_spawn"], "--trainer.strategy ddp_spawn: the processes it spawns cannot"),
     *[(["fit", f"--trainer.{key}", value], f"--trainer.{key} {value} converts the model, not its own float32 inputs")
@@ -203,8 +206,8 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["fit", "--data.csv", "ragged.csv"], "ragged.csv line 2 has 1 columns where the first row has 2"),
     (["fit", "--data.csv", "binary.csv"], "--data.csv is not UTF-8 text"),
     (["validate", "--data.csv", "missing.csv"], "--data.csv not found: "),
-    (["fit", "--data.val_fraction", "0.2"], "error: --data.val_fraction splits a --data.csv file: give --data.csv"),
-    ("fit --data.csv lab.csv --data.val_csv lab.csv --data.val_fraction 0.2".split(), "every row of it trains"),
+    (["fit", "--data.val_fraction", "0.5"], "error: --data.val_fraction splits a --data.csv file: give --data.csv"),
+    ("fit --data.csv lab.csv --data.val_csv lab.csv --data.val_fraction 0.3".split(), "every row of it trains"),
     (["fit", "--data.csv", "lab.csv", "--data.val_fraction", "1"], "--data.val_fraction must lie in (0, 1), got 1"),
     (["sweep", "--data_csv", "one_row.csv"], "one_row.csv has 1 row: 3 at least, 1 to train on and 2 to validate on"),
     (["landscape", "--data_csv", "one_row.csv"], "has 1 row: 2 at least for a least-squares line"),
@@ -221,6 +224,8 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     ("landscape --w_range a 1".split(), "Expected a <class 'float'>. Got value: a"),
     ("landscape --interp_points 1".split(), "--interp_points"), ("landscape --seed -1".split(), "--seed must be an"),
     ("landscape --device tpu".split(), "--device must be auto, cpu or cuda"),
+    ("landscape --ckpt_path missing.ckpt".split(), "checkpoint not found"),
+    ("landscape --ckpt_path other_shape.ckpt".split(), "not a regression-lab MyNN checkpoint"),
     (["landscape", "--trajectory"], "has no trajectory in its run"),  # a run without a trajectory
     (["fit", "--model.num_seeds", "0"], "model.num_seeds must be an integer >= 1"),  # ensembles
     (["fit", "--model.num_seeds", "2000000"], "model.num_seeds must be <= 1,000,000"),
@@ -241,10 +246,12 @@ BAD_INPUT = [  # (arguments, a phrase the one error line must hold)
     (["fit", "--data.val_x_max", ".inf"], "data.val_x_max must be a finite number, got inf"),
     (["fit", "--data.x_max", "1e39"], "beyond float32's range 3.4e+38 (about 3e+39)"),
     (["fit", "--data.noise_std", "1e308"], "beyond float32's range 3.4e+38: scale"),
+    ("export --format onnx --out m.onnx --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),
     ("export --format onnx --out nodir/m.onnx".split(), "--out's directory does not exist"),
     ("export --format onnx --out a_dir.ckpt".split(), "--out is a directory"),
     (["export", "--format", "onnx", "--out", f"./{LAST}"], f"--out {LAST} is the checkpoint itself"),  # the newest
     ("export --format pickle --out m.onnx".split(), "format"),
+    ("serve --ckpt_path missing.ckpt".split(), "checkpoint not found: missing.ckpt"),  # serve
     ("serve --ckpt_path text.ckpt".split(), "not a readable checkpoint"), (["serve", "--host", "10.0.0.1"], "host"),
     ("serve --port 80".split(), "--port must be an integer >= 1024"), ("serve --port 70000".split(), "<= 65,535"),
     ("serve --max_batch_size 0".split(), "--max_batch_size must be an integer >= 1"),
@@ -309,7 +316,7 @@ def test_a_bad_setting_is_the_whole_stderr_of_the_process(tmp_path):
 
 @pytest.mark.parametrize("option, output", [
     ("--trainer.logger CSVLogger", "for 10 is 32.6772"),
-    ("--trainer.fast_dev_run true --trainer.callbacks+=LandscapeLogger", "for 10 is 1.7772"),  # a test run: no logs
+    ("--trainer.fast_dev_run true --trainer.callbacks+=LandscapeLogger --trajectory_every 1", "for 10 is 1.7772"),
     ("--trainer.callbacks EarlyStopping --trainer.callbacks.monitor val/loss", "for 10 is 32.6772"),
     ("--trainer.limit_val_batches 0", "for 10 is 32.6772"), ("--trainer.val_check_interval 0.5", "for 10 is 32.6772"),
     ("--trainer.callbacks TQDMProgressBar", "for 10 is 32.6772"),  # one callback, not a list: the bar replaced

@@ -91,7 +91,8 @@ def test_an_ensemble_checkpoint_predicts_the_mean_and_spread_and_resumes_the_sam
     mean, std = Predictor(tmp_path / "a" / LAST)([3.0, 10.0, -1.0])
     assert mean == whole[0] and std == pytest.approx(whole[1], rel=1e-12)
     fit_in_process(tmp_path / "b", *"--model.num_seeds 3 --seed_everything 10 --trainer.max_epochs 30".split())
-    resumed = fit_in_process(tmp_path / "b", *"--ckpt_path last --trainer.max_epochs 60".split())  # seed 0 here
+    own = "--model.num_seeds 3 --model.hidden_size 5"  # its own options: 5 is the [5] it saved
+    resumed = fit_in_process(tmp_path / "b", *f"--ckpt_path last --trainer.max_epochs 60 {own}".split())  # seed 0 here
     assert resumed.model.stacks[0].seeds.tolist() == list(range(10, 13))
     assert float((cli.model.stacks[0].weights - resumed.model.stacks[0].weights).detach().abs().max()) <= 1e-6
 

@@ -283,6 +283,12 @@ def test_default_root_dir_is_honoured_like_lightnings_default_logger(tmp_path, m
     resume = "--trainer.max_epochs 5 --trainer.default_root_dir runs --ckpt_path last"  # a relative DIR, in home
     fit_in_process(tmp_path / "home", *resume.split())
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 5
+    # The overwrite refusals see through a quoted ~ too: a directory holding a run's files is not written again.
+    proc = run_main("fit", "--last_checkpoint.dirpath", f"~/runs/{RUN}/checkpoints", cwd=tmp_path)
+    one_error_line(proc, f"~/runs/{RUN}/checkpoints holds checkpoints, which a new fit would overwrite")
+    bare = ("fit", "--trainer.logger", "false", "--trainer.max_epochs", "2", "--trainer.default_root_dir", "~/bare")
+    fit_in_process(tmp_path, *bare[1:])
+    one_error_line(run_main(*bare, cwd=tmp_path), "/home/bare holds a run, which a new fit would overwrite")
 
 
 @pytest.mark.parametrize("args, code, advice", [

@@ -142,6 +142,9 @@ def test_a_runs_config_yaml_given_as_config_trains_a_new_run_and_leaves_the_old_
     before = fingerprint(tmp_path)
     one_error_line(run_main("fit", "--config", "old.yaml", cwd=tmp_path), f"{RUN} holds a run, which a new fit would")
     assert fingerprint(tmp_path) == before
+    quick = run_main("fit", "--ckpt_path", "last", "--trainer.fast_dev_run", "true", cwd=tmp_path)  # one epoch: <6
+    one_error_line(quick, "You restored a checkpoint with current_epoch=6, but you have set Trainer(max_epochs=1)")
+    assert fingerprint(tmp_path) == before
     # A resumed run's config.yaml starts a new run too (a resume of its 8 epochs would refuse max_epochs 4).
     fit_in_process(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", "8")
     fresh = fit_in_process(tmp_path, "--config", "lightning_logs/version_1/config.yaml", "--trainer.max_epochs", "4")

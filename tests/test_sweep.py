@@ -109,7 +109,8 @@ def test_running_again_continues_the_study_and_another_space_is_refused(sweep_ru
     assert read_csv(out / "results.csv") == before and len(list(out.glob("trial_*"))) == 2  # nothing trained again
     report = run_main("sweep", "--report", "--out", str(out), cwd=workdir)
     assert report.returncode == 0 and report.stdout == table_of(first.stdout) + "\n"
-    assert run_main("sweep", "--report", *GRID, "--out", str(out), cwd=workdir).stdout == report.stdout  # its own
+    for own in (GRID, ["--seeds", "0-29"]):  # the study's own options, all or some
+        assert run_main("sweep", "--report", *own, "--out", str(out), cwd=workdir).stdout == report.stdout
     files = fingerprint(out)
     proc = run_main(*"sweep --report --hidden_sizes 5 --out".split(), str(out), cwd=workdir)  # never ignored
     one_error_line(proc, "searches another space (sampler grid, seeds ['0-29'], hidden_sizes [4, 8]")

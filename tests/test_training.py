@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers import LAST, RUN, edited, events, fit_in_process, one_error_line, run_main
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -84,7 +85,8 @@ def test_validate_and_test_evaluate_the_checkpoint_with_its_own_hyperparameters(
     val = fit_in_process(tmp_path, "--ckpt_path", ckpt, command="validate")
     (own := tmp_path / "config.yaml").write_text("mine\n")  # without a logger, no run of its own: nothing over this
     test = fit_in_process(tmp_path, "--ckpt_path", ckpt, "--trainer.logger", "false", command="test")
-    assert own.read_text() == "mine\n" and (tmp_path / "lightning_logs/version_0/config.yaml").exists()  # validate's
+    config = yaml.safe_load((tmp_path / "lightning_logs/version_0/config.yaml").read_text())  # validate's own
+    assert own.read_text() == "mine\n" and config["ckpt_path"] == ckpt  # which checkpoint it evaluated
     assert val.trainer.callback_metrics["val/loss"].item() < 1e-3
     assert val.trainer.callback_metrics["val/r2"].item() == pytest.approx(1.0, abs=1e-3)
     assert 0 <= test.trainer.callback_metrics["test/mae"].item() < 0.1 and test.model.hparams.hidden_size == 5

@@ -163,7 +163,7 @@ class RegressionDataModule(L.LightningDataModule):
     def check(self) -> None:
         """Refuse (:class:`UsageError`) settings that give no data, or data beyond float32's range."""
         hp = self.hparams
-        refuse_ignored([k for k, v in DATA_DEFAULTS.items() if hp[k] != v], hp.csv, hp.val_csv)  # as given
+        refuse_ignored([k for k, v in DATA_DEFAULTS.items() if hp[k] != v], hp.csv, hp.val_csv)  # not at defaults
         check_float("data.slope", hp.slope)
         check_float("data.intercept", hp.intercept)
         check_float("data.noise_std", hp.noise_std, 0.0)

@@ -108,8 +108,9 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def check_checkpoint_dir(dirpath: str | None, option: str, new_fit: bool) -> None:
-    """Refuse a checkpoint directory that is a file, or one holding checkpoints a new fit would overwrite."""
-    if dirpath is None or not (path := Path(dirpath)).exists():
+    """Refuse the directory ``dirpath`` (as ``option`` names it; ``~`` expanded, as ModelCheckpoint does) if it is a
+    file, or, for a ``new_fit`` (not a resume), if it holds checkpoints that fit would overwrite."""
+    if dirpath is None or not (path := Path(dirpath).expanduser()).exists():
         return
     if not path.is_dir():
         raise UsageError(f"{option} is a file, not a directory: {dirpath}")

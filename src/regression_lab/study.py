@@ -145,9 +145,12 @@ def _create(spec: StudySpec, create: bool) -> optuna.Study:
         sampler = optuna.samplers.GridSampler({"hidden_size": spec.hidden_sizes, "lr": spec.lrs}, seed=spec.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=spec.seed)
-    if not create:  # --report: search options given (not all the defaults) must be the study's own, not ignored
+    if not create:  # --report: each search option not at its default must be the study's own, not ignored
         study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler)
-        return study if spec.definition() == StudySpec().definition() else _checked(study, spec)
+        saved, default = study.user_attrs.get(DEFINITION_ATTR) or {}, StudySpec().definition()
+        if any(v != default.get(k) and v != saved.get(k) for k, v in spec.definition().items()):
+            raise _another_space(saved, spec)
+        return study
     top = max(spec.epochs) if spec.sampler == "grid" else spec.epochs_range[1]
     pruner = {
         "median": optuna.pruners.MedianPruner(n_startup_trials=2),  # a grid is often small
@@ -155,6 +158,13 @@ def _create(spec: StudySpec, create: bool) -> optuna.Study:
     }.get(spec.pruner, optuna.pruners.NopPruner())
     return _checked(optuna.create_study(storage=storage, study_name=spec.study_name, direction="minimize",
                                         sampler=sampler, pruner=pruner, load_if_exists=True), spec)  # fmt: skip
+
+
+def _another_space(saved: dict, spec: StudySpec) -> UsageError:
+    """The refusal of options that describe another search than the study's ``saved`` definition."""
+    searched = ", ".join(f"{k} {v}" for k, v in saved.items())
+    return UsageError(f"study {spec.study_name!r} in {mask(spec.storage)} searches another space ({searched}): "
+                      "choose another --study_name, or the same options as the study's")  # fmt: skip
 
 
 def _checked(study: optuna.Study, spec: StudySpec) -> optuna.Study:
@@ -169,9 +179,7 @@ def _checked(study: optuna.Study, spec: StudySpec) -> optuna.Study:
         raise UsageError(f"{spec.data_csv} has changed since study {name!r} in {where} began on it (its SHA-256 "
                          "differs): restore the file, or choose another --study_name")  # fmt: skip
     if saved is not None and saved != wanted:
-        searched = ", ".join(f"{k} {v}" for k, v in saved.items())
-        raise UsageError(f"study {name!r} in {where} searches another space ({searched}): choose another "
-                         "--study_name, or the same options as the study's")  # fmt: skip
+        raise _another_space(saved, spec)
     if saved is None:
         study.set_user_attr(DEFINITION_ATTR, wanted)
         with quiet_notices():

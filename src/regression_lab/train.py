@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from regression_lab import errors, files
 from regression_lab.callbacks import AtomicCheckpointIO, Guard, LandscapeLogger, RunProgressBar, Trajectory
 from regression_lab.checkpoint import load_model, resume_problem
-from regression_lab.data import DATA_DEFAULTS, RegressionDataModule, refuse_ignored
+from regression_lab.data import DATA_DEFAULTS, LINE_SETTINGS, RegressionDataModule, refuse_ignored
 from regression_lab.ensemble import EnsembleRegressionModule, refuse_counts_beside_seeds, regression_model
 from regression_lab.errors import FLOAT32_MAX, UsageError
 from regression_lab.files import LOG_ROOT, check_writable_dir, lock_dir, newest_checkpoint, reserve_numbered_dir
@@ -138,7 +138,8 @@ class RegressionLabCLI(LightningCLI):
             if isinstance(saved, dict) and cfg.get("data") is not None and not self._data_given:
                 for key in DATA_DEFAULTS.keys() & saved.keys() - self._named["data"]:
                     cfg.data[key] = saved[key]
-        refuse_ignored(self._named["data"], *((cfg.get("data") or {}).get(k) for k in ("csv", "val_csv")))  # named too
+        # The line's settings beside a file, even named at their defaults (split settings: the DataModule's, by value).
+        refuse_ignored(set(LINE_SETTINGS) & self._named["data"], (cfg.get("data") or {}).get("csv"), None)
 
     def _check_against(self, cfg: Any, checkpoint: dict[str, Any], ckpt: Any, sub: str) -> None:
         """Refuse a run on a checkpoint that cannot run, or that would not do what was asked."""
@@ -156,7 +157,7 @@ class RegressionLabCLI(LightningCLI):
         default = {k: p.default for k, p in inspect.signature(regression_model).parameters.items()}
         for key, value in (cfg.get("model") or {}).items():
             was = saved.get(key, default.get(key))  # one MyNN's checkpoint has no num_seeds: it had the default
-            if value != was and (key in self._named["model"] or value != default.get(key)):
+            if listed(value) != listed(was) and (key in self._named["model"] or value != default.get(key)):  # 8 is [8]
                 what = "a resumed run: start a new one without --ckpt_path" if sub == "fit" else "its model"
                 raise UsageError(f"{ckpt} was trained with model.{key}={was!r}; --model.{key} {value!r} "
                                  f"cannot change {what}")  # fmt: skip
@@ -181,8 +182,8 @@ class RegressionLabCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         # This run's version_N is reserved now (an atomic mkdir), so runs started together get their own; by rank 0.
         cfg, made = self.config[self.subcommand] if self.subcommand else self.config, []
-        init = None if (quick := cfg.trainer.get("fast_dev_run")) else self._logger_args(cfg)  # a test run: no run
-        fresh = init is not None and init.get("version") is None  # validate and test write config.yaml only there
+        init, quick = self._logger_args(cfg), cfg.trainer.get("fast_dev_run")  # quick: a test run, no run directory
+        fresh = init is not None and init.get("version") is None and not quick  # validate and test write config there
         self.save_config_callback = self.save_config_callback if fresh or self.subcommand in ("fit", None) else None
         if fresh and rank_zero_only.rank == 0:
             check_writable_dir(root := self._log_root(cfg), "logs")
@@ -193,7 +194,7 @@ class RegressionLabCLI(LightningCLI):
             self._lock(reserved)
         elif self.subcommand in ("fit", None) and not cfg.get("ckpt_path") and not quick:
             # A version given, or no logger at all: Lightning writes config.yaml and checkpoints/ into default_root_dir.
-            run = Path(cfg.trainer.get("default_root_dir") or ".") if cfg.trainer.get("logger") is False else None
+            run = Path(cfg.trainer.get("default_root_dir") or ".").expanduser() if cfg.trainer.logger is False else None
             run = self._log_root(cfg) / (v if isinstance(v := init.version, str) else f"version_{v}") if init else run
             if run is not None and ((run / "checkpoints").exists() or (run / "config.yaml").exists()):
                 raise UsageError(f"{run} holds a run, which a new fit would overwrite: resume it with --ckpt_path, or "
@@ -202,7 +203,7 @@ class RegressionLabCLI(LightningCLI):
             super().instantiate_classes()
             if self._chose_version:  # the logger has it: the run's config.yaml, reused with --config, makes a new run
                 init.version = None
-            if cfg.get("ckpt_path"):  # the fit has it (config_init): the run's config.yaml starts no resume either
+            if cfg.get("ckpt_path") and self.subcommand in ("fit", None):  # the fit has it: config.yaml won't resume
                 cfg.ckpt_path = None
             if isinstance(self.model, EnsembleRegressionModule) and self.datamodule is not None:
                 self.model.check_memory(self.datamodule)  # before anything is written
@@ -227,7 +228,7 @@ class RegressionLabCLI(LightningCLI):
         writes = cfg["trainer"].get("enable_checkpointing") is not False and not cfg["trainer"].get("fast_dev_run")
         self._last = cfg["last_checkpoint"] if writes else None  # a test run: its save_last would write at the end
         callbacks += [cfg["checkpoint"], self._last] if self._last is not None else []
-        if cfg.get("trajectory_every") is not None:
+        if cfg.get("trajectory_every") is not None and not cfg["trainer"].get("fast_dev_run"):
             if not isinstance(self.model, RegressionModule):  # before any file is written
                 raise UsageError("--trajectory_every keeps one network's weights: not an ensemble's")
             callbacks.append(Trajectory(cfg["trajectory_every"]))
