@@ -1,9 +1,13 @@
 """Scale-out on Lightning's own engine: DDP with two CPU processes (gloo) against one process; bf16 on a CPU.
 Run: pytest tests/test_distributed.py"""
 
+import contextlib
+import os
+import signal
+
 import pytest
 import torch
-from helpers import LAST, RUN, events, fit_in_process, free_port, run_cli
+from helpers import LAST, RUN, events, fit_in_process, free_port, run_cli, start, wait_for
 
 from regression_lab.data import RegressionDataModule
 from regression_lab.models import MyNN
@@ -35,6 +39,23 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     accs = [events(tmp_path / name / RUN, scalars=0) for name in ("ddp", "single")]
     ddp_val, single_val = ([acc.Scalars(f"val/{m}")[-1].value for m in ("loss", "r2")] for acc in accs)
     assert ddp_val == pytest.approx(single_val, rel=1e-3)  # the last val/loss and val/r2
+
+
+@pytest.mark.slow
+def test_a_sigint_to_the_first_of_two_processes_stops_both(tmp_path):
+    # The signal reaches rank 0 alone (kill PID, not Ctrl-C's process group): both ranks must stop at one step.
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    saves = "--last_checkpoint.train_time_interval 0:00:01 --trainer.max_epochs 1000000"  # a save once it trains
+    proc = start("fit", *COMMON, *"--trainer.strategy ddp --trainer.devices 2".split(), *saves.split(), cwd=tmp_path,
+                 env=env, start_new_session=True)  # fmt: skip
+    try:
+        wait_for((tmp_path / LAST).exists, proc, "the first timed last.ckpt", timeout=300)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)  # not a hang: the other rank stopped too
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # after a failure: neither rank left running
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("interrupted by SIGINT"), err[-2000:]
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tmp_path):

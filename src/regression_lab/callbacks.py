@@ -64,14 +64,20 @@ class Guard(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if errors.requested() is not None:
-            trainer.should_stop = True
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        every = self.every or max(1, trainer.log_every_n_steps)
+        check = trainer.global_step % every == 0 or batch_idx + 1 == trainer.num_training_batches
         if isinstance(loss, torch.Tensor):
             self._finite.logical_and_(torch.isfinite(loss.detach()))  # no host sync
-            every = self.every or max(1, trainer.log_every_n_steps)
-            if trainer.global_step % every == 0 or batch_idx + 1 == trainer.num_training_batches:
+            if check:
                 self._check(trainer, pl_module, loss)
+        # A signal to one of several processes stops them all at one step, decided together at a check: a rank
+        # stopping alone leaves the others waiting forever in their next collective.
+        signalled = errors.requested() is not None
+        if trainer.world_size > 1:
+            signalled = check and trainer.strategy.reduce_boolean_decision(signalled, all=False)
+        if signalled:
+            trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer, pl_module, None)  # a run stopped mid-epoch has steps no read covered
