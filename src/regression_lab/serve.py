@@ -161,7 +161,8 @@ def run(args: Namespace) -> None:
                           middlewares=[JSONOnly], max_payload_size=args.max_body_bytes)  # fmt: skip
     server.app.add_exception_handler(RequestValidationError, one_line_errors)
     kind = "an ensemble (mean and std)" if predictor.ensemble else "MyNN"
-    print(f"serving {ckpt} ({kind}) on http://{args.host}:{args.port}/predict", file=sys.stderr, flush=True)
+    where = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address is bracketed in a URL
+    print(f"serving {ckpt} ({kind}) on http://{where}:{args.port}/predict", file=sys.stderr, flush=True)
     # A signal raises errors.Interrupted, a KeyboardInterrupt: LitServe answers the requests in flight, then stops.
     server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")
     if errors.requested() is not None:
