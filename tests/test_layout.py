@@ -50,7 +50,7 @@ def test_the_defaults_raise_no_deprecation_warning_and_no_notice(tmp_path):
 
 # Issue 23's budgets are src/ 3,000, tests/ 2,500, benchmarks/ 500; where a directory is over, its cap keeps it from
 # growing unnoticed: a commit that raises one says why, in its message.
-@pytest.mark.parametrize("path, limit", [("src", 5012), ("tests", 2953), ("benchmarks", 500)])  # fmt: skip
+@pytest.mark.parametrize("path, limit", [("src", 5013), ("tests", 2953), ("benchmarks", 500)])  # fmt: skip
 def test_the_code_keeps_to_its_budgets(path, limit):
     files = sorted((REPO / path).rglob("*.py"))
     lines = {f.name: len(f.read_text().splitlines()) for f in files}

@@ -40,7 +40,8 @@ def divergence_advice(model: L.LightningModule, datamodule: Any) -> str:
 
 
 class Guard(L.Callback):
-    """Stop at a non-finite loss (:class:`~regression_lab.errors.TrainingFailed`), and at the batch end after a signal.
+    """Stop at a non-finite loss (:class:`~regression_lab.errors.TrainingFailed`), and at the batch end after a signal
+    (several processes: at the next check, all together).
 
     ``isfinite(loss)`` folds into an on-device flag, read (a host sync on a GPU) only every ``check_every_n_steps``
     steps and at each epoch's last batch; non-finite weights are never checkpointed."""
