@@ -105,9 +105,9 @@ class RegressionLabCLI(LightningCLI):
         refuse_counts_beside_seeds(self._named["model"], (cfg.get("model") or {}).get("seeds"))  # named at defaults too
         if type(seed := cfg.get("seed_everything")) is int and not 0 <= seed <= MAX_SEED:  # a bool is no seed
             raise UsageError(f"seed_everything must be in [0, {MAX_SEED}], got {seed}")
-        new_fit = sub in ("fit", None) and not cfg.get("ckpt_path") and not cfg.trainer.get("fast_dev_run")
+        self._new_fit = sub in ("fit", None) and not cfg.get("ckpt_path") and not cfg.trainer.get("fast_dev_run")
         for group in ("checkpoint", "last_checkpoint"):
-            files.check_checkpoint_dir((cfg.get(group) or {}).get("dirpath"), f"--{group}.dirpath", new_fit)
+            files.check_checkpoint_dir((cfg.get(group) or {}).get("dirpath"), f"--{group}.dirpath", self._new_fit)
         if cfg.get("weights_only") is False:
             raise UsageError("--weights_only false is not allowed: checkpoints load with weights_only=True")
         if "weights_only" in cfg:  # whatever Lightning's default, never unpickle objects
@@ -192,7 +192,7 @@ class RegressionLabCLI(LightningCLI):
             init.version = int(reserved.name.removeprefix("version_"))
             self._chose_version = True
             self._lock(reserved)
-        elif self.subcommand in ("fit", None) and not cfg.get("ckpt_path") and not quick:
+        elif self._new_fit:
             # A version given, or no logger at all: Lightning writes config.yaml and checkpoints/ into default_root_dir.
             run = Path(cfg.trainer.get("default_root_dir") or ".").expanduser() if cfg.trainer.logger is False else None
             run = self._log_root(cfg) / (v if isinstance(v := init.version, str) else f"version_{v}") if init else run
